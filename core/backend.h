@@ -1,0 +1,90 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/index_spec.h"
+#include "core/types.h"
+#include "core/util/status.h"
+
+namespace vecgpu {
+
+// What a backend reports about its index.
+struct BackendInfo {
+  int64_t ntotal = 0;
+  bool is_trained = false;
+  std::string device;        // "cpu", "gpu:0", ...
+  int64_t memory_bytes = 0;  // estimate of the index's own memory
+  int nprobe = 0;            // IVF kinds: lists visited by default
+  int ef_search = 0;         // HNSW kinds
+  int ef_construction = 0;   // HNSW kinds
+};
+
+// One index instance on one device, following FAISS's Index contract: batches of vectors are
+// row-major n * d float32 matrices (for binary indexes, one 0/1 float per bit).
+//
+// Vectors are named by labels the backend assigns: Add gives n consecutive labels starting at
+// next_label(). Labels of flat-storage kinds are storage positions, renumbered densely after a
+// removal (labels_shift_on_remove()); IVF kinds keep their labels for life. User ids are
+// mapped onto labels above the backend (core/id_map.h).
+//
+// Thread safety: const methods may run concurrently with each other; a non-const method
+// requires that no other call runs at the same time (Collection enforces this with its lock).
+// Methods never throw: library errors come back as Status.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const IndexSpec& spec() const = 0;
+  virtual BackendInfo Info() const = 0;
+  // The label the next added vector gets.
+  virtual int64_t next_label() const = 0;
+  virtual bool labels_shift_on_remove() const = 0;
+
+  // x: size n * d.
+  virtual Status Train(int64_t n, const float* x) = 0;
+  // x: size n * d. The vectors get labels next_label() .. next_label() + n - 1.
+  virtual Status Add(int64_t n, const float* x) = 0;
+  // Removes the vectors with these labels; returns how many were there.
+  virtual StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) = 0;
+  // Empties the index, keeping its training.
+  virtual Status Reset() = 0;
+
+  // x: size n * d; distances and labels: size n * k each. Missing results: label -1.
+  virtual Status Search(int64_t n, const float* x, int k, const SearchParams& params,
+                        float* distances, int64_t* labels) const = 0;
+  // Vectors within `radius` (L2: squared distance < radius; IP: similarity > radius).
+  virtual StatusOr<RangeResult> RangeSearch(int64_t n, const float* x, float radius,
+                                            const SearchParams& params) const = 0;
+  // out: size d. NotFound when no vector has this label.
+  virtual Status Reconstruct(int64_t label, float* out) const = 0;
+  // The labels of the vectors at storage positions [start, start + n), in storage order.
+  // REQUIRES: start + n <= ntotal.
+  virtual std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const = 0;
+  // The vectors at storage positions [start, start + n); out: size n * d.
+  // REQUIRES: start + n <= ntotal.
+  virtual Status ReconstructN(int64_t start, int64_t n, float* out) const = 0;
+
+  // Index settings that persist: "nprobe", "efSearch", "efConstruction".
+  virtual Status SetParameter(std::string_view name, double value) = 0;
+  virtual StatusOr<double> GetParameter(std::string_view name) const = 0;
+};
+
+// Creates backends for one kind of device, and runs stateless computations there.
+// Thread-safe.
+class BackendFactory {
+ public:
+  virtual ~BackendFactory() = default;
+
+  virtual std::string name() const = 0;  // "cpu", "gpu"
+  // Builds an empty index for `spec`; InvalidArgument when the spec cannot be built.
+  virtual StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec) = 0;
+  // k-means over x (size n * d).
+  virtual StatusOr<ClusteringResult> Cluster(int64_t n, int d, const float* x, int n_clusters,
+                                             Metric metric, int niter) = 0;
+};
+
+}  // namespace vecgpu

@@ -1,0 +1,119 @@
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/options.h"
+#include "core/tenant_registry.h"
+
+namespace vecgpu {
+
+// A snapshot of one collection, for list/describe replies.
+struct CollectionInfo {
+  std::string name;
+  IndexSpec spec;
+  BackendInfo backend;
+  int64_t searches = 0;
+  int64_t queries = 0;
+  int64_t adds = 0;
+  int64_t vectors_added = 0;
+  int64_t removals = 0;
+  int64_t search_micros = 0;
+};
+
+// What a front end needs to decode a collection's vectors.
+struct VectorLayout {
+  int dim = 0;          // components (bits for binary indexes)
+  bool binary = false;  // bit vectors
+};
+
+struct CreateCollectionRequest {
+  std::string name;
+  std::string index_type;  // FAISSx index_type or FAISS factory string
+  int dim = 0;
+  std::string metric;  // optional override for plain factory strings
+};
+
+struct AddResult {
+  int64_t count = 0;   // vectors added by this call
+  int64_t ntotal = 0;  // vectors in the collection after it
+};
+
+// The one transport-neutral API every front end calls. It validates every argument against
+// Limits (dimension, k, counts, finite values) before touching an index, and scopes every
+// name to the caller's tenant. Thread-safe; calls block until done.
+class Engine {
+ public:
+  // `factory` must outlive the engine.
+  Engine(const Limits& limits, BackendFactory& factory);
+
+  StatusOr<CollectionInfo> Create(const std::string& tenant, const CreateCollectionRequest& req);
+  Status Drop(const std::string& tenant, const std::string& name);
+  std::vector<CollectionInfo> List(const std::string& tenant) const;
+  StatusOr<CollectionInfo> Describe(const std::string& tenant, const std::string& name) const;
+  // Cheap: no lock on the index.
+  StatusOr<VectorLayout> Layout(const std::string& tenant, const std::string& name) const;
+
+  // x: rows vectors of the collection's dimension; ids: empty or one per row.
+  StatusOr<AddResult> Add(const std::string& tenant, const std::string& name, const FloatMatrix& x,
+                          std::span<const int64_t> ids);
+  StatusOr<CollectionInfo> Train(const std::string& tenant, const std::string& name,
+                                 const FloatMatrix& x);
+  // Returns the number of vectors removed.
+  StatusOr<int64_t> Remove(const std::string& tenant, const std::string& name,
+                           std::span<const int64_t> ids);
+  // Replaces the vector stored under `id` (id-mapped collections).
+  Status Replace(const std::string& tenant, const std::string& name, int64_t id,
+                 const FloatMatrix& vector);
+  // Empties the collection, keeping its type and training.
+  Status Reset(const std::string& tenant, const std::string& name);
+
+  StatusOr<SearchResult> Search(const std::string& tenant, const std::string& name,
+                                const FloatMatrix& queries, int k,
+                                const SearchParams& params) const;
+  StatusOr<RangeResult> RangeSearch(const std::string& tenant, const std::string& name,
+                                    const FloatMatrix& queries, float radius,
+                                    const SearchParams& params) const;
+  // One row per id, in order.
+  StatusOr<FloatMatrix> Reconstruct(const std::string& tenant, const std::string& name,
+                                    std::span<const int64_t> ids) const;
+  // Vectors at storage positions [start, start + n), clipped to ntotal; their ids in `ids`.
+  StatusOr<FloatMatrix> ReconstructRange(const std::string& tenant, const std::string& name,
+                                         int64_t start, int64_t n,
+                                         std::vector<int64_t>* ids = nullptr) const;
+
+  Status SetParameter(const std::string& tenant, const std::string& name, std::string_view param,
+                      double value);
+  StatusOr<double> GetParameter(const std::string& tenant, const std::string& name,
+                                std::string_view param) const;
+
+  // Adds copies of every source's vectors (with their ids) to `target`; returns its ntotal.
+  StatusOr<int64_t> Merge(const std::string& tenant, const std::string& target,
+                          const std::vector<std::string>& sources);
+
+  // k-means over x; touches no collection.
+  StatusOr<ClusteringResult> Cluster(const FloatMatrix& x, int n_clusters, Metric metric,
+                                     int niter) const;
+
+  const Limits& limits() const { return limits_; }
+
+ private:
+  StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
+                                             const std::string& name) const;
+  Status CheckName(const std::string& name) const;
+  // Adds x under ids (upserting on id-mapped collections), training first where the kind
+  // trains from its data alone. REQUIRES: the collection's storage held exclusively.
+  Status AddLocked(const Collection& c, Backend& b, IdMap* map, const FloatMatrix& x,
+                   std::span<const int64_t> ids);
+  // Checks shape (cols == dim, 1 <= rows <= max_rows) and that every value is finite.
+  Status CheckMatrix(const char* field, const FloatMatrix& x, int dim, int64_t max_rows) const;
+
+  const Limits limits_;
+  BackendFactory& factory_;
+  TenantRegistry registry_;
+};
+
+}  // namespace vecgpu

@@ -1,0 +1,59 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/util/status.h"
+
+namespace vecgpu {
+
+// Input limits, enforced before anything is allocated from a client-declared size.
+// Defaults follow the FAISSx server where it has one.
+struct Limits {
+  // Largest accepted request, in bytes. Default: 100 MB (FAISSx).
+  int64_t max_request_bytes = 100'000'000;
+  // Hard cap at the socket: larger messages are dropped by ZeroMQ with the connection.
+  // Default: 2 * max_request_bytes + 1 MiB (set by Validate when 0).
+  int64_t max_message_bytes = 0;
+  // Deepest msgpack nesting accepted (request map = 1, vectors = 2, rows = 3). Default: 8.
+  int max_depth = 8;
+  // Most elements in one msgpack array or map. Default: 16,000,000.
+  int64_t max_container_elements = 16'000'000;
+  // Vector dimension, 1..max_dimension. Default: 10,000 (FAISSx).
+  int max_dimension = 10'000;
+  // k for searches, 1..max_k. Default: 10,000 (FAISSx).
+  int max_k = 10'000;
+  // Vectors per add call. Default: 10,000 (FAISSx).
+  int64_t max_add_vectors = 10'000;
+  // Query vectors per search call. Default: 10,000.
+  int64_t max_query_vectors = 10'000;
+  // Training vectors per train call. Default: 1,000,000.
+  int64_t max_train_vectors = 1'000'000;
+  // Vectors returned by one reconstruct_n / get_vectors call. Default: 100,000.
+  int64_t max_fetch_vectors = 100'000;
+  // Length of an index id. Default: 256.
+  int max_index_id_length = 256;
+  // Length of an API key. Default: 256 (FAISSx).
+  int max_api_key_length = 256;
+  // Length of a tenant id. Default: 128 (FAISSx).
+  int max_tenant_id_length = 128;
+  // Collections one tenant may own. Default: 10,000.
+  int max_collections_per_tenant = 10'000;
+
+  // Checks every field; fills derived defaults. Called once at start-up.
+  Status Validate();
+};
+
+// Threads and queues of the request scheduler.
+struct SchedulerOptions {
+  // Threads serving searches, reads and metadata. Default: 0 = 2 * hardware threads, min 4.
+  int query_threads = 0;
+  // Threads serving adds, training, removals and other writes. Default: 2.
+  int write_threads = 2;
+  // Requests waiting per lane before clients get a "busy" error. Default: 4096.
+  int max_queued = 4096;
+
+  Status Validate();
+};
+
+}  // namespace vecgpu

@@ -1,0 +1,49 @@
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/util/status.h"
+#include "core/util/thread_annotations.h"
+
+namespace vecgpu {
+
+// A fixed set of threads draining one bounded FIFO of tasks.
+// Thread-safe. Tasks must not throw.
+class WorkerPool {
+ public:
+  // `on_start`, if set, runs first on each worker thread (e.g. to set per-thread library state).
+  WorkerPool(std::string name, int threads, int max_queued,
+             std::function<void()> on_start = nullptr);
+  ~WorkerPool();  // Shutdown()
+
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Queues `task`; ResourceExhausted when max_queued tasks already wait, Unavailable after
+  // Shutdown.
+  Status Submit(std::function<void()> task);
+
+  // Stops taking tasks, runs those already queued, and joins the threads.
+  void Shutdown();
+
+  int queued() const;
+
+ private:
+  void Run();
+
+  const std::string name_;
+  const int max_queued_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace vecgpu

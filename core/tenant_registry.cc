@@ -1,0 +1,64 @@
+#include "core/tenant_registry.h"
+
+#include <mutex>
+
+namespace vecgpu {
+namespace {
+
+Status NoSuchIndex(const std::string& name) {
+  return NotFound("index '" + name + "' not found");
+}
+
+}  // namespace
+
+Status TenantRegistry::Insert(std::shared_ptr<Collection> collection) {
+  std::unique_lock lock(mu_);
+  Key key{collection->tenant(), collection->name()};
+  if (collections_.count(key)) {
+    return AlreadyExists("index '" + collection->name() + "' already exists");
+  }
+  int& count = per_tenant_[key.first];
+  if (count >= max_per_tenant_) {
+    return ResourceExhausted("tenant already owns " + std::to_string(count) +
+                             " indexes, the limit (max_collections_per_tenant)");
+  }
+  ++count;
+  collections_.emplace(std::move(key), std::move(collection));
+  return Status::Ok();
+}
+
+StatusOr<std::shared_ptr<Collection>> TenantRegistry::Get(const std::string& tenant,
+                                                          const std::string& name) const {
+  std::shared_lock lock(mu_);
+  auto it = collections_.find(Key{tenant, name});
+  if (it == collections_.end()) return NoSuchIndex(name);
+  return it->second;
+}
+
+StatusOr<std::shared_ptr<Collection>> TenantRegistry::Remove(const std::string& tenant,
+                                                             const std::string& name) {
+  std::unique_lock lock(mu_);
+  auto it = collections_.find(Key{tenant, name});
+  if (it == collections_.end()) return NoSuchIndex(name);
+  auto collection = std::move(it->second);
+  collections_.erase(it);
+  if (--per_tenant_[tenant] == 0) per_tenant_.erase(tenant);
+  return collection;
+}
+
+std::vector<std::shared_ptr<Collection>> TenantRegistry::List(const std::string& tenant) const {
+  std::shared_lock lock(mu_);
+  std::vector<std::shared_ptr<Collection>> out;
+  for (auto it = collections_.lower_bound(Key{tenant, ""});
+       it != collections_.end() && it->first.first == tenant; ++it) {
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+size_t TenantRegistry::size() const {
+  std::shared_lock lock(mu_);
+  return collections_.size();
+}
+
+}  // namespace vecgpu

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/collection.h"
+#include "core/util/status.h"
+#include "core/util/thread_annotations.h"
+
+namespace vecgpu {
+
+// (tenant, collection name) -> Collection. Names are per tenant: two tenants may both own
+// "docs", and nothing here lets one tenant reach another's collection.
+// Thread-safe.
+class TenantRegistry {
+ public:
+  explicit TenantRegistry(int max_collections_per_tenant)
+      : max_per_tenant_(max_collections_per_tenant) {}
+
+  // AlreadyExists if the tenant already has `name`; ResourceExhausted past the per-tenant cap.
+  Status Insert(std::shared_ptr<Collection> collection);
+  // NotFound if the tenant has no collection `name`.
+  StatusOr<std::shared_ptr<Collection>> Get(const std::string& tenant,
+                                            const std::string& name) const;
+  // Removes and returns the collection; in-flight requests keep their handle.
+  StatusOr<std::shared_ptr<Collection>> Remove(const std::string& tenant, const std::string& name);
+  // The tenant's collections, ordered by name.
+  std::vector<std::shared_ptr<Collection>> List(const std::string& tenant) const;
+  // All collections of all tenants (for metrics and snapshots).
+  size_t size() const;
+
+ private:
+  using Key = std::pair<std::string, std::string>;
+  const int max_per_tenant_;
+  mutable std::shared_mutex mu_;
+  std::map<Key, std::shared_ptr<Collection>> collections_ GUARDED_BY(mu_);
+  std::map<std::string, int> per_tenant_ GUARDED_BY(mu_);
+};
+
+}  // namespace vecgpu

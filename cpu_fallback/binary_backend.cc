@@ -1,0 +1,169 @@
+#include "cpu_fallback/binary_backend.h"
+
+#include <faiss/IndexBinary.h>
+#include <faiss/IndexBinaryIVF.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/index_factory.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu_fallback/faiss_errors.h"
+
+namespace vecgpu::cpu {
+
+BinaryBackend::BinaryBackend(IndexSpec spec, std::unique_ptr<faiss::IndexBinary> index)
+    : spec_(std::move(spec)), index_(std::move(index)) {
+  ivf_ = dynamic_cast<faiss::IndexBinaryIVF*>(index_.get());
+}
+
+BinaryBackend::~BinaryBackend() = default;
+
+StatusOr<std::unique_ptr<Backend>> BinaryBackend::Create(const IndexSpec& spec) {
+  std::unique_ptr<faiss::IndexBinary> index;
+  Status st = CallFaiss("index_type '" + spec.index_type + "'", [&] {
+    index.reset(faiss::index_binary_factory(spec.dim, spec.factory.c_str()));
+  });
+  if (!st.ok()) return InvalidArgument(st.message());
+  return std::unique_ptr<Backend>(new BinaryBackend(spec, std::move(index)));
+}
+
+StatusOr<std::vector<uint8_t>> BinaryBackend::Pack(int64_t n, const float* x) const {
+  const int d = spec_.dim;
+  std::vector<uint8_t> codes(n * (d / 8), 0);
+  for (int64_t i = 0; i < n * d; ++i) {
+    if (x[i] == 1.0f) {
+      codes[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    } else if (x[i] != 0.0f) {
+      return InvalidArgument("vectors: binary vector " + std::to_string(i / d) + " bit " +
+                             std::to_string(i % d) + " is " + std::to_string(x[i]) +
+                             ", not 0 or 1");
+    }
+  }
+  return codes;
+}
+
+void BinaryBackend::Unpack(int64_t n, const uint8_t* codes, float* out) const {
+  for (int64_t i = 0; i < n * spec_.dim; ++i) out[i] = (codes[i / 8] >> (i % 8)) & 1;
+}
+
+BackendInfo BinaryBackend::Info() const {
+  BackendInfo info;
+  info.ntotal = index_->ntotal;
+  info.is_trained = index_->is_trained;
+  info.device = "cpu";
+  info.memory_bytes = index_->ntotal * (spec_.dim / 8 + (ivf_ ? 8 : 0));
+  if (ivf_) info.nprobe = static_cast<int>(ivf_->nprobe);
+  return info;
+}
+
+Status BinaryBackend::Train(int64_t n, const float* x) {
+  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  return CallFaiss("train_index", [&] { index_->train(n, codes.data()); });
+}
+
+int64_t BinaryBackend::next_label() const { return index_->ntotal; }
+
+Status BinaryBackend::Add(int64_t n, const float* x) {
+  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  return CallFaiss("add_vectors", [&] { index_->add(n, codes.data()); });
+}
+
+StatusOr<int64_t> BinaryBackend::RemoveLabels(std::span<const int64_t> labels) {
+  faiss::IDSelectorBatch sel(labels.size(), labels.data());
+  size_t removed = 0;
+  RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = index_->remove_ids(sel); }));
+  return static_cast<int64_t>(removed);
+}
+
+Status BinaryBackend::Reset() {
+  return CallFaiss("reset", [&] { index_->reset(); });
+}
+
+Status BinaryBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
+                             float* distances, int64_t* labels) const {
+  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  std::vector<int32_t> dist(n * k);
+  Status st;
+  if (ivf_ && params.nprobe) {
+    // A per-request nprobe: assign to lists here so the index's own nprobe is untouched.
+    const size_t nprobe = std::clamp<size_t>(*params.nprobe, 1, ivf_->nlist);
+    std::vector<faiss::IndexBinary::idx_t> assign(n * nprobe);
+    std::vector<int32_t> coarse(n * nprobe);
+    faiss::IVFSearchParameters p;
+    p.nprobe = nprobe;
+    st = CallFaiss("search", [&] {
+      ivf_->quantizer->search(n, codes.data(), nprobe, coarse.data(), assign.data());
+      ivf_->search_preassigned(n, codes.data(), k, assign.data(), coarse.data(), dist.data(),
+                               labels, false, &p);
+    });
+  } else {
+    st = CallFaiss("search", [&] { index_->search(n, codes.data(), k, dist.data(), labels); });
+  }
+  RETURN_IF_ERROR(st);
+  for (int64_t i = 0; i < n * k; ++i) {
+    distances[i] = labels[i] < 0 ? std::numeric_limits<float>::max() : dist[i];
+  }
+  return Status::Ok();
+}
+
+StatusOr<RangeResult> BinaryBackend::RangeSearch(int64_t n, const float* x, float radius,
+                                                 const SearchParams&) const {
+  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  faiss::RangeSearchResult res(n);
+  // Hamming distances are integers: "< radius" for a float radius is "< ceil(radius)".
+  const int r = static_cast<int>(std::ceil(radius));
+  RETURN_IF_ERROR(CallFaiss("range_search", [&] { index_->range_search(n, codes.data(), r, &res); }));
+  RangeResult out;
+  out.lims.assign(res.lims, res.lims + n + 1);
+  out.labels.assign(res.labels, res.labels + res.lims[n]);
+  out.distances.assign(res.distances, res.distances + res.lims[n]);
+  return out;
+}
+
+Status BinaryBackend::Reconstruct(int64_t label, float* out) const {
+  if (label < 0 || label >= index_->ntotal) {
+    return NotFound("id " + std::to_string(label) + " is not in the index");
+  }
+  std::vector<uint8_t> code(spec_.dim / 8);
+  RETURN_IF_ERROR(CallFaiss("reconstruct", [&] { index_->reconstruct(label, code.data()); }));
+  Unpack(1, code.data(), out);
+  return Status::Ok();
+}
+
+Status BinaryBackend::ReconstructN(int64_t start, int64_t n, float* out) const {
+  std::vector<uint8_t> codes(n * (spec_.dim / 8));
+  RETURN_IF_ERROR(CallFaiss("reconstruct_n", [&] { index_->reconstruct_n(start, n, codes.data()); }));
+  Unpack(n, codes.data(), out);
+  return Status::Ok();
+}
+
+std::vector<int64_t> BinaryBackend::LabelsAt(int64_t start, int64_t n) const {
+  std::vector<int64_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = start + i;
+  return labels;
+}
+
+Status BinaryBackend::SetParameter(std::string_view name, double value) {
+  if (name == "nprobe" && ivf_) {
+    if (value < 1 || value > static_cast<double>(ivf_->nlist)) {
+      return InvalidArgument("value: nprobe must be within 1..nlist (" +
+                             std::to_string(ivf_->nlist) + ")");
+    }
+    ivf_->nprobe = static_cast<size_t>(value);
+    return Status::Ok();
+  }
+  return InvalidArgument("parameter: '" + std::string(name) + "' is not a parameter of this " +
+                         spec_.kind() + " index");
+}
+
+StatusOr<double> BinaryBackend::GetParameter(std::string_view name) const {
+  if (name == "nprobe" && ivf_) return static_cast<double>(ivf_->nprobe);
+  if (name == "ntotal") return static_cast<double>(index_->ntotal);
+  if (name == "dimension" || name == "d") return spec_.dim;
+  return InvalidArgument("parameter: '" + std::string(name) + "' is not a parameter of this " +
+                         spec_.kind() + " index");
+}
+
+}  // namespace vecgpu::cpu

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <memory>
+
+#include "core/backend.h"
+
+namespace faiss {
+struct IndexBinary;
+struct IndexBinaryIVF;
+}  // namespace faiss
+
+namespace vecgpu::cpu {
+
+// A binary FAISS index (BFlat, BIVF, BHash) on the CPU. Vectors cross the Backend interface as
+// one 0/1 float per bit (FAISSx's wire form) and are packed LSB-first into codes here;
+// distances are Hamming distances; labels are storage positions. Thread safety: as Backend.
+class BinaryBackend final : public Backend {
+ public:
+  static StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec);
+  ~BinaryBackend() override;
+
+  const IndexSpec& spec() const override { return spec_; }
+  BackendInfo Info() const override;
+  int64_t next_label() const override;
+  bool labels_shift_on_remove() const override { return true; }
+  Status Train(int64_t n, const float* x) override;
+  Status Add(int64_t n, const float* x) override;
+  StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) override;
+  Status Reset() override;
+  Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
+                int64_t* labels) const override;
+  StatusOr<RangeResult> RangeSearch(int64_t n, const float* x, float radius,
+                                    const SearchParams& params) const override;
+  Status Reconstruct(int64_t label, float* out) const override;
+  std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const override;
+  Status ReconstructN(int64_t start, int64_t n, float* out) const override;
+  Status SetParameter(std::string_view name, double value) override;
+  StatusOr<double> GetParameter(std::string_view name) const override;
+
+ private:
+  BinaryBackend(IndexSpec spec, std::unique_ptr<faiss::IndexBinary> index);
+  // Packs n rows of 0/1 floats into codes; InvalidArgument names the first other value.
+  StatusOr<std::vector<uint8_t>> Pack(int64_t n, const float* x) const;
+  void Unpack(int64_t n, const uint8_t* codes, float* out) const;
+
+  IndexSpec spec_;
+  std::unique_ptr<faiss::IndexBinary> index_;
+  faiss::IndexBinaryIVF* ivf_ = nullptr;
+};
+
+}  // namespace vecgpu::cpu

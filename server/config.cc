@@ -1,0 +1,195 @@
+#include "server/config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace vecgpu::server {
+namespace {
+
+std::string EnvName(const std::string& prefix, std::string option) {
+  std::transform(option.begin(), option.end(), option.begin(),
+                 [](char c) { return c == '-' ? '_' : static_cast<char>(std::toupper(c)); });
+  return prefix + option;
+}
+
+// Reads the JSON config file into "--name=value" arguments.
+StatusOr<std::vector<std::string>> ConfigArgs(const std::string& path, const CLI::App& serve) {
+  std::ifstream in(path);
+  if (!in) return InvalidArgument("config: cannot read '" + path + "'");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    return InvalidArgument("config: '" + path + "' is not valid JSON: " + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument("config: must hold a JSON object");
+  std::vector<std::string> args;
+  for (auto& [raw_key, value] : j.items()) {
+    std::string key = raw_key;
+    std::replace(key.begin(), key.end(), '_', '-');
+    if (key == "config" || !serve.get_option_no_throw("--" + key)) {
+      return InvalidArgument("config: unknown setting '" + raw_key + "'");
+    }
+    std::string v = value.is_string() ? value.get<std::string>() : value.dump();
+    args.push_back("--" + key + "=" + v);
+  }
+  return args;
+}
+
+Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::string& auth_file,
+                     const std::string& data_dir) {
+  if (!data_dir.empty()) {
+    return InvalidArgument("data-dir: persistence is not yet supported by this vecgpu build; "
+                           "indexes live in memory only. Remove --data-dir (FAISSX_DATA_DIR)");
+  }
+  if (!auth_keys.empty() && !auth_file.empty()) {
+    return InvalidArgument("auth-keys and auth-file: give one or the other");
+  }
+  if (!auth_keys.empty()) {
+    ASSIGN_OR_RETURN(o.auth_keys, ParseAuthKeys(auth_keys));
+  }
+  if (!auth_file.empty()) {
+    ASSIGN_OR_RETURN(o.auth_keys, LoadAuthFile(auth_file));
+  }
+  if (o.enable_auth && o.auth_keys.empty()) {
+    return InvalidArgument("enable-auth: authentication is enabled but no API keys are "
+                           "configured (use --auth-keys or --auth-file)");
+  }
+  if (o.bind_address.empty()) o.bind_address = o.enable_auth ? "0.0.0.0" : "127.0.0.1";
+  if (o.port < 1 || o.port > 65535) return InvalidArgument("port: must be within 1..65535");
+  std::string level = o.log_level;
+  std::transform(level.begin(), level.end(), level.begin(), ::tolower);
+  if (level == "warn") level = "warning";
+  static const char* kLevels[] = {"trace", "debug", "info", "warning", "error", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), level) == std::end(kLevels)) {
+    return InvalidArgument("log-level: unknown level '" + o.log_level + "'");
+  }
+  o.log_level = level;
+  if (o.io_threads < 1 || o.io_threads > 64) return InvalidArgument("io-threads: within 1..64");
+  RETURN_IF_ERROR(o.limits.Validate());
+  RETURN_IF_ERROR(o.scheduler.Validate());
+  return Status::Ok();
+}
+
+}  // namespace
+
+ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
+  ParsedCommand result;
+  ServeOptions& o = result.options;
+  std::string auth_keys, auth_file, data_dir, config_path;
+
+  CLI::App app{"vecgpu: a GPU-first, FAISSx-compatible vector search server"};
+  app.set_version_flag("--version", "vecgpu 0.1.0");
+  app.require_subcommand(1);
+  CLI::App* serve = app.add_subcommand("serve", "Serve FAISS indexes over the FAISSx protocol");
+  serve->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  serve->add_option("--config", config_path, "JSON file of settings (keys: flag names)");
+  serve->add_option("--port", o.port, "FAISSx (ZeroMQ) port")->capture_default_str();
+  serve->add_option("--bind-address", o.bind_address,
+                    "Address to bind (default 127.0.0.1 without auth, 0.0.0.0 with auth)");
+  serve->add_flag("--allow-unauthenticated-remote", o.allow_unauthenticated_remote,
+                  "Allow a non-loopback bind address without --enable-auth");
+  serve->add_flag("--enable-auth", o.enable_auth, "Require API keys (all actions but ping)");
+  serve->add_option("--auth-keys", auth_keys, "API keys as key1:tenant1,key2:tenant2");
+  serve->add_option("--auth-file", auth_file, "JSON file {\"key\": \"tenant\"}");
+  serve->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical")
+      ->capture_default_str();
+  serve->add_option("--log-file", o.log_file, "Also log to this file");
+  serve->add_option("--data-dir", data_dir, "Data directory (not yet supported)");
+  serve->add_option("--gpus", o.gpus, "GPUs to use: all, none, or a list such as 0,1")
+      ->capture_default_str();
+  serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
+  Limits& l = o.limits;
+  serve->add_option("--max-request-bytes", l.max_request_bytes, "Largest request")
+      ->capture_default_str();
+  serve->add_option("--max-message-bytes", l.max_message_bytes,
+                    "Socket hard cap; larger messages drop the connection (0: 2x request + 1 MiB)")
+      ->capture_default_str();
+  serve->add_option("--max-depth", l.max_depth, "Deepest msgpack nesting")->capture_default_str();
+  serve->add_option("--max-container-elements", l.max_container_elements,
+                    "Most elements of one msgpack array or map")->capture_default_str();
+  serve->add_option("--max-dimension", l.max_dimension, "Largest vector dimension")
+      ->capture_default_str();
+  serve->add_option("--max-k", l.max_k, "Largest k")->capture_default_str();
+  serve->add_option("--max-add-vectors", l.max_add_vectors, "Vectors per add")
+      ->capture_default_str();
+  serve->add_option("--max-query-vectors", l.max_query_vectors, "Query vectors per search")
+      ->capture_default_str();
+  serve->add_option("--max-train-vectors", l.max_train_vectors, "Vectors per train call")
+      ->capture_default_str();
+  serve->add_option("--max-fetch-vectors", l.max_fetch_vectors,
+                    "Vectors per reconstruct_n/get_vectors")->capture_default_str();
+  serve->add_option("--max-collections-per-tenant", l.max_collections_per_tenant,
+                    "Indexes one tenant may own")->capture_default_str();
+  serve->add_option("--query-threads", o.scheduler.query_threads,
+                    "Threads for searches and reads (0: 2x cores, at least 4)")
+      ->capture_default_str();
+  serve->add_option("--write-threads", o.scheduler.write_threads,
+                    "Threads for adds, training and other writes")->capture_default_str();
+  serve->add_option("--max-queued", o.scheduler.max_queued,
+                    "Requests queued per lane before clients get BUSY")->capture_default_str();
+
+  // Layer the sources: config file, then environment, then the command line (last wins).
+  std::vector<std::string> cli(argv + 1, argv + argc);
+  std::vector<std::string> layered;
+  const bool is_serve = !cli.empty() && cli[0] == "serve";
+  if (is_serve) {
+    for (size_t i = 1; i < cli.size(); ++i) {
+      if (cli[i] == "--config" && i + 1 < cli.size()) config_path = cli[i + 1];
+      if (cli[i].rfind("--config=", 0) == 0) config_path = cli[i].substr(9);
+    }
+    if (config_path.empty()) {
+      if (const char* env = std::getenv("VECGPU_CONFIG")) config_path = env;
+    }
+    if (!config_path.empty()) {
+      auto args = ConfigArgs(config_path, *serve);
+      if (!args.ok()) {
+        result.exit_code = 2;
+        result.message = args.status().message();
+        return result;
+      }
+      layered.insert(layered.end(), args->begin(), args->end());
+    }
+    for (const CLI::Option* opt : serve->get_options()) {
+      std::string name = opt->get_single_name();
+      if (name.empty() || name == "help" || name == "config") continue;
+      for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
+        if (const char* env = std::getenv(EnvName(prefix, name).c_str()); env && *env) {
+          layered.push_back("--" + name + "=" + env);
+        }
+      }
+    }
+  }
+  std::vector<std::string> args = {argv[0]};
+  if (is_serve) {
+    args.push_back("serve");
+    args.insert(args.end(), layered.begin(), layered.end());
+    args.insert(args.end(), cli.begin() + 1, cli.end());
+  } else {
+    args.insert(args.end(), cli.begin(), cli.end());
+  }
+  std::vector<const char*> cargs;
+  for (const auto& a : args) cargs.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(cargs.size()), cargs.data());
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    result.exit_code = app.exit(e, out, err);
+    result.message = out.str() + err.str();
+    return result;
+  }
+  Status st = FinishOptions(o, auth_keys, auth_file, data_dir);
+  if (!st.ok()) {
+    result.exit_code = 2;
+    result.message = st.message();
+    return result;
+  }
+  result.serve = true;
+  return result;
+}
+
+}  // namespace vecgpu::server

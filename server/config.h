@@ -1,0 +1,50 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/options.h"
+#include "core/util/status.h"
+#include "server/auth.h"
+
+namespace vecgpu::server {
+
+// Everything `vecgpu serve` is configured with, merged once at start-up from, in rising
+// priority: defaults < config file (--config, JSON) < environment (FAISSX_<NAME>, then
+// VECGPU_<NAME>) < command-line flags. Immutable after ParseServeOptions.
+struct ServeOptions {
+  // Port of the FAISSx (ZeroMQ) front end. Default: 45678.
+  int port = 45678;
+  // Address to bind. Default: 127.0.0.1 without auth, 0.0.0.0 with auth.
+  std::string bind_address;
+  // Serve on a non-loopback address without auth. Default: false.
+  bool allow_unauthenticated_remote = false;
+  // Require an API key on every request but ping. Default: false.
+  bool enable_auth = false;
+  // API key -> tenant, from --auth-keys and --auth-file.
+  AuthKeys auth_keys;
+  // trace, debug, info, warning, error, critical (FAISSx's upper-case names too). Default: info.
+  std::string log_level = "info";
+  // Log to this file as well as stderr. Default: none.
+  std::string log_file;
+  // GPUs to serve from: "all", "none" or a list "0,1". Default: all.
+  std::string gpus = "all";
+  // ZeroMQ I/O threads. Default: 1.
+  int io_threads = 1;
+  Limits limits;
+  SchedulerOptions scheduler;
+};
+
+// Result of parsing the command line: options to serve with, or a message to print and an
+// exit code (help, version, or an error).
+struct ParsedCommand {
+  bool serve = false;
+  ServeOptions options;
+  int exit_code = 0;
+  std::string message;
+};
+
+// Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in.
+ParsedCommand ParseCommandLine(int argc, const char* const* argv);
+
+}  // namespace vecgpu::server

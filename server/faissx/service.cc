@@ -1,0 +1,108 @@
+#include "server/faissx/service.h"
+
+#include <chrono>
+
+#include "server/faissx/handlers.h"
+#include "server/faissx/msgpack_scan.h"
+#include "server/faissx/reply_writer.h"
+#include "server/faissx/request.h"
+#include "server/wire_status.h"
+
+namespace vecgpu::server {
+namespace {
+
+constexpr std::string_view kVersion = "vecgpu-0.1.0";
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Echoes `request_id` (string or integer) when the request carries one.
+void EchoRequestId(const Request* req, ReplyWriter& out) {
+  if (!req) return;
+  const msgpack::object* id = req->Find("request_id");
+  if (!id) return;
+  using msgpack::type::object_type;
+  if (id->type == object_type::STR || id->type == object_type::POSITIVE_INTEGER ||
+      id->type == object_type::NEGATIVE_INTEGER) {
+    out.Key("request_id").pack(*id);
+  }
+}
+
+std::string Error(const Status& st, const Request* req) {
+  ReplyWriter out;
+  out.Bool("success", false);
+  out.Str("error", st.message());
+  out.Str("error_code", WireErrorCode(st.code()));
+  auto& details = out.Key("error_details");
+  details.pack_map(1);
+  details.pack("status");
+  details.pack(std::string(StatusCodeName(st.code())));
+  out.Double("timestamp", Now());
+  out.Str("version", kVersion);
+  EchoRequestId(req, out);
+  return out.Finish();
+}
+
+}  // namespace
+
+FaissxService::FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits)
+    : engine_(engine), auth_(auth), limits_(limits) {}
+
+Lane FaissxService::LaneOf(std::string_view payload) {
+  return IsWriteAction(PeekAction(payload)) ? Lane::kWrite : Lane::kQuery;
+}
+
+std::string FaissxService::ErrorReply(const Status& status) { return Error(status, nullptr); }
+
+std::string FaissxService::Handle(std::string payload) const {
+  if (static_cast<int64_t>(payload.size()) > limits_.max_request_bytes) {
+    return Error(InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
+                                 " bytes, above the limit of " +
+                                 std::to_string(limits_.max_request_bytes) +
+                                 " (max_request_bytes)"),
+                 nullptr);
+  }
+  auto decoded = Request::Decode(std::move(payload), limits_);
+  if (!decoded.ok()) return Error(decoded.status(), nullptr);
+  const Request& req = *decoded;
+  try {
+    ActionHandler handler = FindHandler(req.action());
+    if (!handler) return Error(InvalidArgument("Unknown action"), &req);
+
+    std::string tenant;
+    if (req.action() != "ping") {
+      std::optional<std::string> key, tenant_id;
+      if (req.Has("api_key")) {
+        auto k = req.String("api_key", limits_.max_api_key_length);
+        if (!k.ok()) return Error(Unauthenticated("Invalid API key"), &req);
+        key = *k;
+      }
+      if (req.Has("tenant_id")) {
+        auto t = req.String("tenant_id", limits_.max_tenant_id_length);
+        if (!t.ok()) return Error(PermissionDenied("Invalid tenant ID"), &req);
+        tenant_id = *t;
+      }
+      auto who = auth_.TenantOf(key, tenant_id);
+      if (!who.ok()) return Error(who.status(), &req);
+      tenant = *who;
+    }
+
+    ReplyWriter out;
+    out.Bool("success", true);
+    ActionContext ctx{engine_, req, tenant, limits_, out};
+    Status st = handler(ctx);
+    if (!st.ok()) return Error(st, &req);
+    out.Double("timestamp", Now());
+    out.Str("version", kVersion);
+    EchoRequestId(&req, out);
+    return out.Finish();
+  } catch (const std::bad_alloc&) {
+    return Error(ResourceExhausted("out of memory while serving the request"), &req);
+  } catch (const std::exception& e) {
+    return Error(Internal(std::string("internal error: ") + e.what()), &req);
+  }
+}
+
+}  // namespace vecgpu::server

@@ -1,0 +1,129 @@
+// vecgpu: serves FAISS indexes over the FAISSx protocol. See README.md.
+#include <signal.h>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <iostream>
+
+#include "core/engine.h"
+#include "core/scheduler/scheduler.h"
+#include "cpu_fallback/cpu_backend_factory.h"
+#include "cpu_fallback/cpu_threads.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/faissx/service.h"
+#include "server/zmq/router_frontend.h"
+
+namespace vecgpu::server {
+namespace {
+
+bool IsLoopback(const std::string& address) {
+  return address.rfind("127.", 0) == 0 || address == "localhost" || address == "::1" ||
+         address == "[::1]";
+}
+
+void SetUpLogging(const ServeOptions& o) {
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
+  if (!o.log_file.empty()) {
+    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(o.log_file));
+  }
+  auto logger = std::make_shared<spdlog::logger>("vecgpu", sinks.begin(), sinks.end());
+  logger->set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// Logs where indexes will be placed. This build has no GPU backend, so every index is served
+// from the CPU; the GPU issue adds the CUDA device provider behind the same flag.
+void ReportDevices(const std::string& gpus) {
+  if (gpus == "none") {
+    spdlog::info("--gpus none: serving every index from the CPU");
+    return;
+  }
+  spdlog::warn("--gpus {}: this vecgpu build has no GPU backend; no GPU device is usable, so "
+               "every index is served from the CPU",
+               gpus);
+}
+
+int Serve(const ServeOptions& o) {
+  SetUpLogging(o);
+  if (!o.enable_auth && !IsLoopback(o.bind_address)) {
+    if (!o.allow_unauthenticated_remote) {
+      spdlog::critical("refusing to serve {} without authentication: use --enable-auth with "
+                       "API keys, or --allow-unauthenticated-remote to accept the risk",
+                       o.bind_address);
+      return 2;
+    }
+    spdlog::warn("serving {} WITHOUT authentication: anyone who can reach this port can read "
+                 "and change every index",
+                 o.bind_address);
+  }
+  auto auth = Authenticator::Create(o.enable_auth, o.auth_keys);
+  if (!auth.ok()) {
+    spdlog::critical("{}", auth.status().message());
+    return 2;
+  }
+
+  // Block the stop signals in every thread; this one waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  ReportDevices(o.gpus);
+  cpu::ConfigureCpuThreads();
+  cpu::CpuBackendFactory cpu_factory;
+  Engine engine(o.limits, cpu_factory);
+  FaissxService service(engine, *auth, o.limits);
+  auto scheduler = std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere);
+  FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
+                     o.limits.max_message_bytes, o.io_threads};
+  RouterFrontend frontend(service, *scheduler, fo);
+  if (Status st = frontend.Start(); !st.ok()) {
+    spdlog::critical("{}", st.message());
+    return 1;
+  }
+  spdlog::info("vecgpu serving FAISSx on {} (auth {}, {} API keys; {} query + {} write threads)",
+               fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(),
+               o.scheduler.query_threads, o.scheduler.write_threads);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  const auto start = std::chrono::steady_clock::now();
+  int abandoned = frontend.Stop(std::chrono::milliseconds(1200));
+  // Workers still running a long call (a large train) are not waited for past the deadline:
+  // nothing is durable yet, so exiting loses nothing that was acknowledged.
+  auto done = std::async(std::launch::async, [&] { scheduler->Shutdown(); });
+  if (done.wait_for(std::chrono::milliseconds(500)) != std::future_status::ready) {
+    spdlog::warn("exiting with requests still running");
+    spdlog::shutdown();
+    std::_Exit(0);
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  spdlog::info("stopped in {} ms ({} requests abandoned)", ms.count(), abandoned);
+  spdlog::shutdown();
+  return 0;
+}
+
+}  // namespace
+}  // namespace vecgpu::server
+
+int main(int argc, char** argv) {
+  auto parsed = vecgpu::server::ParseCommandLine(argc, argv);
+  if (!parsed.serve) {
+    if (!parsed.message.empty()) {
+      (parsed.exit_code == 0 ? std::cout : std::cerr) << parsed.message
+                                                      << (parsed.message.back() == '\n' ? "" : "\n");
+    }
+    return parsed.exit_code;
+  }
+  return vecgpu::server::Serve(parsed.options);
+}

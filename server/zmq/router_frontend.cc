@@ -1,0 +1,145 @@
+#include "server/zmq/router_frontend.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+#include <zmq.hpp>
+
+namespace vecgpu::server {
+
+struct RouterFrontend::Impl {
+  explicit Impl(int io_threads) : ctx(io_threads), router(ctx, zmq::socket_type::router) {}
+  zmq::context_t ctx;
+  zmq::socket_t router;
+};
+
+RouterFrontend::RouterFrontend(const FaissxService& service, Scheduler& scheduler,
+                               FrontendOptions options)
+    : service_(service), scheduler_(scheduler), options_(std::move(options)) {}
+
+RouterFrontend::~RouterFrontend() { Stop(std::chrono::milliseconds(0)); }
+
+Status RouterFrontend::Start() {
+  try {
+    impl_ = std::make_unique<Impl>(options_.io_threads);
+    impl_->router.set(zmq::sockopt::linger, 0);
+    impl_->router.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    impl_->router.set(zmq::sockopt::sndhwm, 100000);
+    impl_->router.set(zmq::sockopt::rcvhwm, 100000);
+    impl_->router.bind(options_.endpoint);
+  } catch (const zmq::error_t& e) {
+    impl_.reset();
+    return Unavailable("cannot bind " + options_.endpoint + ": " + e.what());
+  }
+  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd_ < 0) return Internal("eventfd failed");
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+int RouterFrontend::Stop(std::chrono::milliseconds grace) {
+  if (!thread_.joinable()) return 0;
+  stopping_ = true;
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const int abandoned = in_flight_.load();
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
+  thread_.join();
+  impl_.reset();
+  close(event_fd_);
+  event_fd_ = -1;
+  return abandoned;
+}
+
+void RouterFrontend::PushReply(std::string identity, std::string reply) {
+  {
+    std::lock_guard lock(mu_);
+    replies_.emplace_back(std::move(identity), std::move(reply));
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
+}
+
+void RouterFrontend::Loop() {
+  zmq::socket_t& router = impl_->router;
+  std::vector<zmq::message_t> frames;
+  while (true) {
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, event_fd_, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      spdlog::error("zmq poll failed: {}", e.what());
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      uint64_t n;
+      [[maybe_unused]] ssize_t r = read(event_fd_, &n, sizeof(n));
+    }
+    // Send every finished reply as [identity, "", reply].
+    std::deque<std::pair<std::string, std::string>> ready;
+    {
+      std::lock_guard lock(mu_);
+      ready.swap(replies_);
+    }
+    for (auto& [identity, reply] : ready) {
+      try {
+        router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+        router.send(zmq::message_t(), zmq::send_flags::sndmore);
+        router.send(zmq::buffer(reply), zmq::send_flags::none);
+      } catch (const zmq::error_t& e) {
+        spdlog::warn("dropping a reply: {}", e.what());
+      }
+      --in_flight_;
+    }
+    if (stopping_) break;
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+
+    // Read every request waiting on the socket.
+    while (true) {
+      frames.clear();
+      try {
+        zmq::message_t msg;
+        if (!router.recv(msg, zmq::recv_flags::dontwait)) break;
+        frames.push_back(std::move(msg));
+        while (frames.back().more()) {
+          zmq::message_t part;
+          if (!router.recv(part, zmq::recv_flags::none)) break;
+          frames.push_back(std::move(part));
+        }
+      } catch (const zmq::error_t& e) {
+        spdlog::warn("zmq recv failed: {}", e.what());
+        break;
+      }
+      std::string identity = frames[0].to_string();
+      ++in_flight_;
+      // A REQ client sends [identity, "", payload]; anything else gets an error reply.
+      const bool enveloped = frames.size() >= 2 && frames[1].size() == 0;
+      const size_t parts = frames.size() - (enveloped ? 2 : 1);
+      if (!enveloped || parts != 1) {
+        PushReply(std::move(identity),
+                  FaissxService::ErrorReply(InvalidArgument(
+                      "Malformed request: expected one msgpack frame, got " +
+                      std::to_string(parts))));
+        continue;
+      }
+      std::string payload = frames[2].to_string();
+      Lane lane = FaissxService::LaneOf(payload);
+      auto task = [this, identity, payload = std::move(payload)]() mutable {
+        std::string reply = service_.Handle(std::move(payload));
+        PushReply(std::move(identity), std::move(reply));
+      };
+      Status st = scheduler_.Submit(lane, std::move(task));
+      if (!st.ok()) PushReply(std::move(identity), FaissxService::ErrorReply(st));
+    }
+  }
+}
+
+}  // namespace vecgpu::server

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "core/scheduler/scheduler.h"
+#include "core/util/status.h"
+#include "core/util/thread_annotations.h"
+#include "server/faissx/service.h"
+
+namespace vecgpu::server {
+
+struct FrontendOptions {
+  std::string endpoint;           // e.g. "tcp://127.0.0.1:45678"
+  int64_t max_message_bytes = 0;  // ZMQ_MAXMSGSIZE: larger messages drop the connection
+  int io_threads = 1;
+};
+
+// The FAISSx ZeroMQ front end. One thread owns the ROUTER socket (REQ clients see plain
+// request/reply); each request is handed to the Scheduler, and its reply comes back through a
+// queue and an eventfd that wakes the socket thread. Thread-safe: Start and Stop from one
+// thread.
+class RouterFrontend {
+ public:
+  RouterFrontend(const FaissxService& service, Scheduler& scheduler, FrontendOptions options);
+  ~RouterFrontend();
+
+  // Binds the socket and starts serving; an error names the endpoint.
+  Status Start();
+  // Stops reading requests, waits up to `grace` for in-flight replies, closes the socket.
+  // Returns the number of requests abandoned.
+  int Stop(std::chrono::milliseconds grace);
+
+ private:
+  struct Impl;
+  void Loop();
+  void PushReply(std::string identity, std::string reply);
+
+  const FaissxService& service_;
+  Scheduler& scheduler_;
+  const FrontendOptions options_;
+  std::unique_ptr<Impl> impl_;
+  int event_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> in_flight_{0};
+  std::mutex mu_;
+  std::deque<std::pair<std::string, std::string>> replies_ GUARDED_BY(mu_);
+};
+
+}  // namespace vecgpu::server
