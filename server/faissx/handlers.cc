@@ -114,31 +114,32 @@ void WriteSearchResult(ActionContext& c, SearchResult& r, bool binary,
     if (r.labels[i] < 0) r.distances[i] = kMissingDistance;
   }
   const size_t k = r.k;
+  ReplyWriter& w = c.out;
   if (binary) {
-    PackBin(c.out.Key("distances"), r.distances.data(), r.distances.size() * sizeof(float));
-    PackBin(c.out.Key("indices"), r.labels.data(), r.labels.size() * sizeof(int64_t));
+    w.Key("distances");
+    w.Bin(r.distances.data(), r.distances.size() * sizeof(float));
+    w.Key("indices");
+    w.Bin(r.labels.data(), r.labels.size() * sizeof(int64_t));
   } else {
-    auto& p = c.out.Key("results");
+    auto& p = w.Key("results");
     p.pack_array(static_cast<uint32_t>(r.nq));
     for (int64_t q = 0; q < r.nq; ++q) {
       p.pack_map(vectors ? 3 : 2);
       p.pack("distances");
-      PackFloats(p, r.distances.data() + q * k, k);
+      w.FloatArray(r.distances.data() + q * k, k);
       p.pack("indices");
-      PackInts(p, r.labels.data() + q * k, k);
+      w.IntArray(r.labels.data() + q * k, k);
       if (vectors) {
         const FloatMatrix& v = (*vectors)[q];
         p.pack("vectors");
         p.pack_array(static_cast<uint32_t>(v.rows));
-        for (int64_t j = 0; j < v.rows; ++j) PackFloats(p, v.row(j), v.cols);
+        for (int64_t j = 0; j < v.rows; ++j) w.FloatArray(v.row(j), v.cols);
       }
     }
-    auto& d = c.out.Key("distances");
-    d.pack_array(static_cast<uint32_t>(r.nq));
-    for (int64_t q = 0; q < r.nq; ++q) PackFloats(d, r.distances.data() + q * k, k);
-    auto& l = c.out.Key("indices");
-    l.pack_array(static_cast<uint32_t>(r.nq));
-    for (int64_t q = 0; q < r.nq; ++q) PackInts(l, r.labels.data() + q * k, k);
+    w.Key("distances").pack_array(static_cast<uint32_t>(r.nq));
+    for (int64_t q = 0; q < r.nq; ++q) w.FloatArray(r.distances.data() + q * k, k);
+    w.Key("indices").pack_array(static_cast<uint32_t>(r.nq));
+    for (int64_t q = 0; q < r.nq; ++q) w.IntArray(r.labels.data() + q * k, k);
   }
   c.out.Int("num_queries", r.nq);
   c.out.Int("k", r.k);
@@ -195,9 +196,12 @@ Status RangeSearch(ActionContext& c) {
                    c.engine.RangeSearch(c.tenant, name, q, static_cast<float>(radius), params));
   const int64_t nq = q.rows;
   if (binary) {
-    PackBin(c.out.Key("lims"), r.lims.data(), r.lims.size() * sizeof(int64_t));
-    PackBin(c.out.Key("distances"), r.distances.data(), r.distances.size() * sizeof(float));
-    PackBin(c.out.Key("indices"), r.labels.data(), r.labels.size() * sizeof(int64_t));
+    c.out.Key("lims");
+    c.out.Bin(r.lims.data(), r.lims.size() * sizeof(int64_t));
+    c.out.Key("distances");
+    c.out.Bin(r.distances.data(), r.distances.size() * sizeof(float));
+    c.out.Key("indices");
+    c.out.Bin(r.labels.data(), r.labels.size() * sizeof(int64_t));
   } else {
     auto& p = c.out.Key("results");
     p.pack_array(static_cast<uint32_t>(nq));
@@ -211,9 +215,9 @@ Status RangeSearch(ActionContext& c) {
       p.pack("count");
       p.pack_int64(n);
       p.pack("distances");
-      PackFloats(p, r.distances.data() + begin, n);
+      c.out.FloatArray(r.distances.data() + begin, n);
       p.pack("indices");
-      PackInts(p, r.labels.data() + begin, n);
+      c.out.IntArray(r.labels.data() + begin, n);
     }
     c.out.Ints("lims", r.lims.data(), r.lims.size());
     c.out.Floats("distances", r.distances.data(), r.distances.size());

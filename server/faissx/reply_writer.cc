@@ -1,21 +1,31 @@
 #include "server/faissx/reply_writer.h"
 
+#include <cstring>
+
 namespace vecgpu::server {
 
-void PackFloats(msgpack::packer<msgpack::sbuffer>& p, const float* v, size_t n) {
-  p.pack_array(static_cast<uint32_t>(n));
-  // float64 on the wire, as the FAISSx server sends numpy values; exact for float32 inputs.
-  for (size_t i = 0; i < n; ++i) p.pack_double(v[i]);
+void ReplyWriter::Float64(double v) {
+  char buf[9];
+  buf[0] = static_cast<char>(0xcb);
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  for (int i = 0; i < 8; ++i) buf[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
+  body_.write(buf, 9);
 }
 
-void PackInts(msgpack::packer<msgpack::sbuffer>& p, const int64_t* v, size_t n) {
-  p.pack_array(static_cast<uint32_t>(n));
-  for (size_t i = 0; i < n; ++i) p.pack_int64(v[i]);
+void ReplyWriter::FloatArray(const float* v, size_t n) {
+  packer_.pack_array(static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) Float64(v[i]);  // exact for float32 values
 }
 
-void PackBin(msgpack::packer<msgpack::sbuffer>& p, const void* data, size_t bytes) {
-  p.pack_bin(static_cast<uint32_t>(bytes));
-  p.pack_bin_body(static_cast<const char*>(data), static_cast<uint32_t>(bytes));
+void ReplyWriter::IntArray(const int64_t* v, size_t n) {
+  packer_.pack_array(static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) packer_.pack_int64(v[i]);
+}
+
+void ReplyWriter::Bin(const void* data, size_t bytes) {
+  packer_.pack_bin(static_cast<uint32_t>(bytes));
+  packer_.pack_bin_body(static_cast<const char*>(data), static_cast<uint32_t>(bytes));
 }
 
 void ReplyWriter::Str(std::string_view key, std::string_view v) {
@@ -25,30 +35,32 @@ void ReplyWriter::Str(std::string_view key, std::string_view v) {
 }
 
 void ReplyWriter::Matrix(std::string_view key, const FloatMatrix& m, bool binary) {
-  auto& p = Key(key);
+  Key(key);
   if (binary) {
-    PackBin(p, m.data.data(), m.data.size() * sizeof(float));
+    Bin(m.data.data(), m.data.size() * sizeof(float));
     return;
   }
-  p.pack_array(static_cast<uint32_t>(m.rows));
-  for (int64_t r = 0; r < m.rows; ++r) PackFloats(p, m.row(r), m.cols);
+  packer_.pack_array(static_cast<uint32_t>(m.rows));
+  for (int64_t r = 0; r < m.rows; ++r) FloatArray(m.row(r), m.cols);
 }
 
 void ReplyWriter::Vector(std::string_view key, const FloatMatrix& m, bool binary) {
-  auto& p = Key(key);
+  Key(key);
   if (binary) {
-    PackBin(p, m.data.data(), m.cols * sizeof(float));
+    Bin(m.data.data(), m.cols * sizeof(float));
   } else {
-    PackFloats(p, m.data.data(), m.cols);
+    FloatArray(m.data.data(), m.cols);
   }
 }
 
 void ReplyWriter::Floats(std::string_view key, const float* v, size_t n) {
-  PackFloats(Key(key), v, n);
+  Key(key);
+  FloatArray(v, n);
 }
 
 void ReplyWriter::Ints(std::string_view key, const int64_t* v, size_t n) {
-  PackInts(Key(key), v, n);
+  Key(key);
+  IntArray(v, n);
 }
 
 std::string ReplyWriter::Finish() const {

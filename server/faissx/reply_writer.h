@@ -26,7 +26,10 @@ class ReplyWriter {
   }
   void Str(std::string_view key, std::string_view v);
   void Int(std::string_view key, int64_t v) { Key(key).pack_int64(v); }
-  void Double(std::string_view key, double v) { Key(key).pack_double(v); }
+  void Double(std::string_view key, double v) {
+    Key(key);
+    Float64(v);
+  }
   void Bool(std::string_view key, bool v) { v ? Key(key).pack_true() : Key(key).pack_false(); }
 
   // A matrix as nested arrays of floats, or with `binary` as a float32 bin.
@@ -45,6 +48,13 @@ class ReplyWriter {
   // The packer, for values nested inside a field being written.
   msgpack::packer<msgpack::sbuffer>& packer() { return packer_; }
 
+  // Values (no key), for nesting. Floats always go out as msgpack float64, as FAISSx sends
+  // numpy values (msgpack-cxx's pack_double would turn integral values into integers).
+  void Float64(double v);
+  void FloatArray(const float* v, size_t n);
+  void IntArray(const int64_t* v, size_t n);
+  void Bin(const void* data, size_t bytes);
+
   // The whole reply.
   std::string Finish() const;
 
@@ -54,9 +64,5 @@ class ReplyWriter {
   uint32_t fields_ = 0;
 };
 
-// Packs helpers for values nested inside a field.
-void PackFloats(msgpack::packer<msgpack::sbuffer>& p, const float* v, size_t n);
-void PackInts(msgpack::packer<msgpack::sbuffer>& p, const int64_t* v, size_t n);
-void PackBin(msgpack::packer<msgpack::sbuffer>& p, const void* data, size_t bytes);
 
 }  // namespace vecgpu::server

@@ -216,6 +216,9 @@ StatusOr<FloatMatrix> Request::Vectors(std::string_view key, VectorShape shape,
   const auto& rows = o->via.array;
   if (rows.size == 0) return FieldError(key, "no vectors given");
   const bool flat = IsNumber(rows.ptr[0]);  // one vector given as a 1-D array
+  if (!flat && rows.ptr[0].type != object_type::ARRAY) {
+    return FieldError(key, "vector 0 is not an array of numbers");
+  }
   const int64_t nrows = flat ? 1 : rows.size;
   const int64_t ncols = flat ? rows.size
                              : (rows.ptr[0].type == object_type::ARRAY ? rows.ptr[0].via.array.size

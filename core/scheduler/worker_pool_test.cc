@@ -1,0 +1,64 @@
+#include "core/scheduler/worker_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+
+#include "core/scheduler/scheduler.h"
+
+namespace vecgpu {
+namespace {
+
+TEST(WorkerPoolTest, RunsEveryTask) {
+  std::atomic<int> n{0};
+  {
+    WorkerPool pool("t", 3, 1000);
+    for (int i = 0; i < 500; ++i) ASSERT_TRUE(pool.Submit([&] { n++; }).ok());
+    pool.Shutdown();
+  }
+  EXPECT_EQ(n.load(), 500);
+}
+
+TEST(WorkerPoolTest, FullQueueIsBusyNotBlocking) {
+  WorkerPool pool("t", 1, 2);
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::promise<void> started;
+  ASSERT_TRUE(pool.Submit([&] { started.set_value(); gate.wait(); }).ok());
+  started.get_future().wait();  // the only worker is now busy
+  ASSERT_TRUE(pool.Submit([] {}).ok());
+  ASSERT_TRUE(pool.Submit([] {}).ok());
+  Status s = pool.Submit([] {});
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("busy"), std::string::npos);
+  release.set_value();
+  pool.Shutdown();
+  EXPECT_EQ(pool.Submit([] {}).code(), StatusCode::kUnavailable);
+}
+
+TEST(WorkerPoolTest, OnStartRunsOnEveryThread) {
+  std::atomic<int> started{0};
+  WorkerPool pool("t", 4, 10, [&] { started++; });
+  pool.Shutdown();
+  EXPECT_EQ(started.load(), 4);
+}
+
+TEST(SchedulerTest, QueryLaneIsNotBlockedByWrites) {
+  SchedulerOptions o;
+  o.query_threads = 1;
+  o.write_threads = 1;
+  ASSERT_TRUE(o.Validate().ok());
+  Scheduler s(o);
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  ASSERT_TRUE(s.Submit(Lane::kWrite, [gate] { gate.wait(); }).ok());  // a long write
+  std::promise<void> query_done;
+  ASSERT_TRUE(s.Submit(Lane::kQuery, [&] { query_done.set_value(); }).ok());
+  EXPECT_EQ(query_done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  release.set_value();
+  s.Shutdown();
+}
+
+}  // namespace
+}  // namespace vecgpu

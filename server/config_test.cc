@@ -1,0 +1,83 @@
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+namespace vecgpu::server {
+namespace {
+
+ParsedCommand Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "vecgpu");
+  return ParseCommandLine(static_cast<int>(args.size()), args.data());
+}
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    for (auto v : {"FAISSX_PORT", "VECGPU_PORT", "VECGPU_MAX_K", "FAISSX_ENABLE_AUTH",
+                   "FAISSX_AUTH_KEYS"}) {
+      unsetenv(v);
+    }
+  }
+};
+
+TEST_F(ConfigTest, Defaults) {
+  auto p = Parse({"serve"});
+  ASSERT_TRUE(p.serve) << p.message;
+  EXPECT_EQ(p.options.port, 45678);
+  EXPECT_EQ(p.options.bind_address, "127.0.0.1");
+  EXPECT_FALSE(p.options.enable_auth);
+  EXPECT_EQ(p.options.limits.max_k, 10000);
+  EXPECT_EQ(p.options.limits.max_message_bytes, 2 * 100'000'000 + (1 << 20));
+  EXPECT_GE(p.options.scheduler.query_threads, 4);
+}
+
+TEST_F(ConfigTest, LayersConfigThenEnvThenFlags) {
+  std::string path = ::testing::TempDir() + "/vecgpu.json";
+  std::ofstream(path) << R"({"port": 1111, "max_k": 50, "log-level": "debug"})";
+  auto from_file = Parse({"serve", "--config", path.c_str()});
+  ASSERT_TRUE(from_file.serve) << from_file.message;
+  EXPECT_EQ(from_file.options.port, 1111);
+  EXPECT_EQ(from_file.options.limits.max_k, 50);
+  EXPECT_EQ(from_file.options.log_level, "debug");
+
+  setenv("FAISSX_PORT", "2222", 1);
+  EXPECT_EQ(Parse({"serve", "--config", path.c_str()}).options.port, 2222);
+  setenv("VECGPU_PORT", "3333", 1);  // VECGPU_ wins over FAISSX_
+  EXPECT_EQ(Parse({"serve", "--config", path.c_str()}).options.port, 3333);
+  EXPECT_EQ(Parse({"serve", "--config", path.c_str(), "--port", "4444"}).options.port, 4444);
+
+  std::ofstream(path) << R"({"no_such_setting": 1})";
+  auto bad = Parse({"serve", "--config", path.c_str()});
+  EXPECT_FALSE(bad.serve);
+  EXPECT_NE(bad.message.find("no_such_setting"), std::string::npos);
+}
+
+TEST_F(ConfigTest, AuthSettings) {
+  auto no_keys = Parse({"serve", "--enable-auth"});
+  EXPECT_FALSE(no_keys.serve);
+  EXPECT_NE(no_keys.message.find("no API keys"), std::string::npos);
+  setenv("FAISSX_ENABLE_AUTH", "true", 1);
+  setenv("FAISSX_AUTH_KEYS", "k:t", 1);
+  auto env = Parse({"serve"});
+  ASSERT_TRUE(env.serve) << env.message;
+  EXPECT_TRUE(env.options.enable_auth);
+  EXPECT_EQ(env.options.auth_keys.at("k"), "t");
+  EXPECT_EQ(env.options.bind_address, "0.0.0.0");
+}
+
+TEST_F(ConfigTest, RejectsDataDirAndBadValues) {
+  auto dd = Parse({"serve", "--data-dir", "/tmp/x"});
+  EXPECT_FALSE(dd.serve);
+  EXPECT_NE(dd.message.find("not yet supported"), std::string::npos);
+  EXPECT_FALSE(Parse({"serve", "--port", "70000"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--log-level", "loud"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--max-k", "0"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--bogus"}).serve);
+  EXPECT_EQ(Parse({"serve", "--log-level", "WARNING"}).options.log_level, "warning");
+}
+
+}  // namespace
+}  // namespace vecgpu::server

@@ -1,0 +1,89 @@
+"""Fixtures that run the real vecgpu binary on 127.0.0.1 with a free port."""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import msgpack
+import pytest
+import zmq
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BINARY = pathlib.Path(os.environ.get("VECGPU_BIN", ROOT / "build" / "vecgpu"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running `vecgpu serve`; stop() sends SIGTERM and returns the exit code."""
+
+    def __init__(self, *args, env=None):
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.log = []
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [str(BINARY), "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read()
+                raise RuntimeError(f"vecgpu exited with {self.proc.returncode}:\n{out}")
+            try:
+                if raw_call(self.endpoint, {"action": "ping"}, timeout_ms=300).get("success"):
+                    return
+            except zmq.Again:
+                pass
+        raise RuntimeError("vecgpu did not answer ping")
+
+    def stop(self, timeout=5.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.output = self.proc.stdout.read()
+        return self.proc.returncode
+
+
+def raw_call(endpoint, request, timeout_ms=10000, raw=False):
+    """One REQ round trip; `request` is a dict (packed here) or bytes (sent as they are)."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    s.connect(endpoint)
+    try:
+        s.send(request if isinstance(request, (bytes, bytearray)) else msgpack.packb(request))
+        reply = s.recv()
+        return reply if raw else msgpack.unpackb(reply, raw=False)
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server("--log-level", "warning")
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    srv = Server("--enable-auth", "--auth-keys", "key-a:tenant-a,key-b:tenant-b",
+                 "--log-level", "warning")
+    yield srv
+    assert srv.stop() == 0
