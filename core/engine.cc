@@ -80,8 +80,7 @@ Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, int dim,
   for (size_t i = 0; i < x.data.size(); ++i) {
     if (!std::isfinite(x.data[i])) {
       return InvalidArgument(std::string(field) + ": vector " + std::to_string(i / dim) +
-                             " component " + std::to_string(i % dim) +
-                             " is not a finite number");
+                             " component " + std::to_string(i % dim) + " is not a finite number");
     }
   }
   return Status::Ok();
@@ -108,8 +107,8 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     ASSIGN_OR_RETURN(auto base, registry_.Get(tenant, spec.base_index_id));
     if (base->spec().dim != req.dim) {
       return InvalidArgument("dimension: " + std::to_string(req.dim) +
-                             " does not match base index '" + spec.base_index_id +
-                             "' dimension " + std::to_string(base->spec().dim));
+                             " does not match base index '" + spec.base_index_id + "' dimension " +
+                             std::to_string(base->spec().dim));
     }
     IndexSpec wrapped = base->spec();
     wrapped.index_type = spec.index_type;
@@ -160,7 +159,8 @@ Status Engine::AddLocked(const Collection& c, Backend& b, IdMap* map, const Floa
     return b.Add(x.rows, x.data.data());
   }
   if (ids.empty()) {
-    return InvalidArgument("ids: index '" + c.name() + "' is an IDMap index; give one id per vector");
+    return InvalidArgument("ids: index '" + c.name() +
+                           "' is an IDMap index; give one id per vector");
   }
   RETURN_IF_ERROR(CheckIds(ids));
   std::vector<int64_t> replaced;
@@ -264,6 +264,11 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
                            std::to_string(k));
   }
   RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec().dim, limits_.max_query_vectors));
+  if (queries.rows * k > limits_.max_search_results) {
+    return InvalidArgument("k: " + std::to_string(queries.rows) + " queries x k " +
+                           std::to_string(k) + " is above the limit of " +
+                           std::to_string(limits_.max_search_results) + " results per search");
+  }
   SearchResult r;
   r.nq = queries.rows;
   r.k = k;
@@ -293,7 +298,8 @@ StatusOr<RangeResult> Engine::RangeSearch(const std::string& tenant, const std::
   RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec().dim, limits_.max_query_vectors));
   auto r = c->Read([&](const Backend& b, const IdMap* map) -> StatusOr<RangeResult> {
     if (!b.Info().is_trained) return NotTrained(name);
-    ASSIGN_OR_RETURN(RangeResult res, b.RangeSearch(queries.rows, queries.data.data(), radius, params));
+    ASSIGN_OR_RETURN(RangeResult res,
+                     b.RangeSearch(queries.rows, queries.data.data(), radius, params));
     LabelsToIds(map, res.labels);
     return res;
   });
@@ -374,28 +380,48 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
   std::vector<std::shared_ptr<Collection>> srcs;
   for (const auto& s : sources) {
     ASSIGN_OR_RETURN(auto src, Find(tenant, s));
-    if (src == dst) return InvalidArgument("source_index_ids: '" + s + "' is the target itself");
+    if (src->storage() == dst->storage()) {
+      return InvalidArgument("source_index_ids: '" + s + "' is the target or shares its storage");
+    }
     if (src->spec().dim != dst->spec().dim || src->spec().binary != dst->spec().binary) {
       return InvalidArgument("source_index_ids: '" + s + "' has dimension " +
                              std::to_string(src->spec().dim) + ", the target " +
                              std::to_string(dst->spec().dim));
     }
+    const bool dst_ids = dst->spec().id_map != IdMapKind::kNone;
+    if (dst_ids && src->spec().id_map == IdMapKind::kNone) {
+      return InvalidArgument("source_index_ids: '" + s + "' has no ids to merge into IDMap " +
+                             "index '" + target + "'");
+    }
     srcs.push_back(std::move(src));
   }
-  const bool keep_ids = dst->spec().id_map != IdMapKind::kNone;
   for (const auto& src : srcs) {
-    // Copy in bounded chunks, so a large source never needs one huge buffer.
-    const int64_t chunk = 4096;
-    for (int64_t start = 0;; start += chunk) {
-      std::vector<int64_t> ids;
-      ASSIGN_OR_RETURN(FloatMatrix x, ReconstructRange(tenant, src->name(), start, chunk,
-                                                       keep_ids ? &ids : nullptr));
-      if (x.rows == 0) break;
-      RETURN_IF_ERROR(dst->Write([&](Backend& b, IdMap* map) -> Status {
-        return AddLocked(*dst, b, map, x, ids);
-      }));
-      if (x.rows < chunk) break;
+    // Copy the source out under its own lock, then add it under the target's: the two locks
+    // are never held together, so concurrent merges cannot deadlock.
+    std::vector<int64_t> ids;
+    ASSIGN_OR_RETURN(FloatMatrix x,
+                     ReconstructRange(tenant, src->name(), 0, limits_.max_fetch_vectors, &ids));
+    const int64_t src_total =
+        src->Read([](const Backend& b, const IdMap*) { return b.Info().ntotal; });
+    if (x.rows < src_total) {
+      return InvalidArgument("source_index_ids: '" + src->name() + "' holds " +
+                             std::to_string(src_total) + " vectors, above the merge limit of " +
+                             std::to_string(limits_.max_fetch_vectors) + " (max_fetch_vectors)");
     }
+    if (x.rows == 0) continue;
+    RETURN_IF_ERROR(dst->Write([&](Backend& b, IdMap* map) -> Status {
+      if (map) {
+        for (int64_t id : ids) {
+          if (id < 0 || map->Contains(id)) {
+            return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" +
+                                 src->name() + "' is already in '" + target +
+                                 "'; merging would replace it");
+          }
+        }
+      }
+      return AddLocked(*dst, b, map, x,
+                       map ? std::span<const int64_t>(ids) : std::span<const int64_t>());
+    }));
   }
   return dst->Read([](const Backend& b, const IdMap*) { return b.Info().ntotal; });
 }

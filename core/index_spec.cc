@@ -1,12 +1,23 @@
 #include "core/index_spec.h"
 
+#include <cctype>
 #include <charconv>
 #include <regex>
+#include <sstream>
+#include <vector>
 
 namespace vecgpu {
 namespace {
 
 constexpr std::string_view kIpSuffix = "_IP";
+
+// Limits on factory parameters: FAISS 1.7.3 aborts, crashes or loops forever on degenerate
+// values (PQ0, IVF0, HNSW1, nbits 0...) and allocates codebooks of 2^nbits entries, so every
+// number is checked here, before FAISS sees the string.
+constexpr int kMaxNlist = 1 << 20;
+constexpr int64_t kMaxCentroidFloats = int64_t{1} << 28;  // 1 GiB of coarse centroids
+constexpr int kMaxHnswM = 256;
+constexpr int kMaxCodeBits = 12;
 
 int ToInt(const std::string& s) {
   int v = 0;
@@ -87,7 +98,8 @@ std::string ShorthandToFactory(const std::string& t) {
     return sq_factory.empty() ? "" : "IVF" + m[1].str() + "," + sq_factory;
   }
   if (std::regex_match(t, m, hnsw)) return t;
-  if (std::regex_match(t, m, pq)) return "PQ" + m[1].str() + "x" + (m[2].matched ? m[2].str() : "8");
+  if (std::regex_match(t, m, pq))
+    return "PQ" + m[1].str() + "x" + (m[2].matched ? m[2].str() : "8");
   if (std::regex_match(t, m, sq)) return SqFactory(m[1].str(), /*faiss_enum=*/false);
   return "";
 }
@@ -105,14 +117,152 @@ StatusOr<IndexSpec> ParseBinary(IndexSpec spec, const std::string& t) {
     spec.factory = "BFlat";
   } else if (std::regex_match(t, m, bivf)) {
     spec.nlist = m[1].length() ? ToInt(m[1]) : 100;
+    if (spec.nlist < 1 || spec.nlist > kMaxNlist || m[1].length() > 7) {
+      return InvalidArgument("index_type: nlist must be within 1.." + std::to_string(kMaxNlist));
+    }
     spec.factory = "BIVF" + std::to_string(spec.nlist);
   } else if (std::regex_match(t, m, bhash)) {
     int bits = m[1].length() ? ToInt(m[1]) : 8;
+    if (bits < 1 || bits > 32 || bits > spec.dim || m[1].length() > 3) {
+      return InvalidArgument("index_type: hash bits must be within 1..min(32, dimension)");
+    }
     spec.factory = "BHash" + std::to_string(bits);
   } else {
     return InvalidArgument("index_type: unknown binary index type '" + t + "'");
   }
   return spec;
+}
+
+
+Status BadFactory(const std::string& factory, const std::string& why) {
+  return InvalidArgument("index_type: '" + factory + "': " + why);
+}
+
+// "<prefix><digits><rest>": the number after `prefix`, or -1 when `token` does not start so.
+int NumberAfter(const std::string& token, std::string_view prefix, std::string* rest) {
+  if (token.rfind(prefix, 0) != 0) return -1;
+  size_t i = prefix.size(), j = i;
+  while (j < token.size() && j - i < 9 && std::isdigit(static_cast<unsigned char>(token[j]))) ++j;
+  if (j == i) return -1;
+  *rest = token.substr(j);
+  return std::stoi(token.substr(i, j - i));
+}
+
+// "PQ{m}[x{b}][np]" within an index of dimension d.
+Status CheckPq(const std::string& f, const std::string& token, int d) {
+  std::string rest;
+  int m = NumberAfter(token, "PQ", &rest);
+  int bits = 8;
+  if (rest.rfind("x", 0) == 0) {
+    std::string tail;
+    bits = NumberAfter(rest, "x", &tail);
+    rest = tail;
+  }
+  if (m < 1 || (rest != "" && rest != "np"))
+    return BadFactory(f, "bad PQ component '" + token + "'");
+  if (d % m != 0) {
+    return BadFactory(f, "PQ" + std::to_string(m) + " needs a dimension divisible by " +
+                             std::to_string(m) + ", it is " + std::to_string(d));
+  }
+  if (bits < 1 || bits > kMaxCodeBits) {
+    return BadFactory(f, "PQ code bits must be within 1.." + std::to_string(kMaxCodeBits));
+  }
+  return Status::Ok();
+}
+
+bool IsSq(const std::string& t) { return t == "SQ4" || t == "SQ6" || t == "SQ8" || t == "SQfp16"; }
+
+Status CheckHnswM(const std::string& f, int m) {
+  if (m < 2 || m > kMaxHnswM) {
+    return BadFactory(f, "HNSW M must be within 2.." + std::to_string(kMaxHnswM));
+  }
+  return Status::Ok();
+}
+
+// Accepts [transforms,] main [,encoding] with supported components only.
+Status ValidateFloatFactory(const std::string& f, int dim) {
+  std::vector<std::string> parts;
+  std::stringstream ss(f);
+  for (std::string p; std::getline(ss, p, ',');) parts.push_back(p);
+  size_t i = 0;
+  int d = dim;
+  std::string rest;
+  // Vector transforms that may precede the index.
+  for (; i + 1 < parts.size(); ++i) {
+    const std::string& t = parts[i];
+    int n;
+    if (t == "L2norm") continue;
+    if ((n = NumberAfter(t, "PCAWR", &rest)) >= 0 || (n = NumberAfter(t, "PCAW", &rest)) >= 0 ||
+        (n = NumberAfter(t, "PCAR", &rest)) >= 0 || (n = NumberAfter(t, "PCA", &rest)) >= 0) {
+      if (!rest.empty() || n < 1 || n > d) {
+        return BadFactory(f, "'" + t + "' must reduce to 1.." + std::to_string(d) + " dimensions");
+      }
+      d = n;
+    } else if ((n = NumberAfter(t, "OPQ", &rest)) >= 0) {
+      int out = d;
+      if (!rest.empty()) {
+        std::string tail;
+        out = NumberAfter(rest, "_", &tail);
+        if (out < 1 || out > d || !tail.empty()) return BadFactory(f, "bad OPQ output dimension");
+      }
+      if (n < 1 || out % n != 0) {
+        return BadFactory(f, "OPQ" + std::to_string(n) + " needs a dimension divisible by it");
+      }
+      d = out;
+    } else if ((n = NumberAfter(t, "RR", &rest)) >= 0) {
+      if (!rest.empty() || n < 1 || n > 10'000) return BadFactory(f, "bad rotation '" + t + "'");
+      d = n;
+    } else {
+      break;
+    }
+  }
+  if (i >= parts.size()) return BadFactory(f, "names no index");
+  const std::string& main = parts[i];
+  const std::string next = i + 1 < parts.size() ? parts[i + 1] : "";
+  const size_t consumed = next.empty() ? i + 1 : i + 2;
+  if (consumed < parts.size()) return BadFactory(f, "unexpected '" + parts[consumed] + "'");
+  int n;
+  if (main == "Flat") {
+    if (!next.empty()) return BadFactory(f, "unexpected '" + next + "' after Flat");
+  } else if ((n = NumberAfter(main, "IVF", &rest)) >= 0) {
+    if (n < 1 || n > kMaxNlist || int64_t{n} * d > kMaxCentroidFloats) {
+      return BadFactory(f, "nlist must be within 1.." + std::to_string(kMaxNlist) +
+                               " (and nlist x dimension within 2^28)");
+    }
+    if (!rest.empty()) {
+      std::string tail;
+      int m = NumberAfter(rest, "_HNSW", &tail);
+      if (m < 0 || !tail.empty()) return BadFactory(f, "bad coarse quantizer '" + main + "'");
+      RETURN_IF_ERROR(CheckHnswM(f, m));
+    }
+    if (next.rfind("PQ", 0) == 0) {
+      RETURN_IF_ERROR(CheckPq(f, next, d));
+    } else if (next != "Flat" && !IsSq(next)) {
+      return BadFactory(f, "IVF needs Flat, PQ{m}x{bits} or SQ{4,6,8,fp16} after it");
+    }
+  } else if ((n = NumberAfter(main, "HNSW", &rest)) >= 0) {
+    RETURN_IF_ERROR(CheckHnswM(f, n));
+    std::string storage = !rest.empty() ? rest.substr(1) : next;
+    if (!rest.empty() && (rest[0] != '_' || !next.empty())) {
+      return BadFactory(f, "bad HNSW component '" + main + "'");
+    }
+    if (storage.rfind("PQ", 0) == 0) {
+      RETURN_IF_ERROR(CheckPq(f, storage, d));
+    } else if (!storage.empty() && storage != "Flat" && !IsSq(storage)) {
+      return BadFactory(f, "HNSW stores Flat, PQ{m} or SQ{4,6,8,fp16} vectors");
+    }
+  } else if (main.rfind("PQ", 0) == 0) {
+    if (!next.empty()) return BadFactory(f, "unexpected '" + next + "' after " + main);
+    RETURN_IF_ERROR(CheckPq(f, main, d));
+  } else if (IsSq(main)) {
+    if (!next.empty()) return BadFactory(f, "unexpected '" + next + "' after " + main);
+  } else {
+    return BadFactory(f, "'" + main +
+                             "' is not a supported index (supported: Flat, IVF{n}, "
+                             "HNSW{M}, PQ{m}x{bits}, SQ{4,6,8,fp16}, with optional PCA/OPQ/RR/"
+                             "L2norm transforms)");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -177,6 +327,7 @@ StatusOr<IndexSpec> ParseIndexType(std::string_view index_type, int dim,
     if (t.empty()) return InvalidArgument("index_type: factory string names no index");
     spec.factory = t;
   }
+  RETURN_IF_ERROR(ValidateFloatFactory(spec.factory, dim));
   FillDetails(spec);
   return spec;
 }

@@ -28,7 +28,7 @@ struct IndexSpec {
   int pq_nbits = 0;
   int sq_bits = 0;
 
-  std::string kind() const;     // "FLAT", "IVF", "IVF_PQ", "HNSW", "PQ", "SQ", "IVF_SQ", "BINARY_*"
+  std::string kind() const;  // "FLAT", "IVF", "IVF_PQ", "HNSW", "PQ", "SQ", "IVF_SQ", "BINARY_*"
 };
 
 // Parses a FAISSx `index_type` (see PROTOCOL.md: "L2", "IP", "IVF{n}", "IVF{n},PQ{m}x{b}",

@@ -41,8 +41,8 @@ TEST(IndexSpecTest, ScalarQuantizerNumberings) {
   EXPECT_EQ(Parse("SQ4").factory, "SQ4");
   EXPECT_EQ(Parse("SQ16").factory, "SQfp16");
   EXPECT_EQ(Parse("SQfp16").factory, "SQfp16");
-  EXPECT_EQ(Parse("SQ1").factory, "SQ8");   // faissx QT_8bit
-  EXPECT_EQ(Parse("SQ7").factory, "SQ6");   // faissx QT_6bit
+  EXPECT_EQ(Parse("SQ1").factory, "SQ8");              // faissx QT_8bit
+  EXPECT_EQ(Parse("SQ7").factory, "SQ6");              // faissx QT_6bit
   EXPECT_EQ(Parse("IVF16_SQ0").factory, "IVF16,SQ8");  // FAISS QT_8bit
   EXPECT_EQ(Parse("IVF16_SQ1").factory, "IVF16,SQ4");  // FAISS QT_4bit
   EXPECT_EQ(Parse("IVF16_SQ4").factory, "IVF16,SQfp16");
@@ -79,6 +79,28 @@ TEST(IndexSpecTest, PlainFactoryStringsWithMetric) {
   EXPECT_EQ(Parse("HNSW24,Flat", 64, "METRIC_INNER_PRODUCT").hnsw_m, 24);
   EXPECT_FALSE(ParseIndexType("Flat", 8, "COSINE").ok());
   EXPECT_FALSE(ParseIndexType("", 8).ok());
+}
+
+// FAISS 1.7.3 crashes, aborts or loops on these; they must be refused before it sees them.
+TEST(IndexSpecTest, DegenerateFactoryParametersAreRefused) {
+  for (auto t : {"PQ0", "IVF4,PQ0", "PQ4x0", "IVF4,PQ2x0", "PQ4x65", "IVF0", "IVF0_SQ0",
+                 "IVF0,PQ2", "IVF4_HNSW0,Flat", "OPQ0,Flat", "HNSW0", "HNSW1", "RQ1x0", "NSG0",
+                 "PQ3", "IVF4,PQ3", "PCA8,Flat", "IVF99999999999,Flat", "Flat,Flat",
+                 "IVF4,Flat,Flat", "HNSW300", "BINARY_IVF0", "BINARY_HASH0", "BINARY_HASH99"}) {
+    auto s = ParseIndexType(t, std::string(t).rfind("BINARY", 0) == 0 ? 8 : 4);
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << t;
+    if (!s.ok()) {
+      EXPECT_EQ(s.status().message().rfind("index_type", 0), 0u) << t << ": " << s.status().message();
+    }
+  }
+}
+
+TEST(IndexSpecTest, SupportedFactoryStrings) {
+  for (auto t : {"Flat", "IVF4,Flat", "IVF4_HNSW16,Flat", "IVF4,PQ2x4", "IVF4,SQfp16",
+                 "HNSW16,Flat", "HNSW16_SQ8", "PCA2,Flat", "OPQ2,IVF4,PQ2", "OPQ2_4,PQ2",
+                 "L2norm,Flat", "PQ4x12", "RR4,Flat", "PCAR2,HNSW8"}) {
+    EXPECT_TRUE(ParseIndexType(t, 4).ok()) << t << ": " << ParseIndexType(t, 4).status().ToString();
+  }
 }
 
 }  // namespace

@@ -8,7 +8,8 @@ namespace vecgpu {
 namespace {
 
 Status Positive(const char* name, int64_t v) {
-  if (v <= 0) return InvalidArgument(std::string(name) + ": must be positive, got " + std::to_string(v));
+  if (v <= 0)
+    return InvalidArgument(std::string(name) + ": must be positive, got " + std::to_string(v));
   return Status::Ok();
 }
 
@@ -28,6 +29,7 @@ Status Limits::Validate() {
   RETURN_IF_ERROR(Positive("max_k", max_k));
   RETURN_IF_ERROR(Positive("max_add_vectors", max_add_vectors));
   RETURN_IF_ERROR(Positive("max_query_vectors", max_query_vectors));
+  RETURN_IF_ERROR(Positive("max_search_results", max_search_results));
   RETURN_IF_ERROR(Positive("max_train_vectors", max_train_vectors));
   RETURN_IF_ERROR(Positive("max_fetch_vectors", max_fetch_vectors));
   RETURN_IF_ERROR(Positive("max_index_id_length", max_index_id_length));

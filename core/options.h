@@ -27,6 +27,8 @@ struct Limits {
   int64_t max_add_vectors = 10'000;
   // Query vectors per search call. Default: 10,000.
   int64_t max_query_vectors = 10'000;
+  // Results one search may return (queries x k; range search hits). Default: 10,000,000.
+  int64_t max_search_results = 10'000'000;
   // Training vectors per train call. Default: 1,000,000.
   int64_t max_train_vectors = 1'000'000;
   // Vectors returned by one reconstruct_n / get_vectors call. Default: 100,000.

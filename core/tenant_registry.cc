@@ -5,9 +5,7 @@
 namespace vecgpu {
 namespace {
 
-Status NoSuchIndex(const std::string& name) {
-  return NotFound("index '" + name + "' not found");
-}
+Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name + "' not found"); }
 
 }  // namespace
 

@@ -114,7 +114,8 @@ StatusOr<RangeResult> BinaryBackend::RangeSearch(int64_t n, const float* x, floa
   faiss::RangeSearchResult res(n);
   // Hamming distances are integers: "< radius" for a float radius is "< ceil(radius)".
   const int r = static_cast<int>(std::ceil(radius));
-  RETURN_IF_ERROR(CallFaiss("range_search", [&] { index_->range_search(n, codes.data(), r, &res); }));
+  RETURN_IF_ERROR(
+      CallFaiss("range_search", [&] { index_->range_search(n, codes.data(), r, &res); }));
   RangeResult out;
   out.lims.assign(res.lims, res.lims + n + 1);
   out.labels.assign(res.labels, res.labels + res.lims[n]);
@@ -134,7 +135,8 @@ Status BinaryBackend::Reconstruct(int64_t label, float* out) const {
 
 Status BinaryBackend::ReconstructN(int64_t start, int64_t n, float* out) const {
   std::vector<uint8_t> codes(n * (spec_.dim / 8));
-  RETURN_IF_ERROR(CallFaiss("reconstruct_n", [&] { index_->reconstruct_n(start, n, codes.data()); }));
+  RETURN_IF_ERROR(
+      CallFaiss("reconstruct_n", [&] { index_->reconstruct_n(start, n, codes.data()); }));
   Unpack(n, codes.data(), out);
   return Status::Ok();
 }

@@ -17,9 +17,9 @@ TEST(BinaryBackendTest, HammingSearchAndRoundTrip) {
   auto b = Make("BINARY_FLAT", 16);
   // Three 16-bit vectors, one 0/1 float per bit.
   std::vector<float> x(3 * 16, 0.f);
-  x[0] = 1;                                      // vector 0: bit 0
-  for (int i = 0; i < 16; ++i) x[16 + i] = 1;    // vector 1: all bits
-  x[32 + 0] = 1, x[32 + 1] = 1;                  // vector 2: bits 0, 1
+  x[0] = 1;                                    // vector 0: bit 0
+  for (int i = 0; i < 16; ++i) x[16 + i] = 1;  // vector 1: all bits
+  x[32 + 0] = 1, x[32 + 1] = 1;                // vector 2: bits 0, 1
   ASSERT_TRUE(b->Add(3, x.data()).ok());
   std::vector<float> d(3);
   std::vector<int64_t> l(3);

@@ -21,8 +21,8 @@ StatusOr<ClusteringResult> CpuBackendFactory::Cluster(int64_t n, int d, const fl
   cp.spherical = metric == Metric::kInnerProduct;
   cp.seed = 1234;
   faiss::Clustering clus(d, n_clusters, cp);
-  faiss::IndexFlat assigner(d, metric == Metric::kL2 ? faiss::METRIC_L2
-                                                     : faiss::METRIC_INNER_PRODUCT);
+  faiss::IndexFlat assigner(d,
+                            metric == Metric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT);
   std::vector<float> dist(n);
   out.assignments.resize(n);
   RETURN_IF_ERROR(CallFaiss("compute_clustering", [&] {

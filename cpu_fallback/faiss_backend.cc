@@ -80,9 +80,8 @@ StatusOr<std::unique_ptr<Backend>> FaissBackend::Create(const IndexSpec& spec) {
     ivfpq->do_polysemous_training = false;
   }
   if (b->ivf_) {
-    RETURN_IF_ERROR(CallFaiss("direct map", [&] {
-      b->ivf_->set_direct_map_type(faiss::DirectMap::Hashtable);
-    }));
+    RETURN_IF_ERROR(CallFaiss("direct map",
+                              [&] { b->ivf_->set_direct_map_type(faiss::DirectMap::Hashtable); }));
   }
   return std::unique_ptr<Backend>(std::move(b));
 }

@@ -34,6 +34,20 @@ std::vector<int64_t> BruteForce(const FloatMatrix& base, const float* q, int k) 
   return out;
 }
 
+// recall@k of the first nq rows of x searched in b, against brute force over x.
+double Recall(const Backend& b, const FloatMatrix& x, int nq, int k, SearchParams p) {
+  std::vector<float> d(nq * k);
+  std::vector<int64_t> l(nq * k);
+  EXPECT_TRUE(b.Search(nq, x.data.data(), k, p, d.data(), l.data()).ok());
+  int hits = 0;
+  for (int q = 0; q < nq; ++q) {
+    auto truth = BruteForce(x, x.row(q), k);
+    std::set<int64_t> got(l.begin() + q * k, l.begin() + (q + 1) * k);
+    for (auto t : truth) hits += got.count(t);
+  }
+  return hits / double(nq * k);
+}
+
 TEST(FaissBackendTest, FlatIsExact) {
   auto b = Make("L2", 16);
   FloatMatrix x = Clustered(500, 16);
@@ -47,9 +61,10 @@ TEST(FaissBackendTest, FlatIsExact) {
 }
 
 TEST(FaissBackendTest, BadFactoryStringIsInvalidArgument) {
-  auto spec = ParseIndexType("NotAnIndex42", 8);
-  ASSERT_TRUE(spec.ok());
-  auto b = FaissBackend::Create(*spec);
+  IndexSpec spec;  // bypasses ParseIndexType, which would refuse it first
+  spec.index_type = spec.factory = "NotAnIndex42";
+  spec.dim = 8;
+  auto b = FaissBackend::Create(spec);
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(b.status().message().find("NotAnIndex42"), std::string::npos);
 }
@@ -60,18 +75,7 @@ TEST(FaissBackendTest, PerRequestNprobeLeavesIndexUntouched) {
   ASSERT_TRUE(b->Train(x.rows, x.data.data()).ok());
   ASSERT_TRUE(b->Add(x.rows, x.data.data()).ok());
   const int k = 20, nq = 50;
-  auto recall = [&](SearchParams p) {
-    std::vector<float> d(nq * k);
-    std::vector<int64_t> l(nq * k);
-    EXPECT_TRUE(b->Search(nq, x.data.data(), k, p, d.data(), l.data()).ok());
-    int hits = 0;
-    for (int q = 0; q < nq; ++q) {
-      auto truth = BruteForce(x, x.row(q), k);
-      std::set<int64_t> got(l.begin() + q * k, l.begin() + (q + 1) * k);
-      for (auto t : truth) hits += got.count(t);
-    }
-    return hits / double(nq * k);
-  };
+  auto recall = [&](SearchParams p) { return Recall(*b, x, nq, k, p); };
   double one = recall({});
   SearchParams all;
   all.nprobe = 32;
@@ -89,18 +93,7 @@ TEST(FaissBackendTest, PerRequestEfSearch) {
   FloatMatrix x = Clustered(3000, 16, 50);
   ASSERT_TRUE(b->Add(x.rows, x.data.data()).ok());
   const int k = 50, nq = 40;
-  auto recall = [&](SearchParams p) {
-    std::vector<float> d(nq * k);
-    std::vector<int64_t> l(nq * k);
-    EXPECT_TRUE(b->Search(nq, x.data.data(), k, p, d.data(), l.data()).ok());
-    int hits = 0;
-    for (int q = 0; q < nq; ++q) {
-      auto truth = BruteForce(x, x.row(q), k);
-      std::set<int64_t> got(l.begin() + q * k, l.begin() + (q + 1) * k);
-      for (auto t : truth) hits += got.count(t);
-    }
-    return hits / double(nq * k);
-  };
+  auto recall = [&](SearchParams p) { return Recall(*b, x, nq, k, p); };
   SearchParams low, high;
   low.ef_search = 1;
   high.ef_search = 400;

@@ -1,9 +1,8 @@
 #include "server/auth.h"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace vecgpu::server {
 
@@ -44,8 +43,9 @@ StatusOr<AuthKeys> LoadAuthFile(const std::string& path) {
 
 StatusOr<Authenticator> Authenticator::Create(bool enabled, AuthKeys keys) {
   if (enabled && keys.empty()) {
-    return InvalidArgument("enable-auth: authentication is enabled but no API keys are "
-                           "configured (use --auth-keys or --auth-file)");
+    return InvalidArgument(
+        "enable-auth: authentication is enabled but no API keys are "
+        "configured (use --auth-keys or --auth-file)");
   }
   return Authenticator(enabled, std::move(keys));
 }

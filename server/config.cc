@@ -1,10 +1,9 @@
 #include "server/config.h"
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 namespace vecgpu::server {
@@ -43,8 +42,9 @@ StatusOr<std::vector<std::string>> ConfigArgs(const std::string& path, const CLI
 Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::string& auth_file,
                      const std::string& data_dir) {
   if (!data_dir.empty()) {
-    return InvalidArgument("data-dir: persistence is not yet supported by this vecgpu build; "
-                           "indexes live in memory only. Remove --data-dir (FAISSX_DATA_DIR)");
+    return InvalidArgument(
+        "data-dir: persistence is not yet supported by this vecgpu build; "
+        "indexes live in memory only. Remove --data-dir (FAISSX_DATA_DIR)");
   }
   if (!auth_keys.empty() && !auth_file.empty()) {
     return InvalidArgument("auth-keys and auth-file: give one or the other");
@@ -56,8 +56,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     ASSIGN_OR_RETURN(o.auth_keys, LoadAuthFile(auth_file));
   }
   if (o.enable_auth && o.auth_keys.empty()) {
-    return InvalidArgument("enable-auth: authentication is enabled but no API keys are "
-                           "configured (use --auth-keys or --auth-file)");
+    return InvalidArgument(
+        "enable-auth: authentication is enabled but no API keys are "
+        "configured (use --auth-keys or --auth-file)");
   }
   if (o.bind_address.empty()) o.bind_address = o.enable_auth ? "0.0.0.0" : "127.0.0.1";
   if (o.port < 1 || o.port > 65535) return InvalidArgument("port: must be within 1..65535");
@@ -106,12 +107,15 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
   Limits& l = o.limits;
   serve->add_option("--max-request-bytes", l.max_request_bytes, "Largest request")
       ->capture_default_str();
-  serve->add_option("--max-message-bytes", l.max_message_bytes,
-                    "Socket hard cap; larger messages drop the connection (0: 2x request + 1 MiB)")
+  serve
+      ->add_option("--max-message-bytes", l.max_message_bytes,
+                   "Socket hard cap; larger messages drop the connection (0: 2x request + 1 MiB)")
       ->capture_default_str();
   serve->add_option("--max-depth", l.max_depth, "Deepest msgpack nesting")->capture_default_str();
-  serve->add_option("--max-container-elements", l.max_container_elements,
-                    "Most elements of one msgpack array or map")->capture_default_str();
+  serve
+      ->add_option("--max-container-elements", l.max_container_elements,
+                   "Most elements of one msgpack array or map")
+      ->capture_default_str();
   serve->add_option("--max-dimension", l.max_dimension, "Largest vector dimension")
       ->capture_default_str();
   serve->add_option("--max-k", l.max_k, "Largest k")->capture_default_str();
@@ -119,19 +123,32 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
       ->capture_default_str();
   serve->add_option("--max-query-vectors", l.max_query_vectors, "Query vectors per search")
       ->capture_default_str();
+  serve
+      ->add_option("--max-search-results", l.max_search_results,
+                   "Results per search (queries x k, or range hits)")
+      ->capture_default_str();
   serve->add_option("--max-train-vectors", l.max_train_vectors, "Vectors per train call")
       ->capture_default_str();
-  serve->add_option("--max-fetch-vectors", l.max_fetch_vectors,
-                    "Vectors per reconstruct_n/get_vectors")->capture_default_str();
-  serve->add_option("--max-collections-per-tenant", l.max_collections_per_tenant,
-                    "Indexes one tenant may own")->capture_default_str();
-  serve->add_option("--query-threads", o.scheduler.query_threads,
-                    "Threads for searches and reads (0: 2x cores, at least 4)")
+  serve
+      ->add_option("--max-fetch-vectors", l.max_fetch_vectors,
+                   "Vectors per reconstruct_n/get_vectors")
       ->capture_default_str();
-  serve->add_option("--write-threads", o.scheduler.write_threads,
-                    "Threads for adds, training and other writes")->capture_default_str();
-  serve->add_option("--max-queued", o.scheduler.max_queued,
-                    "Requests queued per lane before clients get BUSY")->capture_default_str();
+  serve
+      ->add_option("--max-collections-per-tenant", l.max_collections_per_tenant,
+                   "Indexes one tenant may own")
+      ->capture_default_str();
+  serve
+      ->add_option("--query-threads", o.scheduler.query_threads,
+                   "Threads for searches and reads (0: 2x cores, at least 4)")
+      ->capture_default_str();
+  serve
+      ->add_option("--write-threads", o.scheduler.write_threads,
+                   "Threads for adds, training and other writes")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-queued", o.scheduler.max_queued,
+                   "Requests queued per lane before clients get BUSY")
+      ->capture_default_str();
 
   // Layer the sources: config file, then environment, then the command line (last wins).
   std::vector<std::string> cli(argv + 1, argv + argc);

@@ -16,8 +16,8 @@ ParsedCommand Parse(std::vector<const char*> args) {
 class ConfigTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    for (auto v : {"FAISSX_PORT", "VECGPU_PORT", "VECGPU_MAX_K", "FAISSX_ENABLE_AUTH",
-                   "FAISSX_AUTH_KEYS"}) {
+    for (auto v :
+         {"FAISSX_PORT", "VECGPU_PORT", "VECGPU_MAX_K", "FAISSX_ENABLE_AUTH", "FAISSX_AUTH_KEYS"}) {
       unsetenv(v);
     }
   }

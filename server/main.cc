@@ -1,6 +1,5 @@
 // vecgpu: serves FAISS indexes over the FAISSx protocol. See README.md.
 #include <signal.h>
-
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -45,23 +44,26 @@ void ReportDevices(const std::string& gpus) {
     spdlog::info("--gpus none: serving every index from the CPU");
     return;
   }
-  spdlog::warn("--gpus {}: this vecgpu build has no GPU backend; no GPU device is usable, so "
-               "every index is served from the CPU",
-               gpus);
+  spdlog::warn(
+      "--gpus {}: this vecgpu build has no GPU backend; no GPU device is usable, so "
+      "every index is served from the CPU",
+      gpus);
 }
 
 int Serve(const ServeOptions& o) {
   SetUpLogging(o);
   if (!o.enable_auth && !IsLoopback(o.bind_address)) {
     if (!o.allow_unauthenticated_remote) {
-      spdlog::critical("refusing to serve {} without authentication: use --enable-auth with "
-                       "API keys, or --allow-unauthenticated-remote to accept the risk",
-                       o.bind_address);
+      spdlog::critical(
+          "refusing to serve {} without authentication: use --enable-auth with "
+          "API keys, or --allow-unauthenticated-remote to accept the risk",
+          o.bind_address);
       return 2;
     }
-    spdlog::warn("serving {} WITHOUT authentication: anyone who can reach this port can read "
-                 "and change every index",
-                 o.bind_address);
+    spdlog::warn(
+        "serving {} WITHOUT authentication: anyone who can reach this port can read "
+        "and change every index",
+        o.bind_address);
   }
   auto auth = Authenticator::Create(o.enable_auth, o.auth_keys);
   if (!auth.ok()) {
@@ -97,17 +99,17 @@ int Serve(const ServeOptions& o) {
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   const auto start = std::chrono::steady_clock::now();
-  int abandoned = frontend.Stop(std::chrono::milliseconds(1200));
+  int abandoned = frontend.Stop(std::chrono::milliseconds(1000));
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // nothing is durable yet, so exiting loses nothing that was acknowledged.
   auto done = std::async(std::launch::async, [&] { scheduler->Shutdown(); });
-  if (done.wait_for(std::chrono::milliseconds(500)) != std::future_status::ready) {
+  if (done.wait_for(std::chrono::milliseconds(400)) != std::future_status::ready) {
     spdlog::warn("exiting with requests still running");
     spdlog::shutdown();
     std::_Exit(0);
   }
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - start);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start);
   spdlog::info("stopped in {} ms ({} requests abandoned)", ms.count(), abandoned);
   spdlog::shutdown();
   return 0;
@@ -120,8 +122,8 @@ int main(int argc, char** argv) {
   auto parsed = vecgpu::server::ParseCommandLine(argc, argv);
   if (!parsed.serve) {
     if (!parsed.message.empty()) {
-      (parsed.exit_code == 0 ? std::cout : std::cerr) << parsed.message
-                                                      << (parsed.message.back() == '\n' ? "" : "\n");
+      (parsed.exit_code == 0 ? std::cout : std::cerr)
+          << parsed.message << (parsed.message.back() == '\n' ? "" : "\n");
     }
     return parsed.exit_code;
   }

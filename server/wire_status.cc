@@ -5,17 +5,28 @@ namespace vecgpu::server {
 std::string_view WireErrorCode(StatusCode code) {
   switch (code) {
     case StatusCode::kUnauthenticated:
-    case StatusCode::kPermissionDenied: return "AUTH_ERROR";
-    case StatusCode::kFailedPrecondition: return "NOT_TRAINED";
-    case StatusCode::kDeadlineExceeded: return "TIMEOUT";
-    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case StatusCode::kNotFound: return "NOT_FOUND";
-    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case StatusCode::kResourceExhausted: return "BUSY";
-    case StatusCode::kOutOfRange: return "OUT_OF_RANGE";
-    case StatusCode::kUnimplemented: return "UNSUPPORTED";
-    case StatusCode::kUnavailable: return "UNAVAILABLE";
-    default: return "INTERNAL";
+    case StatusCode::kPermissionDenied:
+      return "AUTH_ERROR";
+    case StatusCode::kFailedPrecondition:
+      return "NOT_TRAINED";
+    case StatusCode::kDeadlineExceeded:
+      return "TIMEOUT";
+    case StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case StatusCode::kResourceExhausted:
+      return "BUSY";
+    case StatusCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case StatusCode::kUnimplemented:
+      return "UNSUPPORTED";
+    case StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    default:
+      return "INTERNAL";
   }
 }
 

@@ -25,7 +25,11 @@ TEST(WorkerPoolTest, FullQueueIsBusyNotBlocking) {
   std::promise<void> release;
   std::shared_future<void> gate = release.get_future().share();
   std::promise<void> started;
-  ASSERT_TRUE(pool.Submit([&] { started.set_value(); gate.wait(); }).ok());
+  ASSERT_TRUE(pool.Submit([&] {
+                    started.set_value();
+                    gate.wait();
+                  })
+                  .ok());
   started.get_future().wait();  // the only worker is now busy
   ASSERT_TRUE(pool.Submit([] {}).ok());
   ASSERT_TRUE(pool.Submit([] {}).ok());

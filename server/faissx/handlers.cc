@@ -59,8 +59,9 @@ std::string StatusMap(const CollectionInfo& info) {
 
 Status Ping(ActionContext& c) {
   c.out.Str("message", "pong");
-  c.out.Double("time", std::chrono::duration<double>(
-                           std::chrono::system_clock::now().time_since_epoch()).count());
+  c.out.Double(
+      "time",
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
   return Status::Ok();
 }
 
@@ -164,8 +165,9 @@ Status Search(ActionContext& c) {
 
 Status HybridSearch(ActionContext& c) {
   if (c.req.Has("metadata_filter")) {
-    return Unimplemented("hybrid_search: metadata filters are not supported; send it without "
-                         "metadata_filter for a plain vector search");
+    return Unimplemented(
+        "hybrid_search: metadata filters are not supported; send it without "
+        "metadata_filter for a plain vector search");
   }
   return Search(c);
 }
@@ -274,7 +276,8 @@ Status GetVectors(ActionContext& c) {
   if (std::min(limit, remaining) > c.limits.max_fetch_vectors) {
     return InvalidArgument("limit: " + std::to_string(std::min(limit, remaining)) +
                            " vectors, above the limit of " +
-                           std::to_string(c.limits.max_fetch_vectors) + " per call; page with "
+                           std::to_string(c.limits.max_fetch_vectors) +
+                           " per call; page with "
                            "start_idx and limit");
   }
   std::vector<int64_t> ids;
@@ -488,7 +491,8 @@ Status OptimizeIndex(ActionContext& c) {
   } else {
     done.push_back("no_optimization_needed");
   }
-  c.out.Str("message", "Applied " + std::to_string(done.size()) + " optimizations to index " + name);
+  c.out.Str("message",
+            "Applied " + std::to_string(done.size()) + " optimizations to index " + name);
   c.out.Str("index_type", info.spec.index_type);
   auto& p = c.out.Key("optimizations");
   p.pack(done);
@@ -547,10 +551,20 @@ ActionHandler FindHandler(std::string_view action) {
 }
 
 bool IsWriteAction(std::string_view action) {
-  static constexpr std::string_view kWrites[] = {
-      "create_index", "add_vectors", "add_with_ids", "batch_add_with_ids", "train_index",
-      "remove_ids", "replace_vector", "delete_index", "reset", "clear", "set_parameter",
-      "merge_indices", "compute_clustering", "optimize_index"};
+  static constexpr std::string_view kWrites[] = {"create_index",
+                                                 "add_vectors",
+                                                 "add_with_ids",
+                                                 "batch_add_with_ids",
+                                                 "train_index",
+                                                 "remove_ids",
+                                                 "replace_vector",
+                                                 "delete_index",
+                                                 "reset",
+                                                 "clear",
+                                                 "set_parameter",
+                                                 "merge_indices",
+                                                 "compute_clustering",
+                                                 "optimize_index"};
   for (auto w : kWrites) {
     if (w == action) return true;
   }

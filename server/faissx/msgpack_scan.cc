@@ -66,32 +66,64 @@ Header ReadHeader(Cursor& c) {
     return {k, n + extra};
   };
   switch (t) {
-    case 0xc0: case 0xc2: case 0xc3: return {Kind::kScalar, 0};
-    case 0xc4: return sized(Kind::kBin, 1, 0);
-    case 0xc5: return sized(Kind::kBin, 2, 0);
-    case 0xc6: return sized(Kind::kBin, 4, 0);
-    case 0xc7: return sized(Kind::kExt, 1, 1);
-    case 0xc8: return sized(Kind::kExt, 2, 1);
-    case 0xc9: return sized(Kind::kExt, 4, 1);
-    case 0xca: return {Kind::kScalar, 4};
-    case 0xcb: return {Kind::kScalar, 8};
-    case 0xcc: case 0xd0: return {Kind::kScalar, 1};
-    case 0xcd: case 0xd1: return {Kind::kScalar, 2};
-    case 0xce: case 0xd2: return {Kind::kScalar, 4};
-    case 0xcf: case 0xd3: return {Kind::kScalar, 8};
-    case 0xd4: return {Kind::kExt, 2};
-    case 0xd5: return {Kind::kExt, 3};
-    case 0xd6: return {Kind::kExt, 5};
-    case 0xd7: return {Kind::kExt, 9};
-    case 0xd8: return {Kind::kExt, 17};
-    case 0xd9: return sized(Kind::kString, 1, 0);
-    case 0xda: return sized(Kind::kString, 2, 0);
-    case 0xdb: return sized(Kind::kString, 4, 0);
-    case 0xdc: return sized(Kind::kArray, 2, 0);
-    case 0xdd: return sized(Kind::kArray, 4, 0);
-    case 0xde: return sized(Kind::kMap, 2, 0);
-    case 0xdf: return sized(Kind::kMap, 4, 0);
-    default: return {Kind::kInvalid, 0};  // 0xc1
+    case 0xc0:
+    case 0xc2:
+    case 0xc3:
+      return {Kind::kScalar, 0};
+    case 0xc4:
+      return sized(Kind::kBin, 1, 0);
+    case 0xc5:
+      return sized(Kind::kBin, 2, 0);
+    case 0xc6:
+      return sized(Kind::kBin, 4, 0);
+    case 0xc7:
+      return sized(Kind::kExt, 1, 1);
+    case 0xc8:
+      return sized(Kind::kExt, 2, 1);
+    case 0xc9:
+      return sized(Kind::kExt, 4, 1);
+    case 0xca:
+      return {Kind::kScalar, 4};
+    case 0xcb:
+      return {Kind::kScalar, 8};
+    case 0xcc:
+    case 0xd0:
+      return {Kind::kScalar, 1};
+    case 0xcd:
+    case 0xd1:
+      return {Kind::kScalar, 2};
+    case 0xce:
+    case 0xd2:
+      return {Kind::kScalar, 4};
+    case 0xcf:
+    case 0xd3:
+      return {Kind::kScalar, 8};
+    case 0xd4:
+      return {Kind::kExt, 2};
+    case 0xd5:
+      return {Kind::kExt, 3};
+    case 0xd6:
+      return {Kind::kExt, 5};
+    case 0xd7:
+      return {Kind::kExt, 9};
+    case 0xd8:
+      return {Kind::kExt, 17};
+    case 0xd9:
+      return sized(Kind::kString, 1, 0);
+    case 0xda:
+      return sized(Kind::kString, 2, 0);
+    case 0xdb:
+      return sized(Kind::kString, 4, 0);
+    case 0xdc:
+      return sized(Kind::kArray, 2, 0);
+    case 0xdd:
+      return sized(Kind::kArray, 4, 0);
+    case 0xde:
+      return sized(Kind::kMap, 2, 0);
+    case 0xdf:
+      return sized(Kind::kMap, 4, 0);
+    default:
+      return {Kind::kInvalid, 0};  // 0xc1
   }
 }
 
@@ -102,8 +134,10 @@ Status Malformed(const Cursor& c, const std::string& what) {
 Status ScanValue(Cursor& c, const ScanLimits& limits, int depth) {
   Header h = ReadHeader(c);
   switch (h.kind) {
-    case Kind::kTruncated: return Malformed(c, "message ends inside a value");
-    case Kind::kInvalid: return Malformed(c, "invalid msgpack type byte");
+    case Kind::kTruncated:
+      return Malformed(c, "message ends inside a value");
+    case Kind::kInvalid:
+      return Malformed(c, "invalid msgpack type byte");
     case Kind::kScalar:
     case Kind::kString:
     case Kind::kBin:
@@ -151,8 +185,10 @@ bool SkipValue(Cursor& c, int depth) {
       return true;
     }
     case Kind::kTruncated:
-    case Kind::kInvalid: return false;
-    default: return c.Skip(h.length);
+    case Kind::kInvalid:
+      return false;
+    default:
+      return c.Skip(h.length);
   }
 }
 

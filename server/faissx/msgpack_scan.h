@@ -9,7 +9,7 @@
 namespace vecgpu::server {
 
 struct ScanLimits {
-  int max_depth = 8;                          // nesting of arrays and maps
+  int max_depth = 8;                            // nesting of arrays and maps
   int64_t max_container_elements = 16'000'000;  // elements of one array or map
 };
 

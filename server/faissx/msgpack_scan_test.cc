@@ -21,12 +21,20 @@ TEST(MsgpackScanTest, AcceptsWellFormedRequests) {
 
 TEST(MsgpackScanTest, RejectsHugeDeclaredLengths) {
   // array32 declaring 4 billion elements in a 14-byte message
-  std::string bad("\x81\xa6" "action" "\xdd\xff\xff\xff\xff", 13);
+  std::string bad(
+      "\x81\xa6"
+      "action"
+      "\xdd\xff\xff\xff\xff",
+      13);
   Status s = ScanMsgpack(bad, {});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("Malformed request"), std::string::npos);
   EXPECT_FALSE(ScanMsgpack(std::string("\xdf\xff\xff\xff\xff", 5), {}).ok());  // map32
-  EXPECT_FALSE(ScanMsgpack(std::string("\xdb\x7f\xff\xff\xff" "ab", 7), {}).ok());  // str32
+  EXPECT_FALSE(ScanMsgpack(std::string("\xdb\x7f\xff\xff\xff"
+                                       "ab",
+                                       7),
+                           {})
+                   .ok());                                                     // str32
   EXPECT_FALSE(ScanMsgpack(std::string("\xc6\x7f\xff\xff\xff", 5), {}).ok());  // bin32
 }
 
@@ -50,7 +58,10 @@ TEST(MsgpackScanTest, RejectsTruncationTrailingBytesAndBadType) {
 
 TEST(MsgpackScanTest, PeekActionIsTolerant) {
   EXPECT_EQ(PeekAction(std::string("\x92\x01\x02", 3)), "");
-  EXPECT_EQ(PeekAction(std::string("\x81\xa6" "action", 8)), "");
+  EXPECT_EQ(PeekAction(std::string("\x81\xa6"
+                                   "action",
+                                   8)),
+            "");
   EXPECT_EQ(PeekAction(PackMap({{"index_id", "x"}, {"action", "train_index"}})), "train_index");
 }
 

@@ -1,11 +1,10 @@
 #pragma once
 
 #include <cstdint>
+#include <msgpack.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "core/types.h"
 
@@ -63,6 +62,5 @@ class ReplyWriter {
   msgpack::packer<msgpack::sbuffer> packer_;
   uint32_t fields_ = 0;
 };
-
 
 }  // namespace vecgpu::server

@@ -17,9 +17,12 @@ bool IsNumber(const msgpack::object& o) {
 
 double AsDouble(const msgpack::object& o) {
   switch (o.type) {
-    case object_type::POSITIVE_INTEGER: return static_cast<double>(o.via.u64);
-    case object_type::NEGATIVE_INTEGER: return static_cast<double>(o.via.i64);
-    default: return o.via.f64;
+    case object_type::POSITIVE_INTEGER:
+      return static_cast<double>(o.via.u64);
+    case object_type::NEGATIVE_INTEGER:
+      return static_cast<double>(o.via.i64);
+    default:
+      return o.via.f64;
   }
 }
 
@@ -49,13 +52,13 @@ StatusOr<Request> Request::Decode(std::string payload, const Limits& limits) {
   ScanLimits scan{limits.max_depth, limits.max_container_elements};
   RETURN_IF_ERROR(ScanMsgpack(payload, scan));
   Request r;
-  r.payload_ = std::move(payload);
+  r.payload_ = std::make_unique<const std::string>(std::move(payload));
   r.limits_ = limits;
   try {
     msgpack::unpack_limit ul(limits.max_container_elements, limits.max_container_elements,
                              limits.max_request_bytes, limits.max_request_bytes,
                              limits.max_request_bytes, limits.max_depth);
-    r.handle_ = msgpack::unpack(r.payload_.data(), r.payload_.size(), ReferenceAll, nullptr, ul);
+    r.handle_ = msgpack::unpack(r.payload_->data(), r.payload_->size(), ReferenceAll, nullptr, ul);
   } catch (const std::exception& e) {
     return InvalidArgument(std::string("Malformed request: ") + e.what());
   }
@@ -109,7 +112,7 @@ StatusOr<std::string> Request::OptionalString(std::string_view key, std::string 
 StatusOr<int64_t> Request::Int(std::string_view key, int64_t min, int64_t max) const {
   const msgpack::object* o = Find(key);
   if (!o) return FieldError(key, "required");
-  int64_t v;
+  int64_t v = 0;
   if (!AsInt(*o, &v)) return FieldError(key, "must be an integer");
   if (v < min || v > max) {
     return FieldError(key, "must be within " + std::to_string(min) + ".." + std::to_string(max) +
@@ -174,8 +177,10 @@ StatusOr<std::vector<std::string>> Request::Strings(std::string_view key, int64_
   for (uint32_t i = 0; i < o->via.array.size; ++i) {
     const auto& e = o->via.array.ptr[i];
     if (e.type != object_type::STR || e.via.str.size == 0 || e.via.str.size > max_length) {
-      return FieldError(key, "element " + std::to_string(i) + " is not a non-empty string of at "
-                             "most " + std::to_string(max_length) + " characters");
+      return FieldError(key, "element " + std::to_string(i) +
+                                 " is not a non-empty string of at "
+                                 "most " +
+                                 std::to_string(max_length) + " characters");
     }
     out.emplace_back(e.via.str.ptr, e.via.str.size);
   }
@@ -197,8 +202,8 @@ StatusOr<FloatMatrix> Request::Vectors(std::string_view key, VectorShape shape,
     }
     m.rows = static_cast<int64_t>(size / row_bytes);
     if (m.rows > max_rows) {
-      return FieldError(key, std::to_string(m.rows) + " vectors, above the limit of " +
-                                 std::to_string(max_rows));
+      return FieldError(
+          key, std::to_string(m.rows) + " vectors, above the limit of " + std::to_string(max_rows));
     }
     m.cols = shape.dim;
     m.data.resize(m.rows * m.cols);
@@ -220,16 +225,15 @@ StatusOr<FloatMatrix> Request::Vectors(std::string_view key, VectorShape shape,
     return FieldError(key, "vector 0 is not an array of numbers");
   }
   const int64_t nrows = flat ? 1 : rows.size;
-  const int64_t ncols = flat ? rows.size
-                             : (rows.ptr[0].type == object_type::ARRAY ? rows.ptr[0].via.array.size
-                                                                       : 0);
+  const int64_t ncols =
+      flat ? rows.size : (rows.ptr[0].type == object_type::ARRAY ? rows.ptr[0].via.array.size : 0);
   if (nrows > max_rows) {
-    return FieldError(key, std::to_string(nrows) + " vectors, above the limit of " +
-                               std::to_string(max_rows));
+    return FieldError(
+        key, std::to_string(nrows) + " vectors, above the limit of " + std::to_string(max_rows));
   }
   if (ncols < 1 || ncols > limits_.max_dimension) {
-    return FieldError(key, "vectors must have 1.." + std::to_string(limits_.max_dimension) +
-                               " components");
+    return FieldError(
+        key, "vectors must have 1.." + std::to_string(limits_.max_dimension) + " components");
   }
   if (shape.dim > 0 && ncols != shape.dim) {
     return FieldError(key, "vector dimension " + std::to_string(ncols) +
@@ -273,7 +277,7 @@ StatusOr<SearchParams> Request::Params() const {
     const auto& kv = o->via.map.ptr[i];
     if (kv.key.type != object_type::STR) return FieldError("params", "keys must be strings");
     std::string_view name(kv.key.via.str.ptr, kv.key.via.str.size);
-    int64_t v;
+    int64_t v = 0;
     const bool is_int = AsInt(kv.val, &v);
     if (name == "nprobe") {
       if (!is_int || v < 1 || v > 1'000'000) {

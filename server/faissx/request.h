@@ -1,11 +1,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <msgpack.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "core/options.h"
 #include "core/types.h"
@@ -54,7 +54,9 @@ class Request {
  private:
   Request() = default;
 
-  std::string payload_;  // msgpack strings and bins point into it
+  // msgpack strings and bins point into it, so it lives on the heap: a moved Request must not
+  // move the bytes (a short std::string keeps them inline).
+  std::unique_ptr<const std::string> payload_;
   msgpack::object_handle handle_;
   std::string action_;
   Limits limits_;

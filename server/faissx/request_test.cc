@@ -25,13 +25,14 @@ Limits TestLimits() {
 }
 
 TEST(RequestTest, DecodesTypedFields) {
-  auto r = Request::Decode(Req(4, [](auto& p) {
-                             p.pack("action"), p.pack("search");
-                             p.pack("index_id"), p.pack("docs");
-                             p.pack("k"), p.pack(7);
-                             p.pack("query_vectors");
-                             p.pack(std::vector<std::vector<double>>{{1, 2}, {3, 4}});
-                           }),
+  auto r = Request::Decode(Req(4,
+                               [](auto& p) {
+                                 p.pack("action"), p.pack("search");
+                                 p.pack("index_id"), p.pack("docs");
+                                 p.pack("k"), p.pack(7);
+                                 p.pack("query_vectors");
+                                 p.pack(std::vector<std::vector<double>>{{1, 2}, {3, 4}});
+                               }),
                            TestLimits());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->action(), "search");
@@ -49,10 +50,11 @@ TEST(RequestTest, DecodesTypedFields) {
 }
 
 TEST(RequestTest, OneDimensionalVectorAndIntegers) {
-  auto r = Request::Decode(Req(2, [](auto& p) {
-                             p.pack("action"), p.pack("add_vectors");
-                             p.pack("vectors"), p.pack(std::vector<int>{1, 0, 3});
-                           }),
+  auto r = Request::Decode(Req(2,
+                               [](auto& p) {
+                                 p.pack("action"), p.pack("add_vectors");
+                                 p.pack("vectors"), p.pack(std::vector<int>{1, 0, 3});
+                               }),
                            TestLimits());
   ASSERT_TRUE(r.ok());
   auto m = r->Vectors("vectors", {3, false}, 10);
@@ -63,12 +65,13 @@ TEST(RequestTest, OneDimensionalVectorAndIntegers) {
 
 TEST(RequestTest, BinFloat32Vectors) {
   std::vector<float> v = {1.5f, -2.f, 3.f, 4.f, 5.f, 6.f};
-  auto r = Request::Decode(Req(2, [&](auto& p) {
-                             p.pack("action"), p.pack("search");
-                             p.pack("query_vectors");
-                             p.pack_bin(24);
-                             p.pack_bin_body(reinterpret_cast<const char*>(v.data()), 24);
-                           }),
+  auto r = Request::Decode(Req(2,
+                               [&](auto& p) {
+                                 p.pack("action"), p.pack("search");
+                                 p.pack("query_vectors");
+                                 p.pack_bin(24);
+                                 p.pack_bin_body(reinterpret_cast<const char*>(v.data()), 24);
+                               }),
                            TestLimits());
   ASSERT_TRUE(r.ok());
   auto m = r->Vectors("query_vectors", {3, false}, 10);
@@ -83,15 +86,16 @@ TEST(RequestTest, BinFloat32Vectors) {
 }
 
 TEST(RequestTest, RejectsBadShapesAndTypes) {
-  auto r = Request::Decode(Req(5, [](auto& p) {
-                             p.pack("action"), p.pack("add_vectors");
-                             p.pack("ragged");
-                             p.pack(std::vector<std::vector<double>>{{1, 2}, {3}});
-                             p.pack("text");
-                             p.pack(std::vector<std::string>{"a"});
-                             p.pack("ids"), p.pack(std::vector<double>{1.5});
-                             p.pack("k"), p.pack_double(2.5);  // integral doubles pack as ints
-                           }),
+  auto r = Request::Decode(Req(5,
+                               [](auto& p) {
+                                 p.pack("action"), p.pack("add_vectors");
+                                 p.pack("ragged");
+                                 p.pack(std::vector<std::vector<double>>{{1, 2}, {3}});
+                                 p.pack("text");
+                                 p.pack(std::vector<std::string>{"a"});
+                                 p.pack("ids"), p.pack(std::vector<double>{1.5});
+                                 p.pack("k"), p.pack_double(2.5);  // integral doubles pack as ints
+                               }),
                            TestLimits());
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r->Vectors("ragged", {}, 10).status().message().find("vector 1 has 1 components"),
@@ -118,12 +122,13 @@ TEST(RequestTest, MalformedRequests) {
 
 TEST(RequestTest, ParamsAndWideVectorsAreBounded) {
   Limits l = TestLimits();
-  auto r = Request::Decode(Req(3, [](auto& p) {
-                             p.pack("action"), p.pack("search");
-                             p.pack("params");
-                             p.pack(std::map<std::string, int>{{"nprobe", 8}, {"ef", 40}});
-                             p.pack("wide"), p.pack(std::vector<double>(65, 1.0));
-                           }),
+  auto r = Request::Decode(Req(3,
+                               [](auto& p) {
+                                 p.pack("action"), p.pack("search");
+                                 p.pack("params");
+                                 p.pack(std::map<std::string, int>{{"nprobe", 8}, {"ef", 40}});
+                                 p.pack("wide"), p.pack(std::vector<double>(65, 1.0));
+                               }),
                            l);
   ASSERT_TRUE(r.ok());
   auto params = r->Params();

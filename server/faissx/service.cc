@@ -14,8 +14,7 @@ namespace {
 constexpr std::string_view kVersion = "vecgpu-0.1.0";
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Echoes `request_id` (string or integer) when the request carries one.
@@ -58,11 +57,11 @@ std::string FaissxService::ErrorReply(const Status& status) { return Error(statu
 
 std::string FaissxService::Handle(std::string payload) const {
   if (static_cast<int64_t>(payload.size()) > limits_.max_request_bytes) {
-    return Error(InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
-                                 " bytes, above the limit of " +
-                                 std::to_string(limits_.max_request_bytes) +
-                                 " (max_request_bytes)"),
-                 nullptr);
+    return Error(
+        InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
+                        " bytes, above the limit of " + std::to_string(limits_.max_request_bytes) +
+                        " (max_request_bytes)"),
+        nullptr);
   }
   auto decoded = Request::Decode(std::move(payload), limits_);
   if (!decoded.ok()) return Error(decoded.status(), nullptr);

@@ -45,16 +45,24 @@ class ServiceTest : public ::testing::Test {
 };
 
 TEST_F(ServiceTest, CreateAddSearch) {
-  auto r = Call({{"action", Obj("create_index")}, {"api_key", Obj("ka")},
-                 {"index_id", Obj("v")}, {"dimension", Obj(2)}, {"request_id", Obj(7)}});
+  auto r = Call({{"action", Obj("create_index")},
+                 {"api_key", Obj("ka")},
+                 {"index_id", Obj("v")},
+                 {"dimension", Obj(2)},
+                 {"request_id", Obj(7)}});
   ASSERT_TRUE(r["success"].as<bool>());
   EXPECT_EQ(r["request_id"].as<int>(), 7);
-  r = Call({{"action", Obj("add_vectors")}, {"api_key", Obj("ka")}, {"index_id", Obj("v")},
+  r = Call({{"action", Obj("add_vectors")},
+            {"api_key", Obj("ka")},
+            {"index_id", Obj("v")},
             {"vectors", Obj(std::vector<std::vector<double>>{{0, 0}, {1, 1}, {5, 5}})}});
   ASSERT_TRUE(r["success"].as<bool>());
   EXPECT_EQ(r["ntotal"].as<int>(), 3);
-  r = Call({{"action", Obj("search")}, {"api_key", Obj("ka")}, {"index_id", Obj("v")},
-            {"query_vectors", Obj(std::vector<std::vector<double>>{{0.9, 0.9}})}, {"k", Obj(4)}});
+  r = Call({{"action", Obj("search")},
+            {"api_key", Obj("ka")},
+            {"index_id", Obj("v")},
+            {"query_vectors", Obj(std::vector<std::vector<double>>{{0.9, 0.9}})},
+            {"k", Obj(4)}});
   ASSERT_TRUE(r["success"].as<bool>());
   auto results = r["results"].as<std::vector<std::map<std::string, msgpack::object>>>();
   auto labels = results[0]["indices"].as<std::vector<int64_t>>();
@@ -74,13 +82,20 @@ TEST_F(ServiceTest, ErrorsMapToTheWire) {
   EXPECT_TRUE(r["success"].as<bool>());  // ping needs no key
   r = Call({{"action", Obj("frobnicate")}, {"api_key", Obj("ka")}});
   EXPECT_EQ(r["error"].as<std::string>(), "Unknown action");
-  r = Call({{"action", Obj("search")}, {"api_key", Obj("kb")}, {"index_id", Obj("v")},
+  r = Call({{"action", Obj("search")},
+            {"api_key", Obj("kb")},
+            {"index_id", Obj("v")},
             {"query_vectors", Obj(std::vector<double>{1, 2})}});
   EXPECT_EQ(r["error_code"].as<std::string>(), "NOT_FOUND");
-  r = Call({{"action", Obj("create_index")}, {"api_key", Obj("ka")}, {"index_id", Obj("i")},
-            {"dimension", Obj(4)}, {"index_type", Obj("IVF2")}});
+  r = Call({{"action", Obj("create_index")},
+            {"api_key", Obj("ka")},
+            {"index_id", Obj("i")},
+            {"dimension", Obj(4)},
+            {"index_type", Obj("IVF2")}});
   ASSERT_TRUE(r["success"].as<bool>());
-  r = Call({{"action", Obj("search")}, {"api_key", Obj("ka")}, {"index_id", Obj("i")},
+  r = Call({{"action", Obj("search")},
+            {"api_key", Obj("ka")},
+            {"index_id", Obj("i")},
             {"query_vectors", Obj(std::vector<double>{1, 2, 3, 4})}});
   EXPECT_EQ(r["error_code"].as<std::string>(), "NOT_TRAINED");
 }

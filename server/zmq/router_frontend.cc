@@ -1,9 +1,8 @@
 #include "server/zmq/router_frontend.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include <vector>
 #include <zmq.hpp>
@@ -124,10 +123,9 @@ void RouterFrontend::Loop() {
       const bool enveloped = frames.size() >= 2 && frames[1].size() == 0;
       const size_t parts = frames.size() - (enveloped ? 2 : 1);
       if (!enveloped || parts != 1) {
-        PushReply(std::move(identity),
-                  FaissxService::ErrorReply(InvalidArgument(
-                      "Malformed request: expected one msgpack frame, got " +
-                      std::to_string(parts))));
+        PushReply(std::move(identity), FaissxService::ErrorReply(InvalidArgument(
+                                           "Malformed request: expected one msgpack frame, got " +
+                                           std::to_string(parts))));
         continue;
       }
       std::string payload = frames[2].to_string();
