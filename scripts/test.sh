@@ -9,11 +9,11 @@ FUZZ_SECONDS=${VECGPU_FUZZ_SECONDS:-30}
 failed=()
 
 [ -x .venv/bin/python ] || { echo "test: run scripts/setup.sh first"; exit 1; }
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null && cmake --build build -j"$(nproc)" \
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON > /dev/null && cmake --build build -j"$(nproc)" \
   > build.log 2>&1 || { tail -50 build.log; exit 1; }
 
 echo "== unit tests (ctest)"
-(cd build && ctest --output-on-failure -j2) || failed+=(ctest)
+(cd build && ctest --output-on-failure --no-tests=error -j2) || failed+=(ctest)
 
 echo "== fuzz: request decoder, ${FUZZ_SECONDS}s"
 if cmake -S . -B build-fuzz -DVECGPU_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
