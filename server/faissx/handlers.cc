@@ -20,7 +20,7 @@ StatusOr<FloatMatrix> CollectionVectors(ActionContext& c, const std::string& nam
   return c.req.Vectors(key, VectorShape{layout.dim, layout.binary}, max_rows);
 }
 
-void WriteTypeDetails(ReplyWriter& out, const IndexSpec& spec) {
+void WriteTypeDetails(MapWriter& out, const IndexSpec& spec) {
   out.Str("metric_type", MetricName(spec.metric));
   if (spec.nlist) out.Int("nlist", spec.nlist);
   if (spec.hnsw_m) out.Int("M", spec.hnsw_m);
@@ -36,7 +36,7 @@ void WriteTypeDetails(ReplyWriter& out, const IndexSpec& spec) {
 
 // The "status" map of get_index_status, also used by get_index_info.
 std::string StatusMap(const CollectionInfo& info) {
-  ReplyWriter m;
+  MapWriter m;
   m.Str("index_id", info.name);
   m.Int("dimension", info.spec.dim);
   m.Int("ntotal", info.backend.ntotal);
@@ -115,7 +115,7 @@ void WriteSearchResult(ActionContext& c, SearchResult& r, bool binary,
     if (r.labels[i] < 0) r.distances[i] = kMissingDistance;
   }
   const size_t k = r.k;
-  ReplyWriter& w = c.out;
+  MapWriter& w = c.out;
   if (binary) {
     w.Key("distances");
     w.Bin(r.distances.data(), r.distances.size() * sizeof(float));
@@ -313,7 +313,7 @@ Status ReplaceVector(ActionContext& c) {
 Status GetIndexStats(ActionContext& c) {
   ASSIGN_OR_RETURN(std::string name, IndexId(c));
   ASSIGN_OR_RETURN(CollectionInfo info, c.engine.Describe(c.tenant, name));
-  auto write = [&](ReplyWriter& w) {
+  auto write = [&](MapWriter& w) {
     w.Str("index_id", info.name);
     w.Int("dimension", info.spec.dim);
     w.Int("vector_count", info.backend.ntotal);
@@ -321,7 +321,7 @@ Status GetIndexStats(ActionContext& c) {
     w.Str("type", info.spec.index_type);
     w.Bool("is_trained", info.backend.is_trained);
   };
-  ReplyWriter stats;
+  MapWriter stats;
   write(stats);
   c.out.Raw("stats", stats.Finish());
   write(c.out);
@@ -341,7 +341,7 @@ Status GetIndexInfo(ActionContext& c) {
   ASSIGN_OR_RETURN(CollectionInfo info, c.engine.Describe(c.tenant, name));
   c.out.Str("index_id", name);
   c.out.Raw("status", StatusMap(info));
-  ReplyWriter m;
+  MapWriter m;
   m.Int("vectors_count", info.backend.ntotal);
   m.Int("dimension", info.spec.dim);
   m.Int("searches", info.searches);
@@ -351,7 +351,7 @@ Status GetIndexInfo(ActionContext& c) {
   m.Int("removals", info.removals);
   m.Double("search_time_ms", info.search_micros / 1000.0);
   c.out.Raw("metrics", m.Finish());
-  ReplyWriter cfg;
+  MapWriter cfg;
   cfg.Str("metric", MetricName(info.spec.metric));
   cfg.Str("factory", info.spec.factory);
   if (info.spec.nlist) cfg.Int("nlist", info.spec.nlist);
@@ -365,7 +365,7 @@ Status GetIndexInfo(ActionContext& c) {
   }
   if (!info.spec.base_index_id.empty()) cfg.Str("base_index_id", info.spec.base_index_id);
   c.out.Raw("configuration", cfg.Finish());
-  ReplyWriter st;
+  MapWriter st;
   st.Int("estimated_memory_bytes", info.backend.memory_bytes);
   st.Bool("persistent", false);
   st.Str("device", info.backend.device);

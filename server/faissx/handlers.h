@@ -4,7 +4,7 @@
 #include <string_view>
 
 #include "core/engine.h"
-#include "server/faissx/reply_writer.h"
+#include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
 
 namespace vecgpu::server {
@@ -15,7 +15,7 @@ struct ActionContext {
   const Request& req;
   const std::string& tenant;
   const Limits& limits;
-  ReplyWriter& out;  // the action's reply fields; "success" and the envelope are added later
+  MapWriter& out;  // the action's reply fields; "success" and the envelope are added later
 };
 
 using ActionHandler = Status (*)(ActionContext&);

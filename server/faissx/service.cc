@@ -4,7 +4,7 @@
 
 #include "server/faissx/handlers.h"
 #include "server/faissx/msgpack_scan.h"
-#include "server/faissx/reply_writer.h"
+#include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
 #include "server/wire_status.h"
 
@@ -18,7 +18,7 @@ double Now() {
 }
 
 // Echoes `request_id` (string or integer) when the request carries one.
-void EchoRequestId(const Request* req, ReplyWriter& out) {
+void EchoRequestId(const Request* req, MapWriter& out) {
   if (!req) return;
   const msgpack::object* id = req->Find("request_id");
   if (!id) return;
@@ -30,7 +30,7 @@ void EchoRequestId(const Request* req, ReplyWriter& out) {
 }
 
 std::string Error(const Status& st, const Request* req) {
-  ReplyWriter out;
+  MapWriter out;
   out.Bool("success", false);
   out.Str("error", st.message());
   out.Str("error_code", WireErrorCode(st.code()));
@@ -88,7 +88,7 @@ std::string FaissxService::Handle(std::string payload) const {
       tenant = *who;
     }
 
-    ReplyWriter out;
+    MapWriter out;
     out.Bool("success", true);
     ActionContext ctx{engine_, req, tenant, limits_, out};
     Status st = handler(ctx);

@@ -1,10 +1,10 @@
-#include "server/faissx/reply_writer.h"
+#include "server/faissx/map_writer.h"
 
 #include <cstring>
 
 namespace vecgpu::server {
 
-void ReplyWriter::Float64(double v) {
+void MapWriter::Float64(double v) {
   char buf[9];
   buf[0] = static_cast<char>(0xcb);
   uint64_t bits;
@@ -13,28 +13,28 @@ void ReplyWriter::Float64(double v) {
   body_.write(buf, 9);
 }
 
-void ReplyWriter::FloatArray(const float* v, size_t n) {
+void MapWriter::FloatArray(const float* v, size_t n) {
   packer_.pack_array(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) Float64(v[i]);  // exact for float32 values
 }
 
-void ReplyWriter::IntArray(const int64_t* v, size_t n) {
+void MapWriter::IntArray(const int64_t* v, size_t n) {
   packer_.pack_array(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) packer_.pack_int64(v[i]);
 }
 
-void ReplyWriter::Bin(const void* data, size_t bytes) {
+void MapWriter::Bin(const void* data, size_t bytes) {
   packer_.pack_bin(static_cast<uint32_t>(bytes));
   packer_.pack_bin_body(static_cast<const char*>(data), static_cast<uint32_t>(bytes));
 }
 
-void ReplyWriter::Str(std::string_view key, std::string_view v) {
+void MapWriter::Str(std::string_view key, std::string_view v) {
   auto& p = Key(key);
   p.pack_str(static_cast<uint32_t>(v.size()));
   p.pack_str_body(v.data(), static_cast<uint32_t>(v.size()));
 }
 
-void ReplyWriter::Matrix(std::string_view key, const FloatMatrix& m, bool binary) {
+void MapWriter::Matrix(std::string_view key, const FloatMatrix& m, bool binary) {
   Key(key);
   if (binary) {
     Bin(m.data.data(), m.data.size() * sizeof(float));
@@ -44,7 +44,7 @@ void ReplyWriter::Matrix(std::string_view key, const FloatMatrix& m, bool binary
   for (int64_t r = 0; r < m.rows; ++r) FloatArray(m.row(r), m.cols);
 }
 
-void ReplyWriter::Vector(std::string_view key, const FloatMatrix& m, bool binary) {
+void MapWriter::Vector(std::string_view key, const FloatMatrix& m, bool binary) {
   Key(key);
   if (binary) {
     Bin(m.data.data(), m.cols * sizeof(float));
@@ -53,17 +53,17 @@ void ReplyWriter::Vector(std::string_view key, const FloatMatrix& m, bool binary
   }
 }
 
-void ReplyWriter::Floats(std::string_view key, const float* v, size_t n) {
+void MapWriter::Floats(std::string_view key, const float* v, size_t n) {
   Key(key);
   FloatArray(v, n);
 }
 
-void ReplyWriter::Ints(std::string_view key, const int64_t* v, size_t n) {
+void MapWriter::Ints(std::string_view key, const int64_t* v, size_t n) {
   Key(key);
   IntArray(v, n);
 }
 
-std::string ReplyWriter::Finish() const {
+std::string MapWriter::Finish() const {
   msgpack::sbuffer head;
   msgpack::packer<msgpack::sbuffer>(head).pack_map(fields_);
   std::string out;

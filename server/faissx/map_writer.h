@@ -10,11 +10,12 @@
 
 namespace vecgpu::server {
 
-// Builds one FAISSx reply: a msgpack map whose fields are written one by one (the map header,
-// which needs the count, is put in front by Finish). Not thread-safe.
-class ReplyWriter {
+// Builds one msgpack map (a FAISSx reply, or a request in the bench client) whose fields are
+// written one by one; the map header, which needs the count, is put in front by Finish.
+// Not thread-safe.
+class MapWriter {
  public:
-  ReplyWriter() : packer_(body_) {}
+  MapWriter() : packer_(body_) {}
 
   // Writes `key` and returns the packer for exactly one value.
   msgpack::packer<msgpack::sbuffer>& Key(std::string_view key) {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs a benchmark suite (default: standard) against vecgpu, in-process FAISS and the FAISSx
+# server, all on this machine over loopback, then plots it.
+#   bench/run_suite.sh [suite-or-scenario ...]
+# Writes bench/results/<UTC time>-<commit>.json and bench/results/<same>/ (PNGs, summary.md).
+# Environment: VECGPU_BENCH_TIME_SCALE (default 1) multiplies every duration;
+# VECGPU_BENCH_NO_FAISSX=1 leaves the FAISSx server out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x build/vecgpu-bench ] || { echo "run scripts/setup.sh first"; exit 1; }
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(standard)
+
+free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ping() {
+  .venv/bin/python - "$1" <<'PY'
+import sys, time, msgpack, zmq
+deadline = time.time() + 60
+while time.time() < deadline:
+    s = zmq.Context.instance().socket(zmq.REQ); s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 500); s.connect(sys.argv[1])
+    try:
+        s.send(msgpack.packb({"action": "ping"}))
+        if msgpack.unpackb(s.recv()).get("success"): sys.exit(0)
+    except zmq.Again:
+        pass
+    finally:
+        s.close()
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+mkdir -p bench/results
+stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
+vport=$(free_port)
+build/vecgpu serve --port "$vport" --log-level warning > "bench/results/$stamp-vecgpu.log" 2>&1 &
+pids+=($!)
+args=(--vecgpu "tcp://127.0.0.1:$vport")
+if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then
+  fport=$(free_port)
+  .venv/bin/faissx.server run --port "$fport" --bind-address 127.0.0.1 --log-level ERROR \
+    > "bench/results/$stamp-faissx.log" 2>&1 &
+  pids+=($!)
+  args+=(--faissx "tcp://127.0.0.1:$fport")
+  wait_ping "tcp://127.0.0.1:$fport" || { echo "the FAISSx server did not start"; exit 1; }
+fi
+wait_ping "tcp://127.0.0.1:$vport" || { echo "vecgpu did not start"; exit 1; }
+
+build/vecgpu-bench run "${names[@]}" "${args[@]}" --data-dir bench/data \
+  --time-scale "${VECGPU_BENCH_TIME_SCALE:-1}" --out "bench/results/$stamp.json"
+.venv/bin/python bench/plot.py "bench/results/$stamp.json" --out "bench/results/$stamp"
+echo "report: bench/results/$stamp.json, plots: bench/results/$stamp/"

@@ -1,0 +1,52 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/dataset.h"
+#include "bench/load.h"
+#include "bench/target.h"
+
+namespace vecgpu::bench {
+
+// Where the systems under test are. An empty endpoint leaves that target out.
+struct RunOptions {
+  std::string vecgpu_endpoint;
+  std::string faissx_endpoint;
+  bool in_process = true;
+  std::string data_dir = "bench/data";  // ground-truth cache
+  double time_scale = 1.0;              // multiplies every duration (e.g. 0.2 for a smoke run)
+  int k = 10;
+};
+
+// Runs named scenarios from a scenarios file (bench/scenarios.json) and collects every figure
+// as JSON: one entry per (scenario, target, encoding, sweep point). Prints a line per entry.
+class Runner {
+ public:
+  Runner(nlohmann::json scenarios, RunOptions options);
+
+  // Expands suite names into scenario names; InvalidArgument names an unknown one.
+  StatusOr<std::vector<std::string>> Expand(const std::vector<std::string>& names) const;
+  Status Run(const std::string& scenario);
+  // The run's report: machine, commit, options, results and ratios.
+  nlohmann::json Report() const;
+
+ private:
+  StatusOr<Dataset*> GetDataset(const std::string& key);
+  std::vector<std::unique_ptr<Target>> MakeTargets(const nlohmann::json& scenario,
+                                                   Encoding enc) const;
+
+  nlohmann::json scenarios_;
+  RunOptions options_;
+  std::map<std::string, std::unique_ptr<Dataset>> datasets_;
+  nlohmann::json results_ = nlohmann::json::array();
+};
+
+// vecgpu/FAISS and vecgpu/FAISSx throughput and p50 ratios for matching entries.
+nlohmann::json Ratios(const nlohmann::json& results);
+
+}  // namespace vecgpu::bench
