@@ -30,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 TARGET_ORDER = ["vecgpu", "faiss", "faissx"]
 TARGET_LABEL = {"vecgpu": "vecgpu", "faiss": "FAISS (in-process)", "faissx": "FAISSx server"}
@@ -108,6 +108,15 @@ def fmt_count(v):
     return f"{v:.3g}"
 
 
+def fmt_tick(v, _=None):
+    """Axis tick labels: 0.01, 0.5, 10, 1000, 10k, 2M."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
 def fmt_ms(v):
     if v is None:
         return "-"
@@ -122,7 +131,9 @@ def fmt_ratio(v):
     v = num(v)
     if v is None:
         return "-"
-    return f"{v:.1f}x" if v >= 10 else f"{v:.2f}x"
+    if v >= 10:
+        return f"{v:.1f}x"
+    return f"{v:.2f}x" if v >= 0.1 else f"{v:.2g}x"
 
 
 def fmt_recall(v):
@@ -221,10 +232,10 @@ def setup_y(ax, values, label, force_log=False):
     if force_log or spread_needs_log(values):
         if any(v is not None and v > 0 for v in values):
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+            ax.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
             return
     ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
 
 
 def points(es, xkey, yfun, positive):
@@ -239,7 +250,24 @@ def points(es, xkey, yfun, positive):
     return pts
 
 
+def tidy_log_axes(fig):
+    """Base-10 log axes spanning less than about a decade get labelled 2/3/5 minor ticks in plain
+    numbers (matplotlib would otherwise print few or no labels, in 4x10^0 notation)."""
+    for ax in fig.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log" or getattr(axis.get_transform(), "base", 10) != 10:
+                continue
+            lo, hi = sorted(limits)
+            if lo > 0 and hi / lo < 30:
+                subs = (2.0, 3.0, 5.0) if hi / lo > 6 else (1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+                axis.set_minor_locator(LogLocator(base=10, subs=subs))
+                axis.set_minor_formatter(FuncFormatter(fmt_tick))
+            else:
+                axis.set_minor_formatter(NullFormatter())
+
+
 def finish(fig, path):
+    tidy_log_axes(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -258,8 +286,8 @@ def mark_errors(ax, pts):
 
 def error_note(ax, any_errors):
     if any_errors:
-        ax.text(0.99, 0.01, "red ring: run had failed requests", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7, color="red")
+        ax.text(0.99, 0.99, "red ring: run had failed requests", transform=ax.transAxes,
+                ha="right", va="top", fontsize=7, color="red")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +314,8 @@ def plot_concurrency(report, scenario, entries, out):
         any_err |= mark_errors(ax, pts)
         for key, lst in (("p50", "-"), ("p99", "--")):
             lp = points(es, "clients", lambda e, key=key: latency(e, key), True)
+            if not lp:
+                continue
             axl.plot([p[0] for p in lp], [p[1] for p in lp], lst, marker=MARKERS[i % len(MARKERS)],
                      color=c, label=f"{label} {key}", markersize=4)
             lat_y += [p[1] for p in lp]
@@ -301,7 +331,7 @@ def plot_concurrency(report, scenario, entries, out):
     ax.set_title("throughput", fontsize=10)
     setup_log2_x(axl, [num(e.get("clients")) for e in entries])
     setup_y(axl, lat_y, "latency (ms)", force_log=True)
-    axl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_ms(v)))
+    axl.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
     axl.set_xlabel("concurrent clients")
     axl.grid(True, which="both", alpha=0.3)
     axl.legend(fontsize=7)
@@ -327,14 +357,15 @@ def plot_open_loop(report, scenario, entries, out):
             any_err |= mark_errors(ax, pts)
             drew = True
         tp = points(es, "offered_rps", lambda e: num(e.get("throughput_rps")), True)
-        axt.plot([p[0] for p in tp], [p[1] for p in tp], "-", marker=m, color=c, label=label)
+        if tp:
+            axt.plot([p[0] for p in tp], [p[1] for p in tp], "-", marker=m, color=c, label=label)
     if not drew:
         plt.close(fig)
         return None
     rates = [num(e.get("offered_rps")) for e in entries]
     setup_log2_x(ax, rates)
     setup_y(ax, lat_y, "latency (ms), measured from the scheduled start", force_log=True)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_ms(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
     ax.set_xlabel("offered load (requests/s)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -345,7 +376,7 @@ def plot_open_loop(report, scenario, entries, out):
     if ok_rates:
         axt.plot(ok_rates, ok_rates, ":", color="grey", label="offered")
     axt.set_yscale("log", base=2)
-    axt.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+    axt.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
     axt.set_ylabel("achieved requests/s")
     axt.set_xlabel("offered load (requests/s)")
     axt.grid(True, which="both", alpha=0.3)
@@ -382,7 +413,7 @@ def plot_recall(report, scenario, entries, out):
         return None
     if spread_needs_log(xs):
         ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt_tick))
     ax.set_xlabel("queries/s")
     k = entries[0].get("k", "k")
     ax.set_ylabel(f"recall@{k}")
@@ -409,7 +440,8 @@ def plot_batch(report, scenario, entries, out):
         all_y += [p[1] for p in pts]
         any_err |= mark_errors(ax, pts)
         lp = points(es, "batch", lambda e: latency(e, "p50"), True)
-        axl.plot([p[0] for p in lp], [p[1] for p in lp], ls, marker=m, color=c, label=label)
+        if lp:
+            axl.plot([p[0] for p in lp], [p[1] for p in lp], ls, marker=m, color=c, label=label)
         lat_y += [p[1] for p in lp]
     if not all_y:
         plt.close(fig)
@@ -423,7 +455,7 @@ def plot_batch(report, scenario, entries, out):
     ax.set_title("queries/s", fontsize=10)
     setup_log2_x(axl, [num(e.get("batch")) for e in entries])
     setup_y(axl, lat_y, "p50 latency per request (ms)", force_log=True)
-    axl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_ms(v)))
+    axl.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
     axl.set_xlabel("queries per request (batch)")
     axl.grid(True, which="both", alpha=0.3)
     axl.legend(fontsize=7)

@@ -186,7 +186,7 @@ Status Runner::Run(const std::string& name) {
               spec.k = options_.k;
               spec.rate_rps = rate;
               spec.write_fraction = sc.value("write_fraction", 0.0);
-              spec.warmup_s = sc.value("warmup_s", 1.0) * options_.time_scale;
+              spec.warmup_s = sc.value("warmup_s", 0.5) * options_.time_scale;
               spec.duration_s = sc.value("duration_s", 3.0) * options_.time_scale;
               auto queries = [&](int64_t i) {
                 return pool.row((i * batch) % (pool.rows - batch + 1));
