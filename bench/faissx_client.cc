@@ -115,8 +115,7 @@ Status FaissxClient::SetParameter(const std::string& id, const std::string& name
   return Call(w.Finish(), &h);
 }
 
-Status FaissxClient::Train(const std::string& id, const float* x, int64_t n, int d,
-                           Encoding enc) {
+Status FaissxClient::Train(const std::string& id, const float* x, int64_t n, int d, Encoding enc) {
   MapWriter w;
   w.Str("action", "train_index");
   w.Str("index_id", id);

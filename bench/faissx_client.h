@@ -1,10 +1,9 @@
 #pragma once
 
 #include <memory>
+#include <msgpack.hpp>
 #include <string>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "core/types.h"
 #include "core/util/status.h"
@@ -44,8 +43,8 @@ class FaissxClient {
                 const SearchParams& params, std::vector<int64_t>* labels);
 
   // Builds a search request, exposed for the codec micro benchmarks.
-  static std::string SearchRequest(const std::string& id, const float* q, int64_t nq, int d,
-                                   int k, Encoding enc, const SearchParams& params);
+  static std::string SearchRequest(const std::string& id, const float* q, int64_t nq, int d, int k,
+                                   Encoding enc, const SearchParams& params);
 
  private:
   void Connect();

@@ -13,7 +13,7 @@ class Histogram {
  public:
   static constexpr int kSubBits = 7;
   static constexpr int kSubBuckets = 1 << kSubBits;  // 128
-  static constexpr int kMaxExponent = 40;           // values up to 2^40 ns
+  static constexpr int kMaxExponent = 40;            // values up to 2^40 ns
 
   void Record(int64_t value_ns);
   void Merge(const Histogram& other);

@@ -45,8 +45,9 @@ void Client(Target& target, Shared& s, int client_id) {
     const int64_t i = s.next.fetch_add(1);
     Clock::time_point intended;
     if (open) {
-      intended = s.start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(ScheduledOffsetSeconds(i, spec.rate_rps)));
+      intended =
+          s.start + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(ScheduledOffsetSeconds(i, spec.rate_rps)));
       if (intended >= s.measure_until) break;
       std::this_thread::sleep_until(intended);
     } else {
@@ -69,7 +70,8 @@ void Client(Target& target, Shared& s, int client_id) {
       mine.errors_by_kind[ErrorKind(st)]++;
       continue;
     }
-    mine.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(done - intended).count());
+    mine.latency.Record(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(done - intended).count());
   }
   std::lock_guard lock(s.mu);
   s.total.latency.Merge(mine.latency);

@@ -20,8 +20,8 @@ enum class Operation { kSearch, kAdd, kMixed };
 struct LoadSpec {
   LoadMode mode = LoadMode::kClosed;
   Operation op = Operation::kSearch;
-  int clients = 1;            // closed: concurrent clients; open: connections in the pool
-  int batch = 1;              // queries (or vectors to add) per request
+  int clients = 1;  // closed: concurrent clients; open: connections in the pool
+  int batch = 1;    // queries (or vectors to add) per request
   int k = 10;
   double rate_rps = 0;        // open loop: requests per second offered
   double write_fraction = 0;  // mixed: share of requests that add
@@ -31,12 +31,12 @@ struct LoadSpec {
 };
 
 struct LoadResult {
-  Histogram latency;                      // ns, measured requests that succeeded
-  int64_t requests = 0;                   // measured requests, successful or not
+  Histogram latency;     // ns, measured requests that succeeded
+  int64_t requests = 0;  // measured requests, successful or not
   int64_t errors = 0;
   std::map<std::string, int64_t> errors_by_kind;
-  double elapsed_s = 0;                   // measured wall time
-  int64_t late_starts = 0;                // open loop: requests started after their slot
+  double elapsed_s = 0;     // measured wall time
+  int64_t late_starts = 0;  // open loop: requests started after their slot
   double throughput_rps() const { return elapsed_s > 0 ? (requests - errors) / elapsed_s : 0; }
 };
 

@@ -34,8 +34,7 @@ class SleepTarget : public Target {
     Status Add(const float*, int64_t) override {
       t.adds++;
       std::this_thread::sleep_for(t.service_);
-      return t.adds % 4 == 0 ? Status(StatusCode::kResourceExhausted, "BUSY: full")
-                             : Status::Ok();
+      return t.adds % 4 == 0 ? Status(StatusCode::kResourceExhausted, "BUSY: full") : Status::Ok();
     }
     SleepTarget& t;
   };

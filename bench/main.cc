@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   run->add_option("--faissx", opts.faissx_endpoint, "FAISSx server endpoint");
   run->add_flag("--no-faiss", no_faiss, "Leave out the in-process FAISS baseline");
   run->add_option("--data-dir", opts.data_dir, "Ground-truth cache folder")->capture_default_str();
-  run->add_option("--time-scale", opts.time_scale, "Multiply every duration")->capture_default_str();
+  run->add_option("--time-scale", opts.time_scale, "Multiply every duration")
+      ->capture_default_str();
   run->add_option("--out", out_path, "Write the JSON report here");
   CLI11_PARSE(app, argc, argv);
 

@@ -28,15 +28,18 @@ class RemoteConnection : public Connection {
 class RemoteTarget : public Target {
  public:
   RemoteTarget(std::string name, std::string endpoint, Encoding enc, int timeout_ms)
-      : name_(std::move(name)), endpoint_(std::move(endpoint)), enc_(enc), timeout_ms_(timeout_ms) {}
+      : name_(std::move(name)),
+        endpoint_(std::move(endpoint)),
+        enc_(enc),
+        timeout_ms_(timeout_ms) {}
 
   std::string name() const override { return name_; }
 
   Status Prepare(const IndexConfig& config, const Dataset& data, int64_t base_rows) override {
     static std::atomic<int> counter{0};
     index_id_ = "bench-" + config.name + "-" +
-                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) +
-                "-" + std::to_string(counter++);
+                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
+                std::to_string(counter++);
     d_ = static_cast<int>(data.base.cols);
     // Long timeouts: the FAISSx server takes seconds to train and to add large batches.
     FaissxClient admin(ctx_, endpoint_, 600'000);

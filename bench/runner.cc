@@ -71,9 +71,9 @@ StatusOr<double> MeasureRecall(Target& target, const Dataset& data, int k) {
 
 json LatencyJson(const Histogram& h) {
   auto ms = [](int64_t ns) { return ns / 1e6; };
-  return {{"p50", ms(h.Percentile(50))},   {"p90", ms(h.Percentile(90))},
-          {"p99", ms(h.Percentile(99))},   {"p999", ms(h.Percentile(99.9))},
-          {"max", ms(h.max())},            {"mean", h.mean() / 1e6}};
+  return {{"p50", ms(h.Percentile(50))}, {"p90", ms(h.Percentile(90))},
+          {"p99", ms(h.Percentile(99))}, {"p999", ms(h.Percentile(99.9))},
+          {"max", ms(h.max())},          {"mean", h.mean() / 1e6}};
 }
 
 }  // namespace
@@ -112,8 +112,8 @@ StatusOr<Dataset*> Runner::GetDataset(const std::string& key) {
 }
 
 std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encoding enc) const {
-  std::vector<std::string> wanted = sc.value("targets", std::vector<std::string>{
-                                                            "vecgpu", "faiss", "faissx"});
+  std::vector<std::string> wanted =
+      sc.value("targets", std::vector<std::string>{"vecgpu", "faiss", "faissx"});
   auto want = [&](const char* t) {
     return std::find(wanted.begin(), wanted.end(), t) != wanted.end();
   };
@@ -124,8 +124,7 @@ std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encodin
   if (enc == Encoding::kList) {  // the encoding means nothing in process; FAISSx knows lists only
     if (want("faiss") && options_.in_process) out.push_back(MakeInProcessTarget());
     if (want("faissx") && !options_.faissx_endpoint.empty()) {
-      out.push_back(
-          MakeRemoteTarget("faissx", options_.faissx_endpoint, enc, kRequestTimeoutMs));
+      out.push_back(MakeRemoteTarget("faissx", options_.faissx_endpoint, enc, kRequestTimeoutMs));
     }
   }
   return out;
@@ -135,18 +134,23 @@ Status Runner::Run(const std::string& name) {
   const json& sc = scenarios_["scenarios"][name];
   ASSIGN_OR_RETURN(Dataset * data, GetDataset(sc.at("dataset").get<std::string>()));
   const json& ix = scenarios_["indexes"][sc.at("index").get<std::string>()];
-  IndexConfig config{sc["index"].get<std::string>(), ix.at("index_type").get<std::string>(),
-                     ix.at("factory").get<std::string>(), ix.value("nprobe", 0),
-                     ix.value("ef_search", 0), ix.value("train_size", int64_t{0})};
+  IndexConfig config{sc["index"].get<std::string>(),
+                     ix.at("index_type").get<std::string>(),
+                     ix.at("factory").get<std::string>(),
+                     ix.value("nprobe", 0),
+                     ix.value("ef_search", 0),
+                     ix.value("train_size", int64_t{0})};
   const std::string op_name = sc.value("op", "search");
-  const Operation op = op_name == "add" ? Operation::kAdd
+  const Operation op = op_name == "add"     ? Operation::kAdd
                        : op_name == "mixed" ? Operation::kMixed
                                             : Operation::kSearch;
   const bool open = sc.value("mode", "closed") == "open";
   const std::vector<int> clients = IntList(sc, "clients", {1});
   const std::vector<int> batches = IntList(sc, "batch", {1});
   const std::vector<int> rates = IntList(sc, "rate", {0});
-  std::string param_name = sc.contains("nprobe") ? "nprobe" : sc.contains("ef_search") ? "efSearch" : "";
+  std::string param_name = sc.contains("nprobe")      ? "nprobe"
+                           : sc.contains("ef_search") ? "efSearch"
+                                                      : "";
   const std::vector<int> params =
       param_name.empty() ? std::vector<int>{0}
                          : IntList(sc, param_name == "nprobe" ? "nprobe" : "ef_search", {});
@@ -164,8 +168,10 @@ Status Runner::Run(const std::string& name) {
       if (!st.ok()) {
         std::printf("# %s on %s: prepare failed: %s\n", name.c_str(), target->name().c_str(),
                     st.ToString().c_str());
-        results_.push_back({{"scenario", name}, {"target", target->name()},
-                            {"encoding", enc_name}, {"error", st.ToString()}});
+        results_.push_back({{"scenario", name},
+                            {"target", target->name()},
+                            {"encoding", enc_name},
+                            {"error", st.ToString()}});
         continue;
       }
       for (int param : params) {
@@ -196,40 +202,41 @@ Status Runner::Run(const std::string& name) {
               };
               LoadResult r = RunLoad(*target, spec, queries, adds);
               const double rps = r.throughput_rps();
-              json entry = {{"scenario", name},
-                            {"about", sc.value("about", "")},
-                            {"dataset", sc["dataset"]},
-                            {"n", base.rows},
-                            {"d", base.cols},
-                            {"index", config.name},
-                            {"index_type", config.index_type},
-                            {"target", target->name()},
-                            {"encoding", enc_name},
-                            {"mode", open ? "open" : "closed"},
-                            {"op", op_name},
-                            {"clients", c},
-                            {"batch", batch},
-                            {"k", options_.k},
-                            {"offered_rps", open ? json(rate) : json(nullptr)},
-                            {"requests", r.requests},
-                            {"errors", r.errors},
-                            {"errors_by_kind", r.errors_by_kind},
-                            {"late_starts", r.late_starts},
-                            {"duration_s", r.elapsed_s},
-                            {"throughput_rps", rps},
-                            {op == Operation::kSearch ? "queries_per_s" : "vectors_per_s",
-                             rps * batch},
-                            {"latency_ms", LatencyJson(r.latency)},
-                            {"recall_at_k", recall >= 0 ? json(recall) : json(nullptr)}};
+              json entry = {
+                  {"scenario", name},
+                  {"about", sc.value("about", "")},
+                  {"dataset", sc["dataset"]},
+                  {"n", base.rows},
+                  {"d", base.cols},
+                  {"index", config.name},
+                  {"index_type", config.index_type},
+                  {"target", target->name()},
+                  {"encoding", enc_name},
+                  {"mode", open ? "open" : "closed"},
+                  {"op", op_name},
+                  {"clients", c},
+                  {"batch", batch},
+                  {"k", options_.k},
+                  {"offered_rps", open ? json(rate) : json(nullptr)},
+                  {"requests", r.requests},
+                  {"errors", r.errors},
+                  {"errors_by_kind", r.errors_by_kind},
+                  {"late_starts", r.late_starts},
+                  {"duration_s", r.elapsed_s},
+                  {"throughput_rps", rps},
+                  {op == Operation::kSearch ? "queries_per_s" : "vectors_per_s", rps * batch},
+                  {"latency_ms", LatencyJson(r.latency)},
+                  {"recall_at_k", recall >= 0 ? json(recall) : json(nullptr)}};
               if (!param_name.empty()) entry[param_name] = param;
-              std::printf("%-17s %-6s %-6s %-6s c=%-3d b=%-4d%s %9.1f req/s  p50 %9.3f  p99 %9.3f ms"
-                          "  recall %s  errors %lld\n",
-                          name.c_str(), target->name().c_str(), enc_name.c_str(),
-                          param_name.empty() ? "" : (param_name + "=" + std::to_string(param)).c_str(),
-                          c, batch, open ? (" rate=" + std::to_string(rate)).c_str() : "", rps,
-                          r.latency.Percentile(50) / 1e6, r.latency.Percentile(99) / 1e6,
-                          recall >= 0 ? std::to_string(recall).substr(0, 5).c_str() : "-",
-                          static_cast<long long>(r.errors));
+              std::printf(
+                  "%-17s %-6s %-6s %-6s c=%-3d b=%-4d%s %9.1f req/s  p50 %9.3f  p99 %9.3f ms"
+                  "  recall %s  errors %lld\n",
+                  name.c_str(), target->name().c_str(), enc_name.c_str(),
+                  param_name.empty() ? "" : (param_name + "=" + std::to_string(param)).c_str(), c,
+                  batch, open ? (" rate=" + std::to_string(rate)).c_str() : "", rps,
+                  r.latency.Percentile(50) / 1e6, r.latency.Percentile(99) / 1e6,
+                  recall >= 0 ? std::to_string(recall).substr(0, 5).c_str() : "-",
+                  static_cast<long long>(r.errors));
               std::fflush(stdout);
               results_.push_back(std::move(entry));
             }
@@ -245,8 +252,9 @@ Status Runner::Run(const std::string& name) {
 }
 
 json Runner::Report() const {
-  std::string commit = getenv("VECGPU_COMMIT") ? getenv("VECGPU_COMMIT")
-                                               : ReadFirstLine("git rev-parse --short HEAD 2>/dev/null");
+  std::string commit = getenv("VECGPU_COMMIT")
+                           ? getenv("VECGPU_COMMIT")
+                           : ReadFirstLine("git rev-parse --short HEAD 2>/dev/null");
   return {{"tool", "vecgpu-bench 0.1.0"},
           {"commit", commit},
           {"started_at", ReadFirstLine("date -u +%Y-%m-%dT%H:%M:%SZ")},
@@ -281,7 +289,8 @@ json Ratios(const json& results) {
       }
       const double tput = o["throughput_rps"].get<double>();
       const double p50 = o["latency_ms"]["p50"].get<double>();
-      row["vecgpu_over_" + t + "_throughput"] = tput > 0 ? v["throughput_rps"].get<double>() / tput : 0;
+      row["vecgpu_over_" + t + "_throughput"] =
+          tput > 0 ? v["throughput_rps"].get<double>() / tput : 0;
       row["vecgpu_over_" + t + "_p50"] = p50 > 0 ? v["latency_ms"]["p50"].get<double>() / p50 : 0;
       any = true;
     }

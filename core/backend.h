@@ -23,6 +23,14 @@ struct BackendInfo {
   int ef_construction = 0;   // HNSW kinds
 };
 
+// One step of an index's vector transform chain (PCA, OPQ, random rotation, L2 norm).
+struct TransformStep {
+  std::string type;  // "PCAMatrix", "OPQMatrix", "RandomRotationMatrix", "NormalizationTransform"
+  int d_in = 0;
+  int d_out = 0;
+  bool is_trained = false;
+};
+
 // One index instance on one device, following FAISS's Index contract: batches of vectors are
 // row-major n * d float32 matrices (for binary indexes, one 0/1 float per bit).
 //
@@ -67,6 +75,11 @@ class Backend {
   // The vectors at storage positions [start, start + n); out: size n * d.
   // REQUIRES: start + n <= ntotal.
   virtual Status ReconstructN(int64_t start, int64_t n, float* out) const = 0;
+
+  // The vector transforms applied before the index (empty when there are none).
+  virtual std::vector<TransformStep> Transforms() const = 0;
+  // Runs x (size n * d) through the transform chain; InvalidArgument when there is none.
+  virtual StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const = 0;
 
   // Index settings that persist: "nprobe", "efSearch", "efConstruction".
   virtual Status SetParameter(std::string_view name, double value) = 0;

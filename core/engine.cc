@@ -374,6 +374,20 @@ StatusOr<double> Engine::GetParameter(const std::string& tenant, const std::stri
   return c->Read([&](const Backend& b, const IdMap*) { return b.GetParameter(param); });
 }
 
+StatusOr<std::vector<TransformStep>> Engine::Transforms(const std::string& tenant,
+                                                        const std::string& name) const {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  return c->Read([](const Backend& b, const IdMap*) { return b.Transforms(); });
+}
+
+StatusOr<FloatMatrix> Engine::ApplyTransform(const std::string& tenant, const std::string& name,
+                                             const FloatMatrix& x) const {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec().dim, limits_.max_add_vectors));
+  return c->Read(
+      [&](const Backend& b, const IdMap*) { return b.ApplyTransform(x.rows, x.data.data()); });
+}
+
 StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& target,
                                 const std::vector<std::string>& sources) {
   ASSIGN_OR_RETURN(auto dst, Find(tenant, target));

@@ -90,6 +90,13 @@ class Engine {
   StatusOr<double> GetParameter(const std::string& tenant, const std::string& name,
                                 std::string_view param) const;
 
+  // The collection's vector transform chain (empty when it has none).
+  StatusOr<std::vector<TransformStep>> Transforms(const std::string& tenant,
+                                                  const std::string& name) const;
+  // x through the collection's transform chain.
+  StatusOr<FloatMatrix> ApplyTransform(const std::string& tenant, const std::string& name,
+                                       const FloatMatrix& x) const;
+
   // Adds copies of every source's vectors (with their ids) to `target`; returns its ntotal.
   StatusOr<int64_t> Merge(const std::string& tenant, const std::string& target,
                           const std::vector<std::string>& sources);

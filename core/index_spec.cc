@@ -133,7 +133,6 @@ StatusOr<IndexSpec> ParseBinary(IndexSpec spec, const std::string& t) {
   return spec;
 }
 
-
 Status BadFactory(const std::string& factory, const std::string& why) {
   return InvalidArgument("index_type: '" + factory + "': " + why);
 }

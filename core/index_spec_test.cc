@@ -83,14 +83,19 @@ TEST(IndexSpecTest, PlainFactoryStringsWithMetric) {
 
 // FAISS 1.7.3 crashes, aborts or loops on these; they must be refused before it sees them.
 TEST(IndexSpecTest, DegenerateFactoryParametersAreRefused) {
-  for (auto t : {"PQ0", "IVF4,PQ0", "PQ4x0", "IVF4,PQ2x0", "PQ4x65", "IVF0", "IVF0_SQ0",
-                 "IVF0,PQ2", "IVF4_HNSW0,Flat", "OPQ0,Flat", "HNSW0", "HNSW1", "RQ1x0", "NSG0",
-                 "PQ3", "IVF4,PQ3", "PCA8,Flat", "IVF99999999999,Flat", "Flat,Flat",
-                 "IVF4,Flat,Flat", "HNSW300", "BINARY_IVF0", "BINARY_HASH0", "BINARY_HASH99"}) {
+  for (auto t : {"PQ0",         "IVF4,PQ0",       "PQ4x0",
+                 "IVF4,PQ2x0",  "PQ4x65",         "IVF0",
+                 "IVF0_SQ0",    "IVF0,PQ2",       "IVF4_HNSW0,Flat",
+                 "OPQ0,Flat",   "HNSW0",          "HNSW1",
+                 "RQ1x0",       "NSG0",           "PQ3",
+                 "IVF4,PQ3",    "PCA8,Flat",      "IVF99999999999,Flat",
+                 "Flat,Flat",   "IVF4,Flat,Flat", "HNSW300",
+                 "BINARY_IVF0", "BINARY_HASH0",   "BINARY_HASH99"}) {
     auto s = ParseIndexType(t, std::string(t).rfind("BINARY", 0) == 0 ? 8 : 4);
     EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << t;
     if (!s.ok()) {
-      EXPECT_EQ(s.status().message().rfind("index_type", 0), 0u) << t << ": " << s.status().message();
+      EXPECT_EQ(s.status().message().rfind("index_type", 0), 0u)
+          << t << ": " << s.status().message();
     }
   }
 }

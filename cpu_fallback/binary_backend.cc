@@ -147,6 +147,12 @@ std::vector<int64_t> BinaryBackend::LabelsAt(int64_t start, int64_t n) const {
   return labels;
 }
 
+std::vector<TransformStep> BinaryBackend::Transforms() const { return {}; }
+
+StatusOr<FloatMatrix> BinaryBackend::ApplyTransform(int64_t, const float*) const {
+  return InvalidArgument("index_id: binary indexes have no vector transform");
+}
+
 Status BinaryBackend::SetParameter(std::string_view name, double value) {
   if (name == "nprobe" && ivf_) {
     if (value < 1 || value > static_cast<double>(ivf_->nlist)) {

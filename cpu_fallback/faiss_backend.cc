@@ -7,6 +7,7 @@
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/IDSelector.h>
@@ -226,6 +227,47 @@ Status FaissBackend::ReconstructN(int64_t start, int64_t n, float* out) const {
   std::vector<int64_t> labels = LabelsAt(start, n);
   for (int64_t i = 0; i < n; ++i) RETURN_IF_ERROR(Reconstruct(labels[i], out + i * spec_.dim));
   return Status::Ok();
+}
+
+std::vector<TransformStep> FaissBackend::Transforms() const {
+  std::vector<TransformStep> steps;
+  auto* pre = dynamic_cast<const faiss::IndexPreTransform*>(index_.get());
+  if (!pre) return steps;
+  for (const faiss::VectorTransform* t : pre->chain) {
+    TransformStep step;
+    step.type = dynamic_cast<const faiss::OPQMatrix*>(t)                ? "OPQMatrix"
+                : dynamic_cast<const faiss::PCAMatrix*>(t)              ? "PCAMatrix"
+                : dynamic_cast<const faiss::RandomRotationMatrix*>(t)   ? "RandomRotationMatrix"
+                : dynamic_cast<const faiss::NormalizationTransform*>(t) ? "NormalizationTransform"
+                                                                        : "VectorTransform";
+    step.d_in = t->d_in;
+    step.d_out = t->d_out;
+    step.is_trained = t->is_trained;
+    steps.push_back(step);
+  }
+  return steps;
+}
+
+StatusOr<FloatMatrix> FaissBackend::ApplyTransform(int64_t n, const float* x) const {
+  auto* pre = dynamic_cast<const faiss::IndexPreTransform*>(index_.get());
+  if (!pre) {
+    return InvalidArgument("index_id: index '" + spec_.index_type + "' has no vector transform");
+  }
+  for (const faiss::VectorTransform* t : pre->chain) {
+    if (!t->is_trained) {
+      return FailedPrecondition("the index's vector transform is not trained; call train_index");
+    }
+  }
+  FloatMatrix out;
+  out.rows = n;
+  out.cols = pre->index->d;
+  out.data.resize(n * out.cols);
+  RETURN_IF_ERROR(CallFaiss("apply_transform", [&] {
+    const float* y = pre->apply_chain(n, x);
+    std::copy(y, y + n * out.cols, out.data.begin());
+    if (y != x) delete[] y;
+  }));
+  return out;
 }
 
 Status FaissBackend::SetParameter(std::string_view name, double value) {

@@ -39,6 +39,8 @@ class FaissBackend final : public Backend {
   Status Reconstruct(int64_t label, float* out) const override;
   std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const override;
   Status ReconstructN(int64_t start, int64_t n, float* out) const override;
+  std::vector<TransformStep> Transforms() const override;
+  StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const override;
   Status SetParameter(std::string_view name, double value) override;
   StatusOr<double> GetParameter(std::string_view name) const override;
 

@@ -172,6 +172,24 @@ TEST(FaissBackendTest, ResetKeepsTraining) {
   EXPECT_EQ(b->next_label(), 0);
 }
 
+TEST(FaissBackendTest, TransformChain) {
+  auto b = Make("PCA4,Flat", 16);
+  FloatMatrix x = Clustered(300, 16);
+  auto steps = b->Transforms();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].type, "PCAMatrix");
+  EXPECT_FALSE(steps[0].is_trained);
+  EXPECT_EQ(b->ApplyTransform(1, x.data.data()).status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(b->Train(x.rows, x.data.data()).ok());
+  auto y = b->ApplyTransform(2, x.data.data());
+  ASSERT_TRUE(y.ok()) << y.status().ToString();
+  EXPECT_EQ(y->rows, 2);
+  EXPECT_EQ(y->cols, 4);
+  EXPECT_TRUE(Make("L2", 4)->Transforms().empty());
+  EXPECT_EQ(Make("L2", 4)->ApplyTransform(1, x.data.data()).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(FaissBackendTest, TrainingErrorsAreStatuses) {
   auto b = Make("IVF64", 8);
   FloatMatrix x = Clustered(10, 8);

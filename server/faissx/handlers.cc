@@ -500,10 +500,52 @@ Status OptimizeIndex(ActionContext& c) {
   return Status::Ok();
 }
 
+Status GetTransformInfo(ActionContext& c) {
+  ASSIGN_OR_RETURN(std::string name, IndexId(c));
+  ASSIGN_OR_RETURN(std::vector<TransformStep> steps, c.engine.Transforms(c.tenant, name));
+  if (steps.empty()) {
+    return InvalidArgument("index_id: index '" + name +
+                           "' has no vector transform (create it "
+                           "with a factory string such as 'PCA64,IVF256,Flat')");
+  }
+  ASSIGN_OR_RETURN(CollectionInfo info, c.engine.Describe(c.tenant, name));
+  bool trained = info.backend.is_trained;
+  auto& p = c.out.Key("transforms");
+  p.pack_array(static_cast<uint32_t>(steps.size()));
+  for (const auto& t : steps) {
+    trained = trained && t.is_trained;
+    p.pack_map(4);
+    p.pack("type"), p.pack(t.type);
+    p.pack("input_dim"), p.pack(t.d_in);
+    p.pack("output_dim"), p.pack(t.d_out);
+    p.pack("is_trained"), p.pack(t.is_trained);
+  }
+  c.out.Str("index_id", name);
+  c.out.Str("type", "IndexPreTransform");
+  c.out.Int("input_dimension", info.spec.dim);
+  c.out.Int("output_dimension", steps.back().d_out);
+  c.out.Int("chain_size", static_cast<int64_t>(steps.size()));
+  c.out.Bool("is_trained", trained);
+  return Status::Ok();
+}
+
+Status ApplyTransform(ActionContext& c) {
+  ASSIGN_OR_RETURN(std::string name, IndexId(c));
+  ASSIGN_OR_RETURN(bool binary, c.req.OptionalBool("binary", false));
+  ASSIGN_OR_RETURN(FloatMatrix x, CollectionVectors(c, name, "vectors", c.limits.max_add_vectors));
+  ASSIGN_OR_RETURN(FloatMatrix y, c.engine.ApplyTransform(c.tenant, name, x));
+  c.out.Str("index_id", name);
+  c.out.Int("input_vectors", x.rows);
+  c.out.Int("input_dimension", x.cols);
+  c.out.Int("output_dimension", y.cols);
+  c.out.Matrix("transformed_vectors", y, binary);
+  return Status::Ok();
+}
+
 Status NotSupported(ActionContext& c) {
   return Unimplemented(c.req.action() +
-                       ": not supported by vecgpu (index transforms and re-clustering are not "
-                       "served; build a new index and merge_indices into it)");
+                       ": not supported by vecgpu (re-clustering in place is not served; create "
+                       "an index with the new nlist, train it and merge_indices into it)");
 }
 
 const std::unordered_map<std::string_view, ActionHandler>& Table() {
@@ -537,8 +579,8 @@ const std::unordered_map<std::string_view, ActionHandler>& Table() {
       {"compute_clustering", ComputeClustering},
       {"optimize_index", OptimizeIndex},
       {"recluster_index", NotSupported},
-      {"apply_transform", NotSupported},
-      {"get_transform_info", NotSupported},
+      {"apply_transform", ApplyTransform},
+      {"get_transform_info", GetTransformInfo},
   };
   return *table;
 }

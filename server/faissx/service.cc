@@ -3,8 +3,8 @@
 #include <chrono>
 
 #include "server/faissx/handlers.h"
-#include "server/faissx/msgpack_scan.h"
 #include "server/faissx/map_writer.h"
+#include "server/faissx/msgpack_scan.h"
 #include "server/faissx/request.h"
 #include "server/wire_status.h"
 

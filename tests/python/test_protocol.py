@@ -518,16 +518,45 @@ def test_hybrid_search_without_filter_is_a_search(server):
               metadata_filter={"tag": "x"}), "metadata")
 
 
-@pytest.mark.parametrize("action", ["recluster_index", "apply_transform", "get_transform_info"])
-def test_unserved_faissx_actions_fail_clearly(server, action):
+def test_unserved_recluster_fails_clearly(server):
     name = make_flat(server, 2, [[0, 0]])
     before = snapshot(server)
-    r = call(server, action=action, index_id=name)
-    assert isinstance(r.get("success"), bool), r
-    if not r["success"]:  # vecgpu does not serve transforms; it must say so, by name
-        fail(r, action)
-        assert "unknown action" not in r["error"].lower()
-        assert snapshot(server) == before
+    r = fail(call(server, action="recluster_index", index_id=name), "recluster_index",
+             code="UNSUPPORTED")
+    assert "unknown action" not in r["error"].lower()
+    assert snapshot(server) == before
+
+
+def test_transform_info_and_apply_transform(server):
+    d = 16
+    base = rand(400, d, 23)
+    name = uid("pca")
+    ok(call(server, action="create_index", index_id=name, dimension=d, index_type="PCA4,Flat"))
+    # Before training the transform cannot run.
+    info = ok(call(server, action="get_transform_info", index_id=name))
+    assert info["is_trained"] is False and info["chain_size"] == 1
+    fail(call(server, action="apply_transform", index_id=name, vectors=rows(base[:2])),
+         "not trained", code="NOT_TRAINED")
+    ok(call(server, action="train_index", index_id=name, training_vectors=rows(base)))
+    info = ok(call(server, action="get_transform_info", index_id=name))
+    assert info["input_dimension"] == d and info["output_dimension"] == 4
+    assert info["transforms"] == [{"type": "PCAMatrix", "input_dim": d, "output_dim": 4,
+                                   "is_trained": True}]
+    r = ok(call(server, action="apply_transform", index_id=name, vectors=rows(base[:3])))
+    out = np.asarray(r["transformed_vectors"], dtype=np.float32)
+    assert out.shape == (3, 4) and r["output_dimension"] == 4 and r["input_vectors"] == 3
+    # PCA output: the first component carries the most variance over the training set.
+    proj = np.asarray(ok(call(server, action="apply_transform", index_id=name,
+                              vectors=rows(base)))["transformed_vectors"])
+    var = proj.var(axis=0)
+    assert var[0] >= var[1] >= var[2] >= var[3] > 0
+    fail(call(server, action="apply_transform", index_id=name, vectors=rows(rand(1, 3, 1))),
+         "dimension")
+    # A plain index has no transform to report or apply.
+    flat = make_flat(server, 2, [[0, 0]])
+    fail(call(server, action="get_transform_info", index_id=flat), "no vector transform")
+    fail(call(server, action="apply_transform", index_id=flat, vectors=[[1, 2]]),
+         "no vector transform")
 
 
 # ---------------------------------------------------------------------------------------------
