@@ -56,6 +56,9 @@ class Backend {
   virtual Status Train(int64_t n, const float* x) = 0;
   // x: size n * d. The vectors get labels next_label() .. next_label() + n - 1.
   virtual Status Add(int64_t n, const float* x) = 0;
+  // Adds x (size n * d) under the given labels, for rebuilding an index with its labels kept.
+  // Unimplemented for kinds whose labels are storage positions.
+  virtual Status AddLabeled(int64_t n, const float* x, const int64_t* labels) = 0;
   // Removes the vectors with these labels; returns how many were there.
   virtual StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) = 0;
   // Empties the index, keeping its training.

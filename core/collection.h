@@ -27,7 +27,8 @@ struct CollectionStats {
 struct IndexStorage {
   explicit IndexStorage(std::unique_ptr<Backend> b) : backend(std::move(b)) {}
   mutable std::shared_mutex mu;
-  const std::unique_ptr<Backend> backend;  // the index it points to is GUARDED_BY(mu)
+  // Replaced only by a rebuild (recluster_index), under mu held exclusively.
+  std::unique_ptr<Backend> backend GUARDED_BY(mu);
 };
 
 // One tenant's named index: its spec, its storage and, for IDMap kinds, its id map. Owned
@@ -64,6 +65,14 @@ class Collection {
   auto Write(F&& fn) {
     std::unique_lock lock(storage_->mu);
     return fn(*storage_->backend, id_map_.get());
+  }
+
+  // Runs fn(std::unique_ptr<Backend>&) with exclusive access, so fn may replace the backend
+  // (for every collection sharing this storage) with a rebuilt one.
+  template <typename F>
+  auto Rebuild(F&& fn) {
+    std::unique_lock lock(storage_->mu);
+    return fn(storage_->backend);
   }
 
  private:

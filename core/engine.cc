@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <regex>
 #include <unordered_set>
 
 namespace vecgpu {
@@ -11,7 +12,11 @@ CollectionInfo Snapshot(const Collection& c) {
   CollectionInfo info;
   info.name = c.name();
   info.spec = c.spec();
-  info.backend = c.Read([](const Backend& b, const IdMap*) { return b.Info(); });
+  info.backend = c.Read([&](const Backend& b, const IdMap*) {
+    info.spec.factory = b.spec().factory;  // a recluster may have rebuilt the index
+    info.spec.nlist = b.spec().nlist;
+    return b.Info();
+  });
   const CollectionStats& s = c.stats();
   info.searches = s.searches.load();
   info.queries = s.queries.load();
@@ -372,6 +377,57 @@ StatusOr<double> Engine::GetParameter(const std::string& tenant, const std::stri
                                       std::string_view param) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   return c->Read([&](const Backend& b, const IdMap*) { return b.GetParameter(param); });
+}
+
+StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std::string& name,
+                                            int n_clusters, double sample_ratio) {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  if (!(sample_ratio > 0 && sample_ratio <= 1)) {
+    return InvalidArgument("sample_ratio: must be within (0, 1]");
+  }
+  return c->Rebuild([&](std::unique_ptr<Backend>& b) -> StatusOr<ReclusterResult> {
+    const IndexSpec old = b->spec();
+    const BackendInfo info = b->Info();
+    if (old.nlist <= 0 || old.binary) {
+      return InvalidArgument("index_id: '" + name + "' is not an IVF index; only IVF indexes " +
+                             "are reclustered");
+    }
+    if (!info.is_trained) return NotTrained(name);
+    const int nlist = n_clusters > 0 ? n_clusters : old.nlist;
+    const int64_t n = info.ntotal;
+    if (n < nlist) {
+      return InvalidArgument("n_clusters: " + std::to_string(nlist) + " lists need at least as " +
+                             "many vectors; the index holds " + std::to_string(n));
+    }
+    if (n > limits_.max_train_vectors) {
+      return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
+                             " vectors, above the recluster limit of " +
+                             std::to_string(limits_.max_train_vectors) + " (max_train_vectors)");
+    }
+    const std::string factory =
+        std::regex_replace(old.factory, std::regex(R"(IVF\d+)"), "IVF" + std::to_string(nlist),
+                           std::regex_constants::format_first_only);
+    ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(factory, old.dim, MetricName(old.metric)));
+    spec.index_type = old.index_type;
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh, factory_.Create(spec));
+    const std::vector<int64_t> labels = b->LabelsAt(0, n);
+    std::vector<float> x(n * old.dim);
+    RETURN_IF_ERROR(b->ReconstructN(0, n, x.data()));
+    // Train on an even sample of at least nlist vectors.
+    const int64_t m =
+        std::clamp<int64_t>(static_cast<int64_t>(std::ceil(sample_ratio * n)), nlist, n);
+    std::vector<float> sample(m * old.dim);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t row = i * n / m;
+      std::copy(x.begin() + row * old.dim, x.begin() + (row + 1) * old.dim,
+                sample.begin() + i * old.dim);
+    }
+    RETURN_IF_ERROR(fresh->Train(m, sample.data()));
+    RETURN_IF_ERROR(fresh->AddLabeled(n, x.data(), labels.data()));
+    RETURN_IF_ERROR(fresh->SetParameter("nprobe", std::min(info.nprobe, nlist)));
+    b = std::move(fresh);  // every collection sharing this storage sees the new index
+    return ReclusterResult{old.nlist, nlist, n};
+  });
 }
 
 StatusOr<std::vector<TransformStep>> Engine::Transforms(const std::string& tenant,

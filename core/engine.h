@@ -37,6 +37,12 @@ struct CreateCollectionRequest {
   std::string metric;  // optional override for plain factory strings
 };
 
+struct ReclusterResult {
+  int previous_nlist = 0;
+  int new_nlist = 0;
+  int64_t ntotal = 0;
+};
+
 struct AddResult {
   int64_t count = 0;   // vectors added by this call
   int64_t ntotal = 0;  // vectors in the collection after it
@@ -89,6 +95,12 @@ class Engine {
                       double value);
   StatusOr<double> GetParameter(const std::string& tenant, const std::string& name,
                                 std::string_view param) const;
+
+  // Rebuilds an IVF collection's coarse clustering with `n_clusters` lists (0: as many as
+  // now), trained on an even `sample_ratio` share of its vectors; every vector keeps its
+  // label and id. Holds the collection's storage for the whole rebuild.
+  StatusOr<ReclusterResult> Recluster(const std::string& tenant, const std::string& name,
+                                      int n_clusters, double sample_ratio);
 
   // The collection's vector transform chain (empty when it has none).
   StatusOr<std::vector<TransformStep>> Transforms(const std::string& tenant,

@@ -70,6 +70,10 @@ Status BinaryBackend::Add(int64_t n, const float* x) {
   return CallFaiss("add_vectors", [&] { index_->add(n, codes.data()); });
 }
 
+Status BinaryBackend::AddLabeled(int64_t, const float*, const int64_t*) {
+  return Unimplemented("binary indexes number vectors by position");
+}
+
 StatusOr<int64_t> BinaryBackend::RemoveLabels(std::span<const int64_t> labels) {
   faiss::IDSelectorBatch sel(labels.size(), labels.data());
   size_t removed = 0;

@@ -177,6 +177,38 @@ TEST_F(EngineTest, ResetKeepsTypeAndTraining) {
   EXPECT_EQ(info->spec.nlist, 4);
 }
 
+// A recluster rebuilds the coarse clustering; every vector keeps its label and id, including
+// through an IDMap collection that shares the storage.
+TEST_F(EngineTest, ReclusterKeepsVectorsAndIds) {
+  Create("t", "ivf", "IVF4", 8);
+  Create("t", "map", "IDMap2:ivf", 8);
+  FloatMatrix x = Clustered(400, 8, 20);
+  ASSERT_TRUE(engine_.Train("t", "ivf", x).ok());
+  std::vector<int64_t> ids(400);
+  for (int i = 0; i < 400; ++i) ids[i] = 5000 + i;
+  ASSERT_TRUE(engine_.Add("t", "map", x, ids).ok());
+  ASSERT_EQ(*engine_.Remove("t", "map", std::vector<int64_t>{5003}), 1);  // a gap in labels
+  auto r = engine_.Recluster("t", "ivf", 16, 0.5);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->previous_nlist, 4);
+  EXPECT_EQ(r->new_nlist, 16);
+  EXPECT_EQ(r->ntotal, 399);
+  EXPECT_EQ(engine_.Describe("t", "ivf")->spec.nlist, 16);
+  SearchParams all;
+  all.nprobe = 16;
+  auto s = engine_.Search("t", "map", Rows(x, 42, 1), 1, all);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->labels[0], 5042);
+  EXPECT_EQ(engine_.Reconstruct("t", "map", std::vector<int64_t>{5042})->data, Rows(x, 42, 1).data);
+  EXPECT_EQ(engine_.Reconstruct("t", "map", std::vector<int64_t>{5003}).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(engine_.Search("t", "ivf", Rows(x, 42, 1), 1, all)->labels[0], 42);
+  EXPECT_FALSE(engine_.Recluster("t", "ivf", 1000, 0.5).ok());  // more lists than vectors
+  EXPECT_FALSE(engine_.Recluster("t", "ivf", 8, 0).ok());
+  Create("t", "flat", "L2", 8);
+  EXPECT_EQ(engine_.Recluster("t", "flat", 8, 0.5).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(EngineTest, ClusteringShapes) {
   FloatMatrix x = Clustered(300, 8, 3);
   auto r = engine_.Cluster(x, 3, Metric::kL2, 10);

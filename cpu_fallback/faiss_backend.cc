@@ -121,6 +121,13 @@ Status FaissBackend::Add(int64_t n, const float* x) {
   return Status::Ok();
 }
 
+Status FaissBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels) {
+  if (!ivf_) return Unimplemented("only IVF indexes keep labels of their own");
+  RETURN_IF_ERROR(CallFaiss("add_vectors", [&] { index_->add_with_ids(n, x, labels); }));
+  for (int64_t i = 0; i < n; ++i) ivf_next_label_ = std::max(ivf_next_label_, labels[i] + 1);
+  return Status::Ok();
+}
+
 bool FaissBackend::HasLabel(int64_t label) const {
   if (!ivf_) return label >= 0 && label < index_->ntotal;
   try {

@@ -542,10 +542,20 @@ Status ApplyTransform(ActionContext& c) {
   return Status::Ok();
 }
 
-Status NotSupported(ActionContext& c) {
-  return Unimplemented(c.req.action() +
-                       ": not supported by vecgpu (re-clustering in place is not served; create "
-                       "an index with the new nlist, train it and merge_indices into it)");
+// FAISSx's recluster_index: new coarse clusters for an IVF index, vectors and ids kept.
+Status ReclusterIndex(ActionContext& c) {
+  ASSIGN_OR_RETURN(std::string name, IndexId(c));
+  ASSIGN_OR_RETURN(int64_t n_clusters, c.req.OptionalInt("n_clusters", 0, 1, 1 << 20));
+  ASSIGN_OR_RETURN(double ratio, c.req.OptionalNumber("sample_ratio", 0.5));
+  ASSIGN_OR_RETURN(ReclusterResult r,
+                   c.engine.Recluster(c.tenant, name, static_cast<int>(n_clusters), ratio));
+  c.out.Str("index_id", name);
+  c.out.Int("previous_nlist", r.previous_nlist);
+  c.out.Int("new_nlist", r.new_nlist);
+  c.out.Int("ntotal", r.ntotal);
+  c.out.Str("message",
+            "Index " + name + " reclustered into " + std::to_string(r.new_nlist) + " lists");
+  return Status::Ok();
 }
 
 const std::unordered_map<std::string_view, ActionHandler>& Table() {
@@ -578,7 +588,7 @@ const std::unordered_map<std::string_view, ActionHandler>& Table() {
       {"merge_indices", MergeIndices},
       {"compute_clustering", ComputeClustering},
       {"optimize_index", OptimizeIndex},
-      {"recluster_index", NotSupported},
+      {"recluster_index", ReclusterIndex},
       {"apply_transform", ApplyTransform},
       {"get_transform_info", GetTransformInfo},
   };

@@ -518,13 +518,30 @@ def test_hybrid_search_without_filter_is_a_search(server):
               metadata_filter={"tag": "x"}), "metadata")
 
 
-def test_unserved_recluster_fails_clearly(server):
-    name = make_flat(server, 2, [[0, 0]])
+def test_recluster_index(server):
+    d = 8
+    base = rand(500, d, 29)
+    name = uid("ivf")
+    ok(call(server, action="create_index", index_id=name, dimension=d, index_type="IVF4"))
+    ok(call(server, action="train_index", index_id=name, training_vectors=rows(base)))
+    ok(call(server, action="add_vectors", index_id=name, vectors=rows(base)))
+    r = ok(call(server, action="recluster_index", index_id=name, n_clusters=32,
+                sample_ratio=0.5))
+    assert (r["previous_nlist"], r["new_nlist"], r["ntotal"]) == (4, 32, 500)
+    status = ok(call(server, action="get_index_status", index_id=name))["status"]
+    assert status["nlist"] == 32 and status["ntotal"] == 500
+    # Every vector is still found under its own label when all lists are searched.
+    s = ok(call(server, action="search", index_id=name, query_vectors=rows(base[:20]), k=1,
+                params={"nprobe": 32}))
+    assert [res["indices"][0] for res in s["results"]] == list(range(20))
+    # Bad requests change nothing.
+    flat = make_flat(server, 2, [[0, 0]])
     before = snapshot(server)
-    r = fail(call(server, action="recluster_index", index_id=name), "recluster_index",
-             code="UNSUPPORTED")
-    assert "unknown action" not in r["error"].lower()
+    fail(call(server, action="recluster_index", index_id=name, n_clusters=100000), "n_clusters")
+    fail(call(server, action="recluster_index", index_id=name, sample_ratio=2.0), "sample_ratio")
+    fail(call(server, action="recluster_index", index_id=flat), "not an IVF index")
     assert snapshot(server) == before
+    assert ok(call(server, action="get_index_status", index_id=name))["status"]["nlist"] == 32
 
 
 def test_transform_info_and_apply_transform(server):
