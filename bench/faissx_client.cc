@@ -20,6 +20,12 @@ void WriteVectors(MapWriter& w, std::string_view key, const float* x, int64_t n,
   for (int64_t i = 0; i < n; ++i) w.FloatArray(x + i * d, d);
 }
 
+// The fields every index request starts with.
+void Begin(MapWriter& w, std::string_view action, const std::string& id) {
+  w.Str("action", action);
+  w.Str("index_id", id);
+}
+
 std::string Field(const msgpack::object& map, std::string_view key) {
   for (uint32_t i = 0; i < map.via.map.size; ++i) {
     const auto& kv = map.via.map.ptr[i];
@@ -87,57 +93,51 @@ Status FaissxClient::Call(const std::string& request, msgpack::object_handle* re
   return Status::Ok();
 }
 
+Status FaissxClient::Send(const MapWriter& request) {
+  msgpack::object_handle reply;
+  return Call(request.Finish(), &reply);
+}
+
 Status FaissxClient::CreateIndex(const std::string& id, int dim, const std::string& index_type) {
   MapWriter w;
-  w.Str("action", "create_index");
-  w.Str("index_id", id);
+  Begin(w, "create_index", id);
   w.Int("dimension", dim);
   w.Str("index_type", index_type);
-  msgpack::object_handle h;
-  return Call(w.Finish(), &h);
+  return Send(w);
 }
 
 Status FaissxClient::DeleteIndex(const std::string& id) {
   MapWriter w;
-  w.Str("action", "delete_index");
-  w.Str("index_id", id);
-  msgpack::object_handle h;
-  return Call(w.Finish(), &h);
+  Begin(w, "delete_index", id);
+  return Send(w);
 }
 
 Status FaissxClient::SetParameter(const std::string& id, const std::string& name, double value) {
   MapWriter w;
-  w.Str("action", "set_parameter");
-  w.Str("index_id", id);
+  Begin(w, "set_parameter", id);
   w.Str("parameter", name);
   w.Int("value", static_cast<int64_t>(value));
-  msgpack::object_handle h;
-  return Call(w.Finish(), &h);
+  return Send(w);
 }
 
 Status FaissxClient::Train(const std::string& id, const float* x, int64_t n, int d, Encoding enc) {
   MapWriter w;
-  w.Str("action", "train_index");
-  w.Str("index_id", id);
+  Begin(w, "train_index", id);
   WriteVectors(w, "training_vectors", x, n, d, enc);
-  msgpack::object_handle h;
-  return Call(w.Finish(), &h);
+  return Send(w);
 }
 
 Status FaissxClient::Add(const std::string& id, const float* x, int64_t n, int d, Encoding enc) {
   MapWriter w;
-  w.Str("action", "add_vectors");
-  w.Str("index_id", id);
+  Begin(w, "add_vectors", id);
   WriteVectors(w, "vectors", x, n, d, enc);
-  msgpack::object_handle h;
-  return Call(w.Finish(), &h);
+  return Send(w);
 }
 
 std::string FaissxClient::SearchRequest(const std::string& id, const float* q, int64_t nq, int d,
                                         int k, Encoding enc, const SearchParams& params) {
   MapWriter w;
-  w.Str("action", "search");
-  w.Str("index_id", id);
+  Begin(w, "search", id);
   WriteVectors(w, "query_vectors", q, nq, d, enc);
   w.Int("k", k);
   if (enc == Encoding::kBinary) w.Bool("binary", true);

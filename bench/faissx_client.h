@@ -13,6 +13,10 @@ class context_t;
 class socket_t;
 }  // namespace zmq
 
+namespace vecgpu::server {
+class MapWriter;
+}  // namespace vecgpu::server
+
 namespace vecgpu::bench {
 
 // How vectors travel: nested float64 lists, as FAISSx clients send them, or vecgpu's binary
@@ -48,6 +52,8 @@ class FaissxClient {
 
  private:
   void Connect();
+  // Call() for requests whose reply only needs to say success.
+  Status Send(const server::MapWriter& request);
 
   zmq::context_t& ctx_;
   const std::string endpoint_;

@@ -48,6 +48,9 @@ class Backend {
 
   virtual const IndexSpec& spec() const = 0;
   virtual BackendInfo Info() const = 0;
+  // Cheap parts of Info(), for the search and add paths.
+  virtual int64_t ntotal() const = 0;
+  virtual bool is_trained() const = 0;
   // The label the next added vector gets.
   virtual int64_t next_label() const = 0;
   virtual bool labels_shift_on_remove() const = 0;

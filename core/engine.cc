@@ -149,7 +149,7 @@ StatusOr<CollectionInfo> Engine::Describe(const std::string& tenant,
 
 Status Engine::AddLocked(const Collection& c, Backend& b, IdMap* map, const FloatMatrix& x,
                          std::span<const int64_t> ids) {
-  if (!b.Info().is_trained) {
+  if (!b.is_trained()) {
     if (!TrainsOnFirstAdd(c.spec())) return NotTrained(c.name());
     RETURN_IF_ERROR(b.Train(x.rows, x.data.data()));
   }
@@ -200,7 +200,7 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
     RETURN_IF_ERROR(AddLocked(*c, b, map, x, ids));
     c->stats().adds++;
     c->stats().vectors_added += x.rows;
-    return AddResult{x.rows, b.Info().ntotal};
+    return AddResult{x.rows, b.ntotal()};
   });
 }
 
@@ -281,7 +281,7 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
   r.labels.resize(r.nq * k);
   auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(c->Read([&](const Backend& b, const IdMap* map) -> Status {
-    if (!b.Info().is_trained) return NotTrained(name);
+    if (!b.is_trained()) return NotTrained(name);
     RETURN_IF_ERROR(
         b.Search(r.nq, queries.data.data(), k, params, r.distances.data(), r.labels.data()));
     LabelsToIds(map, r.labels);
@@ -302,7 +302,7 @@ StatusOr<RangeResult> Engine::RangeSearch(const std::string& tenant, const std::
   if (!std::isfinite(radius)) return InvalidArgument("radius: must be a finite number");
   RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec().dim, limits_.max_query_vectors));
   auto r = c->Read([&](const Backend& b, const IdMap* map) -> StatusOr<RangeResult> {
-    if (!b.Info().is_trained) return NotTrained(name);
+    if (!b.is_trained()) return NotTrained(name);
     ASSIGN_OR_RETURN(RangeResult res,
                      b.RangeSearch(queries.rows, queries.data.data(), radius, params));
     LabelsToIds(map, res.labels);
@@ -349,7 +349,7 @@ StatusOr<FloatMatrix> Engine::ReconstructRange(const std::string& tenant, const 
   FloatMatrix out;
   out.cols = c->spec().dim;
   RETURN_IF_ERROR(c->Read([&](const Backend& b, const IdMap* map) -> Status {
-    int64_t ntotal = b.Info().ntotal;
+    int64_t ntotal = b.ntotal();
     if (start > ntotal) {
       return OutOfRange("start_idx: " + std::to_string(start) + " is past ntotal " +
                         std::to_string(ntotal));
@@ -472,7 +472,7 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     ASSIGN_OR_RETURN(FloatMatrix x,
                      ReconstructRange(tenant, src->name(), 0, limits_.max_fetch_vectors, &ids));
     const int64_t src_total =
-        src->Read([](const Backend& b, const IdMap*) { return b.Info().ntotal; });
+        src->Read([](const Backend& b, const IdMap*) { return b.ntotal(); });
     if (x.rows < src_total) {
       return InvalidArgument("source_index_ids: '" + src->name() + "' holds " +
                              std::to_string(src_total) + " vectors, above the merge limit of " +
@@ -493,7 +493,7 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
                        map ? std::span<const int64_t>(ids) : std::span<const int64_t>());
     }));
   }
-  return dst->Read([](const Backend& b, const IdMap*) { return b.Info().ntotal; });
+  return dst->Read([](const Backend& b, const IdMap*) { return b.ntotal(); });
 }
 
 StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters, Metric metric,

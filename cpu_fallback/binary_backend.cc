@@ -48,10 +48,14 @@ void BinaryBackend::Unpack(int64_t n, const uint8_t* codes, float* out) const {
   for (int64_t i = 0; i < n * spec_.dim; ++i) out[i] = (codes[i / 8] >> (i % 8)) & 1;
 }
 
+int64_t BinaryBackend::ntotal() const { return index_->ntotal; }
+
+bool BinaryBackend::is_trained() const { return index_->is_trained; }
+
 BackendInfo BinaryBackend::Info() const {
   BackendInfo info;
-  info.ntotal = index_->ntotal;
-  info.is_trained = index_->is_trained;
+  info.ntotal = ntotal();
+  info.is_trained = is_trained();
   info.device = "cpu";
   info.memory_bytes = index_->ntotal * (spec_.dim / 8 + (ivf_ ? 8 : 0));
   if (ivf_) info.nprobe = static_cast<int>(ivf_->nprobe);

@@ -87,10 +87,14 @@ StatusOr<std::unique_ptr<Backend>> FaissBackend::Create(const IndexSpec& spec) {
   return std::unique_ptr<Backend>(std::move(b));
 }
 
+int64_t FaissBackend::ntotal() const { return index_->ntotal; }
+
+bool FaissBackend::is_trained() const { return index_->is_trained; }
+
 BackendInfo FaissBackend::Info() const {
   BackendInfo info;
-  info.ntotal = index_->ntotal;
-  info.is_trained = index_->is_trained;
+  info.ntotal = ntotal();
+  info.is_trained = is_trained();
   info.device = "cpu";
   int64_t per_vector = 4 * static_cast<int64_t>(spec_.dim);
   const faiss::Index* codes = hnsw_ ? hnsw_->storage : index_.get();

@@ -26,6 +26,8 @@ class FaissBackend final : public Backend {
 
   const IndexSpec& spec() const override { return spec_; }
   BackendInfo Info() const override;
+  int64_t ntotal() const override;
+  bool is_trained() const override;
   int64_t next_label() const override;
   bool labels_shift_on_remove() const override { return ivf_ == nullptr; }
   Status Train(int64_t n, const float* x) override;

@@ -43,11 +43,6 @@ void WorkerPool::Shutdown() {
   threads_.clear();
 }
 
-int WorkerPool::queued() const {
-  std::lock_guard lock(mu_);
-  return static_cast<int>(queue_.size());
-}
-
 void WorkerPool::Run() {
   for (;;) {
     std::function<void()> task;

@@ -32,14 +32,12 @@ class WorkerPool {
   // Stops taking tasks, runs those already queued, and joins the threads.
   void Shutdown();
 
-  int queued() const;
-
  private:
   void Run();
 
   const std::string name_;
   const int max_queued_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;

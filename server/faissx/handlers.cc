@@ -13,11 +13,16 @@ StatusOr<std::string> IndexId(ActionContext& c, std::string_view key = "index_id
   return c.req.String(key, c.limits.max_index_id_length);
 }
 
-// Reads a vector field of the collection `name`.
+// Reads a vector field of the collection `name`. Nested lists carry their own shape (the
+// Engine checks it against the index), so only a bin costs a look-up of the index's layout.
 StatusOr<FloatMatrix> CollectionVectors(ActionContext& c, const std::string& name,
                                         std::string_view key, int64_t max_rows) {
-  ASSIGN_OR_RETURN(VectorLayout layout, c.engine.Layout(c.tenant, name));
-  return c.req.Vectors(key, VectorShape{layout.dim, layout.binary}, max_rows);
+  VectorShape shape;
+  if (const msgpack::object* o = c.req.Find(key); o && o->type == msgpack::type::BIN) {
+    ASSIGN_OR_RETURN(VectorLayout layout, c.engine.Layout(c.tenant, name));
+    shape = VectorShape{layout.dim, layout.binary};
+  }
+  return c.req.Vectors(key, shape, max_rows);
 }
 
 void WriteTypeDetails(MapWriter& out, const IndexSpec& spec) {

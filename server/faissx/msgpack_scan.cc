@@ -170,28 +170,6 @@ Status ScanValue(Cursor& c, const ScanLimits& limits, int depth) {
   return Malformed(c, "unreachable");
 }
 
-// Skips one value; false if malformed. Depth-limited to stay cheap on hostile input.
-bool SkipValue(Cursor& c, int depth) {
-  if (depth > 64) return false;
-  Header h = ReadHeader(c);
-  switch (h.kind) {
-    case Kind::kArray:
-    case Kind::kMap: {
-      const uint64_t elements = h.kind == Kind::kMap ? 2 * h.length : h.length;
-      if (elements > c.remaining()) return false;
-      for (uint64_t i = 0; i < elements; ++i) {
-        if (!SkipValue(c, depth + 1)) return false;
-      }
-      return true;
-    }
-    case Kind::kTruncated:
-    case Kind::kInvalid:
-      return false;
-    default:
-      return c.Skip(h.length);
-  }
-}
-
 }  // namespace
 
 Status ScanMsgpack(std::string_view bytes, const ScanLimits& limits) {
@@ -218,7 +196,8 @@ std::string PeekAction(std::string_view bytes) {
       if (v.kind != Kind::kString || c.remaining() < v.length || v.length > 64) return "";
       return std::string(c.Take(v.length));
     }
-    if (!SkipValue(c, 1)) return "";
+    // Skip the value with the scanner itself; its limits only bound the walk on hostile input.
+    if (!ScanValue(c, ScanLimits{64, INT64_MAX}, 1).ok()) return "";
   }
   return "";
 }
