@@ -36,8 +36,9 @@ struct TransformStep {
 //
 // Vectors are named by labels the backend assigns: Add gives n consecutive labels starting at
 // next_label(). Labels of flat-storage kinds are storage positions, renumbered densely after a
-// removal (labels_shift_on_remove()); IVF kinds keep their labels for life. User ids are
-// mapped onto labels above the backend (core/id_map.h).
+// removal (labels_shift_on_remove()); IVF kinds keep their labels for life and never hand out
+// a label twice. Either way, ascending label order is storage order. User ids and which
+// collection owns a vector are kept above the backend (core/label_table.h).
 //
 // Thread safety: const methods may run concurrently with each other; a non-const method
 // requires that no other call runs at the same time (Collection enforces this with its lock).
@@ -59,9 +60,11 @@ class Backend {
   virtual Status Train(int64_t n, const float* x) = 0;
   // x: size n * d. The vectors get labels next_label() .. next_label() + n - 1.
   virtual Status Add(int64_t n, const float* x) = 0;
-  // Adds x (size n * d) under the given labels, for rebuilding an index with its labels kept.
-  // Unimplemented for kinds whose labels are storage positions.
-  virtual Status AddLabeled(int64_t n, const float* x, const int64_t* labels) = 0;
+  // Adds x (size n * d) under the given labels, for rebuilding an index with its labels kept;
+  // afterwards next_label() is at least `next_label`. Unimplemented for kinds whose labels are
+  // storage positions.
+  virtual Status AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                            int64_t next_label) = 0;
   // Removes the vectors with these labels; returns how many were there.
   virtual StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) = 0;
   // Empties the index, keeping its training.
@@ -75,11 +78,8 @@ class Backend {
                                             const SearchParams& params) const = 0;
   // out: size d. NotFound when no vector has this label.
   virtual Status Reconstruct(int64_t label, float* out) const = 0;
-  // The labels of the vectors at storage positions [start, start + n), in storage order.
-  // REQUIRES: start + n <= ntotal.
-  virtual std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const = 0;
-  // The vectors at storage positions [start, start + n); out: size n * d.
-  // REQUIRES: start + n <= ntotal.
+  // The vectors with labels start .. start + n - 1 (for flat-storage kinds: the storage
+  // positions); out: size n * d. NotFound when one of them is missing.
   virtual Status ReconstructN(int64_t start, int64_t n, float* out) const = 0;
 
   // The vector transforms applied before the index (empty when there are none).

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "core/backend.h"
-#include "core/id_map.h"
+#include "core/label_table.h"
 #include "core/util/thread_annotations.h"
 
 namespace vecgpu {
@@ -22,16 +22,29 @@ struct CollectionStats {
   std::atomic<int64_t> search_micros{0};  // time spent in backend searches
 };
 
-// An index and the lock that guards it. Shared by a collection and the "IDMap:{base}"
-// collections that wrap it, as FAISS's IndexIDMap shares its base index.
-struct IndexStorage {
-  explicit IndexStorage(std::unique_ptr<Backend> b) : backend(std::move(b)) {}
-  mutable std::shared_mutex mu;
-  // Replaced only by a rebuild (recluster_index), under mu held exclusively.
-  std::unique_ptr<Backend> backend GUARDED_BY(mu);
+// An index, the table of who owns each of its vectors, and the lock that guards both. Shared
+// by the collection that created it and the "IDMap:{base}" collections that are views over it,
+// as FAISS's IndexIDMap shares its base index.
+class IndexStorage {
+ public:
+  explicit IndexStorage(std::unique_ptr<Backend> b) : backend_(std::move(b)) {}
+
+  // A new view (id namespace) over this storage.
+  LabelTable::View NewView() {
+    std::unique_lock lock(mu_);
+    return labels_.NewView();
+  }
+
+ private:
+  friend class Collection;
+  mutable std::shared_mutex mu_;
+  // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
+  std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
+  LabelTable labels_ GUARDED_BY(mu_);
 };
 
-// One tenant's named index: its spec, its storage and, for IDMap kinds, its id map. Owned
+// One tenant's named index: its spec, its storage and its view of that storage (the base view
+// for the collection that created the storage, its own view for an IDMap collection). Owned
 // through shared_ptr by the TenantRegistry and by in-flight requests, so a drop never pulls
 // the index from under a running search.
 //
@@ -39,40 +52,45 @@ struct IndexStorage {
 // reset) hold it alone, so a search issued after a write is acknowledged sees the write.
 class Collection {
  public:
+  // `view`: LabelTable::kBaseView for a collection over its own storage without an id map,
+  // else a view made by storage->NewView().
   Collection(std::string tenant, std::string name, IndexSpec spec,
-             std::shared_ptr<IndexStorage> storage)
+             std::shared_ptr<IndexStorage> storage, LabelTable::View view)
       : tenant_(std::move(tenant)),
         name_(std::move(name)),
         spec_(std::move(spec)),
         storage_(std::move(storage)),
-        id_map_(spec_.id_map != IdMapKind::kNone ? std::make_unique<IdMap>() : nullptr) {}
+        view_(view) {}
 
   const std::string& tenant() const { return tenant_; }
   const std::string& name() const { return name_; }
   const IndexSpec& spec() const { return spec_; }
   const std::shared_ptr<IndexStorage>& storage() const { return storage_; }
+  LabelTable::View view() const { return view_; }
+  bool has_ids() const { return view_ != LabelTable::kBaseView; }
   CollectionStats& stats() const { return stats_; }
 
-  // Runs fn(const Backend&, const IdMap* or null) with shared access.
+  // Runs fn(const Backend&, const LabelTable&) with shared access.
   template <typename F>
   auto Read(F&& fn) const {
-    std::shared_lock lock(storage_->mu);
-    return fn(static_cast<const Backend&>(*storage_->backend), id_map_.get());
+    std::shared_lock lock(storage_->mu_);
+    return fn(static_cast<const Backend&>(*storage_->backend_),
+              static_cast<const LabelTable&>(storage_->labels_));
   }
 
-  // Runs fn(Backend&, IdMap* or null) with exclusive access.
+  // Runs fn(Backend&, LabelTable&) with exclusive access.
   template <typename F>
   auto Write(F&& fn) {
-    std::unique_lock lock(storage_->mu);
-    return fn(*storage_->backend, id_map_.get());
+    std::unique_lock lock(storage_->mu_);
+    return fn(*storage_->backend_, storage_->labels_);
   }
 
-  // Runs fn(std::unique_ptr<Backend>&) with exclusive access, so fn may replace the backend
-  // (for every collection sharing this storage) with a rebuilt one.
+  // Runs fn(std::unique_ptr<Backend>&, LabelTable&) with exclusive access, so fn may replace
+  // the backend (for every collection sharing this storage) with a rebuilt one.
   template <typename F>
   auto Rebuild(F&& fn) {
-    std::unique_lock lock(storage_->mu);
-    return fn(storage_->backend);
+    std::unique_lock lock(storage_->mu_);
+    return fn(storage_->backend_, storage_->labels_);
   }
 
  private:
@@ -80,7 +98,7 @@ class Collection {
   const std::string name_;
   const IndexSpec spec_;
   const std::shared_ptr<IndexStorage> storage_;
-  const std::unique_ptr<IdMap> id_map_;  // GUARDED_BY(storage_->mu)
+  const LabelTable::View view_;
   mutable CollectionStats stats_;
 };
 

@@ -5,6 +5,9 @@
 #include <regex>
 #include <unordered_set>
 
+#include "core/util/utf8.h"
+#include "core/view_ops.h"
+
 namespace vecgpu {
 namespace {
 
@@ -12,10 +15,12 @@ CollectionInfo Snapshot(const Collection& c) {
   CollectionInfo info;
   info.name = c.name();
   info.spec = c.spec();
-  info.backend = c.Read([&](const Backend& b, const IdMap*) {
+  info.backend = c.Read([&](const Backend& b, const LabelTable& t) {
     info.spec.factory = b.spec().factory;  // a recluster may have rebuilt the index
     info.spec.nlist = b.spec().nlist;
-    return b.Info();
+    BackendInfo bi = b.Info();
+    bi.ntotal = t.CountOf(c.view());  // an IDMap view holds only its own vectors
+    return bi;
   });
   const CollectionStats& s = c.stats();
   info.searches = s.searches.load();
@@ -31,10 +36,6 @@ Status NotTrained(const std::string& name) {
   return FailedPrecondition("index '" + name + "' is not trained; call train_index first");
 }
 
-// Scalar quantizers learn only per-dimension ranges, so they train on their first add:
-// FAISSx's IndexScalarQuantizer client never sends train_index.
-bool TrainsOnFirstAdd(const IndexSpec& spec) { return spec.kind() == "SQ"; }
-
 Status CheckIds(std::span<const int64_t> ids) {
   std::unordered_set<int64_t> seen;
   for (int64_t id : ids) {
@@ -49,11 +50,6 @@ Status CheckIds(std::span<const int64_t> ids) {
   return Status::Ok();
 }
 
-void LabelsToIds(const IdMap* map, std::vector<int64_t>& labels) {
-  if (!map) return;
-  for (auto& l : labels) l = l >= 0 ? map->IdOf(l) : -1;
-}
-
 }  // namespace
 
 Engine::Engine(const Limits& limits, BackendFactory& factory)
@@ -65,11 +61,15 @@ Status Engine::CheckName(const std::string& name) const {
     return InvalidArgument("index_id: longer than " + std::to_string(limits_.max_index_id_length) +
                            " characters");
   }
+  if (!IsPrintableUtf8(name)) {
+    return InvalidArgument("index_id: must be valid UTF-8 without control characters");
+  }
   return Status::Ok();
 }
 
-Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, int dim,
+Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                            int64_t max_rows) const {
+  const int dim = spec.dim;
   if (x.rows < 1) return InvalidArgument(std::string(field) + ": no vectors given");
   if (x.rows > max_rows) {
     return InvalidArgument(std::string(field) + ": " + std::to_string(x.rows) +
@@ -86,6 +86,11 @@ Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, int dim,
     if (!std::isfinite(x.data[i])) {
       return InvalidArgument(std::string(field) + ": vector " + std::to_string(i / dim) +
                              " component " + std::to_string(i % dim) + " is not a finite number");
+    }
+    if (spec.binary && x.data[i] != 0.0f && x.data[i] != 1.0f) {
+      return InvalidArgument(std::string(field) + ": binary vector " + std::to_string(i / dim) +
+                             " bit " + std::to_string(i % dim) + " is " +
+                             std::to_string(x.data[i]) + ", not 0 or 1");
     }
   }
   return Status::Ok();
@@ -107,8 +112,10 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(req.index_type, req.dim, req.metric));
   std::shared_ptr<IndexStorage> storage;
   if (!spec.base_index_id.empty()) {
-    // "IDMap:{base}": an id map over the tenant's base index, sharing its storage (as FAISS's
-    // IndexIDMap shares its base), so training sent to the base serves the map too.
+    // "IDMap:{base}": a view with ids of its own over the tenant's base index, sharing its
+    // storage (as FAISS's IndexIDMap shares its base), so training sent to the base serves
+    // the view too.
+    RETURN_IF_ERROR(CheckName(spec.base_index_id));
     ASSIGN_OR_RETURN(auto base, registry_.Get(tenant, spec.base_index_id));
     if (base->spec().dim != req.dim) {
       return InvalidArgument("dimension: " + std::to_string(req.dim) +
@@ -125,7 +132,10 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     ASSIGN_OR_RETURN(auto backend, factory_.Create(spec));
     storage = std::make_shared<IndexStorage>(std::move(backend));
   }
-  auto collection = std::make_shared<Collection>(tenant, req.name, spec, std::move(storage));
+  const LabelTable::View view =
+      spec.id_map != IdMapKind::kNone ? storage->NewView() : LabelTable::kBaseView;
+  auto collection =
+      std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
   RETURN_IF_ERROR(registry_.Insert(collection));
   return Snapshot(*collection);
 }
@@ -147,13 +157,10 @@ StatusOr<CollectionInfo> Engine::Describe(const std::string& tenant,
   return Snapshot(*c);
 }
 
-Status Engine::AddLocked(const Collection& c, Backend& b, IdMap* map, const FloatMatrix& x,
+Status Engine::AddLocked(const Collection& c, Backend& b, LabelTable& t, const FloatMatrix& x,
                          std::span<const int64_t> ids) {
-  if (!b.is_trained()) {
-    if (!TrainsOnFirstAdd(c.spec())) return NotTrained(c.name());
-    RETURN_IF_ERROR(b.Train(x.rows, x.data.data()));
-  }
-  if (!map) {
+  if (!b.is_trained()) return NotTrained(c.name());
+  if (!c.has_ids()) {
     for (size_t i = 0; i < ids.size(); ++i) {
       if (ids[i] != b.next_label() + static_cast<int64_t>(i)) {
         return InvalidArgument("ids: index '" + c.name() + "' numbers its vectors itself (next: " +
@@ -161,7 +168,10 @@ Status Engine::AddLocked(const Collection& c, Backend& b, IdMap* map, const Floa
                                "); create it as IDMap to add vectors under ids of your own");
       }
     }
-    return b.Add(x.rows, x.data.data());
+    const int64_t first = b.next_label();
+    RETURN_IF_ERROR(b.Add(x.rows, x.data.data()));
+    t.Append(first, x.rows, LabelTable::kBaseView, {});
+    return Status::Ok();
   }
   if (ids.empty()) {
     return InvalidArgument("ids: index '" + c.name() +
@@ -170,16 +180,20 @@ Status Engine::AddLocked(const Collection& c, Backend& b, IdMap* map, const Floa
   RETURN_IF_ERROR(CheckIds(ids));
   std::vector<int64_t> replaced;
   for (int64_t id : ids) {
-    if (int64_t label = map->LabelOf(id); label >= 0) replaced.push_back(label);
+    if (int64_t label = t.LabelOf(c.view(), id); label >= 0) replaced.push_back(label);
   }
-  if (!replaced.empty()) {
-    ASSIGN_OR_RETURN(int64_t removed, b.RemoveLabels(replaced));
-    (void)removed;
-    map->Erase(replaced, b.labels_shift_on_remove());
-  }
+  // An upsert adds the new vectors first: if the add fails, the old ones are still there.
   const int64_t first = b.next_label();
   RETURN_IF_ERROR(b.Add(x.rows, x.data.data()));
-  map->Append(first, ids);
+  t.Append(first, x.rows, c.view(), ids);
+  if (!replaced.empty()) {
+    auto removed = b.RemoveLabels(replaced);
+    if (!removed.ok()) {
+      return Internal("upsert into '" + c.name() + "' added the new vectors but could not " +
+                      "remove the old ones: " + removed.status().message());
+    }
+    t.Erase(replaced, b.labels_shift_on_remove());
+  }
   return Status::Ok();
 }
 
@@ -191,24 +205,25 @@ StatusOr<VectorLayout> Engine::Layout(const std::string& tenant, const std::stri
 StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& name,
                                 const FloatMatrix& x, std::span<const int64_t> ids) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec().dim, limits_.max_add_vectors));
+  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec(), limits_.max_add_vectors));
   if (!ids.empty() && static_cast<int64_t>(ids.size()) != x.rows) {
     return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids for " +
                            std::to_string(x.rows) + " vectors");
   }
-  return c->Write([&](Backend& b, IdMap* map) -> StatusOr<AddResult> {
-    RETURN_IF_ERROR(AddLocked(*c, b, map, x, ids));
+  return c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
+    RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
     c->stats().adds++;
     c->stats().vectors_added += x.rows;
-    return AddResult{x.rows, b.ntotal()};
+    return AddResult{x.rows, t.CountOf(c->view())};
   });
 }
 
 StatusOr<CollectionInfo> Engine::Train(const std::string& tenant, const std::string& name,
                                        const FloatMatrix& x) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec().dim, limits_.max_train_vectors));
-  RETURN_IF_ERROR(c->Write([&](Backend& b, IdMap*) { return b.Train(x.rows, x.data.data()); }));
+  RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
+  RETURN_IF_ERROR(
+      c->Write([&](Backend& b, LabelTable&) { return b.Train(x.rows, x.data.data()); }));
   return Snapshot(*c);
 }
 
@@ -219,16 +234,16 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids, above the limit of " +
                            std::to_string(limits_.max_add_vectors));
   }
-  auto removed = c->Write([&](Backend& b, IdMap* map) -> StatusOr<int64_t> {
+  auto removed = c->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
     std::vector<int64_t> labels;
     std::unordered_set<int64_t> seen;
     for (int64_t id : ids) {
-      int64_t label = map ? map->LabelOf(id) : id;
+      int64_t label = t.LabelOf(c->view(), id);
       if (label >= 0 && seen.insert(label).second) labels.push_back(label);
     }
     if (labels.empty()) return int64_t{0};
     ASSIGN_OR_RETURN(int64_t n, b.RemoveLabels(labels));
-    if (map) map->Erase(labels, b.labels_shift_on_remove());
+    t.Erase(labels, b.labels_shift_on_remove());
     return n;
   });
   if (removed.ok()) c->stats().removals += *removed;
@@ -238,54 +253,70 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
 Status Engine::Replace(const std::string& tenant, const std::string& name, int64_t id,
                        const FloatMatrix& vector) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  RETURN_IF_ERROR(CheckMatrix("vector", vector, c->spec().dim, 1));
-  if (c->spec().id_map == IdMapKind::kNone) {
+  RETURN_IF_ERROR(CheckMatrix("vector", vector, c->spec(), 1));
+  if (!c->has_ids()) {
     return InvalidArgument("replace_vector: index '" + name +
                            "' has no id map; create it as IDMap/IDMap2 to replace by id");
   }
-  return c->Write([&](Backend& b, IdMap* map) -> Status {
-    if (!map->Contains(id)) {
+  return c->Write([&](Backend& b, LabelTable& t) -> Status {
+    if (t.LabelOf(c->view(), id) < 0) {
       return NotFound("id " + std::to_string(id) + " is not in index '" + name + "'");
     }
     const int64_t ids[] = {id};
-    return AddLocked(*c, b, map, vector, ids);
+    return AddLocked(*c, b, t, vector, ids);
   });
 }
 
 Status Engine::Reset(const std::string& tenant, const std::string& name) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  return c->Write([](Backend& b, IdMap* map) {
-    if (map) map->Clear();
-    return b.Reset();
+  return c->Write([&](Backend& b, LabelTable& t) -> Status {
+    if (!c->has_ids()) {
+      RETURN_IF_ERROR(b.Reset());
+      t.Clear();
+      return Status::Ok();
+    }
+    const std::vector<int64_t> own = t.LabelsOf(c->view());
+    if (own.empty()) return Status::Ok();
+    if (static_cast<int64_t>(own.size()) == t.size()) {
+      RETURN_IF_ERROR(b.Reset());  // the view holds the whole storage: cheaper than removal
+      t.Clear();
+      return Status::Ok();
+    }
+    RETURN_IF_ERROR(b.RemoveLabels(own).status());
+    t.Erase(own, b.labels_shift_on_remove());
+    return Status::Ok();
   });
+}
+
+Status Engine::CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const {
+  if (k < 1 || k > limits_.max_k) {
+    return InvalidArgument("k: must be within 1.." + std::to_string(limits_.max_k) + ", got " +
+                           std::to_string(k));
+  }
+  RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c.spec(), limits_.max_query_vectors));
+  if (queries.rows * k > limits_.max_search_results) {
+    return InvalidArgument("k: " + std::to_string(queries.rows) + " queries x k " +
+                           std::to_string(k) + " is above the limit of " +
+                           std::to_string(limits_.max_search_results) + " results per search");
+  }
+  return Status::Ok();
 }
 
 StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::string& name,
                                       const FloatMatrix& queries, int k,
                                       const SearchParams& params) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  if (k < 1 || k > limits_.max_k) {
-    return InvalidArgument("k: must be within 1.." + std::to_string(limits_.max_k) + ", got " +
-                           std::to_string(k));
-  }
-  RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec().dim, limits_.max_query_vectors));
-  if (queries.rows * k > limits_.max_search_results) {
-    return InvalidArgument("k: " + std::to_string(queries.rows) + " queries x k " +
-                           std::to_string(k) + " is above the limit of " +
-                           std::to_string(limits_.max_search_results) + " results per search");
-  }
+  RETURN_IF_ERROR(CheckSearch(*c, queries, k));
   SearchResult r;
   r.nq = queries.rows;
   r.k = k;
   r.distances.resize(r.nq * k);
   r.labels.resize(r.nq * k);
   auto start = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(c->Read([&](const Backend& b, const IdMap* map) -> Status {
+  RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable& t) -> Status {
     if (!b.is_trained()) return NotTrained(name);
-    RETURN_IF_ERROR(
-        b.Search(r.nq, queries.data.data(), k, params, r.distances.data(), r.labels.data()));
-    LabelsToIds(map, r.labels);
-    return Status::Ok();
+    return SearchView(b, t, c->view(), r.nq, queries.data.data(), k, params, r.distances.data(),
+                      r.labels.data());
   }));
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - start);
@@ -295,17 +326,56 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
   return r;
 }
 
+StatusOr<SearchAndReconstructResult> Engine::SearchAndReconstruct(
+    const std::string& tenant, const std::string& name, const FloatMatrix& queries, int k,
+    const SearchParams& params) const {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  RETURN_IF_ERROR(CheckSearch(*c, queries, k));
+  SearchAndReconstructResult out;
+  SearchResult& r = out.result;
+  r.nq = queries.rows;
+  r.k = k;
+  r.distances.resize(r.nq * k);
+  r.labels.resize(r.nq * k);
+  out.vectors.resize(r.nq);
+  RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable& t) -> Status {
+    if (!b.is_trained()) return NotTrained(name);
+    RETURN_IF_ERROR(SearchView(b, t, c->view(), r.nq, queries.data.data(), k, params,
+                               r.distances.data(), r.labels.data()));
+    for (int64_t q = 0; q < r.nq; ++q) {
+      std::vector<int64_t> found;
+      for (int j = 0; j < k; ++j) {
+        if (r.labels[q * k + j] >= 0) found.push_back(r.labels[q * k + j]);
+      }
+      FloatMatrix& v = out.vectors[q];
+      v.rows = static_cast<int64_t>(found.size());
+      v.cols = c->spec().dim;
+      v.data.resize(v.rows * v.cols);
+      RETURN_IF_ERROR(ReconstructIds(b, t, c->view(), found, v.data.data()));
+    }
+    return Status::Ok();
+  }));
+  c->stats().searches++;
+  c->stats().queries += r.nq;
+  return out;
+}
+
 StatusOr<RangeResult> Engine::RangeSearch(const std::string& tenant, const std::string& name,
                                           const FloatMatrix& queries, float radius,
                                           const SearchParams& params) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!std::isfinite(radius)) return InvalidArgument("radius: must be a finite number");
-  RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec().dim, limits_.max_query_vectors));
-  auto r = c->Read([&](const Backend& b, const IdMap* map) -> StatusOr<RangeResult> {
+  RETURN_IF_ERROR(CheckMatrix("query_vectors", queries, c->spec(), limits_.max_query_vectors));
+  auto r = c->Read([&](const Backend& b, const LabelTable& t) -> StatusOr<RangeResult> {
     if (!b.is_trained()) return NotTrained(name);
-    ASSIGN_OR_RETURN(RangeResult res,
-                     b.RangeSearch(queries.rows, queries.data.data(), radius, params));
-    LabelsToIds(map, res.labels);
+    ASSIGN_OR_RETURN(RangeResult res, RangeSearchView(b, t, c->view(), queries.rows,
+                                                      queries.data.data(), radius, params));
+    if (static_cast<int64_t>(res.labels.size()) > limits_.max_search_results) {
+      return ResourceExhausted("radius: " + std::to_string(res.labels.size()) +
+                               " results, above the limit of " +
+                               std::to_string(limits_.max_search_results) +
+                               " per search; use a smaller radius");
+    }
     return res;
   });
   if (r.ok()) {
@@ -325,13 +395,8 @@ StatusOr<FloatMatrix> Engine::Reconstruct(const std::string& tenant, const std::
   out.rows = static_cast<int64_t>(ids.size());
   out.cols = c->spec().dim;
   out.data.resize(out.rows * out.cols);
-  RETURN_IF_ERROR(c->Read([&](const Backend& b, const IdMap* map) -> Status {
-    for (size_t i = 0; i < ids.size(); ++i) {
-      int64_t label = map ? map->LabelOf(ids[i]) : ids[i];
-      if (label < 0) return NotFound("id " + std::to_string(ids[i]) + " is not in the index");
-      RETURN_IF_ERROR(b.Reconstruct(label, out.data.data() + i * out.cols));
-    }
-    return Status::Ok();
+  RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable& t) {
+    return ReconstructIds(b, t, c->view(), ids, out.data.data());
   }));
   return out;
 }
@@ -348,20 +413,15 @@ StatusOr<FloatMatrix> Engine::ReconstructRange(const std::string& tenant, const 
   }
   FloatMatrix out;
   out.cols = c->spec().dim;
-  RETURN_IF_ERROR(c->Read([&](const Backend& b, const IdMap* map) -> Status {
-    int64_t ntotal = b.ntotal();
+  RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable& t) -> Status {
+    const int64_t ntotal = t.CountOf(c->view());
     if (start > ntotal) {
       return OutOfRange("start_idx: " + std::to_string(start) + " is past ntotal " +
                         std::to_string(ntotal));
     }
     out.rows = std::min(n, ntotal - start);
     out.data.resize(out.rows * out.cols);
-    if (out.rows > 0) RETURN_IF_ERROR(b.ReconstructN(start, out.rows, out.data.data()));
-    if (ids) {
-      *ids = b.LabelsAt(start, out.rows);
-      LabelsToIds(map, *ids);
-    }
-    return Status::Ok();
+    return ReconstructRangeView(b, t, c->view(), start, out.rows, out.data.data(), ids);
   }));
   return out;
 }
@@ -370,13 +430,16 @@ Status Engine::SetParameter(const std::string& tenant, const std::string& name,
                             std::string_view param, double value) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!std::isfinite(value)) return InvalidArgument("value: must be a finite number");
-  return c->Write([&](Backend& b, IdMap*) { return b.SetParameter(param, value); });
+  return c->Write([&](Backend& b, LabelTable&) { return b.SetParameter(param, value); });
 }
 
 StatusOr<double> Engine::GetParameter(const std::string& tenant, const std::string& name,
                                       std::string_view param) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  return c->Read([&](const Backend& b, const IdMap*) { return b.GetParameter(param); });
+  return c->Read([&](const Backend& b, const LabelTable& t) -> StatusOr<double> {
+    if (param == "ntotal") return static_cast<double>(t.CountOf(c->view()));
+    return b.GetParameter(param);
+  });
 }
 
 StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std::string& name,
@@ -385,7 +448,8 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
   if (!(sample_ratio > 0 && sample_ratio <= 1)) {
     return InvalidArgument("sample_ratio: must be within (0, 1]");
   }
-  return c->Rebuild([&](std::unique_ptr<Backend>& b) -> StatusOr<ReclusterResult> {
+  return c->Rebuild([&](std::unique_ptr<Backend>& b,
+                        const LabelTable& t) -> StatusOr<ReclusterResult> {
     const IndexSpec old = b->spec();
     const BackendInfo info = b->Info();
     if (old.nlist <= 0 || old.binary) {
@@ -410,9 +474,10 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
     ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(factory, old.dim, MetricName(old.metric)));
     spec.index_type = old.index_type;
     ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh, factory_.Create(spec));
-    const std::vector<int64_t> labels = b->LabelsAt(0, n);
+    // Every label of the storage (all views), so the table stays true for every view.
+    const std::vector<int64_t> labels = t.LabelsOf(LabelTable::kBaseView);
     std::vector<float> x(n * old.dim);
-    RETURN_IF_ERROR(b->ReconstructN(0, n, x.data()));
+    RETURN_IF_ERROR(ReconstructIds(*b, t, LabelTable::kBaseView, labels, x.data()));
     // Train on an even sample of at least nlist vectors.
     const int64_t m =
         std::clamp<int64_t>(static_cast<int64_t>(std::ceil(sample_ratio * n)), nlist, n);
@@ -423,7 +488,7 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
                 sample.begin() + i * old.dim);
     }
     RETURN_IF_ERROR(fresh->Train(m, sample.data()));
-    RETURN_IF_ERROR(fresh->AddLabeled(n, x.data(), labels.data()));
+    RETURN_IF_ERROR(fresh->AddLabeled(n, x.data(), labels.data(), b->next_label()));
     RETURN_IF_ERROR(fresh->SetParameter("nprobe", std::min(info.nprobe, nlist)));
     b = std::move(fresh);  // every collection sharing this storage sees the new index
     return ReclusterResult{old.nlist, nlist, n};
@@ -433,15 +498,15 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
 StatusOr<std::vector<TransformStep>> Engine::Transforms(const std::string& tenant,
                                                         const std::string& name) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  return c->Read([](const Backend& b, const IdMap*) { return b.Transforms(); });
+  return c->Read([](const Backend& b, const LabelTable&) { return b.Transforms(); });
 }
 
 StatusOr<FloatMatrix> Engine::ApplyTransform(const std::string& tenant, const std::string& name,
                                              const FloatMatrix& x) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec().dim, limits_.max_add_vectors));
+  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec(), limits_.max_add_vectors));
   return c->Read(
-      [&](const Backend& b, const IdMap*) { return b.ApplyTransform(x.rows, x.data.data()); });
+      [&](const Backend& b, const LabelTable&) { return b.ApplyTransform(x.rows, x.data.data()); });
 }
 
 StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& target,
@@ -458,42 +523,55 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
                              std::to_string(src->spec().dim) + ", the target " +
                              std::to_string(dst->spec().dim));
     }
-    const bool dst_ids = dst->spec().id_map != IdMapKind::kNone;
-    if (dst_ids && src->spec().id_map == IdMapKind::kNone) {
+    if (dst->has_ids() && !src->has_ids()) {
       return InvalidArgument("source_index_ids: '" + s + "' has no ids to merge into IDMap " +
                              "index '" + target + "'");
     }
     srcs.push_back(std::move(src));
   }
+  // Copy every source out under its own lock, then add them all under the target's in one
+  // step: no two locks are held together (no deadlock), and a refusal changes nothing.
+  FloatMatrix x;
+  x.cols = dst->spec().dim;
+  std::vector<int64_t> ids;
+  std::unordered_map<int64_t, std::string> owner;  // id -> source, for duplicate messages
   for (const auto& src : srcs) {
-    // Copy the source out under its own lock, then add it under the target's: the two locks
-    // are never held together, so concurrent merges cannot deadlock.
-    std::vector<int64_t> ids;
-    ASSIGN_OR_RETURN(FloatMatrix x,
-                     ReconstructRange(tenant, src->name(), 0, limits_.max_fetch_vectors, &ids));
+    std::vector<int64_t> src_ids;
+    ASSIGN_OR_RETURN(FloatMatrix part, ReconstructRange(tenant, src->name(), 0,
+                                                        limits_.max_fetch_vectors, &src_ids));
     const int64_t src_total =
-        src->Read([](const Backend& b, const IdMap*) { return b.ntotal(); });
-    if (x.rows < src_total) {
-      return InvalidArgument("source_index_ids: '" + src->name() + "' holds " +
-                             std::to_string(src_total) + " vectors, above the merge limit of " +
-                             std::to_string(limits_.max_fetch_vectors) + " (max_fetch_vectors)");
+        src->Read([&](const Backend&, const LabelTable& t) { return t.CountOf(src->view()); });
+    if (part.rows < src_total || x.rows + part.rows > limits_.max_fetch_vectors) {
+      return InvalidArgument("source_index_ids: the sources hold more than the merge limit of " +
+                             std::to_string(limits_.max_fetch_vectors) +
+                             " vectors (max_fetch_vectors)");
     }
-    if (x.rows == 0) continue;
-    RETURN_IF_ERROR(dst->Write([&](Backend& b, IdMap* map) -> Status {
-      if (map) {
-        for (int64_t id : ids) {
-          if (id < 0 || map->Contains(id)) {
-            return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" +
-                                 src->name() + "' is already in '" + target +
-                                 "'; merging would replace it");
-          }
+    if (dst->has_ids()) {
+      for (int64_t id : src_ids) {
+        auto [it, fresh] = owner.emplace(id, src->name());
+        if (!fresh) {
+          return InvalidArgument("source_index_ids: id " + std::to_string(id) + " is in both '" +
+                                 it->second + "' and '" + src->name() + "'");
         }
       }
-      return AddLocked(*dst, b, map, x,
-                       map ? std::span<const int64_t>(ids) : std::span<const int64_t>());
-    }));
+      ids.insert(ids.end(), src_ids.begin(), src_ids.end());
+    }
+    x.data.insert(x.data.end(), part.data.begin(), part.data.end());
+    x.rows += part.rows;
   }
-  return dst->Read([](const Backend& b, const IdMap*) { return b.ntotal(); });
+  return dst->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
+    if (x.rows > 0) {
+      for (int64_t id : ids) {
+        if (t.LabelOf(dst->view(), id) >= 0) {
+          return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" +
+                               owner[id] + "' is already in '" + target +
+                               "'; merging would replace it");
+        }
+      }
+      RETURN_IF_ERROR(AddLocked(*dst, b, t, x, ids));
+    }
+    return t.CountOf(dst->view());
+  });
 }
 
 StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters, Metric metric,
@@ -502,7 +580,9 @@ StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters,
     return InvalidArgument("vectors: dimension must be within 1.." +
                            std::to_string(limits_.max_dimension));
   }
-  RETURN_IF_ERROR(CheckMatrix("vectors", x, static_cast<int>(x.cols), limits_.max_train_vectors));
+  IndexSpec shape;
+  shape.dim = static_cast<int>(x.cols);
+  RETURN_IF_ERROR(CheckMatrix("vectors", x, shape, limits_.max_train_vectors));
   if (n_clusters < 1 || n_clusters > x.rows) {
     return InvalidArgument("n_clusters: must be within 1..number of vectors (" +
                            std::to_string(x.rows) + "), got " + std::to_string(n_clusters));

@@ -43,6 +43,13 @@ struct ReclusterResult {
   int64_t ntotal = 0;
 };
 
+// k-NN results plus, for each query, the vectors of the neighbours found (in result order),
+// read under the same lock hold as the search.
+struct SearchAndReconstructResult {
+  SearchResult result;
+  std::vector<FloatMatrix> vectors;  // one per query; rows: the query's found neighbours
+};
+
 struct AddResult {
   int64_t count = 0;   // vectors added by this call
   int64_t ntotal = 0;  // vectors in the collection after it
@@ -74,12 +81,19 @@ class Engine {
   // Replaces the vector stored under `id` (id-mapped collections).
   Status Replace(const std::string& tenant, const std::string& name, int64_t id,
                  const FloatMatrix& vector);
-  // Empties the collection, keeping its type and training.
+  // Empties the collection, keeping its type and training. On the collection that owns the
+  // storage this empties the storage (and so every IDMap view over it); on an IDMap view it
+  // removes the view's own vectors.
   Status Reset(const std::string& tenant, const std::string& name);
 
   StatusOr<SearchResult> Search(const std::string& tenant, const std::string& name,
                                 const FloatMatrix& queries, int k,
                                 const SearchParams& params) const;
+  // Search, and the neighbours' stored vectors, atomically: no write lands in between.
+  StatusOr<SearchAndReconstructResult> SearchAndReconstruct(const std::string& tenant,
+                                                            const std::string& name,
+                                                            const FloatMatrix& queries, int k,
+                                                            const SearchParams& params) const;
   StatusOr<RangeResult> RangeSearch(const std::string& tenant, const std::string& name,
                                     const FloatMatrix& queries, float radius,
                                     const SearchParams& params) const;
@@ -110,6 +124,7 @@ class Engine {
                                        const FloatMatrix& x) const;
 
   // Adds copies of every source's vectors (with their ids) to `target`; returns its ntotal.
+  // All or nothing: a source that cannot be merged leaves the target unchanged.
   StatusOr<int64_t> Merge(const std::string& tenant, const std::string& target,
                           const std::vector<std::string>& sources);
 
@@ -123,12 +138,17 @@ class Engine {
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
   Status CheckName(const std::string& name) const;
-  // Adds x under ids (upserting on id-mapped collections), training first where the kind
-  // trains from its data alone. REQUIRES: the collection's storage held exclusively.
-  Status AddLocked(const Collection& c, Backend& b, IdMap* map, const FloatMatrix& x,
+  // Checks k and the queries of a search on c.
+  Status CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const;
+  // Adds x under ids through c's view (upserting on IDMap views: the new vectors are added
+  // before the old ones are removed, so a failed add changes nothing).
+  // REQUIRES: the collection's storage held exclusively.
+  Status AddLocked(const Collection& c, Backend& b, LabelTable& t, const FloatMatrix& x,
                    std::span<const int64_t> ids);
-  // Checks shape (cols == dim, 1 <= rows <= max_rows) and that every value is finite.
-  Status CheckMatrix(const char* field, const FloatMatrix& x, int dim, int64_t max_rows) const;
+  // Checks shape (cols == spec.dim, 1 <= rows <= max_rows), that every value is finite and,
+  // for binary indexes, 0 or 1.
+  Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
+                     int64_t max_rows) const;
 
   const Limits limits_;
   BackendFactory& factory_;

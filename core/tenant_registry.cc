@@ -1,7 +1,5 @@
 #include "core/tenant_registry.h"
 
-#include <mutex>
-
 namespace vecgpu {
 namespace {
 
@@ -10,7 +8,7 @@ Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name +
 }  // namespace
 
 Status TenantRegistry::Insert(std::shared_ptr<Collection> collection) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   Key key{collection->tenant(), collection->name()};
   if (collections_.count(key)) {
     return AlreadyExists("index '" + collection->name() + "' already exists");
@@ -27,7 +25,7 @@ Status TenantRegistry::Insert(std::shared_ptr<Collection> collection) {
 
 StatusOr<std::shared_ptr<Collection>> TenantRegistry::Get(const std::string& tenant,
                                                           const std::string& name) const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   auto it = collections_.find(Key{tenant, name});
   if (it == collections_.end()) return NoSuchIndex(name);
   return it->second;
@@ -35,7 +33,7 @@ StatusOr<std::shared_ptr<Collection>> TenantRegistry::Get(const std::string& ten
 
 StatusOr<std::shared_ptr<Collection>> TenantRegistry::Remove(const std::string& tenant,
                                                              const std::string& name) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   auto it = collections_.find(Key{tenant, name});
   if (it == collections_.end()) return NoSuchIndex(name);
   auto collection = std::move(it->second);
@@ -45,7 +43,7 @@ StatusOr<std::shared_ptr<Collection>> TenantRegistry::Remove(const std::string& 
 }
 
 std::vector<std::shared_ptr<Collection>> TenantRegistry::List(const std::string& tenant) const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   std::vector<std::shared_ptr<Collection>> out;
   for (auto it = collections_.lower_bound(Key{tenant, ""});
        it != collections_.end() && it->first.first == tenant; ++it) {
@@ -55,7 +53,7 @@ std::vector<std::shared_ptr<Collection>> TenantRegistry::List(const std::string&
 }
 
 size_t TenantRegistry::size() const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   return collections_.size();
 }
 

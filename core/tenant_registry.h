@@ -2,14 +2,13 @@
 
 #include <map>
 #include <memory>
-#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/collection.h"
 #include "core/util/status.h"
-#include "core/util/thread_annotations.h"
+#include "core/util/mutex.h"
 
 namespace vecgpu {
 
@@ -36,7 +35,7 @@ class TenantRegistry {
  private:
   using Key = std::pair<std::string, std::string>;
   const int max_per_tenant_;
-  mutable std::shared_mutex mu_;
+  mutable SharedMutex mu_;
   std::map<Key, std::shared_ptr<Collection>> collections_ GUARDED_BY(mu_);
   std::map<std::string, int> per_tenant_ GUARDED_BY(mu_);
 };

@@ -9,7 +9,7 @@ namespace {
 std::shared_ptr<Collection> Make(const std::string& tenant, const std::string& name) {
   IndexSpec spec;
   spec.dim = 4;
-  return std::make_shared<Collection>(tenant, name, spec, nullptr);
+  return std::make_shared<Collection>(tenant, name, spec, nullptr, LabelTable::kBaseView);
 }
 
 TEST(TenantRegistryTest, NamesArePerTenant) {

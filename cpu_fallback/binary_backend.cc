@@ -26,7 +26,12 @@ StatusOr<std::unique_ptr<Backend>> BinaryBackend::Create(const IndexSpec& spec) 
     index.reset(faiss::index_binary_factory(spec.dim, spec.factory.c_str()));
   });
   if (!st.ok()) return InvalidArgument(st.message());
-  return std::unique_ptr<Backend>(new BinaryBackend(spec, std::move(index)));
+  std::unique_ptr<BinaryBackend> b(new BinaryBackend(spec, std::move(index)));
+  if (b->ivf_) {
+    RETURN_IF_ERROR(CallFaiss("direct map",
+                              [&] { b->ivf_->set_direct_map_type(faiss::DirectMap::Hashtable); }));
+  }
+  return std::unique_ptr<Backend>(std::move(b));
 }
 
 StatusOr<std::vector<uint8_t>> BinaryBackend::Pack(int64_t n, const float* x) const {
@@ -67,26 +72,55 @@ Status BinaryBackend::Train(int64_t n, const float* x) {
   return CallFaiss("train_index", [&] { index_->train(n, codes.data()); });
 }
 
-int64_t BinaryBackend::next_label() const { return index_->ntotal; }
+int64_t BinaryBackend::next_label() const { return ivf_ ? ivf_next_label_ : index_->ntotal; }
 
 Status BinaryBackend::Add(int64_t n, const float* x) {
   ASSIGN_OR_RETURN(auto codes, Pack(n, x));
-  return CallFaiss("add_vectors", [&] { index_->add(n, codes.data()); });
+  if (!ivf_) return CallFaiss("add_vectors", [&] { index_->add(n, codes.data()); });
+  std::vector<faiss::IndexBinary::idx_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = ivf_next_label_ + i;
+  RETURN_IF_ERROR(
+      CallFaiss("add_vectors", [&] { index_->add_with_ids(n, codes.data(), labels.data()); }));
+  ivf_next_label_ += n;
+  return Status::Ok();
 }
 
-Status BinaryBackend::AddLabeled(int64_t, const float*, const int64_t*) {
-  return Unimplemented("binary indexes number vectors by position");
+Status BinaryBackend::AddLabeled(int64_t, const float*, const int64_t*, int64_t) {
+  return Unimplemented("binary indexes are not rebuilt with their labels");
+}
+
+bool BinaryBackend::HasLabel(int64_t label) const {
+  if (!ivf_) return label >= 0 && label < index_->ntotal;
+  try {
+    ivf_->direct_map.get(label);  // throws when absent
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 StatusOr<int64_t> BinaryBackend::RemoveLabels(std::span<const int64_t> labels) {
-  faiss::IDSelectorBatch sel(labels.size(), labels.data());
+  std::vector<faiss::IndexBinary::idx_t> present;
+  for (int64_t l : labels) {
+    if (HasLabel(l)) present.push_back(l);
+  }
+  if (present.empty()) return int64_t{0};
   size_t removed = 0;
-  RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = index_->remove_ids(sel); }));
+  if (ivf_) {
+    // The hash-table direct map removes by explicit label list only.
+    faiss::IDSelectorArray sel(present.size(), present.data());
+    RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = index_->remove_ids(sel); }));
+  } else {
+    faiss::IDSelectorBatch sel(present.size(), present.data());
+    RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = index_->remove_ids(sel); }));
+  }
   return static_cast<int64_t>(removed);
 }
 
 Status BinaryBackend::Reset() {
-  return CallFaiss("reset", [&] { index_->reset(); });
+  RETURN_IF_ERROR(CallFaiss("reset", [&] { index_->reset(); }));
+  ivf_next_label_ = 0;
+  return Status::Ok();
 }
 
 Status BinaryBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
@@ -132,9 +166,7 @@ StatusOr<RangeResult> BinaryBackend::RangeSearch(int64_t n, const float* x, floa
 }
 
 Status BinaryBackend::Reconstruct(int64_t label, float* out) const {
-  if (label < 0 || label >= index_->ntotal) {
-    return NotFound("id " + std::to_string(label) + " is not in the index");
-  }
+  if (!HasLabel(label)) return NotFound("id " + std::to_string(label) + " is not in the index");
   std::vector<uint8_t> code(spec_.dim / 8);
   RETURN_IF_ERROR(CallFaiss("reconstruct", [&] { index_->reconstruct(label, code.data()); }));
   Unpack(1, code.data(), out);
@@ -142,17 +174,10 @@ Status BinaryBackend::Reconstruct(int64_t label, float* out) const {
 }
 
 Status BinaryBackend::ReconstructN(int64_t start, int64_t n, float* out) const {
-  std::vector<uint8_t> codes(n * (spec_.dim / 8));
-  RETURN_IF_ERROR(
-      CallFaiss("reconstruct_n", [&] { index_->reconstruct_n(start, n, codes.data()); }));
-  Unpack(n, codes.data(), out);
+  // Row by row: FAISS 1.7.3's IndexBinary::reconstruct_n writes each row d bytes (not d / 8)
+  // apart, past the end of a buffer sized n * d / 8.
+  for (int64_t i = 0; i < n; ++i) RETURN_IF_ERROR(Reconstruct(start + i, out + i * spec_.dim));
   return Status::Ok();
-}
-
-std::vector<int64_t> BinaryBackend::LabelsAt(int64_t start, int64_t n) const {
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = start + i;
-  return labels;
 }
 
 std::vector<TransformStep> BinaryBackend::Transforms() const { return {}; }

@@ -13,7 +13,10 @@ namespace vecgpu::cpu {
 
 // A binary FAISS index (BFlat, BIVF, BHash) on the CPU. Vectors cross the Backend interface as
 // one 0/1 float per bit (FAISSx's wire form) and are packed LSB-first into codes here;
-// distances are Hamming distances; labels are storage positions. Thread safety: as Backend.
+// distances are Hamming distances. Labels: storage positions for flat and hash kinds; for IVF
+// kinds, labels handed out at add time that never repeat, kept addressable by a hash-table
+// direct map (FAISS's own add numbers by ntotal, which repeats a label after a removal).
+// Thread safety: as Backend.
 class BinaryBackend final : public Backend {
  public:
   static StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec);
@@ -24,10 +27,11 @@ class BinaryBackend final : public Backend {
   int64_t ntotal() const override;
   bool is_trained() const override;
   int64_t next_label() const override;
-  bool labels_shift_on_remove() const override { return true; }
+  bool labels_shift_on_remove() const override { return ivf_ == nullptr; }
   Status Train(int64_t n, const float* x) override;
   Status Add(int64_t n, const float* x) override;
-  Status AddLabeled(int64_t n, const float* x, const int64_t* labels) override;
+  Status AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                    int64_t next_label) override;
   StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) override;
   Status Reset() override;
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
@@ -35,7 +39,6 @@ class BinaryBackend final : public Backend {
   StatusOr<RangeResult> RangeSearch(int64_t n, const float* x, float radius,
                                     const SearchParams& params) const override;
   Status Reconstruct(int64_t label, float* out) const override;
-  std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const override;
   Status ReconstructN(int64_t start, int64_t n, float* out) const override;
   std::vector<TransformStep> Transforms() const override;
   StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const override;
@@ -47,10 +50,12 @@ class BinaryBackend final : public Backend {
   // Packs n rows of 0/1 floats into codes; InvalidArgument names the first other value.
   StatusOr<std::vector<uint8_t>> Pack(int64_t n, const float* x) const;
   void Unpack(int64_t n, const uint8_t* codes, float* out) const;
+  bool HasLabel(int64_t label) const;
 
   IndexSpec spec_;
   std::unique_ptr<faiss::IndexBinary> index_;
   faiss::IndexBinaryIVF* ivf_ = nullptr;
+  int64_t ivf_next_label_ = 0;  // IVF kinds: labels are never reused
 };
 
 }  // namespace vecgpu::cpu

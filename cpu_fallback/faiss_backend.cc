@@ -17,6 +17,7 @@
 #include <numeric>
 
 #include "cpu_fallback/faiss_errors.h"
+#include "cpu_fallback/hnsw_search.h"
 
 namespace vecgpu::cpu {
 namespace {
@@ -25,18 +26,20 @@ faiss::MetricType ToFaiss(Metric m) {
   return m == Metric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT;
 }
 
-// Search parameters for one request; `get()` is null when the request sets none.
+// Scalar quantizers that learn their ranges from the data they are given keep their vectors
+// exact until this many have arrived, then train on all of them (a quantizer trained on the
+// first one or ten vectors clips everything after to their range).
+constexpr int64_t kScalarQuantizerTrainRows = 1024;
+
+// IVF search parameters for one request; `get()` is null when the request sets none. (HNSW
+// efSearch goes through HnswSearch: FAISS 1.7.3 caps it at the index's own value.)
 class RequestParams {
  public:
-  RequestParams(const SearchParams& p, const faiss::Index* index, const faiss::IndexIVF* ivf,
-                const faiss::IndexHNSW* hnsw) {
+  RequestParams(const SearchParams& p, const faiss::Index* index, const faiss::IndexIVF* ivf) {
     if (ivf && p.nprobe) {
       ivf_.nprobe = std::clamp<size_t>(*p.nprobe, 1, ivf->nlist);
       ivf_.max_codes = ivf->max_codes;
       ptr_ = &ivf_;
-    } else if (hnsw && p.ef_search) {
-      hnsw_.efSearch = std::max(1, *p.ef_search);
-      ptr_ = &hnsw_;
     }
     if (ptr_ && dynamic_cast<const faiss::IndexPreTransform*>(index)) {
       pre_.index_params = ptr_;
@@ -47,9 +50,25 @@ class RequestParams {
 
  private:
   faiss::SearchParametersIVF ivf_;
-  faiss::SearchParametersHNSW hnsw_;
   faiss::SearchParametersPreTransform pre_;
   faiss::SearchParameters* ptr_ = nullptr;
+};
+
+// x run through `pre`'s transform chain (or x itself when there is none); frees what it made.
+class Transformed {
+ public:
+  Transformed(const faiss::IndexPreTransform* pre, int64_t n, const float* x)
+      : x_(x), y_(pre ? pre->apply_chain(n, x) : x) {}
+  ~Transformed() {
+    if (y_ != x_) delete[] y_;
+  }
+  Transformed(const Transformed&) = delete;
+  Transformed& operator=(const Transformed&) = delete;
+  const float* get() const { return y_; }
+
+ private:
+  const float* x_;
+  const float* y_;
 };
 
 }  // namespace
@@ -57,9 +76,14 @@ class RequestParams {
 FaissBackend::FaissBackend(IndexSpec spec, std::unique_ptr<faiss::Index> index)
     : spec_(std::move(spec)), index_(std::move(index)) {
   faiss::Index* core = index_.get();
-  if (auto* pre = dynamic_cast<faiss::IndexPreTransform*>(core)) core = pre->index;
+  pre_ = dynamic_cast<faiss::IndexPreTransform*>(core);
+  if (pre_) core = pre_->index;
+  core_ = core;
   ivf_ = dynamic_cast<faiss::IndexIVF*>(core);
   hnsw_ = dynamic_cast<faiss::IndexHNSW*>(core);
+  if (spec_.kind() == "SQ" && !index_->is_trained) {
+    pending_ = std::make_unique<faiss::IndexFlat>(spec_.dim, index_->metric_type);
+  }
 }
 
 FaissBackend::~FaissBackend() = default;
@@ -87,9 +111,12 @@ StatusOr<std::unique_ptr<Backend>> FaissBackend::Create(const IndexSpec& spec) {
   return std::unique_ptr<Backend>(std::move(b));
 }
 
-int64_t FaissBackend::ntotal() const { return index_->ntotal; }
+const faiss::Index& FaissBackend::active() const { return pending_ ? *pending_ : *index_; }
+faiss::Index& FaissBackend::active() { return pending_ ? *pending_ : *index_; }
 
-bool FaissBackend::is_trained() const { return index_->is_trained; }
+int64_t FaissBackend::ntotal() const { return active().ntotal; }
+
+bool FaissBackend::is_trained() const { return pending_ || index_->is_trained; }
 
 BackendInfo FaissBackend::Info() const {
   BackendInfo info;
@@ -102,6 +129,7 @@ BackendInfo FaissBackend::Info() const {
   if (ivf_) per_vector = static_cast<int64_t>(ivf_->code_size) + 8 + 16;  // code, id, map
   if (hnsw_) per_vector += 4LL * hnsw_->hnsw.nb_neighbors(0);
   info.memory_bytes = per_vector * index_->ntotal;
+  if (pending_) info.memory_bytes = 4LL * spec_.dim * pending_->ntotal;
   if (ivf_) info.nprobe = static_cast<int>(ivf_->nprobe);
   if (hnsw_) {
     info.ef_search = hnsw_->hnsw.efSearch;
@@ -110,13 +138,33 @@ BackendInfo FaissBackend::Info() const {
   return info;
 }
 
-int64_t FaissBackend::next_label() const { return ivf_ ? ivf_next_label_ : index_->ntotal; }
+int64_t FaissBackend::next_label() const { return ivf_ ? ivf_next_label_ : ntotal(); }
 
 Status FaissBackend::Train(int64_t n, const float* x) {
-  return CallFaiss("train_index", [&] { index_->train(n, x); });
+  RETURN_IF_ERROR(CallFaiss("train_index", [&] { index_->train(n, x); }));
+  return pending_ ? FlushPending(0, nullptr, /*train=*/false) : Status::Ok();
+}
+
+Status FaissBackend::FlushPending(int64_t n, const float* x, bool train) {
+  // The buffered vectors, then x, keep their order: labels (positions) do not change.
+  const int64_t held = pending_->ntotal;
+  std::vector<float> all(pending_->get_xb(), pending_->get_xb() + held * spec_.dim);
+  all.insert(all.end(), x, x + n * spec_.dim);
+  const int64_t total = held + n;
+  return CallFaiss("add_vectors", [&] {
+    if (train) index_->train(total, all.data());
+    index_->add(total, all.data());
+    pending_.reset();
+  });
 }
 
 Status FaissBackend::Add(int64_t n, const float* x) {
+  if (pending_) {
+    if (pending_->ntotal + n < kScalarQuantizerTrainRows) {
+      return CallFaiss("add_vectors", [&] { pending_->add(n, x); });
+    }
+    return FlushPending(n, x, /*train=*/true);
+  }
   if (!ivf_) return CallFaiss("add_vectors", [&] { index_->add(n, x); });
   std::vector<faiss::Index::idx_t> labels(n);
   std::iota(labels.begin(), labels.end(), ivf_next_label_);
@@ -125,15 +173,17 @@ Status FaissBackend::Add(int64_t n, const float* x) {
   return Status::Ok();
 }
 
-Status FaissBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels) {
+Status FaissBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                                int64_t next_label) {
   if (!ivf_) return Unimplemented("only IVF indexes keep labels of their own");
   RETURN_IF_ERROR(CallFaiss("add_vectors", [&] { index_->add_with_ids(n, x, labels); }));
+  ivf_next_label_ = std::max(ivf_next_label_, next_label);
   for (int64_t i = 0; i < n; ++i) ivf_next_label_ = std::max(ivf_next_label_, labels[i] + 1);
   return Status::Ok();
 }
 
 bool FaissBackend::HasLabel(int64_t label) const {
-  if (!ivf_) return label >= 0 && label < index_->ntotal;
+  if (!ivf_) return label >= 0 && label < ntotal();
   try {
     ivf_->direct_map.get(label);  // throws when absent
     return true;
@@ -149,7 +199,10 @@ StatusOr<int64_t> FaissBackend::RemoveLabels(std::span<const int64_t> labels) {
   }
   if (present.empty()) return int64_t{0};
   size_t removed = 0;
-  if (ivf_) {
+  if (pending_) {
+    faiss::IDSelectorBatch sel(present.size(), present.data());
+    RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = pending_->remove_ids(sel); }));
+  } else if (ivf_) {
     // The hash-table direct map removes by explicit label list only.
     faiss::IDSelectorArray sel(present.size(), present.data());
     RETURN_IF_ERROR(CallFaiss("remove_ids", [&] { removed = index_->remove_ids(sel); }));
@@ -161,30 +214,41 @@ StatusOr<int64_t> FaissBackend::RemoveLabels(std::span<const int64_t> labels) {
 }
 
 Status FaissBackend::Reset() {
-  RETURN_IF_ERROR(CallFaiss("reset", [&] { index_->reset(); }));
+  RETURN_IF_ERROR(CallFaiss("reset", [&] { active().reset(); }));
   ivf_next_label_ = 0;
   return Status::Ok();
 }
 
 Status FaissBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                             float* distances, int64_t* labels) const {
-  RequestParams rp(params, index_.get(), ivf_, hnsw_);
+  if (pending_) return CallFaiss("search", [&] { pending_->search(n, x, k, distances, labels); });
+  if (hnsw_ && params.ef_search) {
+    const int ef = std::clamp(*params.ef_search, 1, 1'000'000);
+    return CallFaiss("search", [&] {
+      Transformed y(pre_, n, x);
+      HnswSearch(*hnsw_, n, y.get(), k, ef, distances, labels);
+    });
+  }
+  RequestParams rp(params, index_.get(), ivf_);
   return CallFaiss("search", [&] { index_->search(n, x, k, distances, labels, rp.get()); });
 }
 
 StatusOr<RangeResult> FaissBackend::RangeSearch(int64_t n, const float* x, float radius,
                                                 const SearchParams& params) const {
   RangeResult out;
-  const faiss::Index* core = index_.get();
-  if (auto* pre = dynamic_cast<const faiss::IndexPreTransform*>(core)) core = pre->index;
-  if (!ivf_ && !dynamic_cast<const faiss::IndexFlat*>(core)) {
+  if (!pending_ && !ivf_ && !dynamic_cast<const faiss::IndexFlat*>(core_)) {
     RETURN_IF_ERROR(ScanRange(n, x, radius, &out));
     return out;
   }
-  RequestParams rp(params, index_.get(), ivf_, hnsw_);
+  RequestParams rp(params, index_.get(), ivf_);
   faiss::RangeSearchResult res(n);
-  RETURN_IF_ERROR(
-      CallFaiss("range_search", [&] { index_->range_search(n, x, radius, &res, rp.get()); }));
+  RETURN_IF_ERROR(CallFaiss("range_search", [&] {
+    if (pending_) {
+      pending_->range_search(n, x, radius, &res);
+    } else {
+      index_->range_search(n, x, radius, &res, rp.get());
+    }
+  }));
   out.lims.assign(res.lims, res.lims + n + 1);
   out.labels.assign(res.labels, res.labels + res.lims[n]);
   out.distances.assign(res.distances, res.distances + res.lims[n]);
@@ -192,13 +256,18 @@ StatusOr<RangeResult> FaissBackend::RangeSearch(int64_t n, const float* x, float
 }
 
 Status FaissBackend::ScanRange(int64_t n, const float* x, float radius, RangeResult* out) const {
-  const faiss::Index* storage = hnsw_ ? hnsw_->storage : index_.get();
+  // The stored codes live behind the transform chain: queries go through it first.
+  const faiss::Index* storage = hnsw_ ? hnsw_->storage : core_;
   std::unique_ptr<faiss::DistanceComputer> dc;
-  RETURN_IF_ERROR(CallFaiss("range_search", [&] { dc.reset(storage->get_distance_computer()); }));
+  std::unique_ptr<Transformed> y;
+  RETURN_IF_ERROR(CallFaiss("range_search", [&] {
+    dc.reset(storage->get_distance_computer());
+    y = std::make_unique<Transformed>(pre_, n, x);
+  }));
   const bool l2 = storage->metric_type == faiss::METRIC_L2;
   out->lims.assign(1, 0);
   for (int64_t q = 0; q < n; ++q) {
-    dc->set_query(x + q * spec_.dim);
+    dc->set_query(y->get() + q * storage->d);
     for (int64_t i = 0; i < storage->ntotal; ++i) {
       float d = (*dc)(i);
       if (l2 ? d < radius : d > radius) {
@@ -213,30 +282,18 @@ Status FaissBackend::ScanRange(int64_t n, const float* x, float radius, RangeRes
 
 Status FaissBackend::Reconstruct(int64_t label, float* out) const {
   if (!HasLabel(label)) return NotFound("id " + std::to_string(label) + " is not in the index");
-  return CallFaiss("reconstruct", [&] { index_->reconstruct(label, out); });
-}
-
-std::vector<int64_t> FaissBackend::LabelsAt(int64_t start, int64_t n) const {
-  std::vector<int64_t> labels;
-  if (!ivf_) {
-    labels.resize(n);
-    std::iota(labels.begin(), labels.end(), start);
-    return labels;
-  }
-  // Position i is the i-th smallest label: a stable order when labels have gaps.
-  labels.reserve(ivf_->ntotal);
-  for (size_t l = 0; l < ivf_->nlist; ++l) {
-    faiss::InvertedLists::ScopedIds ids(ivf_->invlists, l);
-    labels.insert(labels.end(), ids.get(), ids.get() + ivf_->invlists->list_size(l));
-  }
-  std::sort(labels.begin(), labels.end());
-  return std::vector<int64_t>(labels.begin() + start, labels.begin() + start + n);
+  return CallFaiss("reconstruct", [&] { active().reconstruct(label, out); });
 }
 
 Status FaissBackend::ReconstructN(int64_t start, int64_t n, float* out) const {
-  if (!ivf_) return CallFaiss("reconstruct_n", [&] { index_->reconstruct_n(start, n, out); });
-  std::vector<int64_t> labels = LabelsAt(start, n);
-  for (int64_t i = 0; i < n; ++i) RETURN_IF_ERROR(Reconstruct(labels[i], out + i * spec_.dim));
+  if (!ivf_) {
+    if (start < 0 || n < 0 || start + n > ntotal()) {
+      return NotFound("positions " + std::to_string(start) + ".." + std::to_string(start + n) +
+                      " are past the index's " + std::to_string(ntotal()) + " vectors");
+    }
+    return CallFaiss("reconstruct_n", [&] { active().reconstruct_n(start, n, out); });
+  }
+  for (int64_t i = 0; i < n; ++i) RETURN_IF_ERROR(Reconstruct(start + i, out + i * spec_.dim));
   return Status::Ok();
 }
 

@@ -6,8 +6,10 @@
 
 namespace faiss {
 struct Index;
+struct IndexFlat;
 struct IndexIVF;
 struct IndexHNSW;
+struct IndexPreTransform;
 }  // namespace faiss
 
 namespace vecgpu::cpu {
@@ -16,7 +18,8 @@ namespace vecgpu::cpu {
 // flat-storage kinds (FAISS renumbers them on removal); for IVF kinds, labels given at add time
 // that never repeat, kept addressable by a hash-table direct map so reconstruct and remove
 // work. Search parameters go through faiss::SearchParameters, so one request's nprobe or
-// efSearch never touches the shared index.
+// efSearch never touches the shared index. Scalar quantizers ("SQ8"...) need no train call:
+// they keep their first vectors exact and train on all of them once there are enough.
 // Thread safety: as Backend.
 class FaissBackend final : public Backend {
  public:
@@ -32,7 +35,8 @@ class FaissBackend final : public Backend {
   bool labels_shift_on_remove() const override { return ivf_ == nullptr; }
   Status Train(int64_t n, const float* x) override;
   Status Add(int64_t n, const float* x) override;
-  Status AddLabeled(int64_t n, const float* x, const int64_t* labels) override;
+  Status AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                    int64_t next_label) override;
   StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) override;
   Status Reset() override;
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
@@ -40,7 +44,6 @@ class FaissBackend final : public Backend {
   StatusOr<RangeResult> RangeSearch(int64_t n, const float* x, float radius,
                                     const SearchParams& params) const override;
   Status Reconstruct(int64_t label, float* out) const override;
-  std::vector<int64_t> LabelsAt(int64_t start, int64_t n) const override;
   Status ReconstructN(int64_t start, int64_t n, float* out) const override;
   std::vector<TransformStep> Transforms() const override;
   StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const override;
@@ -50,14 +53,24 @@ class FaissBackend final : public Backend {
  private:
   FaissBackend(IndexSpec spec, std::unique_ptr<faiss::Index> index);
   bool HasLabel(int64_t label) const;
+  // The index that holds the vectors now: the exact buffer of an untrained scalar quantizer,
+  // else the FAISS index.
+  const faiss::Index& active() const;
+  faiss::Index& active();
+  // Trains the quantizer (with `train`) on the buffered vectors plus x (size n * d), adds
+  // them all in order, and drops the buffer.
+  Status FlushPending(int64_t n, const float* x, bool train);
   // Brute-force range search over the stored codes, for kinds FAISS has none for.
   Status ScanRange(int64_t n, const float* x, float radius, RangeResult* out) const;
 
   IndexSpec spec_;
   std::unique_ptr<faiss::Index> index_;
+  faiss::IndexPreTransform* pre_ = nullptr;  // transform chain, if any
+  faiss::Index* core_ = nullptr;              // the index behind the chain (or index_)
   faiss::IndexIVF* ivf_ = nullptr;    // IVF core, if any
   faiss::IndexHNSW* hnsw_ = nullptr;  // HNSW core, if any
   int64_t ivf_next_label_ = 0;        // IVF kinds: labels are never reused
+  std::unique_ptr<faiss::IndexFlat> pending_;  // untrained scalar quantizer: exact vectors
 };
 
 }  // namespace vecgpu::cpu

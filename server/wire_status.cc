@@ -18,13 +18,13 @@ std::string_view WireErrorCode(StatusCode code) {
     case StatusCode::kAlreadyExists:
       return "ALREADY_EXISTS";
     case StatusCode::kResourceExhausted:
-      return "BUSY";
+      return "RESOURCE_EXHAUSTED";  // a limit or out of memory: retrying does not help
     case StatusCode::kOutOfRange:
       return "OUT_OF_RANGE";
     case StatusCode::kUnimplemented:
       return "UNSUPPORTED";
     case StatusCode::kUnavailable:
-      return "UNAVAILABLE";
+      return "BUSY";  // queues full or shutting down: retry later
     default:
       return "INTERNAL";
   }

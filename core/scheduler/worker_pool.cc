@@ -18,10 +18,10 @@ WorkerPool::~WorkerPool() { Shutdown(); }
 
 Status WorkerPool::Submit(std::function<void()> task) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return Unavailable("server is shutting down");
     if (static_cast<int>(queue_.size()) >= max_queued_) {
-      return ResourceExhausted("server busy: " + std::to_string(queue_.size()) + " " + name_ +
+      return Unavailable("server busy: " + std::to_string(queue_.size()) + " " + name_ +
                                " requests already queued; retry later");
     }
     queue_.push_back(std::move(task));
@@ -32,7 +32,7 @@ Status WorkerPool::Submit(std::function<void()> task) {
 
 void WorkerPool::Shutdown() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_ && threads_.empty()) return;
     stopping_ = true;
   }
@@ -47,8 +47,8 @@ void WorkerPool::Run() {
   for (;;) {
     std::function<void()> task;
     {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      MutexLock lock(mu_);
+      mu_.Await(cv_, [&]() REQUIRES(mu_) { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();

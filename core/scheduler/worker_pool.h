@@ -3,13 +3,12 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/util/status.h"
-#include "core/util/thread_annotations.h"
+#include "core/util/mutex.h"
 
 namespace vecgpu {
 
@@ -25,8 +24,8 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // Queues `task`; ResourceExhausted when max_queued tasks already wait, Unavailable after
-  // Shutdown.
+  // Queues `task`; Unavailable ("server busy", retryable) when max_queued tasks already wait
+  // or after Shutdown.
   Status Submit(std::function<void()> task);
 
   // Stops taking tasks, runs those already queued, and joins the threads.
@@ -37,7 +36,7 @@ class WorkerPool {
 
   const std::string name_;
   const int max_queued_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;

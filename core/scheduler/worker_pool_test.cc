@@ -34,7 +34,7 @@ TEST(WorkerPoolTest, FullQueueIsBusyNotBlocking) {
   ASSERT_TRUE(pool.Submit([] {}).ok());
   ASSERT_TRUE(pool.Submit([] {}).ok());
   Status s = pool.Submit([] {});
-  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
   EXPECT_NE(s.message().find("busy"), std::string::npos);
   release.set_value();
   pool.Shutdown();

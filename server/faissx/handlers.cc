@@ -151,19 +151,15 @@ void WriteSearchResult(ActionContext& c, SearchResult& r, bool binary,
   c.out.Int("k", r.k);
 }
 
-StatusOr<SearchResult> RunSearch(ActionContext& c, std::string* name_out = nullptr) {
+Status Search(ActionContext& c) {
+  ASSIGN_OR_RETURN(bool binary, c.req.OptionalBool("binary", false));
   ASSIGN_OR_RETURN(std::string name, IndexId(c));
   ASSIGN_OR_RETURN(FloatMatrix q,
                    CollectionVectors(c, name, "query_vectors", c.limits.max_query_vectors));
   ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
   ASSIGN_OR_RETURN(SearchParams params, c.req.Params());
-  if (name_out) *name_out = name;
-  return c.engine.Search(c.tenant, name, q, static_cast<int>(k), params);
-}
-
-Status Search(ActionContext& c) {
-  ASSIGN_OR_RETURN(bool binary, c.req.OptionalBool("binary", false));
-  ASSIGN_OR_RETURN(SearchResult r, RunSearch(c));
+  ASSIGN_OR_RETURN(SearchResult r,
+                   c.engine.Search(c.tenant, name, q, static_cast<int>(k), params));
   WriteSearchResult(c, r, binary, nullptr);
   return Status::Ok();
 }
@@ -178,17 +174,14 @@ Status HybridSearch(ActionContext& c) {
 }
 
 Status SearchAndReconstruct(ActionContext& c) {
-  std::string name;
-  ASSIGN_OR_RETURN(SearchResult r, RunSearch(c, &name));
-  std::vector<FloatMatrix> vectors(r.nq);
-  for (int64_t q = 0; q < r.nq; ++q) {
-    std::vector<int64_t> found;
-    for (int j = 0; j < r.k; ++j) {
-      if (r.labels[q * r.k + j] >= 0) found.push_back(r.labels[q * r.k + j]);
-    }
-    ASSIGN_OR_RETURN(vectors[q], c.engine.Reconstruct(c.tenant, name, found));
-  }
-  WriteSearchResult(c, r, false, &vectors);
+  ASSIGN_OR_RETURN(std::string name, IndexId(c));
+  ASSIGN_OR_RETURN(FloatMatrix q,
+                   CollectionVectors(c, name, "query_vectors", c.limits.max_query_vectors));
+  ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
+  ASSIGN_OR_RETURN(SearchParams params, c.req.Params());
+  ASSIGN_OR_RETURN(SearchAndReconstructResult r,
+                   c.engine.SearchAndReconstruct(c.tenant, name, q, static_cast<int>(k), params));
+  WriteSearchResult(c, r.result, false, &r.vectors);
   return Status::Ok();
 }
 
@@ -563,69 +556,50 @@ Status ReclusterIndex(ActionContext& c) {
   return Status::Ok();
 }
 
-const std::unordered_map<std::string_view, ActionHandler>& Table() {
-  static const auto* table = new std::unordered_map<std::string_view, ActionHandler>{
-      {"ping", Ping},
-      {"create_index", CreateIndex},
-      {"add_vectors", Add},
-      {"add_with_ids", AddWithIds},
-      {"batch_add_with_ids", AddWithIds},
-      {"search", Search},
-      {"hybrid_search", HybridSearch},
-      {"search_and_reconstruct", SearchAndReconstruct},
-      {"range_search", RangeSearch},
-      {"train_index", TrainIndex},
-      {"reconstruct", Reconstruct},
-      {"reconstruct_n", ReconstructN},
-      {"get_vectors", GetVectors},
-      {"remove_ids", RemoveIds},
-      {"replace_vector", ReplaceVector},
-      {"get_index_stats", GetIndexStats},
-      {"get_index_status", GetIndexStatus},
-      {"get_index_info", GetIndexInfo},
-      {"list_indexes", ListIndexes},
-      {"list_indices", ListIndexes},
-      {"delete_index", DeleteIndex},
-      {"reset", ResetIndex},
-      {"clear", ResetIndex},
-      {"set_parameter", SetParameter},
-      {"get_parameter", GetParameter},
-      {"merge_indices", MergeIndices},
-      {"compute_clustering", ComputeClustering},
-      {"optimize_index", OptimizeIndex},
-      {"recluster_index", ReclusterIndex},
-      {"apply_transform", ApplyTransform},
-      {"get_transform_info", GetTransformInfo},
+// Every FAISSx action, with its lane.
+const std::unordered_map<std::string_view, Action>& Table() {
+  constexpr Lane kQ = Lane::kQuery, kW = Lane::kWrite;
+  static const auto* table = new std::unordered_map<std::string_view, Action>{
+      {"ping", {Ping, kQ}},
+      {"create_index", {CreateIndex, kW}},
+      {"add_vectors", {Add, kW}},
+      {"add_with_ids", {AddWithIds, kW}},
+      {"batch_add_with_ids", {AddWithIds, kW}},
+      {"search", {Search, kQ}},
+      {"hybrid_search", {HybridSearch, kQ}},
+      {"search_and_reconstruct", {SearchAndReconstruct, kQ}},
+      {"range_search", {RangeSearch, kQ}},
+      {"train_index", {TrainIndex, kW}},
+      {"reconstruct", {Reconstruct, kQ}},
+      {"reconstruct_n", {ReconstructN, kQ}},
+      {"get_vectors", {GetVectors, kQ}},
+      {"remove_ids", {RemoveIds, kW}},
+      {"replace_vector", {ReplaceVector, kW}},
+      {"get_index_stats", {GetIndexStats, kQ}},
+      {"get_index_status", {GetIndexStatus, kQ}},
+      {"get_index_info", {GetIndexInfo, kQ}},
+      {"list_indexes", {ListIndexes, kQ}},
+      {"list_indices", {ListIndexes, kQ}},
+      {"delete_index", {DeleteIndex, kW}},
+      {"reset", {ResetIndex, kW}},
+      {"clear", {ResetIndex, kW}},
+      {"set_parameter", {SetParameter, kW}},
+      {"get_parameter", {GetParameter, kQ}},
+      {"merge_indices", {MergeIndices, kW}},
+      {"compute_clustering", {ComputeClustering, kW}},
+      {"optimize_index", {OptimizeIndex, kW}},
+      {"recluster_index", {ReclusterIndex, kW}},
+      {"apply_transform", {ApplyTransform, kQ}},
+      {"get_transform_info", {GetTransformInfo, kQ}},
   };
   return *table;
 }
 
 }  // namespace
 
-ActionHandler FindHandler(std::string_view action) {
+const Action* FindAction(std::string_view action) {
   auto it = Table().find(action);
-  return it == Table().end() ? nullptr : it->second;
-}
-
-bool IsWriteAction(std::string_view action) {
-  static constexpr std::string_view kWrites[] = {"create_index",
-                                                 "add_vectors",
-                                                 "add_with_ids",
-                                                 "batch_add_with_ids",
-                                                 "train_index",
-                                                 "remove_ids",
-                                                 "replace_vector",
-                                                 "delete_index",
-                                                 "reset",
-                                                 "clear",
-                                                 "set_parameter",
-                                                 "merge_indices",
-                                                 "compute_clustering",
-                                                 "optimize_index"};
-  for (auto w : kWrites) {
-    if (w == action) return true;
-  }
-  return false;
+  return it == Table().end() ? nullptr : &it->second;
 }
 
 }  // namespace vecgpu::server

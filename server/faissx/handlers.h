@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/engine.h"
+#include "core/scheduler/scheduler.h"
 #include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
 
@@ -20,10 +21,14 @@ struct ActionContext {
 
 using ActionHandler = Status (*)(ActionContext&);
 
-// The handler of a FAISSx action, or null for an unknown action.
-ActionHandler FindHandler(std::string_view action);
+// One FAISSx action: its handler and the lane it runs on (kWrite: it changes indexes or runs
+// long, as training, bulk adds, merges and clustering do). Declared together, in one table.
+struct Action {
+  ActionHandler handler;
+  Lane lane;
+};
 
-// Actions that change indexes or run long (training, bulk adds): the write lane.
-bool IsWriteAction(std::string_view action);
+// The action named `action`, or null for an unknown action.
+const Action* FindAction(std::string_view action);
 
 }  // namespace vecgpu::server

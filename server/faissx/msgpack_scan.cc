@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/util/utf8.h"
+
 namespace vecgpu::server {
 namespace {
 
@@ -138,8 +140,16 @@ Status ScanValue(Cursor& c, const ScanLimits& limits, int depth) {
       return Malformed(c, "message ends inside a value");
     case Kind::kInvalid:
       return Malformed(c, "invalid msgpack type byte");
-    case Kind::kScalar:
     case Kind::kString:
+      if (c.remaining() < h.length) {
+        return Malformed(c, "string declares " + std::to_string(h.length) + " bytes but only " +
+                                std::to_string(c.remaining()) + " remain");
+      }
+      // Strings are echoed (request_id, metadata, names in messages): msgpack str must be
+      // UTF-8, or the client cannot decode the reply.
+      if (!IsValidUtf8(c.Take(h.length))) return Malformed(c, "string is not valid UTF-8");
+      return Status::Ok();
+    case Kind::kScalar:
     case Kind::kBin:
     case Kind::kExt:
       if (!c.Skip(h.length)) {

@@ -16,7 +16,8 @@ struct ScanLimits {
 // Walks one msgpack value without allocating and checks that it is well formed, that it fills
 // `bytes` exactly, that nesting stays within max_depth, and that every array, map, string and
 // bin declares no more elements or bytes than remain in the buffer (so a decoder can size its
-// allocations from declared lengths safely) nor more than max_container_elements.
+// allocations from declared lengths safely) nor more than max_container_elements, and that
+// every string is valid UTF-8.
 // InvalidArgument names the problem and its byte offset.
 Status ScanMsgpack(std::string_view bytes, const ScanLimits& limits);
 

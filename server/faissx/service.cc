@@ -6,6 +6,7 @@
 #include "server/faissx/map_writer.h"
 #include "server/faissx/msgpack_scan.h"
 #include "server/faissx/request.h"
+#include "core/util/utf8.h"
 #include "server/wire_status.h"
 
 namespace vecgpu::server {
@@ -32,7 +33,7 @@ void EchoRequestId(const Request* req, MapWriter& out) {
 std::string Error(const Status& st, const Request* req) {
   MapWriter out;
   out.Bool("success", false);
-  out.Str("error", st.message());
+  out.Str("error", EscapeInvalidUtf8(st.message()));
   out.Str("error_code", WireErrorCode(st.code()));
   auto& details = out.Key("error_details");
   details.pack_map(1);
@@ -50,7 +51,8 @@ FaissxService::FaissxService(Engine& engine, const Authenticator& auth, const Li
     : engine_(engine), auth_(auth), limits_(limits) {}
 
 Lane FaissxService::LaneOf(std::string_view payload) {
-  return IsWriteAction(PeekAction(payload)) ? Lane::kWrite : Lane::kQuery;
+  const Action* action = FindAction(PeekAction(payload));
+  return action ? action->lane : Lane::kQuery;
 }
 
 std::string FaissxService::ErrorReply(const Status& status) { return Error(status, nullptr); }
@@ -67,8 +69,8 @@ std::string FaissxService::Handle(std::string payload) const {
   if (!decoded.ok()) return Error(decoded.status(), nullptr);
   const Request& req = *decoded;
   try {
-    ActionHandler handler = FindHandler(req.action());
-    if (!handler) return Error(InvalidArgument("Unknown action"), &req);
+    const Action* action = FindAction(req.action());
+    if (!action) return Error(InvalidArgument("Unknown action"), &req);
 
     std::string tenant;
     if (req.action() != "ping") {
@@ -91,7 +93,7 @@ std::string FaissxService::Handle(std::string payload) const {
     MapWriter out;
     out.Bool("success", true);
     ActionContext ctx{engine_, req, tenant, limits_, out};
-    Status st = handler(ctx);
+    Status st = action->handler(ctx);
     if (!st.ok()) return Error(st, &req);
     out.Double("timestamp", Now());
     out.Str("version", kVersion);

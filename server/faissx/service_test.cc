@@ -106,8 +106,11 @@ TEST_F(ServiceTest, MalformedAndOversizedPayloads) {
   EXPECT_NE(r["error"].as<std::string>().find("Malformed request"), std::string::npos);
   r = Reply(service_.Handle(std::string(5000, '\x01')));
   EXPECT_NE(r["error"].as<std::string>().find("above the limit of 4096"), std::string::npos);
-  r = Reply(FaissxService::ErrorReply(ResourceExhausted("server busy")));
+  r = Reply(FaissxService::ErrorReply(Unavailable("server busy")));
   EXPECT_EQ(r["error_code"].as<std::string>(), "BUSY");
+  // A limit a retry cannot lift is not "busy".
+  r = Reply(FaissxService::ErrorReply(ResourceExhausted("tenant already owns 10 indexes")));
+  EXPECT_EQ(r["error_code"].as<std::string>(), "RESOURCE_EXHAUSTED");
 }
 
 TEST_F(ServiceTest, LanesFollowTheAction) {

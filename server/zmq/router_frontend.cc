@@ -51,16 +51,22 @@ int RouterFrontend::Stop(std::chrono::milliseconds grace) {
   [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
   thread_.join();
   impl_.reset();
-  close(event_fd_);
-  event_fd_ = -1;
+  {
+    // Workers may still finish requests and push replies: they check closed_ under mu_, so
+    // none writes to the eventfd once it is closed (or, worse, reused by another open()).
+    MutexLock lock(mu_);
+    closed_ = true;
+    replies_.clear();
+    close(event_fd_);
+    event_fd_ = -1;
+  }
   return abandoned;
 }
 
 void RouterFrontend::PushReply(std::string identity, std::string reply) {
-  {
-    std::lock_guard lock(mu_);
-    replies_.emplace_back(std::move(identity), std::move(reply));
-  }
+  MutexLock lock(mu_);
+  if (closed_) return;
+  replies_.emplace_back(std::move(identity), std::move(reply));
   uint64_t one = 1;
   [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
 }
@@ -85,7 +91,7 @@ void RouterFrontend::Loop() {
     // Send every finished reply as [identity, "", reply].
     std::deque<std::pair<std::string, std::string>> ready;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       ready.swap(replies_);
     }
     for (auto& [identity, reply] : ready) {

@@ -4,13 +4,12 @@
 #include <chrono>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "core/scheduler/scheduler.h"
 #include "core/util/status.h"
-#include "core/util/thread_annotations.h"
+#include "core/util/mutex.h"
 #include "server/faissx/service.h"
 
 namespace vecgpu::server {
@@ -45,11 +44,12 @@ class RouterFrontend {
   Scheduler& scheduler_;
   const FrontendOptions options_;
   std::unique_ptr<Impl> impl_;
-  int event_fd_ = -1;
+  int event_fd_ = -1;  // written by workers under mu_; closed by Stop under mu_
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> in_flight_{0};
-  std::mutex mu_;
+  Mutex mu_;
+  bool closed_ GUARDED_BY(mu_) = false;  // replies pushed after Stop are dropped
   std::deque<std::pair<std::string, std::string>> replies_ GUARDED_BY(mu_);
 };
 

@@ -147,8 +147,9 @@ CREATE_CASES = [
     ("IVF", {"nlist": 100}, False, True),
     ("IVF8,PQ4x4", {"nlist": 8, "pq_m": 4, "nbits": 4}, False, False),
     ("IVF8,PQ4x4_IP", {"nlist": 8, "nbits": 4, "metric_type": "IP"}, False, False),
-    ("SQ8", {"sq_bits": 8}, False, False),
-    ("SQ8_IP", {"sq_bits": 8, "metric_type": "IP"}, False, False),
+    # Scalar quantizers serve at once (exactly) and train themselves once they hold enough.
+    ("SQ8", {"sq_bits": 8}, True, False),
+    ("SQ8_IP", {"sq_bits": 8, "metric_type": "IP"}, True, False),
     ("IVF8_SQ0", {"nlist": 8, "sq_bits": 8}, False, False),
     ("HNSW16", {"M": 16, "metric_type": "L2"}, True, True),
     ("HNSW16_IP", {"M": 16, "metric_type": "IP"}, True, True),
@@ -187,14 +188,13 @@ def test_create_index_each_type_round_trip(server, index_type, fields, trained, 
     assert status["is_trained"] is trained and status["ntotal"] == 0
 
     binary = index_type.startswith("BINARY")
-    trains_on_first_add = index_type.startswith("SQ")  # scalar quantizers learn ranges on add
     if binary:
         base = np.random.default_rng(1).integers(0, 2, (60, d)).astype(np.float32)
         train = np.random.default_rng(2).integers(0, 2, (400, d)).astype(np.float32)
     else:
         base = rand(60, d, 1, normalize=True)
         train = rand(400, d, 2, normalize=True)
-    if not trained and not trains_on_first_add:
+    if not trained:
         fail(call(server, action="add_vectors", index_id=name, vectors=rows(base[:2])),
              "train", code="NOT_TRAINED")
         fail(call(server, action="search", index_id=name, query_vectors=rows(base[:2])),
