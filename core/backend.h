@@ -55,6 +55,9 @@ class Backend {
   // The label the next added vector gets.
   virtual int64_t next_label() const = 0;
   virtual bool labels_shift_on_remove() const = 0;
+  // Whether RemoveLabels works for this kind (FAISS cannot remove from HNSW graphs or binary
+  // hash tables). Callers check first, so a refused removal or upsert changes nothing.
+  virtual bool can_remove() const = 0;
 
   // x: size n * d.
   virtual Status Train(int64_t n, const float* x) = 0;

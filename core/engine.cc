@@ -36,6 +36,11 @@ Status NotTrained(const std::string& name) {
   return FailedPrecondition("index '" + name + "' is not trained; call train_index first");
 }
 
+Status CannotRemove(const Collection& c, std::string_view what) {
+  return Unimplemented(std::string(what) + ": index '" + c.name() + "' is a " + c.spec().kind() +
+                       " index, which cannot remove vectors");
+}
+
 Status CheckIds(std::span<const int64_t> ids) {
   std::unordered_set<int64_t> seen;
   for (int64_t id : ids) {
@@ -182,6 +187,9 @@ Status Engine::AddLocked(const Collection& c, Backend& b, LabelTable& t, const F
   for (int64_t id : ids) {
     if (int64_t label = t.LabelOf(c.view(), id); label >= 0) replaced.push_back(label);
   }
+  if (!replaced.empty() && !b.can_remove()) {
+    return CannotRemove(c, "ids: id " + std::to_string(ids[0]) + " exists and replacing it");
+  }
   // An upsert adds the new vectors first: if the add fails, the old ones are still there.
   const int64_t first = b.next_label();
   RETURN_IF_ERROR(b.Add(x.rows, x.data.data()));
@@ -235,6 +243,7 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
                            std::to_string(limits_.max_add_vectors));
   }
   auto removed = c->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
+    if (!b.can_remove()) return CannotRemove(*c, "remove_ids");
     std::vector<int64_t> labels;
     std::unordered_set<int64_t> seen;
     for (int64_t id : ids) {
@@ -282,6 +291,7 @@ Status Engine::Reset(const std::string& tenant, const std::string& name) {
       t.Clear();
       return Status::Ok();
     }
+    if (!b.can_remove()) return CannotRemove(*c, "reset of an IDMap view sharing its storage");
     RETURN_IF_ERROR(b.RemoveLabels(own).status());
     t.Erase(own, b.labels_shift_on_remove());
     return Status::Ok();
@@ -462,6 +472,12 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
     if (n < nlist) {
       return InvalidArgument("n_clusters: " + std::to_string(nlist) + " lists need at least as " +
                              "many vectors; the index holds " + std::to_string(n));
+    }
+    if (old.pq_nbits > 0 && n < (int64_t{1} << old.pq_nbits)) {
+      return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
+                             " vectors; retraining its " + std::to_string(old.pq_nbits) +
+                             "-bit product quantizer needs at least " +
+                             std::to_string(1 << old.pq_nbits));
     }
     if (n > limits_.max_train_vectors) {
       return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +

@@ -22,7 +22,11 @@ void LabelTable::Erase(std::span<const int64_t> labels, bool shift) {
     if (label < 0 || label >= static_cast<int64_t>(by_label_.size())) continue;
     Entry& e = by_label_[label];
     if (e.view == kDead) continue;
-    if (e.view != kBaseView) ids_[e.view].erase(e.id);
+    if (e.view != kBaseView) {
+      // An upsert maps the id to its new label before the old one is erased.
+      auto& map = ids_[e.view];
+      if (auto it = map.find(e.id); it != map.end() && it->second == label) map.erase(it);
+    }
     e.view = kDead;
     e.id = -1;
     --live_;

@@ -70,5 +70,22 @@ TEST(LabelTableTest, RemovalWithoutShiftLeavesHolesAndClearForgetsAll) {
   EXPECT_EQ(t.IdOf(a, 0), -1);
 }
 
+// An upsert appends the id's new vector first, then erases the old label: the id must stay.
+TEST(LabelTableTest, ErasingAnIdsOldLabelKeepsItsNewOne) {
+  LabelTable t;
+  const LabelTable::View a = t.NewView();
+  const int64_t ids[] = {7, 8};
+  t.Append(0, 2, a, ids);
+  const int64_t again[] = {7};
+  t.Append(2, 1, a, again);
+  const int64_t old[] = {0};
+  t.Erase(old, /*shift=*/false);
+  EXPECT_EQ(t.LabelOf(a, 7), 2);
+  EXPECT_EQ(t.CountOf(a), 2);
+  t.Erase(std::vector<int64_t>{1}, /*shift=*/true);  // and with renumbering
+  EXPECT_EQ(t.LabelOf(a, 7), 0);
+  EXPECT_EQ(t.CountOf(a), 1);
+}
+
 }  // namespace
 }  // namespace vecgpu

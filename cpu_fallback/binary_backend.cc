@@ -1,6 +1,7 @@
 #include "cpu_fallback/binary_backend.h"
 
 #include <faiss/IndexBinary.h>
+#include <faiss/IndexBinaryHash.h>
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/IDSelector.h>
@@ -51,6 +52,10 @@ StatusOr<std::vector<uint8_t>> BinaryBackend::Pack(int64_t n, const float* x) co
 
 void BinaryBackend::Unpack(int64_t n, const uint8_t* codes, float* out) const {
   for (int64_t i = 0; i < n * spec_.dim; ++i) out[i] = (codes[i / 8] >> (i % 8)) & 1;
+}
+
+bool BinaryBackend::can_remove() const {
+  return dynamic_cast<const faiss::IndexBinaryHash*>(index_.get()) == nullptr;
 }
 
 int64_t BinaryBackend::ntotal() const { return index_->ntotal; }
@@ -126,6 +131,11 @@ Status BinaryBackend::Reset() {
 Status BinaryBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
   ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  if (index_->ntotal == 0) {  // as for float indexes, FAISS may leave the outputs unwritten
+    std::fill(labels, labels + n * k, int64_t{-1});
+    std::fill(distances, distances + n * k, std::numeric_limits<float>::max());
+    return Status::Ok();
+  }
   std::vector<int32_t> dist(n * k);
   Status st;
   if (ivf_ && params.nprobe) {

@@ -14,6 +14,7 @@
 #include <faiss/index_factory.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "cpu_fallback/faiss_errors.h"
@@ -221,6 +222,12 @@ Status FaissBackend::Reset() {
 
 Status FaissBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                             float* distances, int64_t* labels) const {
+  if (ntotal() == 0) {
+    // FAISS 1.7.3's flat search returns without writing its outputs when the index is empty.
+    std::fill(labels, labels + n * k, int64_t{-1});
+    std::fill(distances, distances + n * k, std::numeric_limits<float>::max());
+    return Status::Ok();
+  }
   if (pending_) return CallFaiss("search", [&] { pending_->search(n, x, k, distances, labels); });
   if (hnsw_ && params.ef_search) {
     const int ef = std::clamp(*params.ef_search, 1, 1'000'000);

@@ -33,6 +33,7 @@ class FaissBackend final : public Backend {
   bool is_trained() const override;
   int64_t next_label() const override;
   bool labels_shift_on_remove() const override { return ivf_ == nullptr; }
+  bool can_remove() const override { return hnsw_ == nullptr; }
   Status Train(int64_t n, const float* x) override;
   Status Add(int64_t n, const float* x) override;
   Status AddLabeled(int64_t n, const float* x, const int64_t* labels,

@@ -88,6 +88,18 @@ TEST(FaissBackendTest, PerRequestNprobeLeavesIndexUntouched) {
   EXPECT_FALSE(b->SetParameter("efSearch", 10).ok());
 }
 
+// FAISS 1.7.3's flat search leaves its outputs unwritten on an empty index (found by the model
+// test: a search of an empty L2 index answered id 0).
+TEST(FaissBackendTest, EmptyIndexSearchReturnsNoResults) {
+  for (const char* type : {"L2", "IP", "HNSW8", "SQ8"}) {
+    auto b = Make(type, 4);
+    std::vector<float> q(3 * 4, 0.5f), d(3 * 2, 7.f);
+    std::vector<int64_t> l(3 * 2, 7);
+    ASSERT_TRUE(b->Search(3, q.data(), 2, {}, d.data(), l.data()).ok()) << type;
+    EXPECT_EQ(l, std::vector<int64_t>(6, -1)) << type;
+  }
+}
+
 // FAISS 1.7.3 caps a request's efSearch at the index's own value (its candidate heap is sized
 // from the index): efSearch 16, 64 and 256 gave the same recall. Each must count.
 TEST(FaissBackendTest, PerRequestEfSearchAboveAndBelowTheIndexValue) {
