@@ -2,13 +2,11 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 
 #include "core/backend.h"
 #include "core/label_table.h"
-#include "core/util/thread_annotations.h"
+#include "core/util/mutex.h"
 
 namespace vecgpu {
 
@@ -31,13 +29,13 @@ class IndexStorage {
 
   // A new view (id namespace) over this storage.
   LabelTable::View NewView() {
-    std::unique_lock lock(mu_);
+    WriterLock lock(mu_);
     return labels_.NewView();
   }
 
  private:
   friend class Collection;
-  mutable std::shared_mutex mu_;
+  mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
   std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
   LabelTable labels_ GUARDED_BY(mu_);
@@ -73,7 +71,7 @@ class Collection {
   // Runs fn(const Backend&, const LabelTable&) with shared access.
   template <typename F>
   auto Read(F&& fn) const {
-    std::shared_lock lock(storage_->mu_);
+    ReaderLock lock(storage_->mu_);
     return fn(static_cast<const Backend&>(*storage_->backend_),
               static_cast<const LabelTable&>(storage_->labels_));
   }
@@ -81,7 +79,7 @@ class Collection {
   // Runs fn(Backend&, LabelTable&) with exclusive access.
   template <typename F>
   auto Write(F&& fn) {
-    std::unique_lock lock(storage_->mu_);
+    WriterLock lock(storage_->mu_);
     return fn(*storage_->backend_, storage_->labels_);
   }
 
@@ -89,7 +87,7 @@ class Collection {
   // the backend (for every collection sharing this storage) with a rebuilt one.
   template <typename F>
   auto Rebuild(F&& fn) {
-    std::unique_lock lock(storage_->mu_);
+    WriterLock lock(storage_->mu_);
     return fn(storage_->backend_, storage_->labels_);
   }
 

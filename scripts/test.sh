@@ -1,24 +1,89 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests (ctest), a bounded libFuzzer run of the request
-# decoder, and the Python integration tests against the real binary. Builds first if needed.
+# Runs the whole test suite, printing each stage's time:
+#   1. the Release build's unit tests and the model-based test (ctest: in process, and against
+#      the real binary over the wire);
+#   2. ASan + UBSan: clang build with -Wthread-safety as an error, its unit and model tests,
+#      then a bounded live fuzz of the ASan server (crash or stall fails);
+#   3. TSan: the scheduler and engine tests, including the concurrent engine test;
+#   4. a bounded libFuzzer run of the request decoder;
+#   5. the Python integration tests against the real binary and the faissx client.
+# Builds what is missing first.
 #   scripts/test.sh
+# Environment: VECGPU_FUZZ_SECONDS (libFuzzer, 30), VECGPU_LIVE_FUZZ_SECONDS (60),
+#   VECGPU_SKIP_SANITIZERS=1 (stages 2 and 3 off, for quick local runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${VECGPU_FUZZ_SECONDS:-30}
+LIVE_FUZZ_SECONDS=${VECGPU_LIVE_FUZZ_SECONDS:-60}
+JOBS=$(nproc)
 failed=()
+suite_start=$SECONDS
 
 [ -x .venv/bin/python ] || { echo "test: run scripts/setup.sh first"; exit 1; }
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON > /dev/null && cmake --build build -j"$(nproc)" \
-  > build.log 2>&1 || { tail -50 build.log; exit 1; }
 
-echo "== unit tests (ctest)"
+stage_start=0
+stage() { stage_start=$SECONDS; echo "== $1"; }
+stage_done() { echo "   ($(( SECONDS - stage_start )) s)"; }
+
+# build DIR LOG cmake-args... -- targets...: configures and builds, printing the log tail on error.
+build() {
+  local dir=$1 log=$2; shift 2
+  local args=() targets=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  targets=("$@")
+  local t=()
+  for x in "${targets[@]}"; do t+=(--target "$x"); done
+  if cmake -S . -B "$dir" "${args[@]}" > "$log" 2>&1 && cmake --build "$dir" -j"$JOBS" "${t[@]}" >> "$log" 2>&1; then
+    return 0
+  fi
+  tail -40 "$log"
+  return 1
+}
+
+stage "build (Release)"
+build build build.log -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON || { echo "FAILED: build"; exit 1; }
+stage_done
+
+stage "unit tests and model test (ctest)"
 (cd build && ctest --output-on-failure --no-tests=error -j2) || failed+=(ctest)
+stage_done
 
-echo "== fuzz: request decoder, ${FUZZ_SECONDS}s"
-if cmake -S . -B build-fuzz -DVECGPU_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
-     -DCMAKE_BUILD_TYPE=RelWithDebInfo > build-fuzz.log 2>&1 &&
-   cmake --build build-fuzz -j"$(nproc)" >> build-fuzz.log 2>&1; then
+if [ "${VECGPU_SKIP_SANITIZERS:-0}" != 1 ]; then
+  stage "ASan + UBSan build (clang, -Wthread-safety)"
+  if build build-asan build-asan.log -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVECGPU_SANITIZE=address \
+       -DVECGPU_BUILD_BENCH=OFF -DVECGPU_MODEL_OPS=30000 -DVECGPU_MODEL_WIRE_OPS=3000; then
+    stage_done
+    stage "ASan + UBSan: unit tests and model test"
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --no-tests=error -j2) ||
+      failed+=(asan-ctest)
+    stage_done
+    stage "ASan + UBSan: live fuzz of the server, ${LIVE_FUZZ_SECONDS}s"
+    .venv/bin/python tests/fuzz/live_fuzz.py --binary build-asan/vecgpu \
+      --seconds "$LIVE_FUZZ_SECONDS" --clients 4 --artifacts live-fuzz-artifacts || failed+=(live-fuzz)
+    stage_done
+  else
+    failed+=(asan-build)
+  fi
+
+  stage "TSan: scheduler and engine tests"
+  if build build-tsan build-tsan.log -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVECGPU_SANITIZE=thread \
+       -DVECGPU_BUILD_BENCH=OFF -- core_test cpu_backend_test; then
+    (cd build-tsan &&
+       TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" OMP_NUM_THREADS=1 \
+       ctest --output-on-failure --no-tests=error -L "core_test|cpu_backend_test") || failed+=(tsan)
+  else
+    failed+=(tsan-build)
+  fi
+  stage_done
+fi
+
+stage "fuzz: request decoder, ${FUZZ_SECONDS}s"
+if build build-fuzz build-fuzz.log -DVECGPU_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
+     -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
   corpus=$(mktemp -d)
   if build-fuzz/request_decoder_fuzz -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 \
        -artifact_prefix="$corpus/" "$corpus" tests/fuzz/corpus > fuzz.log 2>&1; then
@@ -28,12 +93,15 @@ if cmake -S . -B build-fuzz -DVECGPU_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
   fi
   rm -rf "$corpus"
 else
-  tail -30 build-fuzz.log; failed+=(fuzz-build)
+  failed+=(fuzz-build)
 fi
+stage_done
 
-echo "== integration tests (pytest, real vecgpu binary and faissx client)"
+stage "integration tests (pytest, real vecgpu binary and faissx client)"
 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider || failed+=(pytest)
+stage_done
 
+echo "== test suite: $(( SECONDS - suite_start )) s"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1

@@ -11,7 +11,7 @@ constexpr int kBinaryDim = 16;
 const char* const kNames[] = {"a", "b", "c", "d", "e", "f"};
 const char* const kBaseTypes[] = {"L2",    "IP",    "IDMap2,Flat", "IVF4",        "IVF4_IP",
                                   "HNSW8", "SQ8",   "PQ2x4",       "IVF4,PQ2x4",  "BINARY_FLAT",
-                                  "BINARY_IVF4", "BINARY_HASH8"};
+                                  "BINARY_IVF4", "BINARY_HASH8", "PCA8,HNSW8"};
 
 }  // namespace
 

@@ -154,6 +154,11 @@ KindTraits TraitsOf(const std::string& type) {
   } else if (type == "HNSW8") {
     t.exact_storage = t.exact_range = true;
     t.can_remove = false;
+  } else if (type == "PCA8,HNSW8") {
+    // A full-rank PCA is a rotation: distances survive it (range search scans them all), the
+    // vectors come back only up to rounding.
+    t.needs_train = t.exact_range = true;
+    t.can_remove = false;
   } else if (type == "SQ8") {
     // Approximate storage (exact until it trains itself at 1,024 vectors).
   } else if (type == "PQ2x4") {
@@ -445,7 +450,7 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
     }
     case OpKind::kSetParam: {
       const bool fits = (op.param == "nprobe" && t.nlist > 0 && op.value >= 1 && op.value <= t.nlist) ||
-                        (op.param == "efSearch" && s.index_type == "HNSW8" && op.value >= 1);
+                        (op.param == "efSearch" && s.index_type.find("HNSW8") != std::string::npos && op.value >= 1);
       return fits ? ok() : expect("INVALID_ARGUMENT");
     }
     default:
