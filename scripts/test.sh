@@ -51,6 +51,8 @@ stage "unit tests and model test (ctest)"
 stage_done
 
 if [ "${VECGPU_SKIP_SANITIZERS:-0}" != 1 ]; then
+  export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/lsan.supp"
+  export UBSAN_OPTIONS="print_stacktrace=1"
   stage "ASan + UBSan build (clang, -Wthread-safety)"
   if build build-asan build-asan.log -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVECGPU_SANITIZE=address \
