@@ -36,6 +36,10 @@ Status NotTrained(const std::string& name) {
   return FailedPrecondition("index '" + name + "' is not trained; call train_index first");
 }
 
+// Largest squared L2 norm of a float vector: four times it still fits in a float32, so no
+// squared distance between two accepted vectors overflows.
+constexpr double kMaxSquaredNorm = 1e37;
+
 Status CannotRemove(const Collection& c, std::string_view what) {
   return Unimplemented(std::string(what) + ": index '" + c.name() + "' is a " + c.spec().kind() +
                        " index, which cannot remove vectors");
@@ -96,6 +100,19 @@ Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, const IndexS
       return InvalidArgument(std::string(field) + ": binary vector " + std::to_string(i / dim) +
                              " bit " + std::to_string(i % dim) + " is " +
                              std::to_string(x.data[i]) + ", not 0 or 1");
+    }
+  }
+  if (spec.binary) return Status::Ok();
+  // FAISS computes distances in float32 as |x|^2 + |y|^2 - 2<x, y>: a vector whose squared norm
+  // overflows turns distances into inf - inf = NaN, and FAISS 1.7.3 then assigns vectors to
+  // IVF lists that do not exist (an assertion that aborted the server).
+  for (int64_t r = 0; r < x.rows; ++r) {
+    double norm2 = 0;
+    for (int64_t j = 0; j < x.cols; ++j) norm2 += double(x.data[r * x.cols + j]) * x.data[r * x.cols + j];
+    if (norm2 > kMaxSquaredNorm) {
+      return InvalidArgument(std::string(field) + ": vector " + std::to_string(r) +
+                             " has a squared norm of " + std::to_string(norm2) +
+                             ", above the limit of 1e37 (float32 distances would overflow)");
     }
   }
   return Status::Ok();

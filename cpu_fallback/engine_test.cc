@@ -232,5 +232,24 @@ TEST_F(EngineTest, StatsCountSearches) {
   EXPECT_EQ(info->vectors_added, 20);
 }
 
+// One component of 1e20 in a batch of 20 made FAISS's BLAS distances NaN and its IVF add
+// abort on `list_no < nlist` (found by the live fuzzer). Such vectors are refused up front.
+TEST_F(EngineTest, VectorsWhoseDistancesOverflowAreRefused) {
+  Create("t", "ivf", "IVF4", 16);
+  FloatMatrix x = Clustered(64, 16);
+  ASSERT_TRUE(engine_.Train("t", "ivf", x).ok());
+  FloatMatrix big = Rows(x, 0, 20);
+  big.data[3] = 1e20f;
+  auto add = engine_.Add("t", "ivf", big, {});
+  EXPECT_EQ(add.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(add.status().message().find("squared norm"), std::string::npos);
+  EXPECT_EQ(engine_.Describe("t", "ivf")->backend.ntotal, 0);
+  EXPECT_EQ(engine_.Train("t", "ivf", big).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_.Search("t", "ivf", big, 1, {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_.Cluster(big, 2, Metric::kL2, 1).status().code(), StatusCode::kInvalidArgument);
+  big.data[3] = 1e18f;  // large but safe
+  EXPECT_TRUE(engine_.Add("t", "ivf", big, {}).ok());
+}
+
 }  // namespace
 }  // namespace vecgpu
