@@ -108,7 +108,8 @@ Status Engine::CheckMatrix(const char* field, const FloatMatrix& x, const IndexS
   // IVF lists that do not exist (an assertion that aborted the server).
   for (int64_t r = 0; r < x.rows; ++r) {
     double norm2 = 0;
-    for (int64_t j = 0; j < x.cols; ++j) norm2 += double(x.data[r * x.cols + j]) * x.data[r * x.cols + j];
+    for (int64_t j = 0; j < x.cols; ++j)
+      norm2 += double(x.data[r * x.cols + j]) * x.data[r * x.cols + j];
     if (norm2 > kMaxSquaredNorm) {
       return InvalidArgument(std::string(field) + ": vector " + std::to_string(r) +
                              " has a squared norm of " + std::to_string(norm2) +
@@ -156,8 +157,7 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   }
   const LabelTable::View view =
       spec.id_map != IdMapKind::kNone ? storage->NewView() : LabelTable::kBaseView;
-  auto collection =
-      std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
+  auto collection = std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
   RETURN_IF_ERROR(registry_.Insert(collection));
   return Snapshot(*collection);
 }
@@ -398,10 +398,9 @@ StatusOr<RangeResult> Engine::RangeSearch(const std::string& tenant, const std::
     ASSIGN_OR_RETURN(RangeResult res, RangeSearchView(b, t, c->view(), queries.rows,
                                                       queries.data.data(), radius, params));
     if (static_cast<int64_t>(res.labels.size()) > limits_.max_search_results) {
-      return ResourceExhausted("radius: " + std::to_string(res.labels.size()) +
-                               " results, above the limit of " +
-                               std::to_string(limits_.max_search_results) +
-                               " per search; use a smaller radius");
+      return ResourceExhausted(
+          "radius: " + std::to_string(res.labels.size()) + " results, above the limit of " +
+          std::to_string(limits_.max_search_results) + " per search; use a smaller radius");
     }
     return res;
   });
@@ -570,8 +569,8 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
   std::unordered_map<int64_t, std::string> owner;  // id -> source, for duplicate messages
   for (const auto& src : srcs) {
     std::vector<int64_t> src_ids;
-    ASSIGN_OR_RETURN(FloatMatrix part, ReconstructRange(tenant, src->name(), 0,
-                                                        limits_.max_fetch_vectors, &src_ids));
+    ASSIGN_OR_RETURN(FloatMatrix part,
+                     ReconstructRange(tenant, src->name(), 0, limits_.max_fetch_vectors, &src_ids));
     const int64_t src_total =
         src->Read([&](const Backend&, const LabelTable& t) { return t.CountOf(src->view()); });
     if (part.rows < src_total || x.rows + part.rows > limits_.max_fetch_vectors) {
@@ -596,9 +595,8 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     if (x.rows > 0) {
       for (int64_t id : ids) {
         if (t.LabelOf(dst->view(), id) >= 0) {
-          return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" +
-                               owner[id] + "' is already in '" + target +
-                               "'; merging would replace it");
+          return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" + owner[id] +
+                               "' is already in '" + target + "'; merging would replace it");
         }
       }
       RETURN_IF_ERROR(AddLocked(*dst, b, t, x, ids));

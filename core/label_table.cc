@@ -56,8 +56,7 @@ void LabelTable::Clear() {
 
 int64_t LabelTable::LabelOf(View view, int64_t id) const {
   if (view == kBaseView) {
-    return id >= 0 && id < static_cast<int64_t>(by_label_.size()) &&
-                   by_label_[id].view != kDead
+    return id >= 0 && id < static_cast<int64_t>(by_label_.size()) && by_label_[id].view != kDead
                ? id
                : -1;
   }

@@ -50,7 +50,7 @@ class LabelTable {
 
  private:
   struct Entry {
-    int64_t id = -1;   // user id (IDMap views) or -1
+    int64_t id = -1;    // user id (IDMap views) or -1
     View view = kDead;  // owner, kDead for a removed label (IVF kinds leave holes)
   };
   static constexpr View kDead = UINT32_MAX;

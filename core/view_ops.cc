@@ -39,8 +39,8 @@ Status SearchView(const Backend& b, const LabelTable& t, LabelTable::View view, 
   std::vector<int64_t> labels(dist.size());
   for (int64_t q0 = 0; q0 < n; q0 += rows) {
     const int64_t m = std::min(rows, n - q0);
-    RETURN_IF_ERROR(b.Search(m, x + q0 * d, static_cast<int>(wide), params, dist.data(),
-                             labels.data()));
+    RETURN_IF_ERROR(
+        b.Search(m, x + q0 * d, static_cast<int>(wide), params, dist.data(), labels.data()));
     for (int64_t q = 0; q < m; ++q) {
       int kept = 0;
       for (int64_t j = 0; j < wide && kept < k; ++j) {
@@ -56,9 +56,9 @@ Status SearchView(const Backend& b, const LabelTable& t, LabelTable::View view, 
   return Status::Ok();
 }
 
-StatusOr<RangeResult> RangeSearchView(const Backend& b, const LabelTable& t,
-                                      LabelTable::View view, int64_t n, const float* x,
-                                      float radius, const SearchParams& params) {
+StatusOr<RangeResult> RangeSearchView(const Backend& b, const LabelTable& t, LabelTable::View view,
+                                      int64_t n, const float* x, float radius,
+                                      const SearchParams& params) {
   ASSIGN_OR_RETURN(RangeResult all, b.RangeSearch(n, x, radius, params));
   if (view == LabelTable::kBaseView) return all;
   RangeResult out;

@@ -22,9 +22,9 @@ Status SearchView(const Backend& b, const LabelTable& t, LabelTable::View view, 
                   int64_t* ids);
 
 // Vectors `view` sees within `radius` of each query, named by the view's ids.
-StatusOr<RangeResult> RangeSearchView(const Backend& b, const LabelTable& t,
-                                      LabelTable::View view, int64_t n, const float* x,
-                                      float radius, const SearchParams& params);
+StatusOr<RangeResult> RangeSearchView(const Backend& b, const LabelTable& t, LabelTable::View view,
+                                      int64_t n, const float* x, float radius,
+                                      const SearchParams& params);
 
 // The vectors stored under `ids` in `view`, one row each (out: size ids.size() * d).
 // NotFound names the first id the view does not hold.

@@ -31,8 +31,7 @@ class BinaryBackend final : public Backend {
   bool can_remove() const override;
   Status Train(int64_t n, const float* x) override;
   Status Add(int64_t n, const float* x) override;
-  Status AddLabeled(int64_t n, const float* x, const int64_t* labels,
-                    int64_t next_label) override;
+  Status AddLabeled(int64_t n, const float* x, const int64_t* labels, int64_t next_label) override;
   StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) override;
   Status Reset() override;
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,

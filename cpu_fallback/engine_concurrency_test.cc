@@ -53,10 +53,18 @@ TEST(EngineConcurrencyTest, ReadersAndWritersOnSharedStorage) {
       const int64_t ids[] = {id};
       switch (rng() % 6) {
         case 0:
-        case 1: (void)engine.Add("t", view, row, ids); break;  // add or upsert
-        case 2: (void)engine.Replace("t", view, id, row); break;
-        case 3: (void)engine.Remove("t", view, ids); break;
-        case 4: (void)engine.Reconstruct("t", view, ids); break;
+        case 1:
+          (void)engine.Add("t", view, row, ids);
+          break;  // add or upsert
+        case 2:
+          (void)engine.Replace("t", view, id, row);
+          break;
+        case 3:
+          (void)engine.Remove("t", view, ids);
+          break;
+        case 4:
+          (void)engine.Reconstruct("t", view, ids);
+          break;
         default:
           if (rng() % 20 == 0) (void)engine.Reset("t", view);
       }

@@ -36,8 +36,7 @@ class FaissBackend final : public Backend {
   bool can_remove() const override { return hnsw_ == nullptr; }
   Status Train(int64_t n, const float* x) override;
   Status Add(int64_t n, const float* x) override;
-  Status AddLabeled(int64_t n, const float* x, const int64_t* labels,
-                    int64_t next_label) override;
+  Status AddLabeled(int64_t n, const float* x, const int64_t* labels, int64_t next_label) override;
   StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) override;
   Status Reset() override;
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
@@ -66,11 +65,11 @@ class FaissBackend final : public Backend {
 
   IndexSpec spec_;
   std::unique_ptr<faiss::Index> index_;
-  faiss::IndexPreTransform* pre_ = nullptr;  // transform chain, if any
-  faiss::Index* core_ = nullptr;              // the index behind the chain (or index_)
-  faiss::IndexIVF* ivf_ = nullptr;    // IVF core, if any
-  faiss::IndexHNSW* hnsw_ = nullptr;  // HNSW core, if any
-  int64_t ivf_next_label_ = 0;        // IVF kinds: labels are never reused
+  faiss::IndexPreTransform* pre_ = nullptr;    // transform chain, if any
+  faiss::Index* core_ = nullptr;               // the index behind the chain (or index_)
+  faiss::IndexIVF* ivf_ = nullptr;             // IVF core, if any
+  faiss::IndexHNSW* hnsw_ = nullptr;           // HNSW core, if any
+  int64_t ivf_next_label_ = 0;                 // IVF kinds: labels are never reused
   std::unique_ptr<faiss::IndexFlat> pending_;  // untrained scalar quantizer: exact vectors
 };
 

@@ -22,8 +22,7 @@ void HnswSearch(const faiss::IndexHNSW& index, int64_t n, const float* x, int k,
                 float* distances, int64_t* labels) {
   const faiss::HNSW& g = index.hnsw;
   const bool ip = index.metric_type == faiss::METRIC_INNER_PRODUCT;
-  const float missing = ip ? -std::numeric_limits<float>::max()
-                           : std::numeric_limits<float>::max();
+  const float missing = ip ? -std::numeric_limits<float>::max() : std::numeric_limits<float>::max();
   std::fill(labels, labels + n * k, int64_t{-1});
   std::fill(distances, distances + n * k, missing);
   if (g.entry_point < 0 || index.ntotal == 0) return;

@@ -22,7 +22,7 @@ Status WorkerPool::Submit(std::function<void()> task) {
     if (stopping_) return Unavailable("server is shutting down");
     if (static_cast<int>(queue_.size()) >= max_queued_) {
       return Unavailable("server busy: " + std::to_string(queue_.size()) + " " + name_ +
-                               " requests already queued; retry later");
+                         " requests already queued; retry later");
     }
     queue_.push_back(std::move(task));
   }

@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/util/status.h"
 #include "core/util/mutex.h"
+#include "core/util/status.h"
 
 namespace vecgpu {
 

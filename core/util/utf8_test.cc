@@ -23,7 +23,9 @@ TEST(Utf8Test, Validates) {
 
 TEST(Utf8Test, EscapesOnlyInvalidBytes) {
   EXPECT_EQ(EscapeInvalidUtf8("caf\xc3\xa9"), "caf\xc3\xa9");
-  EXPECT_EQ(EscapeInvalidUtf8("a\xff" "b\xc3"), "a\\xFFb\\xC3");
+  EXPECT_EQ(EscapeInvalidUtf8("a\xff"
+                              "b\xc3"),
+            "a\\xFFb\\xC3");
   EXPECT_TRUE(IsValidUtf8(EscapeInvalidUtf8("\x80\x81\xfe")));
 }
 

@@ -158,8 +158,7 @@ Status Search(ActionContext& c) {
                    CollectionVectors(c, name, "query_vectors", c.limits.max_query_vectors));
   ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
   ASSIGN_OR_RETURN(SearchParams params, c.req.Params());
-  ASSIGN_OR_RETURN(SearchResult r,
-                   c.engine.Search(c.tenant, name, q, static_cast<int>(k), params));
+  ASSIGN_OR_RETURN(SearchResult r, c.engine.Search(c.tenant, name, q, static_cast<int>(k), params));
   WriteSearchResult(c, r, binary, nullptr);
   return Status::Ok();
 }

@@ -2,11 +2,11 @@
 
 #include <chrono>
 
+#include "core/util/utf8.h"
 #include "server/faissx/handlers.h"
 #include "server/faissx/map_writer.h"
 #include "server/faissx/msgpack_scan.h"
 #include "server/faissx/request.h"
-#include "core/util/utf8.h"
 #include "server/wire_status.h"
 
 namespace vecgpu::server {

@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "core/scheduler/scheduler.h"
-#include "core/util/status.h"
 #include "core/util/mutex.h"
+#include "core/util/status.h"
 #include "server/faissx/service.h"
 
 namespace vecgpu::server {

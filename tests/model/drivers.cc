@@ -123,7 +123,11 @@ class WireDriver final : public Driver {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::rcvtimeo, 300);
     s.connect(endpoint_);
-    const char ping[] = "\x81\xa6" "action" "\xa4" "ping";
+    const char ping[] =
+        "\x81\xa6"
+        "action"
+        "\xa4"
+        "ping";
     s.send(zmq::buffer(ping, sizeof(ping) - 1), zmq::send_flags::none);
     zmq::message_t reply;
     return static_cast<bool>(s.recv(reply));

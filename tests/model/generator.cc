@@ -9,9 +9,9 @@ constexpr int kTenants = 3;
 constexpr int kFloatDim = 8;
 constexpr int kBinaryDim = 16;
 const char* const kNames[] = {"a", "b", "c", "d", "e", "f"};
-const char* const kBaseTypes[] = {"L2",    "IP",    "IDMap2,Flat", "IVF4",        "IVF4_IP",
-                                  "HNSW8", "SQ8",   "PQ2x4",       "IVF4,PQ2x4",  "BINARY_FLAT",
-                                  "BINARY_IVF4", "BINARY_HASH8", "PCA8,HNSW8"};
+const char* const kBaseTypes[] = {
+    "L2",    "IP",         "IDMap2,Flat", "IVF4",        "IVF4_IP",      "HNSW8",     "SQ8",
+    "PQ2x4", "IVF4,PQ2x4", "BINARY_FLAT", "BINARY_IVF4", "BINARY_HASH8", "PCA8,HNSW8"};
 
 }  // namespace
 
@@ -169,7 +169,7 @@ Op Generator::Next(const Model& model) {
   } else if (what < 77) {
     op.kind = OpKind::kRangeSearch;
     queries(Uniform(1, 2));
-    op.radius = binary                    ? Uniform(0, 10) + 0.5 * Uniform(0, 1)
+    op.radius = binary                       ? Uniform(0, 10) + 0.5 * Uniform(0, 1)
                 : c && c->storage->traits.ip ? Uniform(-3, 6) + 0.25
                                              : Uniform(0, 24) + 0.25;
   } else if (what < 84) {

@@ -17,10 +17,17 @@ std::string Fail(const Op& op, const std::string& what) {
 bool AsDouble(const msgpack::object& o, double* out) {
   switch (o.type) {
     case object_type::FLOAT32:
-    case object_type::FLOAT64: *out = o.via.f64; return true;
-    case object_type::POSITIVE_INTEGER: *out = static_cast<double>(o.via.u64); return true;
-    case object_type::NEGATIVE_INTEGER: *out = static_cast<double>(o.via.i64); return true;
-    default: return false;
+    case object_type::FLOAT64:
+      *out = o.via.f64;
+      return true;
+    case object_type::POSITIVE_INTEGER:
+      *out = static_cast<double>(o.via.u64);
+      return true;
+    case object_type::NEGATIVE_INTEGER:
+      *out = static_cast<double>(o.via.i64);
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -49,7 +56,9 @@ std::vector<std::vector<double>> Rows(const msgpack::object* o) {
   return out;
 }
 
-bool Near(double a, double b) { return std::fabs(a - b) <= 1e-3 * (1 + std::fabs(a) + std::fabs(b)); }
+bool Near(double a, double b) {
+  return std::fabs(a - b) <= 1e-3 * (1 + std::fabs(a) + std::fabs(b));
+}
 
 double Distance(const KindTraits& t, const float* a, const float* b, int d) {
   double s = 0;
@@ -193,9 +202,8 @@ const Model::Entry* Model::Find(const Collection& c, int64_t id) {
   const Storage& s = *c.storage;
   for (size_t p = 0; p < s.entries.size(); ++p) {
     const Entry& e = s.entries[p];
-    const int64_t eid =
-        c.view == 0 ? (s.traits.stable_labels ? e.label : static_cast<int64_t>(p))
-                    : (e.view == c.view ? e.id : -1);
+    const int64_t eid = c.view == 0 ? (s.traits.stable_labels ? e.label : static_cast<int64_t>(p))
+                                    : (e.view == c.view ? e.id : -1);
     if (eid == id && (c.view == 0 || e.view == c.view)) return &e;
   }
   return nullptr;
@@ -254,7 +262,8 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
   Collection* c = const_cast<Collection*>(Lookup(op));
 
   if (op.kind == OpKind::kCreate) {
-    const bool wrapper = op.index_type.rfind("IDMap:", 0) == 0 || op.index_type.rfind("IDMap2:", 0) == 0;
+    const bool wrapper =
+        op.index_type.rfind("IDMap:", 0) == 0 || op.index_type.rfind("IDMap2:", 0) == 0;
     Collection made;
     if (wrapper) {
       const std::string base = op.index_type.substr(op.index_type.find(':') + 1);
@@ -357,7 +366,8 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
       if (!s.trained) return expect("NOT_TRAINED");
       std::vector<size_t> replaced;
       if (!has_ids) {
-        const int64_t next = t.stable_labels ? s.next_label : static_cast<int64_t>(s.entries.size());
+        const int64_t next =
+            t.stable_labels ? s.next_label : static_cast<int64_t>(s.entries.size());
         if (ids_sent) {
           for (int i = 0; i < op.rows; ++i) {
             if (op.ids[i] != next + i) return expect("INVALID_ARGUMENT");
@@ -449,8 +459,10 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
       return "";
     }
     case OpKind::kSetParam: {
-      const bool fits = (op.param == "nprobe" && t.nlist > 0 && op.value >= 1 && op.value <= t.nlist) ||
-                        (op.param == "efSearch" && s.index_type.find("HNSW8") != std::string::npos && op.value >= 1);
+      const bool fits =
+          (op.param == "nprobe" && t.nlist > 0 && op.value >= 1 && op.value <= t.nlist) ||
+          (op.param == "efSearch" && s.index_type.find("HNSW8") != std::string::npos &&
+           op.value >= 1);
       return fits ? ok() : expect("INVALID_ARGUMENT");
     }
     default:
@@ -498,16 +510,17 @@ std::string Model::Read(const Op& op, const Reply& r) {
       if (auto e = ok(); !e.empty()) return e;
       const int64_t got = AsInt(r.Get("ntotal"));
       const msgpack::object* trained = r.Get("is_trained");
-      if (got != n) return Fail(op, "ntotal " + std::to_string(got) + ", model " + std::to_string(n));
+      if (got != n)
+        return Fail(op, "ntotal " + std::to_string(got) + ", model " + std::to_string(n));
       if (!trained || trained->as<bool>() != s.trained) return Fail(op, "is_trained differs");
       return "";
     }
     case OpKind::kGetVectors:
     case OpKind::kReconstructN: {
       if (op.start > n) return expect("OUT_OF_RANGE");
-      const int64_t want_rows =
-          op.kind == OpKind::kGetVectors ? (op.count ? std::min(op.count, n - op.start) : n - op.start)
-                                         : std::min(op.count, n - op.start);
+      const int64_t want_rows = op.kind == OpKind::kGetVectors
+                                    ? (op.count ? std::min(op.count, n - op.start) : n - op.start)
+                                    : std::min(op.count, n - op.start);
       if (!t.can_reconstruct && want_rows > 0) return expect("UNSUPPORTED");
       if (auto e = ok(); !e.empty()) return e;
       auto rows = Rows(r.Get("vectors"));
@@ -599,8 +612,9 @@ std::string Model::CheckSearch(const Op& op, const Collection& c, const Reply& r
       }
       ++valid;
       const Entry* e = Find(c, got[j]);
-      if (!e) return Fail(op, "query " + std::to_string(q) + ": id " + std::to_string(got[j]) +
-                                  " is not in the index (ids " + Show(ids) + ")");
+      if (!e)
+        return Fail(op, "query " + std::to_string(q) + ": id " + std::to_string(got[j]) +
+                            " is not in the index (ids " + Show(ids) + ")");
       if (!seen.insert(got[j]).second) return Fail(op, "id " + std::to_string(got[j]) + " twice");
       if (j > 0 && !NotFarther(t, dist[j - 1], dist[j])) return Fail(op, "results not sorted");
       if (t.exact_storage && e->exact && !Near(dist[j], Distance(t, query, e->v.data(), s.dim))) {

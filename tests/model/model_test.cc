@@ -7,6 +7,8 @@
 // Environment: VECGPU_MODEL_OPS (ops per test; in-process default 20,000, wire 3,000),
 // VECGPU_MODEL_SECONDS (time bound, default 240), VECGPU_MODEL_SEED (default 1),
 // VECGPU_BIN (the binary for the wire form).
+#include "tests/model/model.h"
+
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -19,7 +21,6 @@
 
 #include "tests/model/drivers.h"
 #include "tests/model/generator.h"
-#include "tests/model/model.h"
 #include "tests/model/ops.h"
 
 namespace vecgpu::model {
@@ -116,8 +117,7 @@ void Report(Driver& d, uint64_t seed, std::vector<Op> ops, const Failure& f) {
   int64_t requests = 0;
   auto again = Replay(d, small, &requests);
   const std::string file = "model_failure_" + d.name() + "_" + std::to_string(seed) + ".jsonl";
-  std::ofstream(file) << "# " << (again ? again->message : f.message) << "\n"
-                      << ToJsonLines(small);
+  std::ofstream(file) << "# " << (again ? again->message : f.message) << "\n" << ToJsonLines(small);
   ADD_FAILURE() << d.name() << " model test, seed " << seed << ": " << f.message << "\n"
                 << "shrunk from " << ops.size() << " to " << small.size() << " ops"
                 << (again ? " (" + again->message + ")" : std::string(" (flaky)"))

@@ -9,26 +9,46 @@ namespace vecgpu::model {
 
 const char* ActionName(OpKind kind) {
   switch (kind) {
-    case OpKind::kCreate: return "create_index";
-    case OpKind::kDelete: return "delete_index";
-    case OpKind::kTrain: return "train_index";
-    case OpKind::kAdd: return "add_vectors";
-    case OpKind::kAddWithIds: return "add_with_ids";
-    case OpKind::kRemove: return "remove_ids";
-    case OpKind::kReplace: return "replace_vector";
-    case OpKind::kReset: return "reset";
-    case OpKind::kClear: return "clear";
-    case OpKind::kMerge: return "merge_indices";
-    case OpKind::kRecluster: return "recluster_index";
-    case OpKind::kSetParam: return "set_parameter";
-    case OpKind::kSearch: return "search";
-    case OpKind::kRangeSearch: return "range_search";
-    case OpKind::kReconstruct: return "reconstruct";
-    case OpKind::kReconstructN: return "reconstruct_n";
-    case OpKind::kGetVectors: return "get_vectors";
-    case OpKind::kSearchAndReconstruct: return "search_and_reconstruct";
-    case OpKind::kStats: return "get_index_stats";
-    case OpKind::kList: return "list_indexes";
+    case OpKind::kCreate:
+      return "create_index";
+    case OpKind::kDelete:
+      return "delete_index";
+    case OpKind::kTrain:
+      return "train_index";
+    case OpKind::kAdd:
+      return "add_vectors";
+    case OpKind::kAddWithIds:
+      return "add_with_ids";
+    case OpKind::kRemove:
+      return "remove_ids";
+    case OpKind::kReplace:
+      return "replace_vector";
+    case OpKind::kReset:
+      return "reset";
+    case OpKind::kClear:
+      return "clear";
+    case OpKind::kMerge:
+      return "merge_indices";
+    case OpKind::kRecluster:
+      return "recluster_index";
+    case OpKind::kSetParam:
+      return "set_parameter";
+    case OpKind::kSearch:
+      return "search";
+    case OpKind::kRangeSearch:
+      return "range_search";
+    case OpKind::kReconstruct:
+      return "reconstruct";
+    case OpKind::kReconstructN:
+      return "reconstruct_n";
+    case OpKind::kGetVectors:
+      return "get_vectors";
+    case OpKind::kSearchAndReconstruct:
+      return "search_and_reconstruct";
+    case OpKind::kStats:
+      return "get_index_stats";
+    case OpKind::kList:
+      return "list_indexes";
   }
   return "?";
 }
@@ -124,7 +144,8 @@ std::string EncodeRequest(const Op& op, const std::string& tenant_prefix) {
     case OpKind::kAddWithIds:
       w.Str("index_id", op.name);
       w.Matrix("vectors", m, false);
-      if (op.send_ids || op.kind == OpKind::kAddWithIds) w.Ints("ids", op.ids.data(), op.ids.size());
+      if (op.send_ids || op.kind == OpKind::kAddWithIds)
+        w.Ints("ids", op.ids.data(), op.ids.size());
       break;
     case OpKind::kRemove:
       w.Str("index_id", op.name);
