@@ -73,7 +73,7 @@ TEST(EngineConcurrencyTest, ReadersAndWritersOnSharedStorage) {
   auto reader = [&](const std::string& view, int seed) {
     std::mt19937 rng(seed);
     while (!stop) {
-      const FloatMatrix q = Rows(x, rng() % x.rows, 2);
+      const FloatMatrix q = Rows(x, rng() % (x.rows - 1), 2);
       auto r = engine.SearchAndReconstruct("t", view, q, 5, {});
       if (!r.ok()) continue;
       ++reads;

@@ -4,6 +4,7 @@
 #   scripts/setup.sh            # then: build/vecgpu serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 
 APT_PACKAGES=(
   build-essential cmake pkg-config
@@ -11,7 +12,8 @@ APT_PACKAGES=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhdf5-dev
-  clang libclang-rt-14-dev                # libFuzzer for the request decoder fuzz target
+  clang libclang-rt-14-dev                # libFuzzer, ASan/UBSan/TSan runtimes (sanitizer stages)
+  libomp-14-dev llvm-14                   # OpenMP for clang builds; llvm-symbolizer for reports
   python3 python3-venv
 )
 
@@ -26,6 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+echo "setup: packages ready ($(( SECONDS - start )) s)"
 
 # Project-local virtualenv for the Python tests (the real faissx client) and bench plots.
 REQ=tests/python/requirements.txt
@@ -37,7 +40,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
   echo "$want" > "$STAMP"
 fi
+echo "setup: .venv ready ($(( SECONDS - start )) s)"
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON -DVECGPU_BUILD_BENCH=ON > build.log 2>&1 || { cat build.log; exit 1; }
 cmake --build build -j"$(nproc)" >> build.log 2>&1 || { tail -50 build.log; exit 1; }
-echo "setup: built build/vecgpu"
+echo "setup: built build/vecgpu ($(( SECONDS - start )) s)"
