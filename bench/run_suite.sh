@@ -38,7 +38,7 @@ trap cleanup EXIT
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
 vport=$(free_port)
-build/vecgpu serve --port "$vport" --log-level warning > "bench/results/$stamp-vecgpu.log" 2>&1 &
+build/vecgpu serve --port "$vport" --metrics-port 0 --log-level warning > "bench/results/$stamp-vecgpu.log" 2>&1 &
 pids+=($!)
 args=(--vecgpu "tcp://127.0.0.1:$vport")
 if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then

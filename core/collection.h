@@ -33,8 +33,13 @@ class IndexStorage {
     return labels_.NewView();
   }
 
+  // Vectors stored, as of the last write; read without the lock (for metrics, which must not
+  // wait behind a training run).
+  int64_t vectors() const { return vectors_.load(std::memory_order_relaxed); }
+
  private:
   friend class Collection;
+  std::atomic<int64_t> vectors_{0};
   mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
   std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
@@ -80,7 +85,9 @@ class Collection {
   template <typename F>
   auto Write(F&& fn) {
     WriterLock lock(storage_->mu_);
-    return fn(*storage_->backend_, storage_->labels_);
+    auto result = fn(*storage_->backend_, storage_->labels_);
+    storage_->vectors_.store(storage_->labels_.size(), std::memory_order_relaxed);
+    return result;
   }
 
   // Runs fn(std::unique_ptr<Backend>&, LabelTable&) with exclusive access, so fn may replace

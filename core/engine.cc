@@ -61,8 +61,28 @@ Status CheckIds(std::span<const int64_t> ids) {
 
 }  // namespace
 
-Engine::Engine(const Limits& limits, BackendFactory& factory)
-    : limits_(limits), factory_(factory), registry_(limits.max_collections_per_tenant) {}
+Engine::Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics)
+    : limits_(limits),
+      factory_(factory),
+      metrics_(metrics),
+      registry_(limits.max_collections_per_tenant) {}
+
+void Engine::ObserveBatch(int64_t rows, int64_t requests) const {
+  if (!metrics_) return;
+  metrics_->batch_rows.With({}).Observe(static_cast<double>(rows));
+  metrics_->batch_requests.With({}).Observe(static_cast<double>(requests));
+}
+
+std::vector<Engine::TenantUsage> Engine::Usage() const {
+  std::vector<TenantUsage> out;
+  std::unordered_set<const IndexStorage*> counted;
+  for (const auto& c : registry_.All()) {
+    if (out.empty() || out.back().tenant != c->tenant()) out.push_back({c->tenant(), 0, 0});
+    ++out.back().collections;
+    if (counted.insert(c->storage().get()).second) out.back().vectors += c->storage()->vectors();
+  }
+  return out;
+}
 
 Status Engine::CheckName(const std::string& name) const {
   if (name.empty()) return InvalidArgument("index_id: must be a non-empty string");
@@ -347,6 +367,7 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
   }));
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - start);
+  ObserveBatch(r.nq, 1);
   c->stats().searches++;
   c->stats().queries += r.nq;
   c->stats().search_micros += micros.count();
@@ -382,6 +403,7 @@ StatusOr<SearchAndReconstructResult> Engine::SearchAndReconstruct(
     }
     return Status::Ok();
   }));
+  ObserveBatch(r.nq, 1);
   c->stats().searches++;
   c->stats().queries += r.nq;
   return out;

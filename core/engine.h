@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/metrics/server_metrics.h"
 #include "core/options.h"
 #include "core/tenant_registry.h"
 
@@ -60,8 +61,8 @@ struct AddResult {
 // name to the caller's tenant. Thread-safe; calls block until done.
 class Engine {
  public:
-  // `factory` must outlive the engine.
-  Engine(const Limits& limits, BackendFactory& factory);
+  // `factory` (and `metrics`, if set) must outlive the engine.
+  Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr);
 
   StatusOr<CollectionInfo> Create(const std::string& tenant, const CreateCollectionRequest& req);
   Status Drop(const std::string& tenant, const std::string& name);
@@ -132,6 +133,15 @@ class Engine {
   StatusOr<ClusteringResult> Cluster(const FloatMatrix& x, int n_clusters, Metric metric,
                                      int niter) const;
 
+  // Collections and stored vectors per tenant, without waiting on any collection's lock (for
+  // metrics). A storage shared by IDMap views counts once, for the tenant that owns it.
+  struct TenantUsage {
+    std::string tenant;
+    int64_t collections = 0;
+    int64_t vectors = 0;
+  };
+  std::vector<TenantUsage> Usage() const;
+
   const Limits& limits() const { return limits_; }
 
  private:
@@ -150,8 +160,12 @@ class Engine {
   Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                      int64_t max_rows) const;
 
+  // Records one backend search call of `rows` query rows serving `requests` requests.
+  void ObserveBatch(int64_t rows, int64_t requests) const;
+
   const Limits limits_;
   BackendFactory& factory_;
+  ServerMetrics* const metrics_;
   TenantRegistry registry_;
 };
 

@@ -52,6 +52,14 @@ std::vector<std::shared_ptr<Collection>> TenantRegistry::List(const std::string&
   return out;
 }
 
+std::vector<std::shared_ptr<Collection>> TenantRegistry::All() const {
+  ReaderLock lock(mu_);
+  std::vector<std::shared_ptr<Collection>> out;
+  out.reserve(collections_.size());
+  for (const auto& [key, c] : collections_) out.push_back(c);
+  return out;
+}
+
 size_t TenantRegistry::size() const {
   ReaderLock lock(mu_);
   return collections_.size();

@@ -29,7 +29,8 @@ class TenantRegistry {
   StatusOr<std::shared_ptr<Collection>> Remove(const std::string& tenant, const std::string& name);
   // The tenant's collections, ordered by name.
   std::vector<std::shared_ptr<Collection>> List(const std::string& tenant) const;
-  // All collections of all tenants (for metrics and snapshots).
+  // All collections of all tenants (for metrics and snapshots), ordered by tenant and name.
+  std::vector<std::shared_ptr<Collection>> All() const;
   size_t size() const;
 
  private:

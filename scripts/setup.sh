@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libfaiss-dev libopenblas-dev            # FAISS on OpenBLAS, not the slow reference BLAS
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   libspdlog-dev libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev                      # the /metrics, /healthz, /readyz listener
   libgtest-dev libgmock-dev libbenchmark-dev libhdf5-dev
   clang libclang-rt-14-dev                # libFuzzer, ASan/UBSan/TSan runtimes (sanitizer stages)
   libomp-14-dev llvm-14                   # OpenMP for clang builds; llvm-symbolizer for reports

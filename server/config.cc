@@ -71,6 +71,12 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   }
   o.log_level = level;
   if (o.io_threads < 1 || o.io_threads > 64) return InvalidArgument("io-threads: within 1..64");
+  if (o.metrics_port < 0 || o.metrics_port > 65535) {
+    return InvalidArgument("metrics-port: within 0..65535 (0 turns the listener off)");
+  }
+  if (o.metrics_port != 0 && o.metrics_port == o.port) {
+    return InvalidArgument("metrics-port: must differ from --port");
+  }
   RETURN_IF_ERROR(o.limits.Validate());
   RETURN_IF_ERROR(o.scheduler.Validate());
   return Status::Ok();
@@ -104,6 +110,12 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
   serve->add_option("--gpus", o.gpus, "GPUs to use: all, none, or a list such as 0,1")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
+  serve
+      ->add_option("--metrics-port", o.metrics_port,
+                   "HTTP port for /metrics, /healthz and /readyz (0: off)")
+      ->capture_default_str();
+  serve->add_option("--metrics-address", o.metrics_address, "Address the metrics listener binds")
+      ->capture_default_str();
   Limits& l = o.limits;
   serve->add_option("--max-request-bytes", l.max_request_bytes, "Largest request")
       ->capture_default_str();

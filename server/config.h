@@ -31,6 +31,12 @@ struct ServeOptions {
   std::string gpus = "all";
   // ZeroMQ I/O threads. Default: 1.
   int io_threads = 1;
+  // Port of the HTTP listener for /metrics, /healthz and /readyz; 0 turns it off.
+  // Default: 45679.
+  int metrics_port = 45679;
+  // Address the metrics listener binds. Default: 127.0.0.1 (it serves no data, but exposing it
+  // is a choice to make).
+  std::string metrics_address = "127.0.0.1";
   Limits limits;
   SchedulerOptions scheduler;
 };

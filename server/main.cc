@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -16,6 +17,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/faissx/service.h"
+#include "server/http/metrics_server.h"
 #include "server/zmq/router_frontend.h"
 
 namespace vecgpu::server {
@@ -50,6 +52,42 @@ void ReportDevices(const std::string& gpus) {
       gpus);
 }
 
+// Gauges read at scrape time: lanes (queue depth, busy and total workers) and per-tenant
+// collections and vectors. None waits on a collection's lock.
+void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler, const Engine& engine) {
+  auto lanes = [&scheduler](auto read) {
+    return [&scheduler, read] {
+      std::vector<GaugeSample> out;
+      for (Lane lane : {Lane::kQuery, Lane::kWrite}) {
+        const WorkerPool& pool = scheduler.lane(lane);
+        out.push_back({{pool.name()}, static_cast<double>(read(pool))});
+      }
+      return out;
+    };
+  };
+  registry.AddGauge("vecgpu_queue_depth", "Requests waiting for a worker, by lane", {"lane"},
+                    lanes([](const WorkerPool& p) { return p.queued(); }));
+  registry.AddGauge("vecgpu_busy_workers", "Workers running a request, by lane", {"lane"},
+                    lanes([](const WorkerPool& p) { return p.busy(); }));
+  registry.AddGauge("vecgpu_workers", "Worker threads, by lane", {"lane"},
+                    lanes([](const WorkerPool& p) { return p.threads(); }));
+  auto usage = [&engine](bool vectors) {
+    return [&engine, vectors] {
+      std::vector<GaugeSample> out;
+      for (const auto& u : engine.Usage()) {
+        out.push_back({{u.tenant}, static_cast<double>(vectors ? u.vectors : u.collections)});
+      }
+      return out;
+    };
+  };
+  registry.AddGauge("vecgpu_collections", "Collections (indexes), by tenant", {"tenant"},
+                    usage(false));
+  registry.AddGauge("vecgpu_vectors", "Vectors stored, by tenant", {"tenant"}, usage(true));
+  registry.AddGauge("vecgpu_build_info", "The vecgpu build serving", {"version"}, [] {
+    return std::vector<GaugeSample>{{{"0.1.0"}, 1}};
+  });
+}
+
 int Serve(const ServeOptions& o) {
   SetUpLogging(o);
   if (!o.enable_auth && !IsLoopback(o.bind_address)) {
@@ -81,9 +119,22 @@ int Serve(const ServeOptions& o) {
   ReportDevices(o.gpus);
   cpu::ConfigureCpuThreads();
   cpu::CpuBackendFactory cpu_factory;
-  Engine engine(o.limits, cpu_factory);
-  FaissxService service(engine, *auth, o.limits);
-  auto scheduler = std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere);
+  MetricsRegistry registry;
+  ServerMetrics metrics(registry);
+  Engine engine(o.limits, cpu_factory, &metrics);
+  FaissxService service(engine, *auth, o.limits, &metrics);
+  auto scheduler = std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics);
+  RegisterGauges(registry, *scheduler, engine);
+  std::atomic<bool> ready{false};
+  MetricsServer metrics_server(registry, [&] { return ready.load(); });
+  if (o.metrics_port != 0) {
+    if (Status st = metrics_server.Start(o.metrics_address, o.metrics_port); !st.ok()) {
+      spdlog::critical("{}", st.message());
+      return 1;
+    }
+    spdlog::info("metrics on http://{}:{}/metrics (also /healthz, /readyz)", o.metrics_address,
+                 metrics_server.port());
+  }
   FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
                      o.limits.max_message_bytes, o.io_threads};
   RouterFrontend frontend(service, *scheduler, fo);
@@ -94,12 +145,15 @@ int Serve(const ServeOptions& o) {
   spdlog::info("vecgpu serving FAISSx on {} (auth {}, {} API keys; {} query + {} write threads)",
                fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(),
                o.scheduler.query_threads, o.scheduler.write_threads);
+  ready = true;
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   const auto start = std::chrono::steady_clock::now();
+  ready = false;
   int abandoned = frontend.Stop(std::chrono::milliseconds(1000));
+  metrics_server.Stop();  // its gauges read the scheduler, which goes next
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // nothing is durable yet, so exiting loses nothing that was acknowledged.
   auto done = std::async(std::launch::async, [&] { scheduler->Shutdown(); });

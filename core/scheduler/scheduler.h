@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "core/metrics/server_metrics.h"
 #include "core/options.h"
 #include "core/scheduler/worker_pool.h"
 
@@ -16,13 +17,18 @@ enum class Lane { kQuery, kWrite };
 // compatible searches into batches. Thread-safe.
 class Scheduler {
  public:
-  // `on_query_thread_start` runs first on each query thread (see WorkerPool).
+  // `on_query_thread_start` runs first on each query thread (see WorkerPool). `metrics`, if
+  // set, gets each lane's queue wait.
   explicit Scheduler(const SchedulerOptions& options,
-                     std::function<void()> on_query_thread_start = nullptr);
+                     std::function<void()> on_query_thread_start = nullptr,
+                     ServerMetrics* metrics = nullptr);
 
   Status Submit(Lane lane, std::function<void()> task);
   // Finishes queued work and joins all threads.
   void Shutdown();
+
+  // The lanes, for metrics: name ("query", "write"), threads, queued and busy now.
+  const WorkerPool& lane(Lane lane) const { return lane == Lane::kQuery ? query_ : write_; }
 
  private:
   WorkerPool query_;

@@ -3,8 +3,11 @@
 namespace vecgpu {
 
 WorkerPool::WorkerPool(std::string name, int threads, int max_queued,
-                       std::function<void()> on_start)
-    : name_(std::move(name)), max_queued_(max_queued) {
+                       std::function<void()> on_start, Histogram* queue_wait)
+    : name_(std::move(name)),
+      max_queued_(max_queued),
+      thread_count_(threads),
+      queue_wait_(queue_wait) {
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this, on_start] {
@@ -24,7 +27,7 @@ Status WorkerPool::Submit(std::function<void()> task) {
       return Unavailable("server busy: " + std::to_string(queue_.size()) + " " + name_ +
                          " requests already queued; retry later");
     }
-    queue_.push_back(std::move(task));
+    queue_.push_back({std::move(task), std::chrono::steady_clock::now()});
   }
   cv_.notify_one();
   return Status::Ok();
@@ -43,17 +46,28 @@ void WorkerPool::Shutdown() {
   threads_.clear();
 }
 
+int WorkerPool::queued() const {
+  MutexLock lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
 void WorkerPool::Run() {
   for (;;) {
-    std::function<void()> task;
+    Task task;
     {
       MutexLock lock(mu_);
       mu_.Await(cv_, [&]() REQUIRES(mu_) { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();
+      busy_.fetch_add(1, std::memory_order_relaxed);
     }
-    task();
+    if (queue_wait_) {
+      queue_wait_->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - task.queued_at).count());
+    }
+    task.fn();
+    busy_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 

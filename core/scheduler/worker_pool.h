@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -7,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/metrics/metrics.h"
 #include "core/util/mutex.h"
 #include "core/util/status.h"
 
@@ -17,8 +20,9 @@ namespace vecgpu {
 class WorkerPool {
  public:
   // `on_start`, if set, runs first on each worker thread (e.g. to set per-thread library state).
+  // `queue_wait`, if set, observes how long each task waited for a thread, in seconds.
   WorkerPool(std::string name, int threads, int max_queued,
-             std::function<void()> on_start = nullptr);
+             std::function<void()> on_start = nullptr, Histogram* queue_wait = nullptr);
   ~WorkerPool();  // Shutdown()
 
   WorkerPool(const WorkerPool&) = delete;
@@ -31,14 +35,28 @@ class WorkerPool {
   // Stops taking tasks, runs those already queued, and joins the threads.
   void Shutdown();
 
+  const std::string& name() const { return name_; }
+  int threads() const { return thread_count_; }
+  // Tasks waiting for a thread, and threads running a task, now.
+  int queued() const;
+  int busy() const { return busy_.load(std::memory_order_relaxed); }
+
  private:
   void Run();
 
+  struct Task {
+    std::function<void()> fn;
+    std::chrono::steady_clock::time_point queued_at;
+  };
+
   const std::string name_;
   const int max_queued_;
-  Mutex mu_;
+  const int thread_count_;
+  Histogram* const queue_wait_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  std::deque<Task> queue_ GUARDED_BY(mu_);
+  std::atomic<int> busy_{0};
   bool stopping_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/engine.h"
+#include "core/metrics/server_metrics.h"
 #include "core/scheduler/scheduler.h"
 #include "server/auth.h"
 
@@ -14,8 +15,10 @@ namespace vecgpu::server {
 // and maps any error to the wire (PROTOCOL.md). Never throws. Thread-safe.
 class FaissxService {
  public:
-  // `engine` and `auth` must outlive the service.
-  FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits);
+  // `engine`, `auth` and `metrics` (if set) must outlive the service. With `metrics`, every
+  // request is counted by action, tenant and outcome, and timed by action.
+  FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits,
+                ServerMetrics* metrics = nullptr);
 
   std::string Handle(std::string payload) const;
 
@@ -25,9 +28,18 @@ class FaissxService {
   static std::string ErrorReply(const Status& status);
 
  private:
+  // What the metrics record of one request.
+  struct Outcome {
+    std::string action = "malformed";  // the action, "unknown", or "malformed" (not decoded)
+    std::string tenant;                // "" before authentication
+    std::string code = "ok";           // "ok" or the wire error_code
+  };
+  std::string Serve(std::string payload, Outcome* o) const;
+
   Engine& engine_;
   const Authenticator& auth_;
   const Limits limits_;
+  ServerMetrics* const metrics_;
 };
 
 }  // namespace vecgpu::server

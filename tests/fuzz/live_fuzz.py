@@ -10,7 +10,7 @@ SIGTERM shutdown; exits 0 otherwise. Each client i draws from random.Random(seed
   .venv/bin/python tests/fuzz/live_fuzz.py --binary build/vecgpu --seconds 60 --clients 4
 """
 import argparse, collections, os, random, signal, socket, struct, subprocess, sys, tempfile
-import threading, time
+import threading, time, urllib.request
 from collections import namedtuple
 
 import msgpack
@@ -345,6 +345,12 @@ class Fuzz:
                 return self.finding("stall", f"probe: {type(e).__name__}: {e}")
             if rep is None:
                 return self.finding("stall", "probe: search got no reply within 10 s")
+            try:  # the metrics listener must keep answering too
+                with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=5) as r:
+                    if b"vecgpu_requests_total" not in r.read():
+                        self.finding("probe-wrong", "probe: /metrics lacks vecgpu_requests_total")
+            except Exception as e:
+                return self.finding("stall", f"probe: /metrics: {type(e).__name__}: {e}")
             if not rep.get("success") or rep["results"][0]["indices"][0] != j:
                 self.finding("probe-wrong", f"probe search for {j} answered {repr(rep)[:300]}")
             j = (j + 1) % PROBE_DIM
@@ -386,10 +392,14 @@ def main():
         port = s.getsockname()[1]
     log_path = args.log or tempfile.mkstemp(prefix="live_fuzz_", suffix=".log")[1]
     log = open(log_path, "wb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     proc = subprocess.Popen([args.binary, "serve", "--port", str(port), "--bind-address",
-                             "127.0.0.1", "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
+                             "127.0.0.1", "--metrics-port", str(metrics_port), "--log-level",
+                             "warning"], stdout=log, stderr=subprocess.STDOUT)
     fz = Fuzz(args, f"tcp://127.0.0.1:{port}", proc)
+    fz.metrics_url = f"http://127.0.0.1:{metrics_port}"
     deadline = time.time() + 20
     while not (proc.poll() is None and call(fz.ctx, fz.endpoint, {"action": "ping"}, 0.3)):
         if proc.poll() is not None or time.time() > deadline:

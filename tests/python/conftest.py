@@ -26,6 +26,11 @@ class Server:
     def __init__(self, *args, env=None):
         self.port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        # Its own metrics port too, so servers of concurrent fixtures never collide on it.
+        if "--metrics-port" not in args:
+            args = (*args, "--metrics-port", str(free_port()))
+        self.metrics_port = int(args[args.index("--metrics-port") + 1])
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log = []
         full_env = dict(os.environ)
         full_env.update(env or {})

@@ -54,6 +54,8 @@ class Launched:
 
     def __init__(self, args, env, port):
         self.endpoint = f"tcp://127.0.0.1:{port}"
+        if "--metrics-port" not in args:  # the default metrics port may be taken by a fixture
+            args = [*args, "--metrics-port", "0"]
         self.proc = subprocess.Popen([str(BINARY), "serve", *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 15

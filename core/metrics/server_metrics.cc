@@ -1,0 +1,20 @@
+#include "core/metrics/server_metrics.h"
+
+namespace vecgpu {
+
+ServerMetrics::ServerMetrics(MetricsRegistry& r)
+    : requests(r.AddCounter("vecgpu_requests_total", "Requests served, by action, tenant and outcome",
+                            {"action", "tenant", "outcome"})),
+      request_seconds(r.AddHistogram("vecgpu_request_duration_seconds",
+                                     "Time from decoding a request to its encoded reply",
+                                     {"action"}, MetricsRegistry::LatencyBuckets())),
+      queue_wait_seconds(r.AddHistogram("vecgpu_queue_wait_seconds",
+                                        "Time a request waited in its lane's queue for a worker",
+                                        {"lane"}, MetricsRegistry::LatencyBuckets())),
+      batch_rows(r.AddHistogram("vecgpu_batch_rows", "Query rows per backend search call", {},
+                                MetricsRegistry::PowersOfTwo(14))),
+      batch_requests(r.AddHistogram("vecgpu_batch_requests",
+                                    "Client requests served by one backend search call", {},
+                                    MetricsRegistry::PowersOfTwo(10))) {}
+
+}  // namespace vecgpu

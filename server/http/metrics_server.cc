@@ -1,0 +1,53 @@
+#include "server/http/metrics_server.h"
+
+#include <httplib.h>
+
+namespace vecgpu::server {
+
+struct MetricsServer::Impl {
+  httplib::Server http;
+};
+
+MetricsServer::MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready)
+    : registry_(registry), ready_(std::move(ready)), impl_(std::make_unique<Impl>()) {}
+
+MetricsServer::~MetricsServer() { Stop(); }
+
+Status MetricsServer::Start(const std::string& address, int port) {
+  httplib::Server& http = impl_->http;
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(registry_.Render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    const bool ready = ready_();
+    res.status = ready ? 200 : 503;
+    res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
+  });
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404) res.set_content("not found: /metrics, /healthz, /readyz\n", "text/plain");
+  });
+  http.set_read_timeout(5, 0);
+  http.set_write_timeout(5, 0);
+  if (port == 0) {
+    port_ = http.bind_to_any_port(address);
+  } else {
+    port_ = http.bind_to_port(address, port) ? port : -1;
+  }
+  if (port_ < 0) {
+    return Unavailable("cannot bind the metrics listener to " + address + ":" +
+                       std::to_string(port));
+  }
+  thread_ = std::thread([this] { impl_->http.listen_after_bind(); });
+  return Status::Ok();
+}
+
+void MetricsServer::Stop() {
+  if (!thread_.joinable()) return;
+  impl_->http.stop();
+  thread_.join();
+}
+
+}  // namespace vecgpu::server

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "core/metrics/metrics.h"
+#include "core/util/status.h"
+
+namespace vecgpu::server {
+
+// The operations HTTP listener: GET /metrics (Prometheus text format 0.0.4), /healthz (the
+// process serves HTTP) and /readyz (the FAISSx front end accepts requests), and nothing else:
+// no data, no administration. Runs its own thread. Start and Stop from one thread.
+class MetricsServer {
+ public:
+  // `registry` must outlive the server; `ready` is polled by /readyz.
+  MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready);
+  ~MetricsServer();
+
+  // Binds address:port (port 0 picks a free one) and serves; Unavailable names the endpoint.
+  Status Start(const std::string& address, int port);
+  // The port bound by Start.
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  struct Impl;
+  const MetricsRegistry& registry_;
+  const std::function<bool()> ready_;
+  std::unique_ptr<Impl> impl_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace vecgpu::server
