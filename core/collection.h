@@ -1,11 +1,13 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "core/backend.h"
 #include "core/label_table.h"
+#include "core/scheduler/scheduler.h"
 #include "core/util/mutex.h"
 
 namespace vecgpu {
@@ -25,7 +27,7 @@ struct CollectionStats {
 // as FAISS's IndexIDMap shares its base index.
 class IndexStorage {
  public:
-  explicit IndexStorage(std::unique_ptr<Backend> b) : backend_(std::move(b)) {}
+  explicit IndexStorage(std::unique_ptr<Backend> b) : backend_(std::move(b)) { Cache(); }
 
   // A new view (id namespace) over this storage.
   LabelTable::View NewView() {
@@ -37,9 +39,40 @@ class IndexStorage {
   // wait behind a training run).
   int64_t vectors() const { return vectors_.load(std::memory_order_relaxed); }
 
+  // The backend's info and each view's vector count as of the last completed write, for
+  // listings that must not wait behind a long write. Lock-free for the storage lock.
+  BackendInfo CachedInfo(LabelTable::View view) const EXCLUDES(cache_mu_) {
+    MutexLock lock(cache_mu_);
+    BackendInfo info = cached_info_;
+    auto it = cached_counts_.find(view);
+    info.ntotal = view == LabelTable::kBaseView ? cached_total_
+                                                : (it == cached_counts_.end() ? 0 : it->second);
+    return info;
+  }
+
+  // The scheduler queue of this storage (shared by its IDMap views); null without a scheduler.
+  std::shared_ptr<Scheduler::Queue> queue;
+
  private:
   friend class Collection;
+  // REQUIRES: mu_ held.
+  void Cache() EXCLUDES(cache_mu_) NO_THREAD_SAFETY_ANALYSIS {
+    const int64_t total = labels_.size();
+    vectors_.store(total, std::memory_order_relaxed);
+    MutexLock lock(cache_mu_);
+    cached_info_ = backend_->Info();
+    cached_total_ = total;
+    cached_counts_.clear();
+    for (LabelTable::View v = 1; v < labels_.next_view(); ++v) {
+      if (int64_t n = labels_.CountOf(v); n > 0) cached_counts_[v] = n;
+    }
+  }
+
   std::atomic<int64_t> vectors_{0};
+  mutable Mutex cache_mu_;
+  BackendInfo cached_info_ GUARDED_BY(cache_mu_);
+  int64_t cached_total_ GUARDED_BY(cache_mu_) = 0;
+  std::map<LabelTable::View, int64_t> cached_counts_ GUARDED_BY(cache_mu_);
   mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
   std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
@@ -86,7 +119,7 @@ class Collection {
   auto Write(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(*storage_->backend_, storage_->labels_);
-    storage_->vectors_.store(storage_->labels_.size(), std::memory_order_relaxed);
+    storage_->Cache();
     return result;
   }
 
@@ -95,7 +128,9 @@ class Collection {
   template <typename F>
   auto Rebuild(F&& fn) {
     WriterLock lock(storage_->mu_);
-    return fn(storage_->backend_, storage_->labels_);
+    auto result = fn(storage_->backend_, storage_->labels_);
+    storage_->Cache();
+    return result;
   }
 
  private:

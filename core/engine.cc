@@ -1,5 +1,6 @@
 #include "core/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <regex>
@@ -61,11 +62,147 @@ Status CheckIds(std::span<const int64_t> ids) {
 
 }  // namespace
 
-Engine::Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics)
+Engine::Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics,
+               Scheduler* scheduler)
     : limits_(limits),
       factory_(factory),
       metrics_(metrics),
+      scheduler_(scheduler),
       registry_(limits.max_collections_per_tenant) {}
+
+struct Engine::SearchTask {
+  std::shared_ptr<Collection> collection;
+  FloatMatrix queries;
+  int k = 0;
+  SearchParams params;
+  SearchDone done;
+};
+
+std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
+                                                 std::unique_ptr<Backend> backend) {
+  auto storage = std::make_shared<IndexStorage>(std::move(backend));
+  if (scheduler_) {
+    storage->queue = scheduler_->NewQueue(tenant, [this](std::vector<Work>& batch) {
+      std::vector<SearchTask*> tasks;
+      for (Work& w : batch) tasks.push_back(static_cast<SearchTask*>(w.payload.get()));
+      RunSearches(tasks);
+    });
+  }
+  return storage;
+}
+
+Status Engine::Submit(const std::string& tenant, const std::string& name, WorkClass cls,
+                      Clock::time_point deadline, std::function<void()> run,
+                      std::function<void(const Status&)> expire) {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  if (!scheduler_) {
+    run();
+    return Status::Ok();
+  }
+  Work w;
+  w.cls = cls;
+  w.deadline = deadline;
+  w.run = std::move(run);
+  w.expire = std::move(expire);
+  return scheduler_->Submit(c->storage()->queue, std::move(w));
+}
+
+Status Engine::SubmitUnbound(const std::string& tenant, WorkClass cls,
+                             Clock::time_point deadline, std::function<void()> run,
+                             std::function<void(const Status&)> expire) {
+  if (!scheduler_) {
+    run();
+    return Status::Ok();
+  }
+  Work w;
+  w.cls = cls;
+  w.deadline = deadline;
+  w.run = std::move(run);
+  w.expire = std::move(expire);
+  return scheduler_->Submit(scheduler_->NewQueue(tenant, nullptr), std::move(w));
+}
+
+Status Engine::SubmitSearch(const std::string& tenant, const std::string& name,
+                            FloatMatrix queries, int k, const SearchParams& params,
+                            Clock::time_point deadline, SearchDone done) {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  RETURN_IF_ERROR(CheckSearch(*c, queries, k));
+  auto task = std::make_shared<SearchTask>();
+  task->collection = c;
+  task->queries = std::move(queries);
+  task->k = k;
+  task->params = params;
+  task->done = std::move(done);
+  if (!scheduler_) {
+    RunSearches({task.get()});
+    return Status::Ok();
+  }
+  Work w;
+  w.cls = WorkClass::kShort;
+  // Batches hold one collection's searches with equal parameters; different k is fine.
+  const uint64_t key = std::hash<const void*>()(c.get()) ^
+                       (uint64_t(params.nprobe.value_or(0)) * 0x9E3779B97F4A7C15ull) ^
+                       (uint64_t(params.ef_search.value_or(0)) * 0xC2B2AE3D27D4EB4Full);
+  w.batch_key = key | 1;
+  w.rows = task->queries.rows;
+  w.deadline = deadline;
+  w.run = [this, task] { RunSearches({task.get()}); };
+  w.expire = [task](const Status& st) { task->done(st); };
+  w.payload = task;
+  return scheduler_->Submit(c->storage()->queue, std::move(w));
+}
+
+void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
+  const Collection& c = *tasks[0]->collection;
+  const int d = c.spec().dim;
+  int64_t rows = 0;
+  int kmax = 0;
+  for (const SearchTask* t : tasks) {
+    rows += t->queries.rows;
+    kmax = std::max(kmax, t->k);
+  }
+  // One matrix of every request's queries, searched once at the largest k.
+  std::vector<float> all;
+  const float* x = tasks[0]->queries.data.data();
+  if (tasks.size() > 1) {
+    all.reserve(rows * d);
+    for (const SearchTask* t : tasks) all.insert(all.end(), t->queries.data.begin(), t->queries.data.end());
+    x = all.data();
+  }
+  std::vector<float> distances(rows * kmax);
+  std::vector<int64_t> labels(rows * kmax);
+  const auto start = std::chrono::steady_clock::now();
+  Status st = c.Read([&](const Backend& b, const LabelTable& t) -> Status {
+    if (!b.is_trained()) return NotTrained(c.name());
+    return SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params, distances.data(),
+                      labels.data());
+  });
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  if (st.ok()) {
+    ObserveBatch(rows, static_cast<int64_t>(tasks.size()));
+    c.stats().searches += static_cast<int64_t>(tasks.size());
+    c.stats().queries += rows;
+    c.stats().search_micros += micros.count();
+  }
+  int64_t row = 0;
+  for (SearchTask* t : tasks) {
+    if (!st.ok()) {
+      t->done(st);
+      continue;
+    }
+    SearchResult r;
+    r.nq = t->queries.rows;
+    r.k = t->k;
+    r.distances.resize(r.nq * r.k);
+    r.labels.resize(r.nq * r.k);
+    for (int64_t q = 0; q < r.nq; ++q, ++row) {
+      std::copy_n(distances.begin() + row * kmax, r.k, r.distances.begin() + q * r.k);
+      std::copy_n(labels.begin() + row * kmax, r.k, r.labels.begin() + q * r.k);
+    }
+    t->done(std::move(r));
+  }
+}
 
 void Engine::ObserveBatch(int64_t rows, int64_t requests) const {
   if (!metrics_) return;
@@ -173,7 +310,7 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     storage = base->storage();
   } else {
     ASSIGN_OR_RETURN(auto backend, factory_.Create(spec));
-    storage = std::make_shared<IndexStorage>(std::move(backend));
+    storage = NewStorage(tenant, std::move(backend));
   }
   const LabelTable::View view =
       spec.id_map != IdMapKind::kNone ? storage->NewView() : LabelTable::kBaseView;
@@ -354,24 +491,11 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
                                       const SearchParams& params) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   RETURN_IF_ERROR(CheckSearch(*c, queries, k));
-  SearchResult r;
-  r.nq = queries.rows;
-  r.k = k;
-  r.distances.resize(r.nq * k);
-  r.labels.resize(r.nq * k);
-  auto start = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable& t) -> Status {
-    if (!b.is_trained()) return NotTrained(name);
-    return SearchView(b, t, c->view(), r.nq, queries.data.data(), k, params, r.distances.data(),
-                      r.labels.data());
-  }));
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - start);
-  ObserveBatch(r.nq, 1);
-  c->stats().searches++;
-  c->stats().queries += r.nq;
-  c->stats().search_micros += micros.count();
-  return r;
+  SearchTask task{c, queries, k, params, nullptr};
+  StatusOr<SearchResult> out = Internal("search did not run");
+  task.done = [&](StatusOr<SearchResult> r) { out = std::move(r); };
+  RunSearches({&task});
+  return out;
 }
 
 StatusOr<SearchAndReconstructResult> Engine::SearchAndReconstruct(

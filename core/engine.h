@@ -7,6 +7,7 @@
 
 #include "core/backend.h"
 #include "core/metrics/server_metrics.h"
+#include "core/scheduler/scheduler.h"
 #include "core/options.h"
 #include "core/tenant_registry.h"
 
@@ -61,8 +62,30 @@ struct AddResult {
 // name to the caller's tenant. Thread-safe; calls block until done.
 class Engine {
  public:
-  // `factory` (and `metrics`, if set) must outlive the engine.
-  Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr);
+  // `factory` (and `metrics` and `scheduler`, if set) must outlive the engine. With a
+  // scheduler, operations can be queued per index storage (Submit*); the synchronous methods
+  // below still work from any thread (they take the storage's lock).
+  Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr,
+         Scheduler* scheduler = nullptr);
+
+  // Runs `run` on the queue of collection `name` (its storage's queue, shared with the
+  // IDMap views over it), in order with everything queued there, on a worker of class `cls`;
+  // `expire` answers it instead when it cannot run (deadline passed). Without a scheduler
+  // `run` runs at once. NotFound and busy come back before anything is queued.
+  Status Submit(const std::string& tenant, const std::string& name, WorkClass cls,
+                Clock::time_point deadline, std::function<void()> run,
+                std::function<void(const Status&)> expire);
+  // As Submit, for work bound to no collection (clustering, creating an index): a queue of
+  // its own, served fairly among the tenant's other work.
+  Status SubmitUnbound(const std::string& tenant, WorkClass cls, Clock::time_point deadline,
+                       std::function<void()> run, std::function<void(const Status&)> expire);
+  // A search, batched with the searches queued right behind it on the same collection with
+  // the same parameters (one backend call; each request gets exactly its own rows and k).
+  // Arguments are checked before queuing; `done` gets the result or the error.
+  using SearchDone = std::function<void(StatusOr<SearchResult>)>;
+  Status SubmitSearch(const std::string& tenant, const std::string& name, FloatMatrix queries,
+                      int k, const SearchParams& params, Clock::time_point deadline,
+                      SearchDone done);
 
   StatusOr<CollectionInfo> Create(const std::string& tenant, const CreateCollectionRequest& req);
   Status Drop(const std::string& tenant, const std::string& name);
@@ -162,10 +185,17 @@ class Engine {
 
   // Records one backend search call of `rows` query rows serving `requests` requests.
   void ObserveBatch(int64_t rows, int64_t requests) const;
+  struct SearchTask;
+  // Runs searches of one collection with the same parameters as one backend call.
+  void RunSearches(const std::vector<SearchTask*>& tasks) const;
+  // A new storage for `backend`, with its scheduler queue.
+  std::shared_ptr<IndexStorage> NewStorage(const std::string& tenant,
+                                           std::unique_ptr<Backend> backend);
 
   const Limits limits_;
   BackendFactory& factory_;
   ServerMetrics* const metrics_;
+  Scheduler* const scheduler_;
   TenantRegistry registry_;
 };
 

@@ -26,6 +26,8 @@ class LabelTable {
 
   // A new id namespace over this storage; never reused, even after its collection is dropped.
   View NewView() { return next_view_++; }
+  // One past the last view made.
+  View next_view() const { return next_view_; }
 
   // Records that labels first_label .. first_label + n - 1 were added through `view`: under
   // ids[i] for an IDMap view (ids.size() == n), or under their labels for the base view (ids

@@ -43,9 +43,17 @@ Status SchedulerOptions::Validate() {
   if (query_threads == 0) {
     query_threads = std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()));
   }
+  if (dispatch_threads == 0) {
+    dispatch_threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  }
   RETURN_IF_ERROR(Positive("query_threads", query_threads));
   RETURN_IF_ERROR(Positive("write_threads", write_threads));
+  RETURN_IF_ERROR(Positive("dispatch_threads", dispatch_threads));
   RETURN_IF_ERROR(Positive("max_queued", max_queued));
+  RETURN_IF_ERROR(Positive("max_queued_per_tenant", max_queued_per_tenant));
+  RETURN_IF_ERROR(Positive("max_batch_rows", max_batch_rows));
+  RETURN_IF_ERROR(Positive("long_add_rows", long_add_rows));
+  if (request_timeout_ms < 0) return InvalidArgument("request_timeout_ms: must be >= 0");
   return Status::Ok();
 }
 

@@ -46,14 +46,27 @@ struct Limits {
   Status Validate();
 };
 
-// Threads and queues of the request scheduler.
+// Threads and queues of the request scheduler (core/scheduler/scheduler.h).
 struct SchedulerOptions {
-  // Threads serving searches, reads and metadata. Default: 0 = 2 * hardware threads, min 4.
+  // Workers for short work: searches (batched), reads, small writes, metadata.
+  // Default: 0 = 2 * hardware threads, min 4.
   int query_threads = 0;
-  // Threads serving adds, training, removals and other writes. Default: 2.
+  // Workers for long work (training, large adds, merges, reclustering, clustering); they take
+  // short work too when no long work waits. Default: 2.
   int write_threads = 2;
-  // Requests waiting per lane before clients get a "busy" error. Default: 4096.
+  // Threads that decode requests and encode replies. Default: 0 = hardware threads, min 2.
+  int dispatch_threads = 0;
+  // Requests queued, all tenants together, before clients get a "busy" error. Default: 4096.
   int max_queued = 4096;
+  // Requests one tenant may have queued before its clients get "busy". Default: 1024.
+  int max_queued_per_tenant = 1024;
+  // Query rows one batched search may gather; 1 turns batching off. Default: 4096.
+  int max_batch_rows = 4096;
+  // Adds of at least this many vectors are long work. Default: 1000.
+  int long_add_rows = 1000;
+  // A request still queued after this long is answered TIMEOUT instead of run; requests may
+  // set their own `timeout_ms`. 0: no deadline. Default: 60000.
+  int request_timeout_ms = 60'000;
 
   Status Validate();
 };

@@ -151,15 +151,36 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
       ->capture_default_str();
   serve
       ->add_option("--query-threads", o.scheduler.query_threads,
-                   "Threads for searches and reads (0: 2x cores, at least 4)")
+                   "Workers for searches and other short work (0: 2x cores, at least 4)")
       ->capture_default_str();
   serve
       ->add_option("--write-threads", o.scheduler.write_threads,
-                   "Threads for adds, training and other writes")
+                   "Workers for long work: training, large adds, merges, clustering")
+      ->capture_default_str();
+  serve
+      ->add_option("--dispatch-threads", o.scheduler.dispatch_threads,
+                   "Threads decoding requests (0: cores, at least 2)")
       ->capture_default_str();
   serve
       ->add_option("--max-queued", o.scheduler.max_queued,
-                   "Requests queued per lane before clients get BUSY")
+                   "Requests queued, all tenants, before clients get BUSY")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-queued-per-tenant", o.scheduler.max_queued_per_tenant,
+                   "Requests one tenant may have queued before its clients get BUSY")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-batch-rows", o.scheduler.max_batch_rows,
+                   "Query rows one batched search may gather (1: no batching)")
+      ->capture_default_str();
+  serve
+      ->add_option("--long-add-rows", o.scheduler.long_add_rows,
+                   "Adds of at least this many vectors run on the long workers")
+      ->capture_default_str();
+  serve
+      ->add_option("--request-timeout-ms", o.scheduler.request_timeout_ms,
+                   "Requests still queued after this long get TIMEOUT (0: never); "
+                   "a request's timeout_ms overrides it")
       ->capture_default_str();
 
   // Layer the sources: config file, then environment, then the command line (last wins).

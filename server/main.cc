@@ -52,25 +52,30 @@ void ReportDevices(const std::string& gpus) {
       gpus);
 }
 
-// Gauges read at scrape time: lanes (queue depth, busy and total workers) and per-tenant
+// Gauges read at scrape time: queued work, busy and total workers by class, and per-tenant
 // collections and vectors. None waits on a collection's lock.
-void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler, const Engine& engine) {
-  auto lanes = [&scheduler](auto read) {
-    return [&scheduler, read] {
+void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
+                    const WorkerPool& dispatch, const Engine& engine) {
+  registry.AddGauge("vecgpu_queue_depth", "Requests waiting: for a dispatch thread, or queued "
+                    "on an index for a worker", {"queue"}, [&scheduler, &dispatch] {
+                      return std::vector<GaugeSample>{
+                          {{"dispatch"}, static_cast<double>(dispatch.queued())},
+                          {{"index"}, static_cast<double>(scheduler.queued())}};
+                    });
+  auto by_class = [&scheduler, &dispatch](bool busy) {
+    return [&scheduler, &dispatch, busy] {
       std::vector<GaugeSample> out;
-      for (Lane lane : {Lane::kQuery, Lane::kWrite}) {
-        const WorkerPool& pool = scheduler.lane(lane);
-        out.push_back({{pool.name()}, static_cast<double>(read(pool))});
+      for (WorkClass c : {WorkClass::kShort, WorkClass::kLong}) {
+        out.push_back({{c == WorkClass::kShort ? "short" : "long"},
+                       static_cast<double>(busy ? scheduler.busy(c) : scheduler.workers(c))});
       }
+      out.push_back({{"dispatch"}, static_cast<double>(busy ? dispatch.busy() : dispatch.threads())});
       return out;
     };
   };
-  registry.AddGauge("vecgpu_queue_depth", "Requests waiting for a worker, by lane", {"lane"},
-                    lanes([](const WorkerPool& p) { return p.queued(); }));
-  registry.AddGauge("vecgpu_busy_workers", "Workers running a request, by lane", {"lane"},
-                    lanes([](const WorkerPool& p) { return p.busy(); }));
-  registry.AddGauge("vecgpu_workers", "Worker threads, by lane", {"lane"},
-                    lanes([](const WorkerPool& p) { return p.threads(); }));
+  registry.AddGauge("vecgpu_busy_workers", "Workers running a request, by class", {"class"},
+                    by_class(true));
+  registry.AddGauge("vecgpu_workers", "Worker threads, by class", {"class"}, by_class(false));
   auto usage = [&engine](bool vectors) {
     return [&engine, vectors] {
       std::vector<GaugeSample> out;
@@ -121,10 +126,14 @@ int Serve(const ServeOptions& o) {
   cpu::CpuBackendFactory cpu_factory;
   MetricsRegistry registry;
   ServerMetrics metrics(registry);
-  Engine engine(o.limits, cpu_factory, &metrics);
-  FaissxService service(engine, *auth, o.limits, &metrics);
+  // Workers run FAISS single-threaded for small calls; large batches take OpenMP threads.
   auto scheduler = std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics);
-  RegisterGauges(registry, *scheduler, engine);
+  Engine engine(o.limits, cpu_factory, &metrics, scheduler.get());
+  FaissxService service(engine, *auth, o.limits, &metrics,
+                        {o.scheduler.request_timeout_ms, o.scheduler.long_add_rows});
+  auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
+                                               o.scheduler.max_queued, cpu::UseOneThreadHere);
+  RegisterGauges(registry, *scheduler, *dispatch, engine);
   std::atomic<bool> ready{false};
   MetricsServer metrics_server(registry, [&] { return ready.load(); });
   if (o.metrics_port != 0) {
@@ -137,14 +146,16 @@ int Serve(const ServeOptions& o) {
   }
   FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
                      o.limits.max_message_bytes, o.io_threads};
-  RouterFrontend frontend(service, *scheduler, fo);
+  RouterFrontend frontend(service, *dispatch, fo);
   if (Status st = frontend.Start(); !st.ok()) {
     spdlog::critical("{}", st.message());
     return 1;
   }
-  spdlog::info("vecgpu serving FAISSx on {} (auth {}, {} API keys; {} query + {} write threads)",
-               fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(),
-               o.scheduler.query_threads, o.scheduler.write_threads);
+  spdlog::info(
+      "vecgpu serving FAISSx on {} (auth {}, {} API keys; {} dispatch, {} short and {} long "
+      "workers; batches up to {} rows)",
+      fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(), o.scheduler.dispatch_threads,
+      o.scheduler.query_threads, o.scheduler.write_threads, o.scheduler.max_batch_rows);
   ready = true;
 
   int sig = 0;
@@ -156,7 +167,10 @@ int Serve(const ServeOptions& o) {
   metrics_server.Stop();  // its gauges read the scheduler, which goes next
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // nothing is durable yet, so exiting loses nothing that was acknowledged.
-  auto done = std::async(std::launch::async, [&] { scheduler->Shutdown(); });
+  auto done = std::async(std::launch::async, [&] {
+    dispatch->Shutdown();
+    scheduler->Shutdown();
+  });
   if (done.wait_for(std::chrono::milliseconds(400)) != std::future_status::ready) {
     spdlog::warn("exiting with requests still running");
     spdlog::shutdown();

@@ -14,7 +14,7 @@ struct ServerMetrics {
   CounterFamily& requests;
   // vecgpu_request_duration_seconds{action}: decode to encoded reply.
   HistogramFamily& request_seconds;
-  // vecgpu_queue_wait_seconds{lane}: time a request waited for a worker.
+  // vecgpu_queue_wait_seconds{class}: time a request waited for a worker ("short"/"long").
   HistogramFamily& queue_wait_seconds;
   // vecgpu_batch_rows / vecgpu_batch_requests: query rows and requests per backend search call.
   HistogramFamily& batch_rows;

@@ -1,21 +1,191 @@
 #include "core/scheduler/scheduler.h"
 
+#include <algorithm>
+
 namespace vecgpu {
 
-Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_query_thread_start,
-                     ServerMetrics* metrics)
-    : query_("query", options.query_threads, options.max_queued, std::move(on_query_thread_start),
-             metrics ? &metrics->queue_wait_seconds.With({"query"}) : nullptr),
-      write_("write", options.write_threads, options.max_queued, nullptr,
-             metrics ? &metrics->queue_wait_seconds.With({"write"}) : nullptr) {}
+struct Scheduler::Tenant {
+  std::string name;
+  std::deque<std::shared_ptr<Queue>> ready;  // runnable queues, oldest first
+  int64_t queued = 0;                        // work items queued, all queues
+  bool listed = false;                       // in ready_
+};
 
-Status Scheduler::Submit(Lane lane, std::function<void()> task) {
-  return (lane == Lane::kQuery ? query_ : write_).Submit(std::move(task));
+Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_worker_start,
+                     ServerMetrics* metrics)
+    : options_(options), metrics_(metrics) {
+  thread_count_[0] = options.query_threads;
+  thread_count_[1] = options.write_threads;
+  for (WorkClass cls : {WorkClass::kShort, WorkClass::kLong}) {
+    for (int i = 0; i < thread_count_[static_cast<int>(cls)]; ++i) {
+      threads_.emplace_back([this, cls, on_worker_start] {
+        if (on_worker_start) on_worker_start();
+        Run(cls);
+      });
+    }
+  }
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+std::shared_ptr<Scheduler::Queue> Scheduler::NewQueue(std::string tenant, BatchRunner batch) {
+  return std::shared_ptr<Queue>(new Queue(std::move(tenant), std::move(batch)));
+}
+
+Status Scheduler::Submit(const std::shared_ptr<Queue>& q, Work work) {
+  {
+    MutexLock lock(mu_);
+    if (stopping_) return Unavailable("server is shutting down");
+    if (queued_ >= options_.max_queued) {
+      return Unavailable("server busy: " + std::to_string(queued_) +
+                         " requests already queued; retry later");
+    }
+    auto& t = tenants_[q->tenant()];
+    if (!t) {
+      t = std::make_unique<Tenant>();
+      t->name = q->tenant();
+    }
+    if (t->queued >= options_.max_queued_per_tenant) {
+      return Unavailable("server busy: tenant has " + std::to_string(t->queued) +
+                         " requests queued (max_queued_per_tenant); retry later");
+    }
+    ++t->queued;
+    ++queued_;
+    work.queued_at = Clock::now();
+    q->work_.push_back(std::move(work));
+    if (!q->serving_ && !q->ready_) MakeReady(q);
+  }
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+void Scheduler::MakeReady(const std::shared_ptr<Queue>& q) {
+  auto& entry = tenants_[q->tenant()];
+  if (!entry) {
+    entry = std::make_unique<Tenant>();
+    entry->name = q->tenant();
+  }
+  Tenant& t = *entry;
+  q->ready_ = true;
+  t.ready.push_back(q);
+  if (!t.listed) {
+    t.listed = true;
+    ready_.push_back(&t);
+  }
+}
+
+bool Scheduler::Take(WorkClass cls, std::shared_ptr<Queue>* out, std::vector<Work>* batch) {
+  // Long workers look for long work first, then take short work rather than idle; short
+  // workers never take long work. Tenants are visited round-robin.
+  const int passes = cls == WorkClass::kLong ? 2 : 1;
+  for (int pass = 0; pass < passes; ++pass) {
+    const WorkClass want = pass == 0 ? cls : WorkClass::kShort;
+    for (size_t i = 0; i < ready_.size(); ++i) {
+      Tenant* t = ready_[i];
+      auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) {
+        return q->work_.front().cls == want;
+      });
+      if (it == t->ready.end()) continue;
+      std::shared_ptr<Queue> q = *it;
+      t->ready.erase(it);
+      q->ready_ = false;
+      q->serving_ = true;
+      ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(i));
+      if (t->ready.empty()) {
+        t->listed = false;
+      } else {
+        ready_.push_back(t);  // served: to the back of the round
+      }
+      // The head, and with it the searches of the same kind queued right behind it.
+      batch->clear();
+      int64_t rows = 0;
+      const uint64_t key = q->work_.front().batch_key;
+      do {
+        rows += q->work_.front().rows;
+        batch->push_back(std::move(q->work_.front()));
+        q->work_.pop_front();
+      } while (key != 0 && q->batch_ && !q->work_.empty() && q->work_.front().batch_key == key &&
+               rows + q->work_.front().rows <= options_.max_batch_rows);
+      queued_ -= static_cast<int64_t>(batch->size());
+      t->queued -= static_cast<int64_t>(batch->size());
+      *out = std::move(q);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::Run(WorkClass cls) {
+  const int c = static_cast<int>(cls);
+  std::shared_ptr<Queue> q;
+  std::vector<Work> batch;
+  for (;;) {
+    {
+      MutexLock lock(mu_);
+      mu_.Await(cv_, [&]() REQUIRES(mu_) {
+        return Take(cls, &q, &batch) || (stopping_ && queued_ == 0);
+      });
+      if (!q) return;  // stopping and drained
+      ++busy_[c];
+    }
+    // Work whose client deadline passed while it waited is answered, not run.
+    const auto now = Clock::now();
+    std::vector<Work> live;
+    for (Work& w : batch) {
+      if (metrics_) {
+        metrics_->queue_wait_seconds.With({cls == WorkClass::kShort ? "short" : "long"})
+            .Observe(std::chrono::duration<double>(now - w.queued_at).count());
+      }
+      if (w.deadline <= now) {
+        w.expire(DeadlineExceeded("the request's deadline passed while it waited in the queue"));
+      } else {
+        live.push_back(std::move(w));
+      }
+    }
+    if (live.size() > 1) {
+      q->batch_(live);
+    } else if (live.size() == 1) {
+      live[0].run();
+    }
+    {
+      MutexLock lock(mu_);
+      --busy_[c];
+      q->serving_ = false;
+      if (!q->work_.empty()) {
+        MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
+      } else if (auto it = tenants_.find(q->tenant());
+                 it != tenants_.end() && it->second->queued == 0 && !it->second->listed) {
+        tenants_.erase(it);  // (another worker may have erased it already)
+      }
+      q.reset();
+    }
+    cv_.notify_all();
+  }
 }
 
 void Scheduler::Shutdown() {
-  query_.Shutdown();
-  write_.Shutdown();
+  {
+    MutexLock lock(mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
 }
+
+int64_t Scheduler::queued() const {
+  MutexLock lock(mu_);
+  return queued_;
+}
+
+int Scheduler::busy(WorkClass cls) const {
+  MutexLock lock(mu_);
+  return busy_[static_cast<int>(cls)];
+}
+
+int Scheduler::workers(WorkClass cls) const { return thread_count_[static_cast<int>(cls)]; }
 
 }  // namespace vecgpu

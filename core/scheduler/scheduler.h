@@ -1,38 +1,119 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <deque>
 #include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "core/metrics/server_metrics.h"
 #include "core/options.h"
-#include "core/scheduler/worker_pool.h"
+#include "core/util/mutex.h"
+#include "core/util/status.h"
 
 namespace vecgpu {
 
-// Which pool a request runs on. Reads never queue behind writes: a tenant's long training
-// run or bulk add occupies a write thread, while searches keep their own threads.
-enum class Lane { kQuery, kWrite };
+// Which worker pool may run a piece of work. Long work (training, large adds, merges,
+// reclustering, clustering) runs only on the long pool, so it never takes every worker that
+// searches need. Long workers also take short work when no long work waits.
+enum class WorkClass { kShort, kLong };
 
-// Runs front-end requests on per-lane worker pools with bounded queues (beyond them the client
-// gets a "busy" error). The GPU issue adds one worker per device here, which merges queued
-// compatible searches into batches. Thread-safe.
+using Clock = std::chrono::steady_clock;
+
+// One queued unit of work. Exactly one of run / expire is called, exactly once.
+struct Work {
+  WorkClass cls = WorkClass::kShort;
+  // Searches with the same non-zero batch_key queued back to back are handed to run_batch
+  // together, up to max_batch_rows rows; 0: never batched.
+  uint64_t batch_key = 0;
+  int64_t rows = 1;  // query rows, for the batch bound
+  Clock::time_point deadline = Clock::time_point::max();
+  // Runs the work alone.
+  std::function<void()> run;
+  // Answers the work with an error instead (deadline passed, shutting down).
+  std::function<void(const Status&)> expire;
+  // What the queue's BatchRunner needs of a batchable item.
+  std::shared_ptr<void> payload;
+  Clock::time_point queued_at;  // set by Submit
+};
+
+// Runs a batch: the work items (same batch_key), in queue order. Set per queue by its owner.
+using BatchRunner = std::function<void(std::vector<Work>&)>;
+
+// The execution model of DESIGN.md: work is queued per queue (one per index storage, so an
+// index and its IDMap views share one), in order; a worker takes a queue that has work and no
+// worker, so no worker ever waits on a lock another holds, and operations on one queue keep
+// their order while different queues only share workers. Searches queued back to back on one
+// queue run as one batch (continuous batching: an idle worker starts at once, batches form
+// only from work that arrived while the queue was busy). Queues are served round-robin across
+// tenants. Bounded: past max_queued (all tenants) or max_queued_per_tenant, Submit answers
+// Unavailable ("busy", retryable). Thread-safe.
 class Scheduler {
  public:
-  // `on_query_thread_start` runs first on each query thread (see WorkerPool). `metrics`, if
-  // set, gets each lane's queue wait.
-  explicit Scheduler(const SchedulerOptions& options,
-                     std::function<void()> on_query_thread_start = nullptr,
-                     ServerMetrics* metrics = nullptr);
+  // One per index storage (or one-off, for work bound to no index). Hold it as shared_ptr;
+  // it lives while work is queued.
+  class Queue;
 
-  Status Submit(Lane lane, std::function<void()> task);
-  // Finishes queued work and joins all threads.
+  // `on_worker_start` runs first on every worker thread.
+  Scheduler(const SchedulerOptions& options, std::function<void()> on_worker_start = nullptr,
+            ServerMetrics* metrics = nullptr);
+  ~Scheduler();
+
+  // A queue for `tenant`; `batch` runs batched searches (may be null: nothing batches).
+  std::shared_ptr<Queue> NewQueue(std::string tenant, BatchRunner batch);
+
+  // Queues `work`; Unavailable when the bounds are reached or after Shutdown (work untouched).
+  Status Submit(const std::shared_ptr<Queue>& queue, Work work);
+
+  // Stops taking work, runs what is queued (expired work is expired), joins the workers.
   void Shutdown();
 
-  // The lanes, for metrics: name ("query", "write"), threads, queued and busy now.
-  const WorkerPool& lane(Lane lane) const { return lane == Lane::kQuery ? query_ : write_; }
+  // For metrics: queued work, and workers busy, by class ("short", "long").
+  int64_t queued() const;
+  int busy(WorkClass cls) const;
+  int workers(WorkClass cls) const;
+  const SchedulerOptions& options() const { return options_; }
 
  private:
-  WorkerPool query_;
-  WorkerPool write_;
+  struct Tenant;
+  void Run(WorkClass cls);
+  // Takes the next runnable queue for a worker of class `cls` and its work, or false.
+  bool Take(WorkClass cls, std::shared_ptr<Queue>* queue, std::vector<Work>* batch)
+      REQUIRES(mu_);
+  void MakeReady(const std::shared_ptr<Queue>& q) REQUIRES(mu_);
+
+  const SchedulerOptions options_;
+  ServerMetrics* const metrics_;
+  mutable Mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  int64_t queued_ GUARDED_BY(mu_) = 0;
+  int busy_[2] GUARDED_BY(mu_) = {0, 0};
+  // Tenants with runnable queues, in round-robin order; each holds its runnable queues.
+  std::map<std::string, std::unique_ptr<Tenant>> tenants_ GUARDED_BY(mu_);
+  std::deque<Tenant*> ready_ GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+  int thread_count_[2] = {0, 0};
+};
+
+class Scheduler::Queue {
+ public:
+  const std::string& tenant() const { return tenant_; }
+
+ private:
+  friend class Scheduler;
+  Queue(std::string tenant, BatchRunner batch)
+      : tenant_(std::move(tenant)), batch_(std::move(batch)) {}
+  const std::string tenant_;
+  const BatchRunner batch_;
+  // Guarded by the scheduler's mu_.
+  std::deque<Work> work_;
+  bool serving_ = false;  // a worker runs this queue's work now
+  bool ready_ = false;    // listed in its tenant's ready queues
 };
 
 }  // namespace vecgpu

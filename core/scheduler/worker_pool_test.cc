@@ -5,7 +5,6 @@
 #include <atomic>
 #include <future>
 
-#include "core/scheduler/scheduler.h"
 
 namespace vecgpu {
 namespace {
@@ -46,22 +45,6 @@ TEST(WorkerPoolTest, OnStartRunsOnEveryThread) {
   WorkerPool pool("t", 4, 10, [&] { started++; });
   pool.Shutdown();
   EXPECT_EQ(started.load(), 4);
-}
-
-TEST(SchedulerTest, QueryLaneIsNotBlockedByWrites) {
-  SchedulerOptions o;
-  o.query_threads = 1;
-  o.write_threads = 1;
-  ASSERT_TRUE(o.Validate().ok());
-  Scheduler s(o);
-  std::promise<void> release;
-  std::shared_future<void> gate = release.get_future().share();
-  ASSERT_TRUE(s.Submit(Lane::kWrite, [gate] { gate.wait(); }).ok());  // a long write
-  std::promise<void> query_done;
-  ASSERT_TRUE(s.Submit(Lane::kQuery, [&] { query_done.set_value(); }).ok());
-  EXPECT_EQ(query_done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
-  release.set_value();
-  s.Shutdown();
 }
 
 }  // namespace

@@ -114,13 +114,12 @@ Status AddWithIds(ActionContext& c) { return AddVectors(c, true); }
 
 // Writes k-NN results: per-query "results" plus top-level n x k "distances"/"indices" (FAISSx's
 // IVFPQ client reads those), or with binary=true, float32 / int64 bins.
-void WriteSearchResult(ActionContext& c, SearchResult& r, bool binary,
+void WriteSearchResult(MapWriter& w, SearchResult& r, bool binary,
                        const std::vector<FloatMatrix>* vectors) {
   for (size_t i = 0; i < r.labels.size(); ++i) {
     if (r.labels[i] < 0) r.distances[i] = kMissingDistance;
   }
   const size_t k = r.k;
-  MapWriter& w = c.out;
   if (binary) {
     w.Key("distances");
     w.Bin(r.distances.data(), r.distances.size() * sizeof(float));
@@ -147,29 +146,18 @@ void WriteSearchResult(ActionContext& c, SearchResult& r, bool binary,
     w.Key("indices").pack_array(static_cast<uint32_t>(r.nq));
     for (int64_t q = 0; q < r.nq; ++q) w.IntArray(r.labels.data() + q * k, k);
   }
-  c.out.Int("num_queries", r.nq);
-  c.out.Int("k", r.k);
+  w.Int("num_queries", r.nq);
+  w.Int("k", r.k);
 }
 
+// search and hybrid_search run through DecodeSearch and the engine's batched SubmitSearch;
+// this synchronous form serves engines without a scheduler.
 Status Search(ActionContext& c) {
-  ASSIGN_OR_RETURN(bool binary, c.req.OptionalBool("binary", false));
-  ASSIGN_OR_RETURN(std::string name, IndexId(c));
-  ASSIGN_OR_RETURN(FloatMatrix q,
-                   CollectionVectors(c, name, "query_vectors", c.limits.max_query_vectors));
-  ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
-  ASSIGN_OR_RETURN(SearchParams params, c.req.Params());
-  ASSIGN_OR_RETURN(SearchResult r, c.engine.Search(c.tenant, name, q, static_cast<int>(k), params));
-  WriteSearchResult(c, r, binary, nullptr);
+  ASSIGN_OR_RETURN(SearchCall call, DecodeSearch(c));
+  ASSIGN_OR_RETURN(SearchResult r,
+                   c.engine.Search(c.tenant, call.name, call.queries, call.k, call.params));
+  WriteSearchResult(c.out, r, call.binary, nullptr);
   return Status::Ok();
-}
-
-Status HybridSearch(ActionContext& c) {
-  if (c.req.Has("metadata_filter")) {
-    return Unimplemented(
-        "hybrid_search: metadata filters are not supported; send it without "
-        "metadata_filter for a plain vector search");
-  }
-  return Search(c);
 }
 
 Status SearchAndReconstruct(ActionContext& c) {
@@ -180,7 +168,7 @@ Status SearchAndReconstruct(ActionContext& c) {
   ASSIGN_OR_RETURN(SearchParams params, c.req.Params());
   ASSIGN_OR_RETURN(SearchAndReconstructResult r,
                    c.engine.SearchAndReconstruct(c.tenant, name, q, static_cast<int>(k), params));
-  WriteSearchResult(c, r.result, false, &r.vectors);
+  WriteSearchResult(c.out, r.result, false, &r.vectors);
   return Status::Ok();
 }
 
@@ -555,41 +543,43 @@ Status ReclusterIndex(ActionContext& c) {
   return Status::Ok();
 }
 
-// Every FAISSx action, with its lane.
+// Every FAISSx action: handler, worker class, placement and the field naming its index.
 const std::unordered_map<std::string_view, Action>& Table() {
-  constexpr Lane kQ = Lane::kQuery, kW = Lane::kWrite;
+  constexpr WorkClass kS = WorkClass::kShort, kL = WorkClass::kLong;
+  constexpr Placement kIn = Placement::kInline, kC = Placement::kCollection,
+                      kU = Placement::kUnbound, kSe = Placement::kSearch;
   static const auto* table = new std::unordered_map<std::string_view, Action>{
-      {"ping", {Ping, kQ}},
-      {"create_index", {CreateIndex, kW}},
-      {"add_vectors", {Add, kW}},
-      {"add_with_ids", {AddWithIds, kW}},
-      {"batch_add_with_ids", {AddWithIds, kW}},
-      {"search", {Search, kQ}},
-      {"hybrid_search", {HybridSearch, kQ}},
-      {"search_and_reconstruct", {SearchAndReconstruct, kQ}},
-      {"range_search", {RangeSearch, kQ}},
-      {"train_index", {TrainIndex, kW}},
-      {"reconstruct", {Reconstruct, kQ}},
-      {"reconstruct_n", {ReconstructN, kQ}},
-      {"get_vectors", {GetVectors, kQ}},
-      {"remove_ids", {RemoveIds, kW}},
-      {"replace_vector", {ReplaceVector, kW}},
-      {"get_index_stats", {GetIndexStats, kQ}},
-      {"get_index_status", {GetIndexStatus, kQ}},
-      {"get_index_info", {GetIndexInfo, kQ}},
-      {"list_indexes", {ListIndexes, kQ}},
-      {"list_indices", {ListIndexes, kQ}},
-      {"delete_index", {DeleteIndex, kW}},
-      {"reset", {ResetIndex, kW}},
-      {"clear", {ResetIndex, kW}},
-      {"set_parameter", {SetParameter, kW}},
-      {"get_parameter", {GetParameter, kQ}},
-      {"merge_indices", {MergeIndices, kW}},
-      {"compute_clustering", {ComputeClustering, kW}},
-      {"optimize_index", {OptimizeIndex, kW}},
-      {"recluster_index", {ReclusterIndex, kW}},
-      {"apply_transform", {ApplyTransform, kQ}},
-      {"get_transform_info", {GetTransformInfo, kQ}},
+      {"ping", {Ping, kS, kIn, nullptr}},
+      {"create_index", {CreateIndex, kS, kIn, nullptr}},  // an IDMap view: its base's queue
+      {"add_vectors", {Add, kS, kC, "index_id"}},
+      {"add_with_ids", {AddWithIds, kS, kC, "index_id"}},
+      {"batch_add_with_ids", {AddWithIds, kS, kC, "index_id"}},
+      {"search", {Search, kS, kSe, "index_id"}},
+      {"hybrid_search", {Search, kS, kSe, "index_id"}},
+      {"search_and_reconstruct", {SearchAndReconstruct, kS, kC, "index_id"}},
+      {"range_search", {RangeSearch, kS, kC, "index_id"}},
+      {"train_index", {TrainIndex, kL, kC, "index_id"}},
+      {"reconstruct", {Reconstruct, kS, kC, "index_id"}},
+      {"reconstruct_n", {ReconstructN, kS, kC, "index_id"}},
+      {"get_vectors", {GetVectors, kS, kC, "index_id"}},
+      {"remove_ids", {RemoveIds, kS, kC, "index_id"}},
+      {"replace_vector", {ReplaceVector, kS, kC, "index_id"}},
+      {"get_index_stats", {GetIndexStats, kS, kC, "index_id"}},
+      {"get_index_status", {GetIndexStatus, kS, kC, "index_id"}},
+      {"get_index_info", {GetIndexInfo, kS, kC, "index_id"}},
+      {"list_indexes", {ListIndexes, kS, kIn, nullptr}},
+      {"list_indices", {ListIndexes, kS, kIn, nullptr}},
+      {"delete_index", {DeleteIndex, kS, kC, "index_id"}},
+      {"reset", {ResetIndex, kS, kC, "index_id"}},
+      {"clear", {ResetIndex, kS, kC, "index_id"}},
+      {"set_parameter", {SetParameter, kS, kC, "index_id"}},
+      {"get_parameter", {GetParameter, kS, kC, "index_id"}},
+      {"merge_indices", {MergeIndices, kL, kC, "target_index_id"}},
+      {"compute_clustering", {ComputeClustering, kL, kU, nullptr}},
+      {"optimize_index", {OptimizeIndex, kS, kC, "index_id"}},
+      {"recluster_index", {ReclusterIndex, kL, kC, "index_id"}},
+      {"apply_transform", {ApplyTransform, kS, kC, "index_id"}},
+      {"get_transform_info", {GetTransformInfo, kS, kC, "index_id"}},
   };
   return *table;
 }
@@ -599,6 +589,27 @@ const std::unordered_map<std::string_view, Action>& Table() {
 const Action* FindAction(std::string_view action) {
   auto it = Table().find(action);
   return it == Table().end() ? nullptr : &it->second;
+}
+
+StatusOr<SearchCall> DecodeSearch(ActionContext& c) {
+  if (c.req.action() == "hybrid_search" && c.req.Has("metadata_filter")) {
+    return Unimplemented(
+        "hybrid_search: metadata filters are not supported; send it without "
+        "metadata_filter for a plain vector search");
+  }
+  SearchCall call;
+  ASSIGN_OR_RETURN(call.binary, c.req.OptionalBool("binary", false));
+  ASSIGN_OR_RETURN(call.name, IndexId(c));
+  ASSIGN_OR_RETURN(call.queries, CollectionVectors(c, call.name, "query_vectors",
+                                                   c.limits.max_query_vectors));
+  ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
+  call.k = static_cast<int>(k);
+  ASSIGN_OR_RETURN(call.params, c.req.Params());
+  return call;
+}
+
+void WriteSearchReply(MapWriter& out, SearchResult& r, bool binary) {
+  WriteSearchResult(out, r, binary, nullptr);
 }
 
 }  // namespace vecgpu::server

@@ -21,14 +21,37 @@ struct ActionContext {
 
 using ActionHandler = Status (*)(ActionContext&);
 
-// One FAISSx action: its handler and the lane it runs on (kWrite: it changes indexes or runs
-// long, as training, bulk adds, merges and clustering do). Declared together, in one table.
+// Where an action runs.
+enum class Placement {
+  kInline,      // on the dispatch thread, at once (ping, list, create)
+  kCollection,  // on the queue of the index named by `collection_key`, in order
+  kUnbound,     // on a queue of its own (clustering: bound to no index)
+  kSearch,      // a search: queued on its index and batched with the searches behind it
+};
+
+// One FAISSx action: its handler, where it runs and on which class of worker (kLong: it can
+// run long, as training, merges, reclustering and clustering do; adds of at least
+// long_add_rows vectors are long too). Declared together, in the one table of handlers.cc.
 struct Action {
   ActionHandler handler;
-  Lane lane;
+  WorkClass cls;
+  Placement where;
+  const char* collection_key;  // request field naming the index, for kCollection / kSearch
 };
 
 // The action named `action`, or null for an unknown action.
 const Action* FindAction(std::string_view action);
+
+// A decoded search request, for Placement::kSearch.
+struct SearchCall {
+  std::string name;
+  FloatMatrix queries;
+  int k = 0;
+  SearchParams params;
+  bool binary = false;  // results as float32 / int64 bins
+};
+StatusOr<SearchCall> DecodeSearch(ActionContext& c);
+// Writes a search's results as the reply fields.
+void WriteSearchReply(MapWriter& out, SearchResult& r, bool binary);
 
 }  // namespace vecgpu::server

@@ -1,6 +1,8 @@
 #include "server/faissx/service.h"
 
 #include <chrono>
+#include <future>
+#include <optional>
 
 #include "core/util/utf8.h"
 #include "server/faissx/handlers.h"
@@ -48,84 +50,167 @@ std::string Error(const Status& st, const Request* req) {
 }  // namespace
 
 FaissxService::FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits,
-                             ServerMetrics* metrics)
-    : engine_(engine), auth_(auth), limits_(limits), metrics_(metrics) {}
-
-Lane FaissxService::LaneOf(std::string_view payload) {
-  const Action* action = FindAction(PeekAction(payload));
-  return action ? action->lane : Lane::kQuery;
-}
+                             ServerMetrics* metrics, ServiceOptions options)
+    : engine_(engine), auth_(auth), limits_(limits), metrics_(metrics), options_(options) {}
 
 std::string FaissxService::ErrorReply(const Status& status) { return Error(status, nullptr); }
 
 std::string FaissxService::Handle(std::string payload) const {
-  const auto start = std::chrono::steady_clock::now();
-  Outcome o;
-  std::string reply = Serve(std::move(payload), &o);
-  if (metrics_) {
-    // Label values are bounded: actions come from the action table, outcomes from the wire
-    // codes, and tenants are capped by the family (past the cap they share "_other").
-    metrics_->requests.With({o.action, o.tenant.empty() ? "-" : o.tenant, o.code}).Inc();
-    metrics_->request_seconds.With({o.action}).Observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return reply;
+  std::promise<std::string> reply;
+  auto future = reply.get_future();
+  Handle(std::move(payload), [&reply](std::string r) { reply.set_value(std::move(r)); });
+  return future.get();
 }
 
-std::string FaissxService::Serve(std::string payload, Outcome* o) const {
-  auto fail = [&](const Status& st, const Request* req) {
-    o->code = std::string(WireErrorCode(st.code()));
-    return Error(st, req);
+void FaissxService::Handle(std::string payload, Done done) const {
+  // Everything the request's completion needs, kept alive until its reply is sent.
+  struct Call {
+    Clock::time_point start = Clock::now();
+    Outcome o;
+    std::optional<Request> req;
+    std::string tenant;
+    Done done;
   };
+  auto call = std::make_shared<Call>();
+  call->done = std::move(done);
+  // Sends the reply and records the request's metrics.
+  auto finish = [this](Call& c, std::string reply) {
+    if (metrics_) {
+      // Label values are bounded: actions come from the action table, outcomes from the wire
+      // codes, and tenants are capped by the family (past the cap they share "_other").
+      metrics_->requests.With({c.o.action, c.o.tenant.empty() ? "-" : c.o.tenant, c.o.code})
+          .Inc();
+      metrics_->request_seconds.With({c.o.action})
+          .Observe(std::chrono::duration<double>(Clock::now() - c.start).count());
+    }
+    c.done(std::move(reply));
+  };
+  auto fail = [finish](Call& c, const Status& st) {
+    c.o.code = std::string(WireErrorCode(st.code()));
+    finish(c, Error(st, c.req ? &*c.req : nullptr));
+  };
+
   if (static_cast<int64_t>(payload.size()) > limits_.max_request_bytes) {
-    return fail(
-        InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
-                        " bytes, above the limit of " + std::to_string(limits_.max_request_bytes) +
-                        " (max_request_bytes)"),
-        nullptr);
+    return fail(*call, InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
+                                       " bytes, above the limit of " +
+                                       std::to_string(limits_.max_request_bytes) +
+                                       " (max_request_bytes)"));
   }
   auto decoded = Request::Decode(std::move(payload), limits_);
-  if (!decoded.ok()) return fail(decoded.status(), nullptr);
-  const Request& req = *decoded;
-  o->action = "unknown";
-  try {
-    const Action* action = FindAction(req.action());
-    if (!action) return fail(InvalidArgument("Unknown action"), &req);
-    o->action = req.action();
+  if (!decoded.ok()) return fail(*call, decoded.status());
+  call->req.emplace(std::move(decoded).value());
+  const Request& req = *call->req;
+  call->o.action = "unknown";
+  const Action* action = FindAction(req.action());
+  if (!action) return fail(*call, InvalidArgument("Unknown action"));
+  call->o.action = req.action();
 
-    std::string tenant;
-    if (req.action() != "ping") {
-      std::optional<std::string> key, tenant_id;
-      if (req.Has("api_key")) {
-        auto k = req.String("api_key", limits_.max_api_key_length);
-        if (!k.ok()) return fail(Unauthenticated("Invalid API key"), &req);
-        key = *k;
-      }
-      if (req.Has("tenant_id")) {
-        auto t = req.String("tenant_id", limits_.max_tenant_id_length);
-        if (!t.ok()) return fail(PermissionDenied("Invalid tenant ID"), &req);
-        tenant_id = *t;
-      }
-      auto who = auth_.TenantOf(key, tenant_id);
-      if (!who.ok()) return fail(who.status(), &req);
-      tenant = *who;
-      o->tenant = tenant;
+  if (req.action() != "ping") {
+    std::optional<std::string> key, tenant_id;
+    if (req.Has("api_key")) {
+      auto k = req.String("api_key", limits_.max_api_key_length);
+      if (!k.ok()) return fail(*call, Unauthenticated("Invalid API key"));
+      key = *k;
     }
-
-    MapWriter out;
-    out.Bool("success", true);
-    ActionContext ctx{engine_, req, tenant, limits_, out};
-    Status st = action->handler(ctx);
-    if (!st.ok()) return fail(st, &req);
-    out.Double("timestamp", Now());
-    out.Str("version", kVersion);
-    EchoRequestId(&req, out);
-    return out.Finish();
-  } catch (const std::bad_alloc&) {
-    return fail(ResourceExhausted("out of memory while serving the request"), &req);
-  } catch (const std::exception& e) {
-    return fail(Internal(std::string("internal error: ") + e.what()), &req);
+    if (req.Has("tenant_id")) {
+      auto t = req.String("tenant_id", limits_.max_tenant_id_length);
+      if (!t.ok()) return fail(*call, PermissionDenied("Invalid tenant ID"));
+      tenant_id = *t;
+    }
+    auto who = auth_.TenantOf(key, tenant_id);
+    if (!who.ok()) return fail(*call, who.status());
+    call->tenant = *who;
+    call->o.tenant = call->tenant;
   }
+
+  // Runs the action's handler now and replies (on whichever thread calls it).
+  auto run = [this, call, action, finish, fail] {
+    try {
+      MapWriter out;
+      out.Bool("success", true);
+      ActionContext ctx{engine_, *call->req, call->tenant, limits_, out};
+      if (Status st = action->handler(ctx); !st.ok()) return fail(*call, st);
+      finish(*call, Success(out, &*call->req));
+    } catch (const std::bad_alloc&) {
+      fail(*call, ResourceExhausted("out of memory while serving the request"));
+    } catch (const std::exception& e) {
+      fail(*call, Internal(std::string("internal error: ") + e.what()));
+    }
+  };
+  auto expire = [call, fail](const Status& st) { fail(*call, st); };
+
+  auto deadline = Deadline(req);
+  if (!deadline.ok()) return fail(*call, deadline.status());
+  Placement where = action->where;
+  std::string name;
+  WorkClass cls = action->cls;
+  if (req.action() == "create_index") {
+    // An IDMap view is made on its base's queue (it takes the base's storage lock).
+    auto type = req.OptionalString("index_type", "", 256);
+    if (type.ok() && (type->rfind("IDMap:", 0) == 0 || type->rfind("IDMap2:", 0) == 0)) {
+      where = Placement::kCollection;
+      name = type->substr(type->find(':') + 1);
+    }
+  } else if (action->collection_key) {
+    auto n = req.String(action->collection_key, limits_.max_index_id_length);
+    if (!n.ok()) return fail(*call, n.status());
+    name = *n;
+  }
+  if (req.action().find("add") != std::string::npos) {
+    const msgpack::object* v = req.Find("vectors");
+    const int64_t rows = v && v->type == msgpack::type::ARRAY ? v->via.array.size : 0;
+    if (rows >= options_.long_add_rows || (v && v->type == msgpack::type::BIN &&
+                                           v->via.bin.size >= 4 * options_.long_add_rows)) {
+      cls = WorkClass::kLong;  // a large add
+    }
+  }
+
+  Status queued;
+  switch (where) {
+    case Placement::kInline:
+      return run();
+    case Placement::kCollection:
+      queued = engine_.Submit(call->tenant, name, cls, *deadline, run, expire);
+      if (queued.code() == StatusCode::kNotFound && req.action() == "create_index") {
+        return run();  // no such base: the handler says so
+      }
+      break;
+    case Placement::kUnbound:
+      queued = engine_.SubmitUnbound(call->tenant, cls, *deadline, run, expire);
+      break;
+    case Placement::kSearch: {
+      MapWriter unused;
+      ActionContext ctx{engine_, req, call->tenant, limits_, unused};
+      auto search = DecodeSearch(ctx);
+      if (!search.ok()) return fail(*call, search.status());
+      const bool binary = search->binary;
+      queued = engine_.SubmitSearch(
+          call->tenant, search->name, std::move(search->queries), search->k, search->params,
+          *deadline, [this, call, binary, finish, fail](StatusOr<SearchResult> r) {
+            if (!r.ok()) return fail(*call, r.status());
+            MapWriter out;
+            out.Bool("success", true);
+            WriteSearchReply(out, *r, binary);
+            finish(*call, Success(out, &*call->req));
+          });
+      break;
+    }
+  }
+  if (!queued.ok()) fail(*call, queued);
+}
+
+StatusOr<Clock::time_point> FaissxService::Deadline(const Request& req) const {
+  ASSIGN_OR_RETURN(int64_t ms,
+                   req.OptionalInt("timeout_ms", options_.request_timeout_ms, 0, 86'400'000));
+  if (ms == 0) return Clock::time_point::max();
+  return Clock::now() + std::chrono::milliseconds(ms);
+}
+
+std::string FaissxService::Success(MapWriter& out, const Request* req) {
+  out.Double("timestamp", Now());
+  out.Str("version", kVersion);
+  EchoRequestId(req, out);
+  return out.Finish();
 }
 
 }  // namespace vecgpu::server

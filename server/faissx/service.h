@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -7,23 +8,37 @@
 #include "core/metrics/server_metrics.h"
 #include "core/scheduler/scheduler.h"
 #include "server/auth.h"
+#include "server/faissx/map_writer.h"
+#include "server/faissx/request.h"
 
 namespace vecgpu::server {
 
+struct ServiceOptions {
+  // Deadline of a request that sets no `timeout_ms`; 0: none. Default: 0.
+  int request_timeout_ms = 0;
+  // Adds of at least this many vectors run on the long workers. Default: 1000.
+  int long_add_rows = 1000;
+};
+
 // The FAISSx protocol over the Engine, independent of the transport: one request payload in,
-// one reply payload out. Decodes and validates the request, authenticates it, runs the action
-// and maps any error to the wire (PROTOCOL.md). Never throws. Thread-safe.
+// one reply payload out. Decodes and validates the request, authenticates it, and hands the
+// action to the engine's queue of the index it names (searches batched; see handlers.h for
+// where each action runs); the reply is encoded where the action finishes. Maps any error to
+// the wire (PROTOCOL.md). Never throws. Thread-safe.
 class FaissxService {
  public:
   // `engine`, `auth` and `metrics` (if set) must outlive the service. With `metrics`, every
   // request is counted by action, tenant and outcome, and timed by action.
   FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits,
-                ServerMetrics* metrics = nullptr);
+                ServerMetrics* metrics = nullptr, ServiceOptions options = {});
 
+  using Done = std::function<void(std::string reply)>;
+  // Serves `payload`; `done` gets the reply exactly once, on this thread (errors, inline
+  // actions) or on the worker that ran the action.
+  void Handle(std::string payload, Done done) const;
+  // Handle, waiting for the reply.
   std::string Handle(std::string payload) const;
 
-  // Which scheduler lane a payload's action runs on (a cheap peek, no decoding).
-  static Lane LaneOf(std::string_view payload);
   // A complete error reply for a request that never reached Handle (busy, bad framing).
   static std::string ErrorReply(const Status& status);
 
@@ -34,12 +49,14 @@ class FaissxService {
     std::string tenant;                // "" before authentication
     std::string code = "ok";           // "ok" or the wire error_code
   };
-  std::string Serve(std::string payload, Outcome* o) const;
+  StatusOr<Clock::time_point> Deadline(const Request& req) const;
+  static std::string Success(MapWriter& out, const Request* req);
 
   Engine& engine_;
   const Authenticator& auth_;
   const Limits limits_;
   ServerMetrics* const metrics_;
+  const ServiceOptions options_;
 };
 
 }  // namespace vecgpu::server

@@ -6,6 +6,7 @@
 #include <msgpack.hpp>
 
 #include "cpu_fallback/cpu_backend_factory.h"
+#include "server/faissx/handlers.h"
 
 namespace vecgpu::server {
 namespace {
@@ -113,14 +114,34 @@ TEST_F(ServiceTest, MalformedAndOversizedPayloads) {
   EXPECT_EQ(r["error_code"].as<std::string>(), "RESOURCE_EXHAUSTED");
 }
 
-TEST_F(ServiceTest, LanesFollowTheAction) {
-  msgpack::sbuffer b;
-  msgpack::pack(b, std::map<std::string, std::string>{{"action", "train_index"}});
-  EXPECT_EQ(FaissxService::LaneOf(std::string(b.data(), b.size())), Lane::kWrite);
-  msgpack::sbuffer s;
-  msgpack::pack(s, std::map<std::string, std::string>{{"action", "search"}});
-  EXPECT_EQ(FaissxService::LaneOf(std::string(s.data(), s.size())), Lane::kQuery);
-  EXPECT_EQ(FaissxService::LaneOf("garbage"), Lane::kQuery);
+// The action table: where each action runs and on which workers. Long work must never take
+// the short workers, and every action that touches an index runs on that index's queue.
+TEST(ActionTableTest, ClassesAndPlacement) {
+  for (const char* a : {"train_index", "merge_indices", "recluster_index", "compute_clustering"}) {
+    ASSERT_NE(FindAction(a), nullptr) << a;
+    EXPECT_EQ(FindAction(a)->cls, WorkClass::kLong) << a;
+  }
+  for (const char* a : {"search", "hybrid_search"}) {
+    EXPECT_EQ(FindAction(a)->where, Placement::kSearch) << a;
+    EXPECT_EQ(FindAction(a)->cls, WorkClass::kShort) << a;
+  }
+  for (const char* a : {"ping", "list_indexes", "list_indices", "create_index"}) {
+    EXPECT_EQ(FindAction(a)->where, Placement::kInline) << a;
+  }
+  EXPECT_EQ(FindAction("compute_clustering")->where, Placement::kUnbound);
+  EXPECT_STREQ(FindAction("merge_indices")->collection_key, "target_index_id");
+  for (const char* a :
+       {"add_vectors", "add_with_ids", "batch_add_with_ids", "search_and_reconstruct",
+        "range_search", "reconstruct", "reconstruct_n", "get_vectors", "remove_ids",
+        "replace_vector", "get_index_stats", "get_index_status", "get_index_info", "delete_index",
+        "reset", "clear", "set_parameter", "get_parameter", "optimize_index", "apply_transform",
+        "get_transform_info"}) {
+    ASSERT_NE(FindAction(a), nullptr) << a;
+    EXPECT_EQ(FindAction(a)->where, Placement::kCollection) << a;
+    EXPECT_EQ(FindAction(a)->cls, WorkClass::kShort) << a;
+    EXPECT_STREQ(FindAction(a)->collection_key, "index_id") << a;
+  }
+  EXPECT_EQ(FindAction("no_such_action"), nullptr);
 }
 
 }  // namespace

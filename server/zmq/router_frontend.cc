@@ -15,9 +15,9 @@ struct RouterFrontend::Impl {
   zmq::socket_t router;
 };
 
-RouterFrontend::RouterFrontend(const FaissxService& service, Scheduler& scheduler,
+RouterFrontend::RouterFrontend(const FaissxService& service, WorkerPool& dispatch,
                                FrontendOptions options)
-    : service_(service), scheduler_(scheduler), options_(std::move(options)) {}
+    : service_(service), dispatch_(dispatch), options_(std::move(options)) {}
 
 RouterFrontend::~RouterFrontend() { Stop(std::chrono::milliseconds(0)); }
 
@@ -135,12 +135,12 @@ void RouterFrontend::Loop() {
         continue;
       }
       std::string payload = frames[2].to_string();
-      Lane lane = FaissxService::LaneOf(payload);
       auto task = [this, identity, payload = std::move(payload)]() mutable {
-        std::string reply = service_.Handle(std::move(payload));
-        PushReply(std::move(identity), std::move(reply));
+        service_.Handle(std::move(payload), [this, identity](std::string reply) {
+          PushReply(identity, std::move(reply));
+        });
       };
-      Status st = scheduler_.Submit(lane, std::move(task));
+      Status st = dispatch_.Submit(std::move(task));
       if (!st.ok()) PushReply(std::move(identity), FaissxService::ErrorReply(st));
     }
   }

@@ -7,7 +7,7 @@
 #include <string>
 #include <thread>
 
-#include "core/scheduler/scheduler.h"
+#include "core/scheduler/worker_pool.h"
 #include "core/util/mutex.h"
 #include "core/util/status.h"
 #include "server/faissx/service.h"
@@ -21,12 +21,13 @@ struct FrontendOptions {
 };
 
 // The FAISSx ZeroMQ front end. One thread owns the ROUTER socket (REQ clients see plain
-// request/reply); each request is handed to the Scheduler, and its reply comes back through a
-// queue and an eventfd that wakes the socket thread. Thread-safe: Start and Stop from one
+// request/reply); each request is handed to a dispatch thread that decodes it and queues its
+// action (FaissxService), and its reply comes back, from wherever the action finished, through
+// a queue and an eventfd that wakes the socket thread. Thread-safe: Start and Stop from one
 // thread.
 class RouterFrontend {
  public:
-  RouterFrontend(const FaissxService& service, Scheduler& scheduler, FrontendOptions options);
+  RouterFrontend(const FaissxService& service, WorkerPool& dispatch, FrontendOptions options);
   ~RouterFrontend();
 
   // Binds the socket and starts serving; an error names the endpoint.
@@ -41,7 +42,7 @@ class RouterFrontend {
   void PushReply(std::string identity, std::string reply);
 
   const FaissxService& service_;
-  Scheduler& scheduler_;
+  WorkerPool& dispatch_;
   const FrontendOptions options_;
   std::unique_ptr<Impl> impl_;
   int event_fd_ = -1;  // written by workers under mu_; closed by Stop under mu_

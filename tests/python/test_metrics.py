@@ -66,37 +66,67 @@ def test_metrics_parse_and_count_requests_by_action_tenant_and_outcome(srv):
     # Per-tenant gauges, lanes, batches.
     assert samples[("vecgpu_collections", frozenset({"tenant": "acme"}.items()))] == 1
     assert samples[("vecgpu_vectors", frozenset({"tenant": "acme"}.items()))] == 4
-    for lane in ("query", "write"):
-        assert ("vecgpu_queue_depth", frozenset({"lane": lane}.items())) in samples
-        assert samples[("vecgpu_workers", frozenset({"lane": lane}.items()))] >= 1
+    for queue in ("dispatch", "index"):
+        assert ("vecgpu_queue_depth", frozenset({"queue": queue}.items())) in samples
+    for cls in ("short", "long", "dispatch"):
+        assert samples[("vecgpu_workers", frozenset({"class": cls}.items()))] >= 1
+        assert ("vecgpu_busy_workers", frozenset({"class": cls}.items())) in samples
     assert samples[("vecgpu_batch_requests_count", frozenset())] >= 3
     assert families["vecgpu_queue_wait_seconds"].type == "histogram"
 
 
-def test_batch_and_queue_metrics_move_under_concurrent_load(srv):
-    call(srv, action="create_index", tenant_id="load", index_id="f", dimension=8, index_type="L2")
-    call(srv, action="add_vectors", tenant_id="load", index_id="f",
-         vectors=np.random.default_rng(1).random((500, 8), dtype=np.float32).tolist())
+def load(srv, clients=8, per_client=40, dim=64, n=20000):
+    """Concurrent one-query searches on one flat index; returns the scrape before and after."""
+    rng = np.random.default_rng(1)
+    call(srv, action="create_index", tenant_id="load", index_id="f", dimension=dim,
+         index_type="L2")
+    for i in range(0, n, 10000):
+        assert call(srv, action="add_vectors", tenant_id="load", index_id="f",
+                    vectors=rng.random((min(10000, n - i), dim), dtype=np.float32).tolist())["success"]
     _, before = scrape(srv)
-    rows_before = before[("vecgpu_batch_rows_count", frozenset())]
+    queries = rng.random((clients, dim), dtype=np.float32).tolist()
 
-    def client():
-        for _ in range(50):
-            assert call(srv, action="search", tenant_id="load", index_id="f",
-                        query_vectors=[[0.5] * 8, [0.1] * 8], k=3)["success"]
+    def client(q):
+        for _ in range(per_client):
+            assert call(srv, action="search", tenant_id="load", index_id="f", query_vectors=[q],
+                        k=3)["success"]
 
-    threads = [threading.Thread(target=client) for _ in range(4)]
+    threads = [threading.Thread(target=client, args=(q,)) for q in queries]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     _, after = scrape(srv)
-    assert after[("vecgpu_batch_rows_count", frozenset())] - rows_before == 200
-    # Every search carried 2 query rows: the rows sum grew by 400.
-    assert (after[("vecgpu_batch_rows_sum", frozenset())] -
-            before[("vecgpu_batch_rows_sum", frozenset())]) == 400
-    assert after[("vecgpu_queue_wait_seconds_count", frozenset({"lane": "query"}.items()))] > \
-        before[("vecgpu_queue_wait_seconds_count", frozenset({"lane": "query"}.items()))]
+    return before, after
+
+
+def delta(before, after, name, labels=frozenset()):
+    return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+
+def test_batches_form_under_concurrent_load(srv):
+    before, after = load(srv)
+    # Every request is counted once, in some batch; concurrent ones share batches.
+    assert delta(before, after, "vecgpu_batch_requests_sum") == 320
+    assert delta(before, after, "vecgpu_batch_rows_sum") == 320
+    batches = delta(before, after, "vecgpu_batch_requests_count")
+    assert batches < 320, "no two concurrent searches ever shared a backend call"
+    singles = delta(before, after, "vecgpu_batch_requests_bucket",
+                    frozenset({"le": "1"}.items()))
+    assert singles < batches
+    waits = sum(delta(before, after, "vecgpu_queue_wait_seconds_count",
+                      frozenset({"class": c}.items())) for c in ("short", "long"))
+    assert waits >= 320  # long workers take short work when no long work waits
+
+
+def test_max_batch_rows_one_turns_batching_off():
+    s = Server("--log-level", "warning", "--max-batch-rows", "1")
+    try:
+        before, after = load(s)
+    finally:
+        assert s.stop() == 0
+    assert delta(before, after, "vecgpu_batch_requests_count") == 320
+    assert delta(before, after, "vecgpu_batch_requests_bucket", frozenset({"le": "1"}.items())) == 320
 
 
 def test_health_ready_and_nothing_else(srv):
