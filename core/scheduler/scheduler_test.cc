@@ -1,0 +1,215 @@
+#include "core/scheduler/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <vector>
+
+namespace vecgpu {
+namespace {
+
+SchedulerOptions Options(int short_workers, int long_workers) {
+  SchedulerOptions o;
+  o.query_threads = short_workers;
+  o.write_threads = long_workers;
+  EXPECT_TRUE(o.Validate().ok());
+  return o;
+}
+
+Work Job(std::function<void()> run, WorkClass cls = WorkClass::kShort) {
+  Work w;
+  w.cls = cls;
+  w.run = std::move(run);
+  w.expire = [](const Status&) {};
+  return w;
+}
+
+// Blocks until released.
+struct Gate {
+  std::promise<void> open;
+  std::shared_future<void> wait = open.get_future().share();
+};
+
+TEST(SchedulerTest, OneQueueRunsInOrderOnOneWorkerAtATime) {
+  Scheduler s(Options(4, 1));
+  auto q = s.NewQueue("t", nullptr);
+  std::mutex mu;
+  std::vector<int> order;
+  std::atomic<int> inside{0}, overlap{0};
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(s.Submit(q, Job([&, i] {
+                   if (inside.fetch_add(1) > 0) overlap++;
+                   {
+                     std::lock_guard l(mu);
+                     order.push_back(i);
+                   }
+                   inside--;
+                 }))
+                    .ok());
+  }
+  s.Shutdown();
+  ASSERT_EQ(order.size(), 200u);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(order[i], i);
+  EXPECT_EQ(overlap.load(), 0);
+}
+
+// A queue stuck in a long write never holds up other queues: their work completes while it
+// runs, on the other workers.
+TEST(SchedulerTest, AStuckQueueDoesNotBlockFiftyOthers) {
+  Scheduler s(Options(2, 1));
+  Gate gate;
+  auto stuck = s.NewQueue("a", nullptr);
+  ASSERT_TRUE(s.Submit(stuck, Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
+  ASSERT_TRUE(s.Submit(stuck, Job([] {})).ok());  // queued behind the long write
+  std::atomic<int> done{0};
+  std::vector<std::shared_ptr<Scheduler::Queue>> queues;
+  for (int i = 0; i < 50; ++i) {
+    queues.push_back(s.NewQueue("t" + std::to_string(i % 5), nullptr));
+    for (int j = 0; j < 4; ++j) ASSERT_TRUE(s.Submit(queues.back(), Job([&] { done++; })).ok());
+  }
+  for (int i = 0; i < 1000 && done < 200; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(done.load(), 200);
+  gate.open.set_value();
+  s.Shutdown();
+}
+
+// Long work runs only on long workers: with the long worker busy, more long work waits while
+// short work still runs.
+TEST(SchedulerTest, LongWorkNeverTakesTheShortWorkers) {
+  Scheduler s(Options(1, 1));
+  Gate gate;
+  std::atomic<int> long_started{0}, short_done{0};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(s.Submit(s.NewQueue("t", nullptr), Job([&] {
+                           long_started++;
+                           gate.wait.wait();
+                         },
+                                                       WorkClass::kLong))
+                    .ok());
+  }
+  ASSERT_TRUE(s.Submit(s.NewQueue("u", nullptr), Job([&] { short_done++; })).ok());
+  for (int i = 0; i < 400 && short_done == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(short_done.load(), 1);
+  EXPECT_EQ(long_started.load(), 1);
+  EXPECT_EQ(s.busy(WorkClass::kLong), 1);
+  gate.open.set_value();
+  s.Shutdown();
+  EXPECT_EQ(long_started.load(), 3);
+}
+
+// A tenant with a deep queue cannot starve a tenant with one request: tenants take turns.
+TEST(SchedulerTest, TenantsAreServedRoundRobin) {
+  Scheduler s(Options(1, 1));
+  Gate gate;
+  auto blocker = s.NewQueue("x", nullptr);
+  // Occupy both workers so the order below is decided by the scheduler alone.
+  ASSERT_TRUE(s.Submit(blocker, Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
+  ASSERT_TRUE(s.Submit(s.NewQueue("y", nullptr), Job([&] { gate.wait.wait(); })).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](std::string who) {
+    return Job([&, who] {
+      std::lock_guard l(mu);
+      order.push_back(who);
+    });
+  };
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(s.Submit(s.NewQueue("heavy", nullptr), record("heavy")).ok());
+  ASSERT_TRUE(s.Submit(s.NewQueue("light", nullptr), record("light")).ok());
+  gate.open.set_value();
+  s.Shutdown();
+  auto light = std::find(order.begin(), order.end(), "light") - order.begin();
+  EXPECT_LE(light, 2) << "the light tenant waited behind the heavy tenant's queue";
+}
+
+TEST(SchedulerTest, BoundsAnswerBusyAndNothingIsLost) {
+  SchedulerOptions o = Options(1, 1);
+  o.max_queued = 6;
+  o.max_queued_per_tenant = 3;
+  Scheduler s(o);
+  Gate gate;
+  std::atomic<int> ran{0};
+  ASSERT_TRUE(s.Submit(s.NewQueue("z", nullptr), Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
+  ASSERT_TRUE(s.Submit(s.NewQueue("z2", nullptr), Job([&] { gate.wait.wait(); })).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto q = s.NewQueue("a", nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.Submit(q, Job([&] { ran++; })).ok());
+  Status st = s.Submit(q, Job([&] { ran++; }));
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);  // BUSY: per tenant
+  auto b = s.NewQueue("b", nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.Submit(b, Job([&] { ran++; })).ok());
+  EXPECT_EQ(s.Submit(s.NewQueue("c", nullptr), Job([&] { ran++; })).code(),
+            StatusCode::kUnavailable);  // BUSY: all tenants
+  gate.open.set_value();
+  s.Shutdown();
+  EXPECT_EQ(ran.load(), 6);
+}
+
+TEST(SchedulerTest, WorkPastItsDeadlineIsAnsweredNotRun) {
+  Scheduler s(Options(1, 1));
+  Gate gate;
+  auto q = s.NewQueue("t", nullptr);
+  ASSERT_TRUE(s.Submit(q, Job([&] { gate.wait.wait(); })).ok());
+  std::atomic<bool> ran{false};
+  std::promise<Status> answered;
+  Work w = Job([&] { ran = true; });
+  w.deadline = Clock::now() + std::chrono::milliseconds(20);
+  w.expire = [&](const Status& st) { answered.set_value(st); };
+  ASSERT_TRUE(s.Submit(q, std::move(w)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  gate.open.set_value();
+  EXPECT_EQ(answered.get_future().get().code(), StatusCode::kDeadlineExceeded);
+  s.Shutdown();
+  EXPECT_FALSE(ran.load());
+}
+
+// Batches form from work that queued while the queue was busy, and only then; the head
+// runs alone when nothing waits behind it, and different keys never share a batch.
+TEST(SchedulerTest, BatchesFormOnlyFromWorkQueuedBehindABusyQueue) {
+  SchedulerOptions o = Options(2, 1);
+  o.max_batch_rows = 5;
+  Scheduler s(o);
+  std::mutex mu;
+  std::vector<std::vector<int>> batches;
+  auto q = s.NewQueue("t", [&](std::vector<Work>& batch) {
+    std::vector<int> ids;
+    for (Work& w : batch) ids.push_back(*static_cast<int*>(w.payload.get()));
+    std::lock_guard l(mu);
+    batches.push_back(ids);
+  });
+  auto search = [&](int id, uint64_t key) {
+    Work w = Job([&, id] {
+      std::lock_guard l(mu);
+      batches.push_back({id});
+    });
+    w.batch_key = key;
+    w.payload = std::make_shared<int>(id);
+    return w;
+  };
+  // Alone: runs at once, alone.
+  ASSERT_TRUE(s.Submit(q, search(0, 7)).ok());
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard l(mu);
+      if (!batches.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  Gate gate;
+  ASSERT_TRUE(s.Submit(q, Job([&] { gate.wait.wait(); })).ok());  // the queue is busy
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  for (int id = 1; id <= 7; ++id) ASSERT_TRUE(s.Submit(q, search(id, 7)).ok());
+  ASSERT_TRUE(s.Submit(q, search(8, 9)).ok());  // other parameters
+  gate.open.set_value();
+  s.Shutdown();
+  ASSERT_EQ(batches.size(), 4u);
+  EXPECT_EQ(batches[0], std::vector<int>({0}));
+  EXPECT_EQ(batches[1], std::vector<int>({1, 2, 3, 4, 5}));  // max_batch_rows
+  EXPECT_EQ(batches[2], std::vector<int>({6, 7}));
+  EXPECT_EQ(batches[3], std::vector<int>({8}));
+}
+
+}  // namespace
+}  // namespace vecgpu
