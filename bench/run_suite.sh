@@ -4,7 +4,8 @@
 #   bench/run_suite.sh [suite-or-scenario ...]
 # Writes bench/results/<UTC time>-<commit>.json and bench/results/<same>/ (PNGs, summary.md).
 # Environment: VECGPU_BENCH_TIME_SCALE (default 1) multiplies every duration;
-# VECGPU_BENCH_NO_FAISSX=1 leaves the FAISSx server out.
+# VECGPU_BENCH_NO_FAISSX=1 leaves the FAISSx server out; VECGPU_BENCH_SERVER_ARGS adds flags to
+# `vecgpu serve` (e.g. "--max-batch-rows 1" to measure with batching off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/vecgpu-bench ] || { echo "run scripts/setup.sh first"; exit 1; }
@@ -38,7 +39,9 @@ trap cleanup EXIT
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
 vport=$(free_port)
-build/vecgpu serve --port "$vport" --metrics-port 0 --log-level warning > "bench/results/$stamp-vecgpu.log" 2>&1 &
+# shellcheck disable=SC2086
+build/vecgpu serve --port "$vport" --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
+  > "bench/results/$stamp-vecgpu.log" 2>&1 &
 pids+=($!)
 args=(--vecgpu "tcp://127.0.0.1:$vport")
 if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then

@@ -89,6 +89,7 @@ class Engine {
 
   StatusOr<CollectionInfo> Create(const std::string& tenant, const CreateCollectionRequest& req);
   Status Drop(const std::string& tenant, const std::string& name);
+  // The tenant's collections as of their last completed write (never waits on a lock).
   std::vector<CollectionInfo> List(const std::string& tenant) const;
   StatusOr<CollectionInfo> Describe(const std::string& tenant, const std::string& name) const;
   // Cheap: no lock on the index.

@@ -12,8 +12,12 @@
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_factory.h>
+#include <faiss/utils/distances.h>
+
+#include <omp.h>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -31,6 +35,79 @@ faiss::MetricType ToFaiss(Metric m) {
 // exact until this many have arrived, then train on all of them (a quantizer trained on the
 // first one or ten vectors clips everything after to their range).
 constexpr int64_t kScalarQuantizerTrainRows = 1024;
+
+// Splits a search of n rows into row chunks searched in parallel on the cores, for batches:
+// the request workers run FAISS single-threaded (so concurrent small searches do not
+// oversubscribe the cores), and FAISS's flat search hands batches of 20 rows or more to a
+// single-threaded BLAS. fn(start, count) searches rows [start, start + count).
+Status ParallelRows(int64_t n, const std::function<Status(int64_t, int64_t)>& fn) {
+  static const int cores = std::max(1, omp_get_num_procs());
+  constexpr int64_t kMinRowsPerChunk = 4;
+  const int chunks = static_cast<int>(std::min<int64_t>(cores, n / kMinRowsPerChunk));
+  if (chunks <= 1) return fn(0, n);
+  std::vector<Status> st(chunks);
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int c = 0; c < chunks; ++c) {
+    const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+    st[c] = fn(begin, end - begin);
+  }
+  for (const Status& s : st) RETURN_IF_ERROR(s);
+  return Status::Ok();
+}
+
+// Exact search of a flat index with the stored vectors split into one block per core: each
+// core streams its block once for the whole batch (splitting the queries instead made every
+// core stream every vector), and the per-block top-k lists are merged.
+void FlatSearchByBlocks(const faiss::IndexFlat& index, int64_t n, const float* x, int k,
+                        float* distances, int64_t* labels, int blocks) {
+  const int64_t nb = index.ntotal, d = index.d;
+  const bool ip = index.metric_type == faiss::METRIC_INNER_PRODUCT;
+  std::vector<float> dist(static_cast<size_t>(blocks) * n * k);
+  std::vector<int64_t> ids(dist.size());
+#pragma omp parallel for num_threads(blocks) schedule(static, 1)
+  for (int b = 0; b < blocks; ++b) {
+    const int64_t begin = nb * b / blocks, end = nb * (b + 1) / blocks;
+    float* db = dist.data() + static_cast<size_t>(b) * n * k;
+    int64_t* ib = ids.data() + static_cast<size_t>(b) * n * k;
+    const float* y = index.get_xb() + begin * d;
+    if (ip) {
+      faiss::knn_inner_product(x, y, d, n, end - begin, k, db, ib);
+    } else {
+      faiss::knn_L2sqr(x, y, d, n, end - begin, k, db, ib);
+    }
+    for (int64_t i = 0; i < n * k; ++i) {
+      if (ib[i] >= 0) ib[i] += begin;
+    }
+  }
+  // Merge: each block's list is sorted, best first.
+  std::vector<int> at(blocks);
+  for (int64_t q = 0; q < n; ++q) {
+    std::fill(at.begin(), at.end(), 0);
+    for (int j = 0; j < k; ++j) {
+      int best = -1;
+      for (int b = 0; b < blocks; ++b) {
+        if (at[b] >= k) continue;
+        const size_t i = (static_cast<size_t>(b) * n + q) * k + at[b];
+        if (ids[i] < 0) continue;
+        if (best < 0) {
+          best = b;
+          continue;
+        }
+        const size_t bi = (static_cast<size_t>(best) * n + q) * k + at[best];
+        if (ip ? dist[i] > dist[bi] : dist[i] < dist[bi]) best = b;
+      }
+      if (best < 0) {
+        labels[q * k + j] = -1;
+        distances[q * k + j] = ip ? -std::numeric_limits<float>::max()
+                                  : std::numeric_limits<float>::max();
+        continue;
+      }
+      const size_t bi = (static_cast<size_t>(best) * n + q) * k + at[best]++;
+      labels[q * k + j] = ids[bi];
+      distances[q * k + j] = dist[bi];
+    }
+  }
+}
 
 // IVF search parameters for one request; `get()` is null when the request sets none. (HNSW
 // efSearch goes through HnswSearch: FAISS 1.7.3 caps it at the index's own value.)
@@ -228,16 +305,30 @@ Status FaissBackend::Search(int64_t n, const float* x, int k, const SearchParams
     std::fill(distances, distances + n * k, std::numeric_limits<float>::max());
     return Status::Ok();
   }
-  if (pending_) return CallFaiss("search", [&] { pending_->search(n, x, k, distances, labels); });
-  if (hnsw_ && params.ef_search) {
-    const int ef = std::clamp(*params.ef_search, 1, 1'000'000);
+  // A batch on an exact flat index: split the stored vectors across the cores.
+  static const int cores = std::max(1, omp_get_num_procs());
+  const auto* flat = pending_ ? pending_.get() : dynamic_cast<const faiss::IndexFlat*>(index_.get());
+  if (flat && cores > 1 && n >= 4 && flat->ntotal >= 4096) {
     return CallFaiss("search", [&] {
-      Transformed y(pre_, n, x);
-      HnswSearch(*hnsw_, n, y.get(), k, ef, distances, labels);
+      FlatSearchByBlocks(*flat, n, x, k, distances, labels, cores);
     });
   }
-  RequestParams rp(params, index_.get(), ivf_);
-  return CallFaiss("search", [&] { index_->search(n, x, k, distances, labels, rp.get()); });
+  const int d = spec_.dim;
+  return ParallelRows(n, [&](int64_t start, int64_t rows) {
+    const float* xs = x + start * d;
+    float* ds = distances + start * k;
+    int64_t* ls = labels + start * k;
+    if (pending_) return CallFaiss("search", [&] { pending_->search(rows, xs, k, ds, ls); });
+    if (hnsw_ && params.ef_search) {
+      const int ef = std::clamp(*params.ef_search, 1, 1'000'000);
+      return CallFaiss("search", [&] {
+        Transformed y(pre_, rows, xs);
+        HnswSearch(*hnsw_, rows, y.get(), k, ef, ds, ls);
+      });
+    }
+    RequestParams rp(params, index_.get(), ivf_);
+    return CallFaiss("search", [&] { index_->search(rows, xs, k, ds, ls, rp.get()); });
+  });
 }
 
 StatusOr<RangeResult> FaissBackend::RangeSearch(int64_t n, const float* x, float radius,
