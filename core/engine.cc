@@ -70,12 +70,23 @@ Engine::Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* met
       scheduler_(scheduler),
       registry_(limits.max_collections_per_tenant) {}
 
-struct Engine::SearchTask {
+// A batchable piece of queued work (the payload of its scheduler Work).
+struct Engine::Task {
+  virtual ~Task() = default;
   std::shared_ptr<Collection> collection;
+};
+
+struct Engine::SearchTask : Task {
   FloatMatrix queries;
   int k = 0;
   SearchParams params;
   SearchDone done;
+};
+
+struct Engine::AddTask : Task {
+  FloatMatrix x;
+  std::vector<int64_t> ids;
+  AddDone done;
 };
 
 std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
@@ -83,9 +94,16 @@ std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
   auto storage = std::make_shared<IndexStorage>(std::move(backend));
   if (scheduler_) {
     storage->queue = scheduler_->NewQueue(tenant, [this](std::vector<Work>& batch) {
-      std::vector<SearchTask*> tasks;
-      for (Work& w : batch) tasks.push_back(static_cast<SearchTask*>(w.payload.get()));
-      RunSearches(tasks);
+      // A batch holds work of one batch key: all searches or all adds.
+      std::vector<SearchTask*> searches;
+      std::vector<AddTask*> adds;
+      for (Work& w : batch) {
+        auto* task = static_cast<Task*>(w.payload.get());
+        if (auto* s = dynamic_cast<SearchTask*>(task)) searches.push_back(s);
+        if (auto* a = dynamic_cast<AddTask*>(task)) adds.push_back(a);
+      }
+      if (!searches.empty()) RunSearches(searches);
+      if (!adds.empty()) RunAdds(adds);
     });
   }
   return storage;
@@ -148,8 +166,102 @@ Status Engine::SubmitSearch(const std::string& tenant, const std::string& name,
   w.deadline = deadline;
   w.run = [this, task] { RunSearches({task.get()}); };
   w.expire = [task](const Status& st) { task->done(st); };
-  w.payload = task;
+  w.payload = std::static_pointer_cast<Task>(task);
   return scheduler_->Submit(c->storage()->queue, std::move(w));
+}
+
+Status Engine::SubmitAdd(const std::string& tenant, const std::string& name, FloatMatrix x,
+                         std::vector<int64_t> ids, WorkClass cls, Clock::time_point deadline,
+                         AddDone done) {
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  RETURN_IF_ERROR(CheckMatrix("vectors", x, c->spec(), limits_.max_add_vectors));
+  if (!ids.empty() && static_cast<int64_t>(ids.size()) != x.rows) {
+    return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids for " +
+                           std::to_string(x.rows) + " vectors");
+  }
+  if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));
+  auto task = std::make_shared<AddTask>();
+  task->collection = c;
+  task->x = std::move(x);
+  task->ids = std::move(ids);
+  task->done = std::move(done);
+  if (!scheduler_) {
+    RunAdds({task.get()});
+    return Status::Ok();
+  }
+  Work w;
+  w.cls = cls;
+  // Adds to a collection that numbers its own vectors are merged only without explicit ids
+  // (those must match the next labels, which depend on the order).
+  const bool mergeable = c->has_ids() ? !task->ids.empty() : task->ids.empty();
+  if (mergeable) w.batch_key = ((std::hash<const void*>()(c.get()) * 0x100000001B3ull) & ~3ull) | 2;
+  w.rows = task->x.rows;
+  w.deadline = deadline;
+  w.run = [this, task] { RunAdds({task.get()}); };
+  w.expire = [task](const Status& st) { task->done(st); };
+  w.payload = std::static_pointer_cast<Task>(task);
+  return scheduler_->Submit(c->storage()->queue, std::move(w));
+}
+
+void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
+  Collection& c = *tasks[0]->collection;
+  // Groups of consecutive adds whose ids do not overlap, each applied as one add.
+  size_t begin = 0;
+  while (begin < tasks.size()) {
+    std::unordered_set<int64_t> seen;
+    size_t end = begin;
+    for (; end < tasks.size(); ++end) {
+      bool overlap = false;
+      for (int64_t id : tasks[end]->ids) overlap = overlap || seen.count(id);
+      if (overlap && end > begin) break;
+      seen.insert(tasks[end]->ids.begin(), tasks[end]->ids.end());
+    }
+    auto apply = [&](size_t from, size_t to) -> StatusOr<int64_t> {
+      FloatMatrix x;
+      std::vector<int64_t> ids;
+      const FloatMatrix* one = &tasks[from]->x;
+      if (to - from > 1) {
+        x.cols = c.spec().dim;
+        for (size_t i = from; i < to; ++i) {
+          x.data.insert(x.data.end(), tasks[i]->x.data.begin(), tasks[i]->x.data.end());
+          x.rows += tasks[i]->x.rows;
+          ids.insert(ids.end(), tasks[i]->ids.begin(), tasks[i]->ids.end());
+        }
+        one = &x;
+      } else {
+        ids = tasks[from]->ids;
+      }
+      return c.Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
+        RETURN_IF_ERROR(AddLocked(c, b, t, *one, ids));
+        return t.CountOf(c.view());
+      });
+    };
+    auto merged = apply(begin, end);
+    if (!merged.ok() && end - begin > 1) {
+      // One of them is refused: apply each alone, so each gets its own answer.
+      for (size_t i = begin; i < end; ++i) {
+        auto r = apply(i, i + 1);
+        if (r.ok()) {
+          c.stats().adds++;
+          c.stats().vectors_added += tasks[i]->x.rows;
+          tasks[i]->done(AddResult{tasks[i]->x.rows, *r});
+        } else {
+          tasks[i]->done(r.status());
+        }
+      }
+    } else {
+      for (size_t i = begin; i < end; ++i) {
+        if (!merged.ok()) {
+          tasks[i]->done(merged.status());
+          continue;
+        }
+        c.stats().adds++;
+        c.stats().vectors_added += tasks[i]->x.rows;
+        tasks[i]->done(AddResult{tasks[i]->x.rows, *merged});
+      }
+    }
+    begin = end;
+  }
 }
 
 void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
@@ -399,6 +511,7 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
     return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids for " +
                            std::to_string(x.rows) + " vectors");
   }
+  if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));  // as SubmitAdd does
   return c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
     RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
     c->stats().adds++;
@@ -498,7 +611,11 @@ StatusOr<SearchResult> Engine::Search(const std::string& tenant, const std::stri
                                       const SearchParams& params) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   RETURN_IF_ERROR(CheckSearch(*c, queries, k));
-  SearchTask task{c, queries, k, params, nullptr};
+  SearchTask task;
+  task.collection = c;
+  task.queries = queries;
+  task.k = k;
+  task.params = params;
   StatusOr<SearchResult> out = Internal("search did not run");
   task.done = [&](StatusOr<SearchResult> r) { out = std::move(r); };
   RunSearches({&task});

@@ -86,6 +86,14 @@ class Engine {
   Status SubmitSearch(const std::string& tenant, const std::string& name, FloatMatrix queries,
                       int k, const SearchParams& params, Clock::time_point deadline,
                       SearchDone done);
+  // An add, merged with the adds queued right behind it on the same collection into one
+  // backend add (adds whose ids overlap are applied one after the other, so a later add of an
+  // id still replaces an earlier one; adds that number their own labels are never merged).
+  // Arguments are checked before queuing; `done` gets this add's count and the ntotal after.
+  using AddDone = std::function<void(StatusOr<AddResult>)>;
+  Status SubmitAdd(const std::string& tenant, const std::string& name, FloatMatrix x,
+                   std::vector<int64_t> ids, WorkClass cls, Clock::time_point deadline,
+                   AddDone done);
 
   StatusOr<CollectionInfo> Create(const std::string& tenant, const CreateCollectionRequest& req);
   Status Drop(const std::string& tenant, const std::string& name);
@@ -186,9 +194,13 @@ class Engine {
 
   // Records one backend search call of `rows` query rows serving `requests` requests.
   void ObserveBatch(int64_t rows, int64_t requests) const;
+  struct Task;
   struct SearchTask;
+  struct AddTask;
   // Runs searches of one collection with the same parameters as one backend call.
   void RunSearches(const std::vector<SearchTask*>& tasks) const;
+  // Runs adds to one collection, merged where their ids allow.
+  void RunAdds(const std::vector<AddTask*>& tasks);
   // A new storage for `backend`, with its scheduler queue.
   std::shared_ptr<IndexStorage> NewStorage(const std::string& tenant,
                                            std::unique_ptr<Backend> backend);

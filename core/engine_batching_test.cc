@@ -31,9 +31,12 @@ class FakeBackend final : public Backend {
   bool can_remove() const override { return false; }
   Status Train(int64_t, const float*) override { return Status::Ok(); }
   Status Add(int64_t n, const float*) override {
+    std::lock_guard g(mu);
+    adds.push_back(n);
     ntotal_ += n;
     return Status::Ok();
   }
+  std::vector<int64_t> adds;  // rows of each Add call
   Status AddLabeled(int64_t, const float*, const int64_t*, int64_t) override {
     return Unimplemented("fake");
   }
@@ -158,6 +161,41 @@ TEST(EngineBatchingTest, QueuedSearchesShareOneCallAndEachGetsItsOwnRowsAndK) {
   ASSERT_EQ(f.backend->calls.size(), 2u) << "the six queued searches did not share one call";
   EXPECT_EQ(f.backend->calls[0], std::make_pair(int64_t{1}, 2));
   EXPECT_EQ(f.backend->calls[1], std::make_pair(int64_t{9}, 5));  // all rows, at the largest k
+}
+
+TEST(EngineBatchingTest, QueuedAddsAreMergedIntoOneAdd) {
+  Fixture f;
+  std::promise<void> release;
+  f.backend->hold = release.get_future().share();
+  std::promise<StatusOr<SearchResult>> first;  // holds the index while the adds queue
+  ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
+                                     [&](StatusOr<SearchResult> r) { first.set_value(r); })
+                  .ok());
+  for (int i = 0; i < 200 && f.backend->calls.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  std::vector<std::promise<StatusOr<AddResult>>> added(5);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(f.engine
+                    ->SubmitAdd("t", "i", Query(0, i + 1), {}, WorkClass::kShort,
+                                Clock::time_point::max(),
+                                [&, i](StatusOr<AddResult> r) { added[i].set_value(r); })
+                    .ok());
+  }
+  {
+    std::lock_guard g(f.backend->mu);
+    f.backend->hold = {};
+  }
+  release.set_value();
+  ASSERT_TRUE(first.get_future().get().ok());
+  for (int i = 0; i < 5; ++i) {
+    auto r = added[i].get_future().get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->count, i + 1);  // its own rows
+    EXPECT_EQ(r->ntotal, 15);    // the collection after the merged add
+  }
+  std::lock_guard g(f.backend->mu);
+  EXPECT_EQ(f.backend->adds, std::vector<int64_t>({15})) << "the five adds were not merged";
 }
 
 TEST(EngineBatchingTest, ASearchSeesEveryAddAcknowledgedBeforeIt) {

@@ -92,25 +92,14 @@ Status CreateIndex(ActionContext& c) {
   return Status::Ok();
 }
 
-Status AddVectors(ActionContext& c, bool ids_required) {
-  ASSIGN_OR_RETURN(std::string name, IndexId(c));
-  ASSIGN_OR_RETURN(FloatMatrix x, CollectionVectors(c, name, "vectors", c.limits.max_add_vectors));
-  std::vector<int64_t> ids;
-  if (ids_required || c.req.Has("ids")) {
-    ASSIGN_OR_RETURN(ids, c.req.Ids("ids", c.limits.max_add_vectors));
-  }
-  if (c.req.Has("batch_size")) {
-    ASSIGN_OR_RETURN(int64_t batch, c.req.Int("batch_size", 1, INT32_MAX));
-    (void)batch;  // one request is applied as one batch under one lock
-  }
-  ASSIGN_OR_RETURN(AddResult r, c.engine.Add(c.tenant, name, x, ids));
-  c.out.Int("count", r.count);
-  c.out.Int("total", r.ntotal);
-  c.out.Int("ntotal", r.ntotal);
+// The add actions run through DecodeAdd and the engine's merging SubmitAdd; this synchronous
+// form serves engines without a scheduler.
+Status Add(ActionContext& c) {
+  ASSIGN_OR_RETURN(AddCall call, DecodeAdd(c));
+  ASSIGN_OR_RETURN(AddResult r, c.engine.Add(c.tenant, call.name, call.x, call.ids));
+  WriteAddReply(c.out, r);
   return Status::Ok();
 }
-Status Add(ActionContext& c) { return AddVectors(c, false); }
-Status AddWithIds(ActionContext& c) { return AddVectors(c, true); }
 
 // Writes k-NN results: per-query "results" plus top-level n x k "distances"/"indices" (FAISSx's
 // IVFPQ client reads those), or with binary=true, float32 / int64 bins.
@@ -547,13 +536,13 @@ Status ReclusterIndex(ActionContext& c) {
 const std::unordered_map<std::string_view, Action>& Table() {
   constexpr WorkClass kS = WorkClass::kShort, kL = WorkClass::kLong;
   constexpr Placement kIn = Placement::kInline, kC = Placement::kCollection,
-                      kU = Placement::kUnbound, kSe = Placement::kSearch;
+                      kU = Placement::kUnbound, kSe = Placement::kSearch, kA = Placement::kAdd;
   static const auto* table = new std::unordered_map<std::string_view, Action>{
       {"ping", {Ping, kS, kIn, nullptr}},
       {"create_index", {CreateIndex, kS, kIn, nullptr}},  // an IDMap view: its base's queue
-      {"add_vectors", {Add, kS, kC, "index_id"}},
-      {"add_with_ids", {AddWithIds, kS, kC, "index_id"}},
-      {"batch_add_with_ids", {AddWithIds, kS, kC, "index_id"}},
+      {"add_vectors", {Add, kS, kA, "index_id"}},
+      {"add_with_ids", {Add, kS, kA, "index_id"}},
+      {"batch_add_with_ids", {Add, kS, kA, "index_id"}},
       {"search", {Search, kS, kSe, "index_id"}},
       {"hybrid_search", {Search, kS, kSe, "index_id"}},
       {"search_and_reconstruct", {SearchAndReconstruct, kS, kC, "index_id"}},
@@ -606,6 +595,27 @@ StatusOr<SearchCall> DecodeSearch(ActionContext& c) {
   call.k = static_cast<int>(k);
   ASSIGN_OR_RETURN(call.params, c.req.Params());
   return call;
+}
+
+StatusOr<AddCall> DecodeAdd(ActionContext& c) {
+  const bool ids_required = c.req.action() != "add_vectors";
+  AddCall call;
+  ASSIGN_OR_RETURN(call.name, IndexId(c));
+  ASSIGN_OR_RETURN(call.x, CollectionVectors(c, call.name, "vectors", c.limits.max_add_vectors));
+  if (ids_required || c.req.Has("ids")) {
+    ASSIGN_OR_RETURN(call.ids, c.req.Ids("ids", c.limits.max_add_vectors));
+  }
+  if (c.req.Has("batch_size")) {
+    ASSIGN_OR_RETURN(int64_t batch, c.req.Int("batch_size", 1, INT32_MAX));
+    (void)batch;  // one request is applied as one add
+  }
+  return call;
+}
+
+void WriteAddReply(MapWriter& out, const AddResult& r) {
+  out.Int("count", r.count);
+  out.Int("total", r.ntotal);
+  out.Int("ntotal", r.ntotal);
 }
 
 void WriteSearchReply(MapWriter& out, SearchResult& r, bool binary) {

@@ -27,6 +27,7 @@ enum class Placement {
   kCollection,  // on the queue of the index named by `collection_key`, in order
   kUnbound,     // on a queue of its own (clustering: bound to no index)
   kSearch,      // a search: queued on its index and batched with the searches behind it
+  kAdd,         // an add: queued on its index and merged with the adds behind it
 };
 
 // One FAISSx action: its handler, where it runs and on which class of worker (kLong: it can
@@ -53,5 +54,14 @@ struct SearchCall {
 StatusOr<SearchCall> DecodeSearch(ActionContext& c);
 // Writes a search's results as the reply fields.
 void WriteSearchReply(MapWriter& out, SearchResult& r, bool binary);
+
+// A decoded add request (add_vectors, add_with_ids, batch_add_with_ids), for Placement::kAdd.
+struct AddCall {
+  std::string name;
+  FloatMatrix x;
+  std::vector<int64_t> ids;  // empty when the request gave none
+};
+StatusOr<AddCall> DecodeAdd(ActionContext& c);
+void WriteAddReply(MapWriter& out, const AddResult& r);
 
 }  // namespace vecgpu::server

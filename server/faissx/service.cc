@@ -178,6 +178,22 @@ void FaissxService::Handle(std::string payload, Done done) const {
     case Placement::kUnbound:
       queued = engine_.SubmitUnbound(call->tenant, cls, *deadline, run, expire);
       break;
+    case Placement::kAdd: {
+      MapWriter unused;
+      ActionContext ctx{engine_, req, call->tenant, limits_, unused};
+      auto add = DecodeAdd(ctx);
+      if (!add.ok()) return fail(*call, add.status());
+      queued = engine_.SubmitAdd(call->tenant, add->name, std::move(add->x), std::move(add->ids),
+                                 cls, *deadline,
+                                 [call, finish, fail](StatusOr<AddResult> r) {
+                                   if (!r.ok()) return fail(*call, r.status());
+                                   MapWriter out;
+                                   out.Bool("success", true);
+                                   WriteAddReply(out, *r);
+                                   finish(*call, Success(out, &*call->req));
+                                 });
+      break;
+    }
     case Placement::kSearch: {
       MapWriter unused;
       ActionContext ctx{engine_, req, call->tenant, limits_, unused};

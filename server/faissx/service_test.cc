@@ -130,8 +130,12 @@ TEST(ActionTableTest, ClassesAndPlacement) {
   }
   EXPECT_EQ(FindAction("compute_clustering")->where, Placement::kUnbound);
   EXPECT_STREQ(FindAction("merge_indices")->collection_key, "target_index_id");
+  for (const char* a : {"add_vectors", "add_with_ids", "batch_add_with_ids"}) {
+    EXPECT_EQ(FindAction(a)->where, Placement::kAdd) << a;  // merged with the adds behind it
+    EXPECT_EQ(FindAction(a)->cls, WorkClass::kShort) << a;  // long when large (service.cc)
+  }
   for (const char* a :
-       {"add_vectors", "add_with_ids", "batch_add_with_ids", "search_and_reconstruct",
+       {"search_and_reconstruct",
         "range_search", "reconstruct", "reconstruct_n", "get_vectors", "remove_ids",
         "replace_vector", "get_index_stats", "get_index_status", "get_index_info", "delete_index",
         "reset", "clear", "set_parameter", "get_parameter", "optimize_index", "apply_transform",

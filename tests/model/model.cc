@@ -363,6 +363,13 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
       if (replace && !Find(*c, op.ids[0])) return expect("NOT_FOUND");
       const bool ids_sent = replace || op.send_ids || op.kind == OpKind::kAddWithIds;
       if (ids_sent && static_cast<int>(op.ids.size()) != op.rows) return expect("INVALID_ARGUMENT");
+      if (has_ids && ids_sent && !replace) {
+        // Negative or repeated ids are refused as the add is decoded, before the index.
+        std::set<int64_t> seen;
+        for (int64_t id : op.ids) {
+          if (id < 0 || !seen.insert(id).second) return expect("INVALID_ARGUMENT");
+        }
+      }
       if (!s.trained) return expect("NOT_TRAINED");
       std::vector<size_t> replaced;
       if (!has_ids) {

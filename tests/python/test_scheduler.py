@@ -107,3 +107,38 @@ def test_a_request_whose_deadline_passes_in_the_queue_times_out(srv):
     t.join()
     assert r["success"] is False and r["error_code"] == "TIMEOUT", r
     assert call(srv, action="get_index_stats", tenant_id="D", index_id="slow")["is_trained"]
+
+
+def test_concurrent_adds_merge_without_losing_or_duplicating_vectors(srv):
+    """Adds from many clients to one index (merged into few backend adds): every vector is
+    there once; with ids, overlapping ids are upserts (one vector per id, one that was sent)."""
+    call(srv, action="create_index", tenant_id="E", index_id="base", dimension=4, index_type="L2")
+    call(srv, action="create_index", tenant_id="E", index_id="flat", dimension=4, index_type="L2")
+    call(srv, action="create_index", tenant_id="E", index_id="ids", dimension=4,
+         index_type="IDMap:base")
+    sent = {}
+    lock = threading.Lock()
+
+    def client(c):
+        for i in range(30):
+            v = [float(c), float(i), 0.5, 0.25]
+            assert call(srv, action="add_vectors", tenant_id="E", index_id="flat",
+                        vectors=[v])["success"]
+            key = (c * 7 + i) % 50  # ids shared between clients: upserts
+            assert call(srv, action="add_with_ids", tenant_id="E", index_id="ids",
+                        vectors=[v], ids=[key])["success"]
+            with lock:
+                sent.setdefault(key, []).append(v)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = call(srv, action="get_vectors", tenant_id="E", index_id="flat")
+    rows = sorted(tuple(v) for v in got["vectors"])
+    assert rows == sorted((float(c), float(i), 0.5, 0.25) for c in range(8) for i in range(30))
+    got = call(srv, action="get_vectors", tenant_id="E", index_id="ids")
+    assert sorted(got["ids"]) == sorted(sent)
+    for id_, v in zip(got["ids"], got["vectors"]):
+        assert v in sent[id_]
