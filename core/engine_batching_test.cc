@@ -112,6 +112,16 @@ struct Fixture {
     backend = factory.last;
   }
   ~Fixture() { scheduler->Shutdown(); }
+  // Until the backend has seen a search (it is then held, and the index busy).
+  void WaitForFirstSearch() {
+    for (int i = 0; i < 1000; ++i) {
+      {
+        std::lock_guard g(backend->mu);
+        if (!backend->calls.empty()) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
   Limits limits;
   FakeFactory factory;
   std::unique_ptr<Scheduler> scheduler;
@@ -128,9 +138,7 @@ TEST(EngineBatchingTest, QueuedSearchesShareOneCallAndEachGetsItsOwnRowsAndK) {
   ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 2, {}, Clock::time_point::max(),
                                      [&](StatusOr<SearchResult> r) { first.set_value(r); })
                   .ok());
-  for (int i = 0; i < 200 && f.backend->calls.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  f.WaitForFirstSearch();
   std::vector<std::promise<StatusOr<SearchResult>>> results(6);
   const int ks[] = {1, 5, 3, 2, 4, 5};
   for (int i = 0; i < 6; ++i) {
@@ -171,9 +179,7 @@ TEST(EngineBatchingTest, QueuedAddsAreMergedIntoOneAdd) {
   ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
                                      [&](StatusOr<SearchResult> r) { first.set_value(r); })
                   .ok());
-  for (int i = 0; i < 200 && f.backend->calls.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  f.WaitForFirstSearch();
   std::vector<std::promise<StatusOr<AddResult>>> added(5);
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE(f.engine
