@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <chrono>
+
 namespace vecgpu::server {
 
 struct MetricsServer::Impl {
@@ -41,6 +43,11 @@ Status MetricsServer::Start(const std::string& address, int port) {
                        std::to_string(port));
   }
   thread_ = std::thread([this] { impl_->http.listen_after_bind(); });
+  // httplib's stop() does nothing until the listener runs: wait for it, so a Stop right after
+  // Start (a start-up that fails later) cannot leave the thread listening forever.
+  for (int i = 0; i < 2000 && !impl_->http.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return Status::Ok();
 }
 
