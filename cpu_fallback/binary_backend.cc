@@ -164,8 +164,10 @@ StatusOr<RangeResult> BinaryBackend::RangeSearch(int64_t n, const float* x, floa
                                                  const SearchParams&) const {
   ASSIGN_OR_RETURN(auto codes, Pack(n, x));
   faiss::RangeSearchResult res(n);
-  // Hamming distances are integers: "< radius" for a float radius is "< ceil(radius)".
-  const int r = static_cast<int>(std::ceil(radius));
+  // Hamming distances are integers in 0..d: "< radius" for a float radius is "< ceil(radius)",
+  // and any radius past d + 1 finds everything (clamped before the conversion: a radius of
+  // 9e15 overflowed the int, found by the live fuzzer under UBSan).
+  const int r = static_cast<int>(std::clamp<double>(std::ceil(radius), 0, spec_.dim + 1));
   RETURN_IF_ERROR(
       CallFaiss("range_search", [&] { index_->range_search(n, codes.data(), r, &res); }));
   RangeResult out;

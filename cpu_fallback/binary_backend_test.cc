@@ -60,5 +60,20 @@ TEST(BinaryBackendTest, IvfNeedsTrainingAndTakesNprobePerRequest) {
   EXPECT_EQ(*b->GetParameter("nprobe"), 1);
 }
 
+// Radii far past the dimension find everything, and negative ones nothing, without
+// overflowing the int FAISS takes (a radius of 9e15 was undefined behaviour).
+TEST(BinaryBackendTest, RangeSearchClampsHugeRadii) {
+  auto b = Make("BINARY_FLAT", 16);
+  std::vector<float> x(10 * 16);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (i * 7 % 3) == 0;
+  ASSERT_TRUE(b->Add(10, x.data()).ok());
+  auto all = b->RangeSearch(1, x.data(), 9.0072e15f, {});
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->lims[1], 10);
+  auto none = b->RangeSearch(1, x.data(), -1e30f, {});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->lims[1], 0);
+}
+
 }  // namespace
 }  // namespace vecgpu::cpu
