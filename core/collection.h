@@ -35,9 +35,11 @@ class IndexStorage {
     return labels_.NewView();
   }
 
-  // Vectors stored, as of the last write; read without the lock (for metrics, which must not
-  // wait behind a training run).
-  int64_t vectors() const { return vectors_.load(std::memory_order_relaxed); }
+  // Vectors stored, as of the last completed write (for metrics: never waits on the lock).
+  int64_t vectors() const EXCLUDES(cache_mu_) {
+    MutexLock lock(cache_mu_);
+    return cached_total_;
+  }
 
   // The backend's info and each view's vector count as of the last completed write, for
   // listings that must not wait behind a long write. Lock-free for the storage lock.
@@ -58,7 +60,6 @@ class IndexStorage {
   // REQUIRES: mu_ held.
   void Cache() EXCLUDES(cache_mu_) NO_THREAD_SAFETY_ANALYSIS {
     const int64_t total = labels_.size();
-    vectors_.store(total, std::memory_order_relaxed);
     MutexLock lock(cache_mu_);
     cached_info_ = backend_->Info();
     cached_total_ = total;
@@ -68,7 +69,6 @@ class IndexStorage {
     }
   }
 
-  std::atomic<int64_t> vectors_{0};
   mutable Mutex cache_mu_;
   BackendInfo cached_info_ GUARDED_BY(cache_mu_);
   int64_t cached_total_ GUARDED_BY(cache_mu_) = 0;

@@ -7,8 +7,8 @@
 
 #include "core/backend.h"
 #include "core/metrics/server_metrics.h"
-#include "core/scheduler/scheduler.h"
 #include "core/options.h"
+#include "core/scheduler/scheduler.h"
 #include "core/tenant_registry.h"
 
 namespace vecgpu {
@@ -192,6 +192,11 @@ class Engine {
   Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                      int64_t max_rows) const;
 
+  static Status NotTrained(const std::string& name);
+  // Refuses negative ids and ids given twice.
+  static Status CheckIds(std::span<const int64_t> ids);
+  // Queues `w` (runs it at once without a scheduler).
+  Status Enqueue(const std::shared_ptr<Scheduler::Queue>& queue, Work w);
   // Records one backend search call of `rows` query rows serving `requests` requests.
   void ObserveBatch(int64_t rows, int64_t requests) const;
   struct Task;

@@ -3,11 +3,8 @@
 namespace vecgpu {
 
 WorkerPool::WorkerPool(std::string name, int threads, int max_queued,
-                       std::function<void()> on_start, Histogram* queue_wait)
-    : name_(std::move(name)),
-      max_queued_(max_queued),
-      thread_count_(threads),
-      queue_wait_(queue_wait) {
+                       std::function<void()> on_start)
+    : name_(std::move(name)), max_queued_(max_queued), thread_count_(threads) {
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this, on_start] {
@@ -27,7 +24,7 @@ Status WorkerPool::Submit(std::function<void()> task) {
       return Unavailable("server busy: " + std::to_string(queue_.size()) + " " + name_ +
                          " requests already queued; retry later");
     }
-    queue_.push_back({std::move(task), std::chrono::steady_clock::now()});
+    queue_.push_back(std::move(task));
   }
   cv_.notify_one();
   return Status::Ok();
@@ -53,7 +50,7 @@ int WorkerPool::queued() const {
 
 void WorkerPool::Run() {
   for (;;) {
-    Task task;
+    std::function<void()> task;
     {
       MutexLock lock(mu_);
       mu_.Await(cv_, [&]() REQUIRES(mu_) { return stopping_ || !queue_.empty(); });
@@ -62,11 +59,7 @@ void WorkerPool::Run() {
       queue_.pop_front();
       busy_.fetch_add(1, std::memory_order_relaxed);
     }
-    if (queue_wait_) {
-      queue_wait_->Observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - task.queued_at).count());
-    }
-    task.fn();
+    task();
     busy_.fetch_sub(1, std::memory_order_relaxed);
   }
 }

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -9,7 +8,6 @@
 #include <thread>
 #include <vector>
 
-#include "core/metrics/metrics.h"
 #include "core/util/mutex.h"
 #include "core/util/status.h"
 
@@ -20,9 +18,8 @@ namespace vecgpu {
 class WorkerPool {
  public:
   // `on_start`, if set, runs first on each worker thread (e.g. to set per-thread library state).
-  // `queue_wait`, if set, observes how long each task waited for a thread, in seconds.
   WorkerPool(std::string name, int threads, int max_queued,
-             std::function<void()> on_start = nullptr, Histogram* queue_wait = nullptr);
+             std::function<void()> on_start = nullptr);
   ~WorkerPool();  // Shutdown()
 
   WorkerPool(const WorkerPool&) = delete;
@@ -44,18 +41,12 @@ class WorkerPool {
  private:
   void Run();
 
-  struct Task {
-    std::function<void()> fn;
-    std::chrono::steady_clock::time_point queued_at;
-  };
-
   const std::string name_;
   const int max_queued_;
   const int thread_count_;
-  Histogram* const queue_wait_;
   mutable Mutex mu_;
   std::condition_variable cv_;
-  std::deque<Task> queue_ GUARDED_BY(mu_);
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
   std::atomic<int> busy_{0};
   bool stopping_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -92,15 +92,6 @@ Status CreateIndex(ActionContext& c) {
   return Status::Ok();
 }
 
-// The add actions run through DecodeAdd and the engine's merging SubmitAdd; this synchronous
-// form serves engines without a scheduler.
-Status Add(ActionContext& c) {
-  ASSIGN_OR_RETURN(AddCall call, DecodeAdd(c));
-  ASSIGN_OR_RETURN(AddResult r, c.engine.Add(c.tenant, call.name, call.x, call.ids));
-  WriteAddReply(c.out, r);
-  return Status::Ok();
-}
-
 // Writes k-NN results: per-query "results" plus top-level n x k "distances"/"indices" (FAISSx's
 // IVFPQ client reads those), or with binary=true, float32 / int64 bins.
 void WriteSearchResult(MapWriter& w, SearchResult& r, bool binary,
@@ -137,16 +128,6 @@ void WriteSearchResult(MapWriter& w, SearchResult& r, bool binary,
   }
   w.Int("num_queries", r.nq);
   w.Int("k", r.k);
-}
-
-// search and hybrid_search run through DecodeSearch and the engine's batched SubmitSearch;
-// this synchronous form serves engines without a scheduler.
-Status Search(ActionContext& c) {
-  ASSIGN_OR_RETURN(SearchCall call, DecodeSearch(c));
-  ASSIGN_OR_RETURN(SearchResult r,
-                   c.engine.Search(c.tenant, call.name, call.queries, call.k, call.params));
-  WriteSearchResult(c.out, r, call.binary, nullptr);
-  return Status::Ok();
 }
 
 Status SearchAndReconstruct(ActionContext& c) {
@@ -540,11 +521,13 @@ const std::unordered_map<std::string_view, Action>& Table() {
   static const auto* table = new std::unordered_map<std::string_view, Action>{
       {"ping", {Ping, kS, kIn, nullptr}},
       {"create_index", {CreateIndex, kS, kIn, nullptr}},  // an IDMap view: its base's queue
-      {"add_vectors", {Add, kS, kA, "index_id"}},
-      {"add_with_ids", {Add, kS, kA, "index_id"}},
-      {"batch_add_with_ids", {Add, kS, kA, "index_id"}},
-      {"search", {Search, kS, kSe, "index_id"}},
-      {"hybrid_search", {Search, kS, kSe, "index_id"}},
+      // Adds and searches have no handler: the service decodes them (DecodeAdd,
+      // DecodeSearch) and the engine queues, merges or batches them.
+      {"add_vectors", {nullptr, kS, kA, "index_id"}},
+      {"add_with_ids", {nullptr, kS, kA, "index_id"}},
+      {"batch_add_with_ids", {nullptr, kS, kA, "index_id"}},
+      {"search", {nullptr, kS, kSe, "index_id"}},
+      {"hybrid_search", {nullptr, kS, kSe, "index_id"}},
       {"search_and_reconstruct", {SearchAndReconstruct, kS, kC, "index_id"}},
       {"range_search", {RangeSearch, kS, kC, "index_id"}},
       {"train_index", {TrainIndex, kL, kC, "index_id"}},
@@ -589,8 +572,8 @@ StatusOr<SearchCall> DecodeSearch(ActionContext& c) {
   SearchCall call;
   ASSIGN_OR_RETURN(call.binary, c.req.OptionalBool("binary", false));
   ASSIGN_OR_RETURN(call.name, IndexId(c));
-  ASSIGN_OR_RETURN(call.queries, CollectionVectors(c, call.name, "query_vectors",
-                                                   c.limits.max_query_vectors));
+  ASSIGN_OR_RETURN(call.queries,
+                   CollectionVectors(c, call.name, "query_vectors", c.limits.max_query_vectors));
   ASSIGN_OR_RETURN(int64_t k, c.req.OptionalInt("k", 10, 1, c.limits.max_k));
   call.k = static_cast<int>(k);
   ASSIGN_OR_RETURN(call.params, c.req.Params());

@@ -34,7 +34,7 @@ enum class Placement {
 // run long, as training, merges, reclustering and clustering do; adds of at least
 // long_add_rows vectors are long too). Declared together, in the one table of handlers.cc.
 struct Action {
-  ActionHandler handler;
+  ActionHandler handler;  // null for kAdd / kSearch (DecodeAdd / DecodeSearch)
   WorkClass cls;
   Placement where;
   const char* collection_key;  // request field naming the index, for kCollection / kSearch

@@ -78,8 +78,7 @@ void FaissxService::Handle(std::string payload, Done done) const {
     if (metrics_) {
       // Label values are bounded: actions come from the action table, outcomes from the wire
       // codes, and tenants are capped by the family (past the cap they share "_other").
-      metrics_->requests.With({c.o.action, c.o.tenant.empty() ? "-" : c.o.tenant, c.o.code})
-          .Inc();
+      metrics_->requests.With({c.o.action, c.o.tenant.empty() ? "-" : c.o.tenant, c.o.code}).Inc();
       metrics_->request_seconds.With({c.o.action})
           .Observe(std::chrono::duration<double>(Clock::now() - c.start).count());
     }
@@ -91,10 +90,10 @@ void FaissxService::Handle(std::string payload, Done done) const {
   };
 
   if (static_cast<int64_t>(payload.size()) > limits_.max_request_bytes) {
-    return fail(*call, InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
-                                       " bytes, above the limit of " +
-                                       std::to_string(limits_.max_request_bytes) +
-                                       " (max_request_bytes)"));
+    return fail(
+        *call, InvalidArgument("Malformed request: " + std::to_string(payload.size()) +
+                               " bytes, above the limit of " +
+                               std::to_string(limits_.max_request_bytes) + " (max_request_bytes)"));
   }
   auto decoded = Request::Decode(std::move(payload), limits_);
   if (!decoded.ok()) return fail(*call, decoded.status());
@@ -156,15 +155,6 @@ void FaissxService::Handle(std::string payload, Done done) const {
     if (!n.ok()) return fail(*call, n.status());
     name = *n;
   }
-  if (req.action().find("add") != std::string::npos) {
-    const msgpack::object* v = req.Find("vectors");
-    const int64_t rows = v && v->type == msgpack::type::ARRAY ? v->via.array.size : 0;
-    if (rows >= options_.long_add_rows || (v && v->type == msgpack::type::BIN &&
-                                           v->via.bin.size >= 4 * options_.long_add_rows)) {
-      cls = WorkClass::kLong;  // a large add
-    }
-  }
-
   Status queued;
   switch (where) {
     case Placement::kInline:
@@ -183,9 +173,9 @@ void FaissxService::Handle(std::string payload, Done done) const {
       ActionContext ctx{engine_, req, call->tenant, limits_, unused};
       auto add = DecodeAdd(ctx);
       if (!add.ok()) return fail(*call, add.status());
+      if (add->x.rows >= options_.long_add_rows) cls = WorkClass::kLong;  // a large add
       queued = engine_.SubmitAdd(call->tenant, add->name, std::move(add->x), std::move(add->ids),
-                                 cls, *deadline,
-                                 [call, finish, fail](StatusOr<AddResult> r) {
+                                 cls, *deadline, [call, finish, fail](StatusOr<AddResult> r) {
                                    if (!r.ok()) return fail(*call, r.status());
                                    MapWriter out;
                                    out.Bool("success", true);
@@ -200,15 +190,15 @@ void FaissxService::Handle(std::string payload, Done done) const {
       auto search = DecodeSearch(ctx);
       if (!search.ok()) return fail(*call, search.status());
       const bool binary = search->binary;
-      queued = engine_.SubmitSearch(
-          call->tenant, search->name, std::move(search->queries), search->k, search->params,
-          *deadline, [this, call, binary, finish, fail](StatusOr<SearchResult> r) {
-            if (!r.ok()) return fail(*call, r.status());
-            MapWriter out;
-            out.Bool("success", true);
-            WriteSearchReply(out, *r, binary);
-            finish(*call, Success(out, &*call->req));
-          });
+      queued = engine_.SubmitSearch(call->tenant, search->name, std::move(search->queries),
+                                    search->k, search->params, *deadline,
+                                    [this, call, binary, finish, fail](StatusOr<SearchResult> r) {
+                                      if (!r.ok()) return fail(*call, r.status());
+                                      MapWriter out;
+                                      out.Bool("success", true);
+                                      WriteSearchReply(out, *r, binary);
+                                      finish(*call, Success(out, &*call->req));
+                                    });
       break;
     }
   }

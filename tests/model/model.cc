@@ -94,6 +94,20 @@ std::string Show(const std::vector<int64_t>& v) {
   return s.str() + "]";
 }
 
+// "" when the reply is the error `code`; else what it was instead.
+std::string ExpectError(const Op& op, const Reply& r, const char* code) {
+  if (r.ok()) return Fail(op, std::string("expected ") + code + ", got success: " + r.Dump());
+  if (r.code() != code) {
+    return Fail(op, std::string("expected ") + code + ", got " + r.code() + ": " + r.error());
+  }
+  return "";
+}
+
+// "" when the reply is a success.
+std::string ExpectOk(const Op& op, const Reply& r) {
+  return r.ok() ? "" : Fail(op, "expected success, got " + r.code() + ": " + r.error());
+}
+
 // Whether x is refused for an index of `dim` components: wrong shape, a NaN (the "nan"
 // corruption, written by the encoder) or, for binary indexes, a value that is not 0 or 1.
 bool Refused(const Op& op, int dim, bool binary) {
@@ -249,16 +263,8 @@ std::string Model::Step(const Op& op, const Reply& r) {
 }
 
 std::string Model::Mutation(const Op& op, const Reply& r) {
-  auto expect = [&](const char* code) -> std::string {
-    if (r.ok()) return Fail(op, std::string("expected ") + code + ", got success: " + r.Dump());
-    if (r.code() != code) {
-      return Fail(op, std::string("expected ") + code + ", got " + r.code() + ": " + r.error());
-    }
-    return "";
-  };
-  auto ok = [&]() -> std::string {
-    return r.ok() ? "" : Fail(op, "expected success, got " + r.code() + ": " + r.error());
-  };
+  auto expect = [&](const char* code) { return ExpectError(op, r, code); };
+  auto ok = [&] { return ExpectOk(op, r); };
   Collection* c = const_cast<Collection*>(Lookup(op));
 
   if (op.kind == OpKind::kCreate) {
@@ -478,16 +484,8 @@ std::string Model::Mutation(const Op& op, const Reply& r) {
 }
 
 std::string Model::Read(const Op& op, const Reply& r) {
-  auto expect = [&](const char* code) -> std::string {
-    if (r.ok()) return Fail(op, std::string("expected ") + code + ", got success: " + r.Dump());
-    if (r.code() != code) {
-      return Fail(op, std::string("expected ") + code + ", got " + r.code() + ": " + r.error());
-    }
-    return "";
-  };
-  auto ok = [&]() -> std::string {
-    return r.ok() ? "" : Fail(op, "expected success, got " + r.code() + ": " + r.error());
-  };
+  auto expect = [&](const char* code) { return ExpectError(op, r, code); };
+  auto ok = [&] { return ExpectOk(op, r); };
   if (op.kind == OpKind::kList) {
     if (auto e = ok(); !e.empty()) return e;
     std::map<std::string, int64_t> want, got;

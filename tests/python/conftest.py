@@ -1,4 +1,5 @@
 """Fixtures that run the real vecgpu binary on 127.0.0.1 with a free port."""
+import itertools
 import os
 import pathlib
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 
@@ -92,3 +94,46 @@ def auth_server():
                  "--log-level", "warning")
     yield srv
     assert srv.stop() == 0
+
+
+# Helpers shared by the protocol-level tests.
+_names = itertools.count()
+
+
+def uid(prefix="ix"):
+    return f"{prefix}-{next(_names)}"
+
+
+def call(srv, **request):
+    return raw_call(srv.endpoint, request)
+
+
+def ok(reply):
+    assert isinstance(reply, dict), reply
+    assert reply.get("success") is True, reply
+    assert "error" not in reply, reply
+    return reply
+
+
+def fail(reply, *needles, code=None):
+    """Asserts a failure reply whose error names every needle (case-insensitive)."""
+    assert isinstance(reply, dict), reply
+    assert reply.get("success") is False, reply
+    assert isinstance(reply.get("error"), str) and reply["error"], reply
+    for needle in needles:
+        assert needle.lower() in reply["error"].lower(), (needle, reply)
+    if code is not None:
+        assert reply.get("error_code") == code, reply
+    return reply
+
+
+def rows(a):
+    """float32-exact nested lists (msgpack float64 of float32 values)."""
+    return np.asarray(a, dtype=np.float32).tolist()
+
+
+def rand(n, d, seed, normalize=False):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    if normalize:
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Server, raw_call
+from conftest import Server, call
 
 
-def get(srv, path):
-    with urllib.request.urlopen(srv.metrics_url + path, timeout=5) as r:
+def get(server, path):
+    with urllib.request.urlopen(server.metrics_url + path, timeout=5) as r:
         return r.status, r.headers.get("Content-Type"), r.read().decode()
 
 
-def scrape(srv):
+def scrape(server):
     """{(sample name, frozenset(labels)): value} plus the families by name."""
-    status, ctype, text = get(srv, "/metrics")
+    status, ctype, text = get(server, "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {(s.name, frozenset(s.labels.items())): s.value
@@ -26,26 +26,15 @@ def scrape(srv):
     return families, samples
 
 
-@pytest.fixture(scope="module")
-def srv():
-    s = Server("--log-level", "warning")
-    yield s
-    assert s.stop() == 0
-
-
-def call(srv, **req):
-    return raw_call(srv.endpoint, req)
-
-
-def test_metrics_parse_and_count_requests_by_action_tenant_and_outcome(srv):
-    call(srv, action="create_index", tenant_id="acme", index_id="m", dimension=4, index_type="L2")
-    call(srv, action="add_vectors", tenant_id="acme", index_id="m",
+def test_metrics_parse_and_count_requests_by_action_tenant_and_outcome(server):
+    call(server, action="create_index", tenant_id="acme", index_id="m", dimension=4, index_type="L2")
+    call(server, action="add_vectors", tenant_id="acme", index_id="m",
          vectors=np.eye(4, dtype=np.float32).tolist())
     for _ in range(3):
-        call(srv, action="search", tenant_id="acme", index_id="m", query_vectors=[[1, 0, 0, 0]], k=2)
-    call(srv, action="search", tenant_id="acme", index_id="nope", query_vectors=[[1, 0, 0, 0]])
-    call(srv, action="no_such_action")
-    families, samples = scrape(srv)
+        call(server, action="search", tenant_id="acme", index_id="m", query_vectors=[[1, 0, 0, 0]], k=2)
+    call(server, action="search", tenant_id="acme", index_id="nope", query_vectors=[[1, 0, 0, 0]])
+    call(server, action="no_such_action")
+    families, samples = scrape(server)
     assert families["vecgpu_requests"].type == "counter"
     ok = ("vecgpu_requests_total",
           frozenset({"action": "search", "tenant": "acme", "outcome": "ok"}.items()))
@@ -75,20 +64,20 @@ def test_metrics_parse_and_count_requests_by_action_tenant_and_outcome(srv):
     assert families["vecgpu_queue_wait_seconds"].type == "histogram"
 
 
-def load(srv, clients=8, per_client=40, dim=64, n=20000):
+def load(server, clients=8, per_client=40, dim=64, n=20000):
     """Concurrent one-query searches on one flat index; returns the scrape before and after."""
     rng = np.random.default_rng(1)
-    call(srv, action="create_index", tenant_id="load", index_id="f", dimension=dim,
+    call(server, action="create_index", tenant_id="load", index_id="f", dimension=dim,
          index_type="L2")
     for i in range(0, n, 10000):
-        assert call(srv, action="add_vectors", tenant_id="load", index_id="f",
+        assert call(server, action="add_vectors", tenant_id="load", index_id="f",
                     vectors=rng.random((min(10000, n - i), dim), dtype=np.float32).tolist())["success"]
-    _, before = scrape(srv)
+    _, before = scrape(server)
     queries = rng.random((clients, dim), dtype=np.float32).tolist()
 
     def client(q):
         for _ in range(per_client):
-            assert call(srv, action="search", tenant_id="load", index_id="f", query_vectors=[q],
+            assert call(server, action="search", tenant_id="load", index_id="f", query_vectors=[q],
                         k=3)["success"]
 
     threads = [threading.Thread(target=client, args=(q,)) for q in queries]
@@ -96,7 +85,7 @@ def load(srv, clients=8, per_client=40, dim=64, n=20000):
         t.start()
     for t in threads:
         t.join()
-    _, after = scrape(srv)
+    _, after = scrape(server)
     return before, after
 
 
@@ -104,8 +93,8 @@ def delta(before, after, name, labels=frozenset()):
     return after.get((name, labels), 0) - before.get((name, labels), 0)
 
 
-def test_batches_form_under_concurrent_load(srv):
-    before, after = load(srv)
+def test_batches_form_under_concurrent_load(server):
+    before, after = load(server)
     # Every request is counted once, in some batch; concurrent ones share batches.
     assert delta(before, after, "vecgpu_batch_requests_sum") == 320
     assert delta(before, after, "vecgpu_batch_rows_sum") == 320
@@ -129,14 +118,14 @@ def test_max_batch_rows_one_turns_batching_off():
     assert delta(before, after, "vecgpu_batch_requests_bucket", frozenset({"le": "1"}.items())) == 320
 
 
-def test_health_ready_and_nothing_else(srv):
-    assert get(srv, "/healthz")[0] == 200
-    assert get(srv, "/readyz")[0] == 200
+def test_health_ready_and_nothing_else(server):
+    assert get(server, "/healthz")[0] == 200
+    assert get(server, "/readyz")[0] == 200
     for path in ("/", "/admin", "/metrics/../x", "/indexes"):
         with pytest.raises(urllib.error.HTTPError) as e:
-            get(srv, path)
+            get(server, path)
         assert e.value.code == 404
-    req = urllib.request.Request(srv.metrics_url + "/metrics", data=b"x", method="POST")
+    req = urllib.request.Request(server.metrics_url + "/metrics", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(req, timeout=5)
 

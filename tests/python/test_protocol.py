@@ -4,7 +4,6 @@ Covers every action of /work/shared/PROTOCOL.md with its reply fields, the vecgp
 extensions, tenant isolation under auth, and hostile or malformed input. Every request that
 must fail is followed by a check that nothing changed and that the server still answers.
 """
-import itertools
 import struct
 import time
 
@@ -13,51 +12,9 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import Server, raw_call
+from conftest import Server, call, fail, ok, rand, raw_call, rows, uid
 
 FLT_MAX = 3.4028234663852886e38
-_names = itertools.count()
-
-
-def uid(prefix="ix"):
-    return f"{prefix}-{next(_names)}"
-
-
-def call(srv, **request):
-    return raw_call(srv.endpoint, request)
-
-
-def ok(reply):
-    assert isinstance(reply, dict), reply
-    assert reply.get("success") is True, reply
-    assert "error" not in reply, reply
-    return reply
-
-
-def fail(reply, *needles, code=None):
-    """Asserts a failure reply whose error names every needle (case-insensitive)."""
-    assert isinstance(reply, dict), reply
-    assert reply.get("success") is False, reply
-    assert isinstance(reply.get("error"), str) and reply["error"], reply
-    for needle in needles:
-        assert needle.lower() in reply["error"].lower(), (needle, reply)
-    if code is not None:
-        assert reply.get("error_code") == code, reply
-    return reply
-
-
-def rows(a):
-    """float32-exact nested lists (msgpack float64 of float32 values)."""
-    return np.asarray(a, dtype=np.float32).tolist()
-
-
-def rand(n, d, seed, normalize=False):
-    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-    if normalize:
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
-
-
 def exact_knn(base, queries, k):
     d = ((queries[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
     return np.argsort(d, axis=1)[:, :k]

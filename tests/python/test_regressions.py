@@ -2,7 +2,6 @@
 
 Each test fails on a server that still has the defect named in its docstring.
 """
-import itertools
 import threading
 import time
 
@@ -10,41 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from conftest import Server, raw_call
-
-_names = itertools.count()
-
-
-def uid(prefix="reg"):
-    return f"{prefix}-{next(_names)}"
-
-
-def call(srv, **request):
-    return raw_call(srv.endpoint, request)
-
-
-def ok(reply):
-    assert isinstance(reply, dict), reply
-    assert reply.get("success") is True, reply
-    return reply
-
-
-def fail(reply, code=None):
-    assert isinstance(reply, dict), reply
-    assert reply.get("success") is False, reply
-    assert isinstance(reply.get("error"), str) and reply["error"], reply
-    if code is not None:
-        assert reply.get("error_code") == code, reply
-    return reply
-
-
-def rows(a):
-    return np.asarray(a, dtype=np.float32).tolist()
-
-
-def rand(n, d, seed):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-
+from conftest import Server, call, fail, ok, rand, raw_call, rows, uid
 
 def bits(n, d, seed):
     return np.random.default_rng(seed).integers(0, 2, (n, d)).astype(np.float32)
