@@ -16,7 +16,10 @@ namespace vecgpu {
 struct BackendInfo {
   int64_t ntotal = 0;
   bool is_trained = false;
-  std::string device;        // "cpu", "gpu:0", ...
+  std::string device;        // where searches run now: "cpu", "gpu:0", "gpu:0,1"
+  std::string placement;     // where the DeviceManager placed it, and why (empty: unplaced)
+  std::string replica;       // the device copy: "current", "building", "after training", "none"
+  int64_t gpu_memory_bytes = 0;  // the device copy's own memory, when current
   int64_t memory_bytes = 0;  // estimate of the index's own memory
   int nprobe = 0;            // IVF kinds: lists visited by default
   int ef_search = 0;         // HNSW kinds
@@ -93,6 +96,11 @@ class Backend {
   // Index settings that persist: "nprobe", "efSearch", "efConstruction".
   virtual Status SetParameter(std::string_view name, double value) = 0;
   virtual StatusOr<double> GetParameter(std::string_view name) const = 0;
+
+  // The index in FAISS's own file format (faiss::write_index / write_index_binary): what
+  // device copies are built from. Vectors and labels as stored; the exact buffer of an
+  // untrained scalar quantizer is not part of it.
+  virtual StatusOr<std::vector<uint8_t>> Serialize() const = 0;
 };
 
 // Creates backends for one kind of device, and runs stateless computations there.

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,17 @@ class IndexStorage {
 
   // The scheduler queue of this storage (shared by its IDMap views); null without a scheduler.
   std::shared_ptr<Scheduler::Queue> queue;
+  // Runs after every write, with the storage held exclusively (the Engine's: brings the
+  // device copy of a placed index up to date). Set before the storage is shared.
+  std::function<void(Backend&)> on_write;
+
+  // Runs fn(const Backend&) with shared access (for work that reads the whole index, such as
+  // building its device copy, while searches go on).
+  template <typename F>
+  auto ReadBackend(F&& fn) const {
+    ReaderLock lock(mu_);
+    return fn(static_cast<const Backend&>(*backend_));
+  }
 
  private:
   friend class Collection;
@@ -119,6 +131,7 @@ class Collection {
   auto Write(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(*storage_->backend_, storage_->labels_);
+    if (storage_->on_write) storage_->on_write(*storage_->backend_);
     storage_->Cache();
     return result;
   }
@@ -129,6 +142,7 @@ class Collection {
   auto Rebuild(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(storage_->backend_, storage_->labels_);
+    if (storage_->on_write) storage_->on_write(*storage_->backend_);
     storage_->Cache();
     return result;
   }

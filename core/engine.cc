@@ -6,6 +6,7 @@
 #include <regex>
 #include <unordered_set>
 
+#include "core/device/placed_backend.h"
 #include "core/util/utf8.h"
 #include "core/view_ops.h"
 
@@ -63,11 +64,12 @@ Status Engine::CheckIds(std::span<const int64_t> ids) {
 }
 
 Engine::Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics,
-               Scheduler* scheduler)
+               Scheduler* scheduler, DeviceManager* devices)
     : limits_(limits),
       factory_(factory),
       metrics_(metrics),
       scheduler_(scheduler),
+      devices_(devices),
       registry_(limits.max_collections_per_tenant) {}
 
 std::vector<Engine::TenantUsage> Engine::Usage() const {
@@ -169,7 +171,7 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     spec = std::move(wrapped);
     storage = base->storage();
   } else {
-    ASSIGN_OR_RETURN(auto backend, factory_.Create(spec));
+    ASSIGN_OR_RETURN(auto backend, MakeBackend(spec, req.device, tenant + "/" + req.name));
     storage = NewStorage(tenant, std::move(backend));
   }
   const LabelTable::View view =
@@ -507,7 +509,9 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
                            std::regex_constants::format_first_only);
     ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(factory, old.dim, MetricName(old.metric)));
     spec.index_type = old.index_type;
-    ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh, factory_.Create(spec));
+    const auto* placed = dynamic_cast<const PlacedBackend*>(b.get());
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh,
+                     MakeBackend(spec, placed ? placed->hint() : "", tenant + "/" + name));
     // Every label of the storage (all views), so the table stays true for every view.
     const std::vector<int64_t> labels = t.LabelsOf(LabelTable::kBaseView);
     std::vector<float> x(n * old.dim);

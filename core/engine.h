@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/device/device_manager.h"
 #include "core/metrics/server_metrics.h"
 #include "core/options.h"
 #include "core/scheduler/scheduler.h"
@@ -37,6 +38,7 @@ struct CreateCollectionRequest {
   std::string index_type;  // FAISSx index_type or FAISS factory string
   int dim = 0;
   std::string metric;  // optional override for plain factory strings
+  std::string device;  // placement hint: "" (automatic), "cpu", "gpu", "gpu:N"
 };
 
 struct ReclusterResult {
@@ -62,11 +64,13 @@ struct AddResult {
 // name to the caller's tenant. Thread-safe; calls block until done.
 class Engine {
  public:
-  // `factory` (and `metrics` and `scheduler`, if set) must outlive the engine. With a
-  // scheduler, operations can be queued per index storage (Submit*); the synchronous methods
-  // below still work from any thread (they take the storage's lock).
+  // `factory` (and `metrics`, `scheduler` and `devices`, if set) must outlive the engine.
+  // With a scheduler, operations can be queued per index storage (Submit*); the synchronous
+  // methods below still work from any thread (they take the storage's lock). With `devices`,
+  // every index is placed (core/device/placed_backend.h): its device copy is rebuilt by long
+  // workers after writes that make it stale, and its queue follows it to its GPU's worker.
   Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr,
-         Scheduler* scheduler = nullptr);
+         Scheduler* scheduler = nullptr, DeviceManager* devices = nullptr);
 
   // Runs `run` on the queue of collection `name` (its storage's queue, shared with the
   // IDMap views over it), in order with everything queued there, on a worker of class `cls`;
@@ -209,11 +213,20 @@ class Engine {
   // A new storage for `backend`, with its scheduler queue.
   std::shared_ptr<IndexStorage> NewStorage(const std::string& tenant,
                                            std::unique_ptr<Backend> backend);
+  // A backend for `spec`, placed by the DeviceManager when there is one.
+  StatusOr<std::unique_ptr<Backend>> MakeBackend(const IndexSpec& spec, const std::string& hint,
+                                                 const std::string& who);
+  // After a write to a placed index: points its queue at the device that serves it and
+  // queues the rebuild of a stale device copy. REQUIRES: the storage held exclusively.
+  void AfterWrite(const std::weak_ptr<IndexStorage>& storage, Backend& b);
+  // Points the storage's queue at the device serving its searches now.
+  void FollowDevice(const IndexStorage& storage, const Backend& b) const;
 
   const Limits limits_;
   BackendFactory& factory_;
   ServerMetrics* const metrics_;
   Scheduler* const scheduler_;
+  DeviceManager* const devices_;
   TenantRegistry registry_;
 };
 

@@ -70,6 +70,7 @@ class FakeBackend final : public Backend {
   }
   Status SetParameter(std::string_view, double) override { return Unimplemented("fake"); }
   StatusOr<double> GetParameter(std::string_view) const override { return Unimplemented("fake"); }
+  StatusOr<std::vector<uint8_t>> Serialize() const override { return Unimplemented("fake"); }
 
  private:
   IndexSpec spec_;

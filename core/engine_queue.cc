@@ -4,6 +4,7 @@
 #include <chrono>
 #include <unordered_set>
 
+#include "core/device/placed_backend.h"
 #include "core/engine.h"
 #include "core/view_ops.h"
 
@@ -28,9 +29,68 @@ struct Engine::AddTask : Task {
   AddDone done;
 };
 
+StatusOr<std::unique_ptr<Backend>> Engine::MakeBackend(const IndexSpec& spec,
+                                                      const std::string& hint,
+                                                      const std::string& who) {
+  if (!devices_ && !hint.empty() && hint != "cpu") {
+    return InvalidArgument("device: '" + hint + "' asks for a GPU, but this server places no "
+                           "index on a GPU");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, factory_.Create(spec));
+  if (!devices_) return host;
+  ASSIGN_OR_RETURN(auto placed, PlacedBackend::Create(std::move(host), *devices_, hint, who));
+  return std::unique_ptr<Backend>(std::move(placed));
+}
+
+void Engine::FollowDevice(const IndexStorage& storage, const Backend& b) const {
+  const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
+  if (placed && scheduler_ && storage.queue) {
+    scheduler_->SetDevice(storage.queue, placed->serving_gpu());
+  }
+}
+
+void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
+  auto* placed = dynamic_cast<PlacedBackend*>(&b);
+  auto storage = weak.lock();
+  if (!placed || !storage) return;
+  FollowDevice(*storage, b);
+  if (!placed->TakeRefresh()) return;
+  if (!scheduler_) {  // held exclusively already: build the copy now
+    placed->Refresh();
+    return;
+  }
+  // Built by a long worker with shared access, so searches go on (from the host copy).
+  auto refresh = [this, weak] {
+    if (auto s = weak.lock()) {
+      s->ReadBackend([&](const Backend& now) {
+        if (const auto* p = dynamic_cast<const PlacedBackend*>(&now)) p->Refresh();
+        FollowDevice(*s, now);
+      });
+    }
+  };
+  auto release = [weak](const Status&) {
+    if (auto s = weak.lock()) {
+      s->ReadBackend([](const Backend& now) {
+        if (const auto* p = dynamic_cast<const PlacedBackend*>(&now)) p->ReleaseRefresh();
+      });
+    }
+  };
+  Work w;
+  w.cls = WorkClass::kLong;
+  w.run = std::move(refresh);
+  w.expire = std::move(release);
+  Status st = scheduler_->Submit(scheduler_->NewQueue(storage->queue->tenant(), nullptr),
+                                 std::move(w));
+  if (!st.ok()) placed->ReleaseRefresh();  // busy: the next write tries again
+}
+
 std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
                                                  std::unique_ptr<Backend> backend) {
   auto storage = std::make_shared<IndexStorage>(std::move(backend));
+  if (devices_) {
+    std::weak_ptr<IndexStorage> weak = storage;
+    storage->on_write = [this, weak](Backend& b) { AfterWrite(weak, b); };
+  }
   if (scheduler_) {
     storage->queue = scheduler_->NewQueue(tenant, [this](std::vector<Work>& batch) {
       // A batch holds work of one batch key: all searches or all adds.
@@ -211,8 +271,10 @@ void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
   const auto start = std::chrono::steady_clock::now();
   Status st = c.Read([&](const Backend& b, const LabelTable& t) -> Status {
     if (!b.is_trained()) return NotTrained(c.name());
-    return SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params, distances.data(),
-                      labels.data());
+    Status searched = SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params,
+                                 distances.data(), labels.data());
+    if (devices_) FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
+    return searched;
   });
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - start);

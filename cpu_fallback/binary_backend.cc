@@ -5,7 +5,9 @@
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
+#include <faiss/index_io.h>
 
 #include <algorithm>
 #include <cmath>
@@ -217,6 +219,12 @@ StatusOr<double> BinaryBackend::GetParameter(std::string_view name) const {
   if (name == "dimension" || name == "d") return spec_.dim;
   return InvalidArgument("parameter: '" + std::string(name) + "' is not a parameter of this " +
                          spec_.kind() + " index");
+}
+
+StatusOr<std::vector<uint8_t>> BinaryBackend::Serialize() const {
+  faiss::VectorIOWriter out;
+  RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index_binary(index_.get(), &out); }));
+  return std::move(out.data);
 }
 
 }  // namespace vecgpu::cpu

@@ -44,6 +44,7 @@ class BinaryBackend final : public Backend {
   StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const override;
   Status SetParameter(std::string_view name, double value) override;
   StatusOr<double> GetParameter(std::string_view name) const override;
+  StatusOr<std::vector<uint8_t>> Serialize() const override;
 
  private:
   BinaryBackend(IndexSpec spec, std::unique_ptr<faiss::IndexBinary> index);

@@ -11,7 +11,9 @@
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
+#include <faiss/index_io.h>
 #include <faiss/utils/distances.h>
 
 #include <omp.h>
@@ -470,6 +472,12 @@ StatusOr<double> FaissBackend::GetParameter(std::string_view name) const {
   if (name == "is_trained") return info.is_trained ? 1 : 0;
   return InvalidArgument("parameter: '" + std::string(name) + "' is not a parameter of this " +
                          spec_.kind() + " index");
+}
+
+StatusOr<std::vector<uint8_t>> FaissBackend::Serialize() const {
+  faiss::VectorIOWriter out;
+  RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index(index_.get(), &out); }));
+  return std::move(out.data);
 }
 
 }  // namespace vecgpu::cpu

@@ -49,6 +49,7 @@ class FaissBackend final : public Backend {
   StatusOr<FloatMatrix> ApplyTransform(int64_t n, const float* x) const override;
   Status SetParameter(std::string_view name, double value) override;
   StatusOr<double> GetParameter(std::string_view name) const override;
+  StatusOr<std::vector<uint8_t>> Serialize() const override;
 
  private:
   FaissBackend(IndexSpec spec, std::unique_ptr<faiss::Index> index);

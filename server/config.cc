@@ -79,18 +79,19 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   }
   RETURN_IF_ERROR(o.limits.Validate());
   RETURN_IF_ERROR(o.scheduler.Validate());
+  RETURN_IF_ERROR(o.devices.Validate());
   return Status::Ok();
 }
 
 }  // namespace
 
-ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
+ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::string& version) {
   ParsedCommand result;
   ServeOptions& o = result.options;
   std::string auth_keys, auth_file, data_dir, config_path;
 
   CLI::App app{"vecgpu: a GPU-first, FAISSx-compatible vector search server"};
-  app.set_version_flag("--version", "vecgpu 0.1.0");
+  app.set_version_flag("--version", version);
   app.require_subcommand(1);
   CLI::App* serve = app.add_subcommand("serve", "Serve FAISS indexes over the FAISSx protocol");
   serve->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -107,7 +108,12 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv) {
       ->capture_default_str();
   serve->add_option("--log-file", o.log_file, "Also log to this file");
   serve->add_option("--data-dir", data_dir, "Data directory (not yet supported)");
-  serve->add_option("--gpus", o.gpus, "GPUs to use: all, none, or a list such as 0,1")
+  serve->add_option("--gpus", o.devices.gpus, "GPUs to use: all, none, or a list such as 0,1")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-memory-fraction", o.devices.memory_fraction,
+                   "Share of each GPU's memory collections may take (the rest is left to "
+                   "FAISS's temporary memory)")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device/device_manager.h"
 #include "core/options.h"
 #include "core/util/status.h"
 #include "server/auth.h"
@@ -27,8 +28,8 @@ struct ServeOptions {
   std::string log_level = "info";
   // Log to this file as well as stderr. Default: none.
   std::string log_file;
-  // GPUs to serve from: "all", "none" or a list "0,1". Default: all.
-  std::string gpus = "all";
+  // GPUs to serve from ("all", "none" or a list "0,1") and their memory budget.
+  DeviceOptions devices;
   // ZeroMQ I/O threads. Default: 1.
   int io_threads = 1;
   // Port of the HTTP listener for /metrics, /healthz and /readyz; 0 turns it off.
@@ -51,6 +52,8 @@ struct ParsedCommand {
 };
 
 // Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in.
-ParsedCommand ParseCommandLine(int argc, const char* const* argv);
+// `version`: what --version prints.
+ParsedCommand ParseCommandLine(int argc, const char* const* argv,
+                               const std::string& version = "vecgpu 0.1.0");
 
 }  // namespace vecgpu::server

@@ -10,15 +10,20 @@
 #include <future>
 #include <iostream>
 
+#include "core/device/device_manager.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
 #include "server/auth.h"
+#include "server/build_info.h"
 #include "server/config.h"
 #include "server/faissx/service.h"
 #include "server/http/metrics_server.h"
 #include "server/zmq/router_frontend.h"
+#if VECGPU_HAVE_GPU
+#include "gpu/cuda_device_provider.h"
+#endif
 
 namespace vecgpu::server {
 namespace {
@@ -39,17 +44,45 @@ void SetUpLogging(const ServeOptions& o) {
   spdlog::set_default_logger(logger);
 }
 
-// Logs where indexes will be placed. This build has no GPU backend, so every index is served
-// from the CPU; the GPU issue adds the CUDA device provider behind the same flag.
-void ReportDevices(const std::string& gpus) {
-  if (gpus == "none") {
-    spdlog::info("--gpus none: serving every index from the CPU");
-    return;
-  }
-  spdlog::warn(
-      "--gpus {}: this vecgpu build has no GPU backend; no GPU device is usable, so "
-      "every index is served from the CPU",
-      gpus);
+// The CUDA device provider when this build has the GPU backend, else none.
+std::unique_ptr<DeviceProvider> MakeDeviceProvider() {
+#if VECGPU_HAVE_GPU
+  return gpu::MakeCudaDeviceProvider();
+#else
+  return nullptr;
+#endif
+}
+
+// Per-GPU gauges: memory budget and reserved, collections, health; CPU-placed collections.
+void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& devices) {
+  auto per_gpu = [&devices](auto field) {
+    return [&devices, field] {
+      std::vector<GaugeSample> out;
+      for (const auto& d : devices.Devices()) {
+        out.push_back({{std::to_string(d.id)}, static_cast<double>(field(d))});
+      }
+      return out;
+    };
+  };
+  using D = DeviceManager::DeviceState;
+  registry.AddGauge("vecgpu_gpu_memory_budget_bytes",
+                    "GPU memory placed collections may reserve (--gpu-memory-fraction)", {"gpu"},
+                    per_gpu([](const D& d) { return d.budget_bytes; }));
+  registry.AddGauge("vecgpu_gpu_memory_reserved_bytes",
+                    "GPU memory reserved by the collections placed there", {"gpu"},
+                    per_gpu([](const D& d) { return d.reserved_bytes; }));
+  registry.AddGauge("vecgpu_gpu_healthy", "1 while the GPU serves, 0 after it failed", {"gpu"},
+                    per_gpu([](const D& d) { return d.healthy ? 1 : 0; }));
+  registry.AddGauge("vecgpu_device_collections", "Collections placed per device", {"device"},
+                    [&devices] {
+                      std::vector<GaugeSample> out{
+                          {{"cpu"}, static_cast<double>(devices.cpu_collections())}};
+                      for (const auto& d : devices.Devices()) {
+                        out.push_back({{"gpu:" + std::to_string(d.id)},
+                                       static_cast<double>(d.collections)});
+                      }
+                      return out;
+                    });
 }
 
 // Gauges read at scrape time: queued work, busy and total workers by class, and per-tenant
@@ -69,6 +102,8 @@ void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
         out.push_back({{c == WorkClass::kShort ? "short" : "long"},
                        static_cast<double>(busy ? scheduler.busy(c) : scheduler.workers(c))});
       }
+      out.push_back({{"gpu"}, static_cast<double>(busy ? scheduler.busy_gpu()
+                                                        : scheduler.gpu_workers())});
       out.push_back({{"dispatch"}, static_cast<double>(busy ? dispatch.busy() : dispatch.threads())});
       return out;
     };
@@ -121,19 +156,33 @@ int Serve(const ServeOptions& o) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  ReportDevices(o.gpus);
+  {
+    std::string info = BuildInfo();
+    for (size_t at = 0, nl; at < info.size(); at = nl + 1) {
+      nl = info.find('\n', at);
+      if (nl == std::string::npos) nl = info.size();
+      spdlog::info("{}", info.substr(at, nl - at));
+    }
+  }
   cpu::ConfigureCpuThreads();
   cpu::CpuBackendFactory cpu_factory;
   MetricsRegistry registry;
   ServerMetrics metrics(registry);
+  std::unique_ptr<DeviceProvider> provider = MakeDeviceProvider();
+  DeviceManager devices(
+      provider.get(), o.devices, [](const std::string& line) { spdlog::info("{}", line); },
+      &metrics);
   // Workers run FAISS single-threaded for small calls; large batches take OpenMP threads.
-  auto scheduler = std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics);
-  Engine engine(o.limits, cpu_factory, &metrics, scheduler.get());
+  // One more worker per GPU in use runs the searches of the collections placed there.
+  auto scheduler =
+      std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics, devices.gpus());
+  Engine engine(o.limits, cpu_factory, &metrics, scheduler.get(), &devices);
   FaissxService service(engine, *auth, o.limits, &metrics,
                         {o.scheduler.request_timeout_ms, o.scheduler.long_add_rows});
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
   RegisterGauges(registry, *scheduler, *dispatch, engine);
+  RegisterDeviceGauges(registry, devices);
   std::atomic<bool> ready{false};
   MetricsServer metrics_server(registry, [&] { return ready.load(); });
   if (o.metrics_port != 0) {
@@ -152,10 +201,11 @@ int Serve(const ServeOptions& o) {
     return 1;
   }
   spdlog::info(
-      "vecgpu serving FAISSx on {} (auth {}, {} API keys; {} dispatch, {} short and {} long "
-      "workers; batches up to {} rows)",
+      "vecgpu serving FAISSx on {} (auth {}, {} API keys; {} dispatch, {} short, {} long and "
+      "{} GPU workers; batches up to {} rows)",
       fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(), o.scheduler.dispatch_threads,
-      o.scheduler.query_threads, o.scheduler.write_threads, o.scheduler.max_batch_rows);
+      o.scheduler.query_threads, o.scheduler.write_threads, devices.gpus().size(),
+      o.scheduler.max_batch_rows);
   ready = true;
 
   int sig = 0;
@@ -187,7 +237,7 @@ int Serve(const ServeOptions& o) {
 }  // namespace vecgpu::server
 
 int main(int argc, char** argv) {
-  auto parsed = vecgpu::server::ParseCommandLine(argc, argv);
+  auto parsed = vecgpu::server::ParseCommandLine(argc, argv, vecgpu::server::BuildInfo());
   if (!parsed.serve) {
     if (!parsed.message.empty()) {
       (parsed.exit_code == 0 ? std::cout : std::cerr)

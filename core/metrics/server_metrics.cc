@@ -15,6 +15,10 @@ ServerMetrics::ServerMetrics(MetricsRegistry& r)
                                 MetricsRegistry::PowersOfTwo(14))),
       batch_requests(r.AddHistogram("vecgpu_batch_requests",
                                     "Client requests served by one backend search call", {},
-                                    MetricsRegistry::PowersOfTwo(10))) {}
+                                    MetricsRegistry::PowersOfTwo(10))),
+      gpu_fallbacks(r.AddCounter("vecgpu_gpu_fallbacks_total",
+                                 "Collections placed on (or sent back to) the CPU while GPUs are "
+                                 "in use, by reason",
+                                 {"reason"})) {}
 
 }  // namespace vecgpu

@@ -19,6 +19,9 @@ struct ServerMetrics {
   // vecgpu_batch_rows / vecgpu_batch_requests: query rows and requests per backend search call.
   HistogramFamily& batch_rows;
   HistogramFamily& batch_requests;
+  // vecgpu_gpu_fallbacks_total{reason}: collections served from the CPU though GPUs are in
+  // use: "hint", "unsupported_kind", "no_budget", "out_of_memory", "device_failed".
+  CounterFamily& gpu_fallbacks;
 };
 
 }  // namespace vecgpu

@@ -12,17 +12,24 @@ struct Scheduler::Tenant {
 };
 
 Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_worker_start,
-                     ServerMetrics* metrics)
-    : options_(options), metrics_(metrics) {
+                     ServerMetrics* metrics, std::vector<int> gpus)
+    : options_(options), metrics_(metrics), gpus_(std::move(gpus)) {
   thread_count_[0] = options.query_threads;
   thread_count_[1] = options.write_threads;
-  for (WorkClass cls : {WorkClass::kShort, WorkClass::kLong}) {
-    for (int i = 0; i < thread_count_[static_cast<int>(cls)]; ++i) {
-      threads_.emplace_back([this, cls, on_worker_start] {
+  thread_count_[kGpuKind] = static_cast<int>(gpus_.size());
+  for (int kind : {0, 1}) {
+    for (int i = 0; i < thread_count_[kind]; ++i) {
+      threads_.emplace_back([this, kind, on_worker_start] {
         if (on_worker_start) on_worker_start();
-        Run(cls);
+        Run(kind, -1);
       });
     }
+  }
+  for (int gpu : gpus_) {
+    threads_.emplace_back([this, gpu, on_worker_start] {
+      if (on_worker_start) on_worker_start();
+      Run(kGpuKind, gpu);
+    });
   }
 }
 
@@ -74,16 +81,33 @@ void Scheduler::MakeReady(const std::shared_ptr<Queue>& q) {
   }
 }
 
-bool Scheduler::Take(WorkClass cls, std::shared_ptr<Queue>* out, std::vector<Work>* batch) {
-  // Long workers look for long work first, then take short work rather than idle; short
-  // workers never take long work. Tenants are visited round-robin.
-  const int passes = cls == WorkClass::kLong ? 2 : 1;
+void Scheduler::SetDevice(const std::shared_ptr<Queue>& q, int device) {
+  if (std::find(gpus_.begin(), gpus_.end(), device) == gpus_.end()) device = -1;
+  {
+    MutexLock lock(mu_);
+    if (q->device_ == device) return;
+    q->device_ = device;
+  }
+  cv_.notify_all();
+}
+
+int Scheduler::device(const std::shared_ptr<Queue>& q) const {
+  MutexLock lock(mu_);
+  return q->device_;
+}
+
+bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector<Work>* batch) {
+  // Long workers look for long work (of any queue) first, then take short work of CPU queues
+  // rather than idle; short workers take short work of CPU queues; a GPU worker takes short
+  // work of its GPU's queues only. Tenants are visited round-robin.
+  const int passes = kind == static_cast<int>(WorkClass::kLong) ? 2 : 1;
   for (int pass = 0; pass < passes; ++pass) {
-    const WorkClass want = pass == 0 ? cls : WorkClass::kShort;
+    const WorkClass want = pass == 0 && kind == 1 ? WorkClass::kLong : WorkClass::kShort;
     for (size_t i = 0; i < ready_.size(); ++i) {
       Tenant* t = ready_[i];
       auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) {
-        return q->work_.front().cls == want;
+        if (q->work_.front().cls != want) return false;
+        return want == WorkClass::kLong || q->device_ == gpu;
       });
       if (it == t->ready.end()) continue;
       std::shared_ptr<Queue> q = *it;
@@ -115,15 +139,16 @@ bool Scheduler::Take(WorkClass cls, std::shared_ptr<Queue>* out, std::vector<Wor
   return false;
 }
 
-void Scheduler::Run(WorkClass cls) {
-  const int c = static_cast<int>(cls);
+void Scheduler::Run(int kind, int gpu) {
+  const int c = kind;
+  static const char* const kKindNames[] = {"short", "long", "gpu"};
   std::shared_ptr<Queue> q;
   std::vector<Work> batch;
   for (;;) {
     {
       MutexLock lock(mu_);
       mu_.Await(cv_, [&]() REQUIRES(mu_) {
-        return Take(cls, &q, &batch) || (stopping_ && queued_ == 0);
+        return Take(kind, gpu, &q, &batch) || (stopping_ && queued_ == 0);
       });
       if (!q) return;  // stopping and drained
       ++busy_[c];
@@ -133,7 +158,7 @@ void Scheduler::Run(WorkClass cls) {
     std::vector<Work> live;
     for (Work& w : batch) {
       if (metrics_) {
-        metrics_->queue_wait_seconds.With({cls == WorkClass::kShort ? "short" : "long"})
+        metrics_->queue_wait_seconds.With({kKindNames[kind]})
             .Observe(std::chrono::duration<double>(now - w.queued_at).count());
       }
       if (w.deadline <= now) {
@@ -187,5 +212,10 @@ int Scheduler::busy(WorkClass cls) const {
 }
 
 int Scheduler::workers(WorkClass cls) const { return thread_count_[static_cast<int>(cls)]; }
+
+int Scheduler::busy_gpu() const {
+  MutexLock lock(mu_);
+  return busy_[kGpuKind];
+}
 
 }  // namespace vecgpu

@@ -58,9 +58,13 @@ class Scheduler {
   // it lives while work is queued.
   class Queue;
 
-  // `on_worker_start` runs first on every worker thread.
+  // `on_worker_start` runs first on every worker thread. `gpus`: one more worker for each,
+  // which runs the short work (searches, adds) of the queues placed on that GPU (SetDevice),
+  // one batch at a time: each batch is one set of GPU kernels, and a GPU's FAISS resources are
+  // only ever used by its own worker (and by long workers rebuilding copies, under the GPU's
+  // lock). Long work of GPU queues runs on the long workers as usual.
   Scheduler(const SchedulerOptions& options, std::function<void()> on_worker_start = nullptr,
-            ServerMetrics* metrics = nullptr);
+            ServerMetrics* metrics = nullptr, std::vector<int> gpus = {});
   ~Scheduler();
 
   // A queue for `tenant`; `batch` runs batched searches (may be null: nothing batches).
@@ -69,20 +73,30 @@ class Scheduler {
   // Queues `work`; Unavailable when the bounds are reached or after Shutdown (work untouched).
   Status Submit(const std::shared_ptr<Queue>& queue, Work work);
 
+  // Sends the queue's short work to the worker of GPU `device` from now on; -1 (or a GPU
+  // without a worker): to the CPU's short workers.
+  void SetDevice(const std::shared_ptr<Queue>& queue, int device);
+  int device(const std::shared_ptr<Queue>& queue) const;
+
   // Stops taking work, runs what is queued (expired work is expired), joins the workers.
   void Shutdown();
 
-  // For metrics: queued work, and workers busy, by class ("short", "long").
+  // For metrics: queued work, and workers busy, by class ("short", "long"), and GPU workers.
   int64_t queued() const;
   int busy(WorkClass cls) const;
   int workers(WorkClass cls) const;
+  int busy_gpu() const;
+  int gpu_workers() const { return thread_count_[kGpuKind]; }
   const SchedulerOptions& options() const { return options_; }
 
  private:
   struct Tenant;
-  void Run(WorkClass cls);
-  // Takes the next runnable queue for a worker of class `cls` and its work, or false.
-  bool Take(WorkClass cls, std::shared_ptr<Queue>* queue, std::vector<Work>* batch)
+  // Worker kinds: kShort and kLong as WorkClass, and GPU workers.
+  static constexpr int kGpuKind = 2;
+  // `kind`: a WorkClass or kGpuKind; `gpu`: the GPU of a GPU worker, else -1.
+  void Run(int kind, int gpu);
+  // Takes the next runnable queue for a worker and its work, or false.
+  bool Take(int kind, int gpu, std::shared_ptr<Queue>* queue, std::vector<Work>* batch)
       REQUIRES(mu_);
   void MakeReady(const std::shared_ptr<Queue>& q) REQUIRES(mu_);
 
@@ -92,12 +106,13 @@ class Scheduler {
   std::condition_variable cv_;
   bool stopping_ GUARDED_BY(mu_) = false;
   int64_t queued_ GUARDED_BY(mu_) = 0;
-  int busy_[2] GUARDED_BY(mu_) = {0, 0};
+  int busy_[3] GUARDED_BY(mu_) = {0, 0, 0};
   // Tenants with runnable queues, in round-robin order; each holds its runnable queues.
   std::map<std::string, std::unique_ptr<Tenant>> tenants_ GUARDED_BY(mu_);
   std::deque<Tenant*> ready_ GUARDED_BY(mu_);
+  const std::vector<int> gpus_;
   std::vector<std::thread> threads_;
-  int thread_count_[2] = {0, 0};
+  int thread_count_[3] = {0, 0, 0};
 };
 
 class Scheduler::Queue {
@@ -114,6 +129,7 @@ class Scheduler::Queue {
   std::deque<Work> work_;
   bool serving_ = false;  // a worker runs this queue's work now
   bool ready_ = false;    // listed in its tenant's ready queues
+  int device_ = -1;       // the GPU whose worker takes its short work; -1: CPU workers
 };
 
 }  // namespace vecgpu

@@ -39,6 +39,14 @@ void WriteTypeDetails(MapWriter& out, const IndexSpec& spec) {
   if (!spec.base_index_id.empty()) out.Str("base_index_id", spec.base_index_id);
 }
 
+// Where the index is served from (vecgpu extension fields beside FAISSx's "device").
+void WriteDevice(MapWriter& m, const BackendInfo& b) {
+  m.Str("device", b.device);
+  if (!b.placement.empty()) m.Str("placement", b.placement);
+  if (!b.replica.empty()) m.Str("gpu_copy", b.replica);
+  if (b.gpu_memory_bytes > 0) m.Int("gpu_memory_bytes", b.gpu_memory_bytes);
+}
+
 // The "status" map of get_index_status, also used by get_index_info.
 std::string StatusMap(const CollectionInfo& info) {
   MapWriter m;
@@ -51,7 +59,7 @@ std::string StatusMap(const CollectionInfo& info) {
   m.Bool("is_trained", info.backend.is_trained);
   m.Bool("requires_training", !info.backend.is_trained);
   m.Bool("is_ready_for_use", info.backend.is_trained);
-  m.Str("device", info.backend.device);
+  WriteDevice(m, info.backend);
   WriteTypeDetails(m, info.spec);
   if (info.spec.nlist) m.Int("nprobe", info.backend.nprobe);
   if (info.spec.hnsw_m) {
@@ -81,12 +89,14 @@ Status CreateIndex(ActionContext& c) {
       ASSIGN_OR_RETURN(r.metric, c.req.String(key, 32));
     }
   }
+  // vecgpu extension: a placement hint, "cpu", "gpu" or "gpu:N".
+  ASSIGN_OR_RETURN(r.device, c.req.OptionalString("device", "", 16));
   ASSIGN_OR_RETURN(CollectionInfo info, c.engine.Create(c.tenant, r));
   c.out.Str("index_id", info.name);
   c.out.Int("dimension", info.spec.dim);
   c.out.Str("type", info.spec.index_type);
   c.out.Bool("is_trained", info.backend.is_trained);
-  c.out.Str("device", info.backend.device);
+  WriteDevice(c.out, info.backend);
   WriteTypeDetails(c.out, info.spec);
   if (const msgpack::object* meta = c.req.Find("metadata")) c.out.Key("metadata").pack(*meta);
   return Status::Ok();
@@ -323,7 +333,7 @@ Status GetIndexInfo(ActionContext& c) {
   MapWriter st;
   st.Int("estimated_memory_bytes", info.backend.memory_bytes);
   st.Bool("persistent", false);
-  st.Str("device", info.backend.device);
+  WriteDevice(st, info.backend);
   c.out.Raw("storage", st.Finish());
   return Status::Ok();
 }

@@ -1,0 +1,389 @@
+#include "core/device/device_manager.h"
+
+#include <algorithm>
+#include <charconv>
+#include <set>
+#include <sstream>
+
+namespace vecgpu {
+namespace {
+
+constexpr int64_t kMiB = 1 << 20;
+
+std::string MiB(int64_t bytes) { return std::to_string((bytes + kMiB - 1) / kMiB) + " MiB"; }
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, sep);) out.push_back(part);
+  return out;
+}
+
+bool ParseInt(const std::string& s, int* out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && p == s.data() + s.size() && !s.empty();
+}
+
+// "IVF{n}" → true.
+bool IsIvf(const std::string& part) {
+  int n = 0;
+  return part.rfind("IVF", 0) == 0 && ParseInt(part.substr(3), &n) && n > 0;
+}
+
+}  // namespace
+
+Status DeviceOptions::Validate() const {
+  if (!(memory_fraction > 0 && memory_fraction <= 1)) {
+    return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
+                           std::to_string(memory_fraction));
+  }
+  std::vector<int> missing;
+  return DeviceManager::ParseGpus(gpus, 1 << 20, &missing).status();
+}
+
+std::string Placement::device() const {
+  if (gpus.empty()) return "cpu";
+  std::string out = "gpu:";
+  for (size_t i = 0; i < gpus.size(); ++i) out += (i ? "," : "") + std::to_string(gpus[i]);
+  return out;
+}
+
+StatusOr<std::vector<int>> DeviceManager::ParseGpus(const std::string& spec, int visible,
+                                                    std::vector<int>* missing) {
+  std::vector<int> out;
+  if (spec == "none" || spec.empty()) return out;
+  if (spec == "all") {
+    for (int i = 0; i < visible; ++i) out.push_back(i);
+    return out;
+  }
+  std::set<int> seen;
+  std::vector<std::string> parts = Split(spec, ',');
+  if (spec.back() == ',') parts.emplace_back();  // getline drops a trailing empty part
+  for (const std::string& part : parts) {
+    int id = -1;
+    if (!ParseInt(part, &id) || id < 0 || id > 1023) {
+      return InvalidArgument("gpus: '" + spec +
+                             "' is not \"none\", \"all\" or a list of device numbers such as "
+                             "\"0,1\"");
+    }
+    if (!seen.insert(id).second) {
+      return InvalidArgument("gpus: device " + std::to_string(id) + " is named twice");
+    }
+    if (id < visible) {
+      out.push_back(id);
+    } else {
+      missing->push_back(id);
+    }
+  }
+  return out;
+}
+
+DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& options,
+                             std::function<void(const std::string&)> log,
+                             ServerMetrics* metrics)
+    : provider_(provider), options_(options), log_(std::move(log)), metrics_(metrics) {
+  if (options_.gpus == "none") {
+    Log("gpus: none requested; every collection is served from the CPU");
+    return;
+  }
+  if (!provider_) {
+    Log("gpus: this build has no GPU support (built without CUDA); serving from the CPU");
+    return;
+  }
+  StatusOr<int> count = provider_->Count();
+  if (!count.ok()) {
+    Log("gpus: no usable GPU (" + count.status().message() + "); serving from the CPU");
+    return;
+  }
+  std::vector<int> missing;
+  StatusOr<std::vector<int>> ids = ParseGpus(options_.gpus, *count, &missing);
+  if (!ids.ok()) {  // validated at start-up; kept for callers that did not
+    Log(ids.status().message() + "; serving from the CPU");
+    return;
+  }
+  for (int id : missing) {
+    Log("gpus: GPU " + std::to_string(id) + " does not exist (" + std::to_string(*count) +
+        " visible); left out");
+  }
+  for (int id : *ids) {
+    StatusOr<GpuProperties> props = provider_->Properties(id);
+    if (!props.ok()) {
+      Log("gpus: GPU " + std::to_string(id) + " is not usable (" + props.status().message() +
+          "); left out");
+      continue;
+    }
+    auto d = std::make_unique<Device>();
+    d->props = *props;
+    d->budget = static_cast<int64_t>(static_cast<double>(props->total_bytes) *
+                                     options_.memory_fraction);
+    Log("gpus: GPU " + std::to_string(id) + " " + props->name + " (compute " +
+        std::to_string(props->compute_major) + "." + std::to_string(props->compute_minor) +
+        ", " + MiB(props->total_bytes) + "), budget " + MiB(d->budget));
+    gpus_.push_back(id);
+    devices_.push_back(std::move(d));
+  }
+  if (gpus_.empty()) Log("gpus: none of the GPUs named is usable; serving from the CPU");
+}
+
+DeviceManager::Device* DeviceManager::Find(int id) const {
+  for (const auto& d : devices_) {
+    if (d->props.id == id) return d.get();
+  }
+  return nullptr;
+}
+
+bool DeviceManager::healthy(int device) const {
+  Device* d = Find(device);
+  return d && d->healthy.load(std::memory_order_acquire);
+}
+
+bool DeviceManager::all_healthy(const std::vector<int>& devices) const {
+  return std::all_of(devices.begin(), devices.end(), [this](int d) { return healthy(d); });
+}
+
+void DeviceManager::Log(const std::string& line) const {
+  if (log_) log_(line);
+}
+
+void DeviceManager::CountFallback(const std::string& reason) const {
+  if (metrics_) metrics_->gpu_fallbacks.With({reason}).Inc();
+}
+
+std::string DeviceManager::GpuUnsupported(const IndexSpec& spec) {
+  if (spec.binary) {
+    return spec.factory == "BFlat" ? ""
+                                   : "FAISS has no GPU index for " + spec.kind() +
+                                         " (binary indexes run on a GPU only as BINARY_FLAT)";
+  }
+  const std::vector<std::string> parts = Split(spec.factory, ',');
+  const std::string why = "FAISS runs only Flat, IVF-Flat, IVF-PQ and IVF-SQ indexes on a GPU, not '" +
+                          spec.factory + "'";
+  if (parts.size() == 1) return parts[0] == "Flat" ? "" : why;
+  if (parts.size() != 2 || !IsIvf(parts[0])) return why;
+  const std::string& codec = parts[1];
+  if (codec == "Flat") return "";
+  if (codec == "SQ4" || codec == "SQ6" || codec == "SQ8" || codec == "SQfp16") return "";
+  if (spec.pq_m > 0) {
+    static const std::set<int> kCodes = {1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96};
+    static const std::set<int> kSubDims = {1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32};
+    if (spec.pq_nbits != 8) return "FAISS's GPU IVF-PQ takes 8-bit codes only, not PQ" +
+                                   std::to_string(spec.pq_m) + "x" + std::to_string(spec.pq_nbits);
+    if (!kCodes.count(spec.pq_m)) {
+      return "FAISS's GPU IVF-PQ takes 1-4, 8, 12, ..., 64 or 96 sub-quantizers, not " +
+             std::to_string(spec.pq_m);
+    }
+    if (!kSubDims.count(spec.dim / spec.pq_m)) {
+      return "FAISS's GPU IVF-PQ does not take " + std::to_string(spec.dim / spec.pq_m) +
+             " dimensions per sub-quantizer";
+    }
+    return "";
+  }
+  return why;
+}
+
+int64_t DeviceManager::GpuBytes(const IndexSpec& spec, int64_t n) {
+  const int64_t d = spec.dim;
+  constexpr int64_t kBase = 1 * kMiB;  // the index object, its streams' small buffers
+  if (spec.binary) return kBase + n * ((d + 7) / 8);
+  const int64_t centroids = int64_t{spec.nlist} * d * 4;
+  constexpr int64_t kId = 8;  // IVF kinds keep a 64-bit id per vector
+  if (spec.nlist == 0) return kBase + n * (d * 4 + 4);  // flat: vectors and their norms
+  if (spec.pq_m > 0) {
+    return kBase + centroids + int64_t{spec.pq_m} * 256 * (d / spec.pq_m) * 4 +
+           n * (spec.pq_m * spec.pq_nbits / 8 + kId);
+  }
+  if (spec.sq_bits > 0) {
+    const int64_t code = spec.sq_bits == 16 ? d * 2 : (d * spec.sq_bits + 7) / 8;
+    return kBase + centroids + n * (code + kId);
+  }
+  return kBase + centroids + n * (d * 4 + kId);
+}
+
+Placement DeviceManager::Choose(const std::vector<Device*>& candidates, int64_t bytes,
+                                bool shardable) {
+  Placement p;
+  const int64_t want = bytes + bytes / 4;  // headroom for growth
+  std::vector<Device*> by_free = candidates;
+  std::stable_sort(by_free.begin(), by_free.end(), [](Device* a, Device* b) {
+    return a->budget - a->reserved > b->budget - b->reserved;
+  });
+  if (by_free.empty()) return p;
+  auto free_of = [](Device* d) { return d->budget - d->reserved; };
+  if (free_of(by_free[0]) >= bytes) {
+    Device* d = by_free[0];
+    const int64_t take = std::min(want, free_of(d));
+    d->reserved += take;
+    d->collections++;
+    p.gpus = {d->props.id};
+    p.reserved = {take};
+    p.reason = "on GPU " + std::to_string(d->props.id) + ", the one with the most free budget (" +
+               MiB(free_of(d) + take) + " free, " + MiB(bytes) + " needed)";
+    return p;
+  }
+  if (!shardable) return p;
+  // The fewest GPUs, most free first, that each hold an even share.
+  for (size_t k = 2; k <= by_free.size(); ++k) {
+    const int64_t share = (bytes + static_cast<int64_t>(k) - 1) / static_cast<int64_t>(k);
+    if (free_of(by_free[k - 1]) < share) continue;
+    const int64_t share_want = (want + static_cast<int64_t>(k) - 1) / static_cast<int64_t>(k);
+    for (size_t i = 0; i < k; ++i) {
+      Device* d = by_free[i];
+      const int64_t take = std::min(share_want, free_of(d));
+      d->reserved += take;
+      d->collections++;
+      p.gpus.push_back(d->props.id);
+      p.reserved.push_back(take);
+    }
+    p.reason = "sharded over " + std::to_string(k) + " GPUs: " + MiB(bytes) +
+               " needed, more than any one GPU's free budget";
+    return p;
+  }
+  return p;
+}
+
+StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
+                                         const std::string& hint, const std::string& who) {
+  int only = -1;
+  if (!hint.empty() && hint != "cpu" && hint != "gpu") {
+    if (hint.rfind("gpu:", 0) != 0 || !ParseInt(hint.substr(4), &only) || only < 0) {
+      return InvalidArgument("device: '" + hint + "' is not \"cpu\", \"gpu\" or \"gpu:N\"");
+    }
+  }
+  Placement p;
+  if (hint == "cpu") {
+    p.reason = "on the CPU, as its device hint asks";
+    p.fallback = gpus_.empty() ? "" : kFallbackHint;
+  } else if (gpus_.empty()) {
+    p.reason = "on the CPU: no GPU in use";
+  } else if (std::string why = GpuUnsupported(spec); !why.empty()) {
+    p.reason = "on the CPU: " + why;
+    p.fallback = kFallbackUnsupported;
+  } else {
+    std::vector<Device*> candidates;
+    for (const auto& d : devices_) {
+      if ((only < 0 || d->props.id == only) && d->healthy.load()) candidates.push_back(d.get());
+    }
+    MutexLock lock(mu_);
+    if (candidates.empty()) {
+      p.reason = "on the CPU: " + (only >= 0 ? "GPU " + std::to_string(only) + " is not in use"
+                                             : std::string("every GPU in use has failed"));
+      p.fallback = only >= 0 ? kFallbackHint : kFallbackDeviceFailed;
+    } else {
+      p = Choose(candidates, bytes, /*shardable=*/only < 0);
+      if (!p.on_gpu()) {
+        int64_t best = 0;
+        for (Device* d : candidates) best = std::max(best, d->budget - d->reserved);
+        p.reason = "on the CPU: needs " + MiB(bytes) + " of GPU memory, the most free budget is " +
+                   MiB(best);
+        p.fallback = kFallbackNoBudget;
+      }
+    }
+  }
+  {
+    MutexLock lock(mu_);
+    if (!p.on_gpu()) cpu_collections_++;
+  }
+  if (!p.fallback.empty()) CountFallback(p.fallback);
+  Log("placement: " + who + " " + p.reason);
+  return p;
+}
+
+Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64_t bytes,
+                                const std::string& hint, const std::string& who) {
+  if (!p.on_gpu()) return p;  // the CPU has no budget to track
+  {
+    MutexLock lock(mu_);
+    int64_t have = 0;
+    for (int64_t r : p.reserved) have += r;
+    if (bytes <= have) return p;
+    // Grow in place when every GPU of the placement has room for its share.
+    const int64_t k = static_cast<int64_t>(p.gpus.size());
+    const int64_t share = (bytes + bytes / 4 + k - 1) / k;
+    bool fits = true;
+    for (size_t i = 0; i < p.gpus.size(); ++i) {
+      Device* d = Find(p.gpus[i]);
+      fits = fits && d && d->healthy.load() && d->budget - d->reserved + p.reserved[i] >= share;
+    }
+    if (fits) {
+      Placement grown = p;
+      for (size_t i = 0; i < p.gpus.size(); ++i) {
+        Find(p.gpus[i])->reserved += share - p.reserved[i];
+        grown.reserved[i] = share;
+      }
+      return grown;
+    }
+    ReleaseLocked(p);
+  }
+  StatusOr<Placement> moved = Place(spec, bytes, hint, who + " (grown to " + MiB(bytes) + ")");
+  if (moved.ok()) return *moved;
+  Placement cpu;  // the hint was accepted when the collection was made
+  cpu.reason = "on the CPU: " + moved.status().message();
+  return cpu;
+}
+
+void DeviceManager::ReleaseLocked(const Placement& p) {
+  if (!p.on_gpu()) {
+    cpu_collections_--;
+    return;
+  }
+  for (size_t i = 0; i < p.gpus.size(); ++i) {
+    if (Device* d = Find(p.gpus[i])) {
+      d->reserved -= p.reserved[i];
+      d->collections--;
+    }
+  }
+}
+
+void DeviceManager::Release(const Placement& p) {
+  MutexLock lock(mu_);
+  ReleaseLocked(p);
+}
+
+Placement DeviceManager::Failed(const Placement& p, int device, const Status& error,
+                                const std::string& who) {
+  Placement cpu;
+  if (error.code() == StatusCode::kResourceExhausted) {
+    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " ran out of memory (" +
+                 error.message() + ")";
+    cpu.fallback = kFallbackOutOfMemory;
+  } else if (error.code() == StatusCode::kInvalidArgument ||
+             error.code() == StatusCode::kFailedPrecondition ||
+             error.code() == StatusCode::kUnimplemented) {
+    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " cannot run it (" +
+                 error.message() + ")";
+    cpu.fallback = kFallbackUnsupported;
+  } else {
+    Device* d = Find(device);
+    if (d && d->healthy.exchange(false)) {
+      Log("gpus: GPU " + std::to_string(device) + " marked unhealthy: " + error.message() +
+          "; everything placed there is served from the CPU");
+    }
+    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " failed (" + error.message() + ")";
+    cpu.fallback = kFallbackDeviceFailed;
+  }
+  {
+    MutexLock lock(mu_);
+    ReleaseLocked(p);
+    cpu_collections_++;
+  }
+  CountFallback(cpu.fallback);
+  Log("placement: " + who + " " + cpu.reason);
+  return cpu;
+}
+
+std::vector<DeviceManager::DeviceState> DeviceManager::Devices() const {
+  MutexLock lock(mu_);
+  std::vector<DeviceState> out;
+  for (const auto& d : devices_) {
+    out.push_back({d->props.id, d->props.name, d->props.total_bytes, d->budget, d->reserved,
+                   d->collections, d->healthy.load()});
+  }
+  return out;
+}
+
+int DeviceManager::cpu_collections() const {
+  MutexLock lock(mu_);
+  return cpu_collections_;
+}
+
+}  // namespace vecgpu

@@ -1,0 +1,235 @@
+#include "core/device/device_manager.h"
+
+#include <gtest/gtest.h>
+
+#include "core/device/fake_device_provider.h"
+#include "core/metrics/metrics.h"
+
+namespace vecgpu {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+IndexSpec Spec(const std::string& type, int dim) { return *ParseIndexType(type, dim); }
+
+struct Harness {
+  explicit Harness(std::vector<int64_t> memory, std::string gpus = "all", double fraction = 1.0)
+      : provider(std::move(memory)) {
+    Make(std::move(gpus), fraction);
+  }
+  void Make(std::string gpus, double fraction) {
+    DeviceOptions o;
+    o.gpus = std::move(gpus);
+    o.memory_fraction = fraction;
+    log.clear();
+    dm = std::make_unique<DeviceManager>(
+        &provider, o, [this](const std::string& line) { log += line + "\n"; }, &metrics);
+  }
+  double Fallbacks(const std::string& reason) {
+    return metrics.gpu_fallbacks.With({reason}).value();
+  }
+  Placement Place(const std::string& type, int64_t bytes, const std::string& hint = "") {
+    auto p = dm->Place(Spec(type, 128), bytes, hint, "t/c");
+    EXPECT_TRUE(p.ok()) << p.status().message();
+    return p.ok() ? *p : Placement{};
+  }
+  int64_t Reserved(int gpu) {
+    for (const auto& d : dm->Devices()) {
+      if (d.id == gpu) return d.reserved_bytes;
+    }
+    return -1;
+  }
+
+  MetricsRegistry registry;
+  ServerMetrics metrics{registry};
+  FakeDeviceProvider provider;
+  std::string log;
+  std::unique_ptr<DeviceManager> dm;
+};
+
+TEST(ParseGpus, NoneAllAndLists) {
+  std::vector<int> missing;
+  EXPECT_TRUE(DeviceManager::ParseGpus("none", 2, &missing)->empty());
+  EXPECT_EQ(*DeviceManager::ParseGpus("all", 2, &missing), (std::vector<int>{0, 1}));
+  EXPECT_TRUE(DeviceManager::ParseGpus("all", 0, &missing)->empty());
+  EXPECT_EQ(*DeviceManager::ParseGpus("1,0", 2, &missing), (std::vector<int>{1, 0}));
+  EXPECT_TRUE(missing.empty());
+  EXPECT_EQ(*DeviceManager::ParseGpus("0,3", 2, &missing), (std::vector<int>{0}));
+  EXPECT_EQ(missing, (std::vector<int>{3}));
+}
+
+TEST(ParseGpus, RefusesMalformedLists) {
+  std::vector<int> missing;
+  for (const char* bad : {"a", "0,", "0,0", "-1", "1.5", "gpu0", "0;1"}) {
+    auto r = DeviceManager::ParseGpus(bad, 2, &missing);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  DeviceOptions o;
+  o.memory_fraction = 0;
+  EXPECT_FALSE(o.Validate().ok());
+  o.memory_fraction = 0.5;
+  o.gpus = "x";
+  EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(DeviceManager, GpusThatDoNotExistAreLeftOutAndLogged) {
+  Harness h({kGiB, kGiB}, "0,5");
+  EXPECT_EQ(h.dm->gpus(), std::vector<int>{0});
+  EXPECT_NE(h.log.find("GPU 5 does not exist (2 visible)"), std::string::npos) << h.log;
+  Harness only_missing({kGiB}, "3");
+  EXPECT_TRUE(only_missing.dm->gpus().empty());
+  Placement p = only_missing.Place("Flat", kMiB);
+  EXPECT_FALSE(p.on_gpu());
+  EXPECT_EQ(p.device(), "cpu");
+}
+
+TEST(DeviceManager, NoDriverServesFromTheCpuAndSaysWhy) {
+  Harness h({kGiB});
+  h.provider.count_error = Unavailable("CUDA: no CUDA-capable device is detected (error 100)");
+  h.Make("all", 1.0);
+  EXPECT_TRUE(h.dm->gpus().empty());
+  EXPECT_NE(h.log.find("no usable GPU (CUDA: no CUDA-capable device"), std::string::npos);
+  EXPECT_EQ(h.Place("Flat", kMiB).reason, "on the CPU: no GPU in use");
+
+  DeviceManager none(nullptr, DeviceOptions{}, nullptr);
+  EXPECT_TRUE(none.gpus().empty());
+  Harness off({kGiB}, "none");
+  EXPECT_TRUE(off.dm->gpus().empty());
+  EXPECT_NE(off.log.find("none requested"), std::string::npos);
+}
+
+TEST(DeviceManager, PlacesOnTheGpuWithTheMostFreeBudget) {
+  Harness h({kGiB, 2 * kGiB}, "all", 0.5);  // budgets 512 MiB and 1 GiB
+  Placement a = h.Place("Flat", 100 * kMiB);
+  EXPECT_EQ(a.gpus, std::vector<int>{1});
+  EXPECT_EQ(a.reserved[0], 125 * kMiB);  // a quarter of headroom
+  Placement b = h.Place("IVF64,Flat", 500 * kMiB);
+  EXPECT_EQ(b.gpus, std::vector<int>{1});  // 899 MiB free there, 512 on GPU 0
+  Placement c = h.Place("Flat", 200 * kMiB);
+  EXPECT_EQ(c.gpus, std::vector<int>{0});  // now GPU 0 has more free
+  EXPECT_EQ(h.Reserved(0), 250 * kMiB);
+  h.dm->Release(c);
+  EXPECT_EQ(h.Reserved(0), 0);
+  EXPECT_NE(h.log.find("placement: t/c on GPU 1, the one with the most free budget"),
+            std::string::npos)
+      << h.log;
+}
+
+TEST(DeviceManager, KindsFaissCannotRunOnAGpuGoToTheCpu) {
+  Harness h({kGiB});
+  for (const char* type : {"HNSW32", "PQ16", "SQ8", "BINARY_IVF16", "PCA64,IVF16,Flat",
+                           "IVF16,PQ16x4", "IVF16_HNSW32,Flat"}) {
+    Placement p = h.Place(type, kMiB);
+    EXPECT_FALSE(p.on_gpu()) << type;
+    EXPECT_EQ(p.fallback, kFallbackUnsupported) << type;
+  }
+  for (const char* type : {"L2", "IP", "IVF16", "IVF16,PQ16", "IVF16_SQ8", "BINARY_FLAT"}) {
+    EXPECT_TRUE(h.Place(type, kMiB).on_gpu()) << type;
+  }
+  EXPECT_EQ(h.Fallbacks(kFallbackUnsupported), 7);
+  EXPECT_EQ(h.dm->cpu_collections(), 7);
+}
+
+TEST(DeviceManager, ShardsWhatNoSingleGpuHolds) {
+  Harness h({kGiB, kGiB, kGiB});
+  Placement p = h.Place("Flat", 1500 * kMiB);
+  ASSERT_EQ(p.gpus.size(), 2u) << p.reason;  // the fewest GPUs whose shares fit
+  EXPECT_NE(p.reason.find("sharded over 2 GPUs"), std::string::npos);
+  EXPECT_EQ(p.device(), "gpu:0,1");
+  // Shards are not used for a GPU named in the hint.
+  Placement q = h.Place("Flat", 1500 * kMiB, "gpu:2");
+  EXPECT_FALSE(q.on_gpu());
+  // More than all of them together: the CPU.
+  Placement r = h.Place("Flat", 5 * kGiB);
+  EXPECT_FALSE(r.on_gpu());
+  EXPECT_EQ(r.fallback, kFallbackNoBudget);
+  EXPECT_NE(r.reason.find("needs 5120 MiB of GPU memory"), std::string::npos) << r.reason;
+}
+
+TEST(DeviceManager, HintsPinOrRefuse) {
+  Harness h({kGiB, kGiB});
+  EXPECT_EQ(h.Place("Flat", kMiB, "gpu:1").gpus, std::vector<int>{1});
+  Placement cpu = h.Place("Flat", kMiB, "cpu");
+  EXPECT_FALSE(cpu.on_gpu());
+  EXPECT_EQ(cpu.fallback, kFallbackHint);
+  EXPECT_TRUE(h.Place("Flat", kMiB, "gpu").on_gpu());
+  EXPECT_NE(h.Place("Flat", kMiB, "gpu:7").reason.find("GPU 7 is not in use"), std::string::npos);
+  for (const char* bad : {"tpu", "gpu:", "gpu:x", "gpu:-1"}) {
+    EXPECT_EQ(h.dm->Place(Spec("Flat", 128), kMiB, bad, "t/c").status().code(),
+              StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(DeviceManager, GrowthResizesInPlaceThenMoves) {
+  Harness h({kGiB, kGiB});  // budgets 1024 MiB each
+  IndexSpec flat = Spec("Flat", 128);
+  Placement a = h.Place("Flat", 100 * kMiB);  // GPU 0 (ties go to the lower id), 125 reserved
+  Placement b = h.Place("Flat", 100 * kMiB);  // GPU 1
+  Placement c = h.Place("Flat", 700 * kMiB);  // GPU 0 again: 875 reserved, 24 MiB left
+  ASSERT_EQ(a.gpus, std::vector<int>{0});
+  ASSERT_EQ(b.gpus, std::vector<int>{1});
+  ASSERT_EQ(c.gpus, std::vector<int>{0});
+  // Within its reservation: unchanged.
+  EXPECT_EQ(h.dm->Resize(b, flat, 120 * kMiB, "", "t/b").reserved, b.reserved);
+  // Past it with room on its GPU: in place, with headroom.
+  b = h.dm->Resize(b, flat, 300 * kMiB, "", "t/b");
+  EXPECT_EQ(b.gpus, std::vector<int>{1});
+  EXPECT_EQ(b.reserved[0], 375 * kMiB);
+  // No room left on GPU 0: moves to GPU 1.
+  a = h.dm->Resize(a, flat, 300 * kMiB, "", "t/a");
+  EXPECT_EQ(a.gpus, std::vector<int>{1}) << a.reason;
+  EXPECT_EQ(h.Reserved(0), 875 * kMiB);
+  // Outgrows every GPU (and two shares of 600 MiB do not fit either): the CPU.
+  c = h.dm->Resize(c, flat, 1200 * kMiB, "", "t/c");
+  EXPECT_FALSE(c.on_gpu());
+  EXPECT_EQ(c.fallback, kFallbackNoBudget);
+  EXPECT_EQ(h.Reserved(0), 0);  // its reservation was given back
+  // GPU 0 is free now: a collection outgrowing GPU 1 moves there.
+  b = h.dm->Resize(b, flat, 800 * kMiB, "", "t/b");
+  EXPECT_EQ(b.gpus, std::vector<int>{0}) << b.reason;
+  EXPECT_EQ(h.Reserved(1), 375 * kMiB);  // a's
+}
+
+TEST(DeviceManager, OutOfMemorySendsOneCollectionToTheCpu) {
+  Harness h({kGiB});
+  Placement p = h.Place("Flat", kMiB);
+  Placement cpu = h.dm->Failed(p, 0, ResourceExhausted("cudaMalloc: out of memory"), "t/c");
+  EXPECT_FALSE(cpu.on_gpu());
+  EXPECT_EQ(cpu.fallback, kFallbackOutOfMemory);
+  EXPECT_TRUE(h.dm->healthy(0));
+  EXPECT_EQ(h.Reserved(0), 0);
+  EXPECT_TRUE(h.Place("Flat", kMiB).on_gpu());
+  EXPECT_EQ(h.Fallbacks(kFallbackOutOfMemory), 1);
+}
+
+TEST(DeviceManager, AFailingGpuIsMarkedUnhealthyAndAvoided) {
+  Harness h({kGiB, kGiB});
+  Placement p = h.Place("Flat", kMiB);
+  ASSERT_EQ(p.gpus, std::vector<int>{0});
+  Placement cpu = h.dm->Failed(p, 0, Internal("CUDA error 700: an illegal memory access"), "t/c");
+  EXPECT_EQ(cpu.fallback, kFallbackDeviceFailed);
+  EXPECT_FALSE(h.dm->healthy(0));
+  EXPECT_TRUE(h.dm->healthy(1));
+  EXPECT_NE(h.log.find("GPU 0 marked unhealthy"), std::string::npos);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(h.Place("Flat", kMiB).gpus, std::vector<int>{1});
+  h.dm->Failed(h.Place("Flat", kMiB), 1, Internal("CUDA error 999"), "t/c");
+  Placement none = h.Place("Flat", kMiB);
+  EXPECT_FALSE(none.on_gpu());
+  EXPECT_EQ(none.reason, "on the CPU: every GPU in use has failed");
+}
+
+TEST(DeviceManager, GpuBytesFollowFaissLayouts) {
+  EXPECT_EQ(DeviceManager::GpuBytes(Spec("Flat", 128), 1000) - DeviceManager::GpuBytes(Spec("Flat", 128), 0),
+            1000 * (128 * 4 + 4));
+  EXPECT_EQ(DeviceManager::GpuBytes(Spec("IVF16,PQ16", 128), 1000) -
+                DeviceManager::GpuBytes(Spec("IVF16,PQ16", 128), 0),
+            1000 * (16 + 8));
+  EXPECT_EQ(DeviceManager::GpuBytes(Spec("BINARY_FLAT", 256), 1000) -
+                DeviceManager::GpuBytes(Spec("BINARY_FLAT", 256), 0),
+            1000 * 32);
+}
+
+}  // namespace
+}  // namespace vecgpu

@@ -1,0 +1,49 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/util/status.h"
+
+namespace vecgpu {
+
+// What a provider reports about one GPU.
+struct GpuProperties {
+  int id = 0;  // the device ordinal, as --gpus names it
+  std::string name;
+  int64_t total_bytes = 0;
+  int compute_major = 0;
+  int compute_minor = 0;
+};
+
+// The devices a DeviceManager places collections on, and the copies it places there. The CUDA
+// provider (gpu/) is thin: finding devices, their memory, and building FAISS GPU indexes from
+// host indexes; every decision is the DeviceManager's. Tests use a fake. Thread-safe.
+//
+// Error codes of the replica operations tell the DeviceManager what failed:
+// ResourceExhausted = out of device memory (the collection goes host-only); any other error =
+// the device failed (it is marked unhealthy and everything on it is served from the host).
+class DeviceProvider {
+ public:
+  virtual ~DeviceProvider() = default;
+
+  virtual std::string name() const = 0;  // "cuda", "fake"
+  // Visible devices; an error (no driver, no devices, a broken install) names why there are
+  // none. Never aborts the process.
+  virtual StatusOr<int> Count() = 0;
+  virtual StatusOr<GpuProperties> Properties(int device) = 0;
+  // Device memory free now, all users together.
+  virtual StatusOr<int64_t> FreeBytes(int device) = 0;
+
+  // Builds a copy of `host` (trained, with all its vectors and their labels) on `devices`,
+  // sharded over them when there are several. The copy answers Search, Add / AddLabeled (with
+  // the labels the host gave the vectors) and Info; every other call is left to the host.
+  // The copy is called from one thread at a time per device.
+  virtual StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
+                                                          const std::vector<int>& devices) = 0;
+};
+
+}  // namespace vecgpu

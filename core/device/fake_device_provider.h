@@ -1,0 +1,52 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/device/device_provider.h"
+
+namespace vecgpu {
+
+// A DeviceProvider for tests: GPUs that exist only in memory, with failures on demand. Its
+// device copies come from `make_replica` (tests supply a CPU backend that plays the GPU copy);
+// without one, BuildReplica answers Unimplemented.
+class FakeDeviceProvider final : public DeviceProvider {
+ public:
+  // One entry per GPU: its memory in bytes.
+  explicit FakeDeviceProvider(std::vector<int64_t> memory) : memory_(std::move(memory)) {}
+
+  std::string name() const override { return "fake"; }
+  StatusOr<int> Count() override {
+    if (!count_error.ok()) return count_error;
+    return static_cast<int>(memory_.size());
+  }
+  StatusOr<GpuProperties> Properties(int device) override {
+    if (device < 0 || device >= static_cast<int>(memory_.size())) return NotFound("no device");
+    return GpuProperties{device, "Fake GPU", memory_[device], 9, 0};
+  }
+  StatusOr<int64_t> FreeBytes(int device) override { return memory_.at(device); }
+  StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
+                                                  const std::vector<int>& devices) override {
+    builds++;
+    last_devices = devices;
+    if (!build_error.ok()) return build_error;
+    if (!make_replica) return Unimplemented("the fake provider builds no copies");
+    return make_replica(host, devices);
+  }
+
+  // Count() fails with this when set (no driver, ...).
+  Status count_error;
+  // BuildReplica fails with this when set.
+  Status build_error;
+  std::function<StatusOr<std::unique_ptr<Backend>>(const Backend&, const std::vector<int>&)>
+      make_replica;
+  std::atomic<int> builds{0};
+  std::vector<int> last_devices;
+
+ private:
+  std::vector<int64_t> memory_;
+};
+
+}  // namespace vecgpu

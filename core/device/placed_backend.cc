@@ -1,0 +1,183 @@
+#include "core/device/placed_backend.h"
+
+#include <numeric>
+#include <vector>
+
+namespace vecgpu {
+
+StatusOr<std::unique_ptr<PlacedBackend>> PlacedBackend::Create(std::unique_ptr<Backend> host,
+                                                               DeviceManager& devices,
+                                                               std::string hint, std::string who) {
+  const IndexSpec& spec = host->spec();
+  ASSIGN_OR_RETURN(Placement p,
+                   devices.Place(spec, DeviceManager::GpuBytes(spec, host->ntotal()), hint, who));
+  return std::unique_ptr<PlacedBackend>(new PlacedBackend(
+      std::move(host), devices, std::move(hint), std::move(who), std::move(p)));
+}
+
+PlacedBackend::PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devices,
+                             std::string hint, std::string who, Placement placement)
+    : host_(std::move(host)),
+      devices_(devices),
+      hint_(std::move(hint)),
+      who_(std::move(who)),
+      placement_(std::move(placement)) {
+  if (host_->spec().nlist > 0) {
+    if (auto np = host_->GetParameter("nprobe"); np.ok()) nprobe_ = static_cast<int>(*np);
+  }
+}
+
+PlacedBackend::~PlacedBackend() {
+  MutexLock lock(mu_);
+  devices_.Release(placement_);
+}
+
+Placement PlacedBackend::placement() const {
+  MutexLock lock(mu_);
+  return placement_;
+}
+
+int PlacedBackend::serving_gpu() const {
+  MutexLock lock(mu_);
+  return replica_ && devices_.all_healthy(placement_.gpus) ? placement_.gpus[0] : -1;
+}
+
+bool PlacedBackend::TakeRefresh() const {
+  MutexLock lock(mu_);
+  if (!placement_.on_gpu() || replica_ || refresh_taken_ || !host_->is_trained()) return false;
+  refresh_taken_ = true;
+  return true;
+}
+
+void PlacedBackend::Refresh() const {
+  Placement p;
+  {
+    MutexLock lock(mu_);
+    refresh_taken_ = false;
+    if (!placement_.on_gpu() || replica_ || !host_->is_trained()) return;
+    p = placement_;
+  }
+  StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
+  MutexLock lock(mu_);
+  if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
+  if (!built.ok()) {
+    placement_ = devices_.Failed(placement_, p.gpus[0], built.status(), who_);
+    return;
+  }
+  replica_ = std::shared_ptr<Backend>(std::move(*built));
+}
+
+void PlacedBackend::ReleaseRefresh() const {
+  MutexLock lock(mu_);
+  refresh_taken_ = false;
+}
+
+void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
+                                const Status& error) const {
+  MutexLock lock(mu_);
+  if (replica_ != replica) return;  // another caller handled it
+  replica_.reset();
+  placement_ = devices_.Failed(placement_, placement_.gpus[0], error, who_);
+}
+
+void PlacedBackend::MarkStale() {
+  MutexLock lock(mu_);
+  replica_.reset();
+}
+
+void PlacedBackend::Grow() {
+  MutexLock lock(mu_);
+  if (!placement_.on_gpu()) return;
+  const int64_t need = DeviceManager::GpuBytes(host_->spec(), host_->ntotal());
+  Placement next = devices_.Resize(placement_, host_->spec(), need, hint_, who_);
+  if (next.gpus != placement_.gpus) replica_.reset();  // rebuilt where it goes now
+  placement_ = std::move(next);
+}
+
+void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* labels,
+                                 int64_t next_label) {
+  Grow();
+  std::shared_ptr<Backend> replica;
+  {
+    MutexLock lock(mu_);
+    replica = replica_;
+  }
+  if (!replica) return;
+  Status st = replica->AddLabeled(n, x, labels, next_label);
+  if (!st.ok()) DropReplica(replica, st);
+}
+
+BackendInfo PlacedBackend::Info() const {
+  BackendInfo info = host_->Info();
+  MutexLock lock(mu_);
+  info.placement = placement_.reason;
+  if (!placement_.on_gpu()) {
+    info.replica = "none";
+  } else if (replica_ && devices_.all_healthy(placement_.gpus)) {
+    info.device = placement_.device();
+    info.replica = "current";
+    info.gpu_memory_bytes = replica_->Info().memory_bytes;
+  } else {
+    info.replica = host_->is_trained() ? "building" : "after training";
+  }
+  return info;
+}
+
+Status PlacedBackend::Train(int64_t n, const float* x) {
+  RETURN_IF_ERROR(host_->Train(n, x));
+  MarkStale();
+  return Status::Ok();
+}
+
+Status PlacedBackend::Add(int64_t n, const float* x) {
+  const int64_t first = host_->next_label();
+  RETURN_IF_ERROR(host_->Add(n, x));
+  std::vector<int64_t> labels(n);
+  std::iota(labels.begin(), labels.end(), first);
+  AddToReplica(n, x, labels.data(), host_->next_label());
+  return Status::Ok();
+}
+
+Status PlacedBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                                 int64_t next_label) {
+  RETURN_IF_ERROR(host_->AddLabeled(n, x, labels, next_label));
+  AddToReplica(n, x, labels, host_->next_label());
+  return Status::Ok();
+}
+
+StatusOr<int64_t> PlacedBackend::RemoveLabels(std::span<const int64_t> labels) {
+  ASSIGN_OR_RETURN(int64_t removed, host_->RemoveLabels(labels));
+  if (removed > 0) MarkStale();
+  return removed;
+}
+
+Status PlacedBackend::Reset() {
+  RETURN_IF_ERROR(host_->Reset());
+  MarkStale();
+  return Status::Ok();
+}
+
+Status PlacedBackend::SetParameter(std::string_view name, double value) {
+  RETURN_IF_ERROR(host_->SetParameter(name, value));
+  if (name == "nprobe") nprobe_ = static_cast<int>(value);
+  return Status::Ok();
+}
+
+Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
+                             float* distances, int64_t* labels) const {
+  std::shared_ptr<Backend> replica;
+  {
+    MutexLock lock(mu_);
+    if (replica_ && devices_.all_healthy(placement_.gpus)) replica = replica_;
+  }
+  SearchParams p = params;
+  if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
+  if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {
+    Status st = replica->Search(n, x, k, p, distances, labels);
+    if (st.ok()) return st;
+    DropReplica(replica, st);  // answered from the host below
+  }
+  return host_->Search(n, x, k, params, distances, labels);
+}
+
+}  // namespace vecgpu
