@@ -58,9 +58,23 @@ work="$cache/.work-$key"
 rm -rf "$work"
 mkdir -p "$work"
 log "fetching Debian source faiss=$src_ver"
-# apt-get source needs deb-src entries (scripts/setup.sh adds them) and dpkg-dev.
+# apt-get source needs deb-src entries: add them for the archive the binary packages come
+# from (the same entries with "deb-src"), once.
+if ! apt-cache showsrc faiss 2>/dev/null | grep -q '^Package: faiss'; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  list=/etc/apt/sources.list.d/vecgpu-deb-src
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources |
+      $SUDO tee "$list.sources" > /dev/null
+  elif [ -f /etc/apt/sources.list ]; then
+    sed -n 's/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list | $SUDO tee "$list.list" > /dev/null
+  fi
+  log "added deb-src entries ($list.*); apt-get update"
+  $SUDO apt-get update -qq > /dev/null 2>&1 || true
+fi
 (cd "$work" && apt-get source -qq "faiss=$src_ver" > /dev/null 2>&1) ||
-  { log "apt-get source faiss=$src_ver failed: are deb-src entries configured?"; exit 1; }
+  { log "apt-get source faiss=$src_ver failed (no deb-src entries for the archive?)"; exit 1; }
 src=$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'faiss-*' | head -1)
 
 # FAISS 1.7.3 asks for C++11; CUDA 13's Thrust and CUB need C++17.

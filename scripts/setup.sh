@@ -2,12 +2,19 @@
 # Installs everything vecgpu needs on a fresh Debian 12 machine and builds it in Release.
 # Idempotent: when nothing is missing it only re-runs the (incremental) build.
 #   scripts/setup.sh            # then: build/vecgpu serve
+#
+# FAISS is built from Debian's own source package for AVX2, with GPU support when the CUDA
+# toolkit is present, and cached outside the build tree (scripts/build-faiss.sh; the CUDA
+# part takes about 25 minutes on 2 cores, once). VECGPU_FAISS=system keeps Debian's
+# libfaiss-dev instead (quick, CPU only, generic SIMD). VECGPU_CUDA_ARCHS picks the GPU
+# architectures (default: the GPU present, else 90).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
 APT_PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config ninja-build
+  dpkg-dev                                # apt-get source: FAISS from Debian's source package
   libfaiss-dev libopenblas-dev            # FAISS on OpenBLAS, not the slow reference BLAS
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   libspdlog-dev libcli11-dev nlohmann-json3-dev
@@ -43,6 +50,20 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; th
 fi
 echo "setup: .venv ready ($(( SECONDS - start )) s)"
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON -DVECGPU_BUILD_BENCH=ON > build.log 2>&1 || { cat build.log; exit 1; }
+faiss_root=""
+case "${VECGPU_FAISS:-source}" in
+  system) echo "setup: VECGPU_FAISS=system: using Debian's libfaiss-dev" ;;
+  source)
+    if grep -qw avx2 /proc/cpuinfo; then
+      faiss_root=$(scripts/build-faiss.sh | tail -1)
+    else
+      echo "setup: this CPU has no AVX2: using Debian's libfaiss-dev (generic SIMD)"
+    fi ;;
+  *) echo "setup: VECGPU_FAISS must be source or system"; exit 1 ;;
+esac
+echo "setup: FAISS ready ($(( SECONDS - start )) s)"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON -DVECGPU_BUILD_BENCH=ON \
+  -DVECGPU_FAISS_ROOT="$faiss_root" > build.log 2>&1 || { cat build.log; exit 1; }
 cmake --build build -j"$(nproc)" >> build.log 2>&1 || { tail -50 build.log; exit 1; }
 echo "setup: built build/vecgpu ($(( SECONDS - start )) s)"

@@ -56,7 +56,7 @@ if [ "${VECGPU_SKIP_SANITIZERS:-0}" != 1 ]; then
   stage "ASan + UBSan build (clang, -Wthread-safety)"
   if build build-asan build-asan.log -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVECGPU_SANITIZE=address \
-       -DVECGPU_BUILD_BENCH=OFF -DVECGPU_MODEL_OPS=30000 -DVECGPU_MODEL_WIRE_OPS=3000; then
+       -DVECGPU_FAISS_ROOT= -DVECGPU_BUILD_BENCH=OFF -DVECGPU_MODEL_OPS=30000 -DVECGPU_MODEL_WIRE_OPS=3000; then
     stage_done
     stage "ASan + UBSan: unit tests and model test"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --no-tests=error -j2) ||
@@ -73,7 +73,7 @@ if [ "${VECGPU_SKIP_SANITIZERS:-0}" != 1 ]; then
   stage "TSan: scheduler and engine tests"
   if build build-tsan build-tsan.log -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVECGPU_SANITIZE=thread \
-       -DVECGPU_BUILD_BENCH=OFF -- core_test cpu_backend_test; then
+       -DVECGPU_FAISS_ROOT= -DVECGPU_BUILD_BENCH=OFF -- core_test cpu_backend_test; then
     (cd build-tsan &&
        TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" OMP_NUM_THREADS=1 \
        ctest --output-on-failure --no-tests=error -L "core_test|cpu_backend_test") || failed+=(tsan)

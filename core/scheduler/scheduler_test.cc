@@ -5,6 +5,8 @@
 #include <atomic>
 #include <future>
 #include <mutex>
+#include <set>
+#include <thread>
 #include <vector>
 
 namespace vecgpu {
@@ -209,6 +211,46 @@ TEST(SchedulerTest, BatchesFormOnlyFromWorkQueuedBehindABusyQueue) {
   EXPECT_EQ(batches[1], std::vector<int>({1, 2, 3, 4, 5}));  // max_batch_rows
   EXPECT_EQ(batches[2], std::vector<int>({6, 7}));
   EXPECT_EQ(batches[3], std::vector<int>({8}));
+}
+
+// A queue placed on a GPU has its short work run by that GPU's worker alone (one thread,
+// never a CPU worker), its long work by the long workers, and moves back to the CPU workers.
+TEST(SchedulerTest, GpuQueuesRunOnTheirGpuWorker) {
+  Scheduler s(Options(2, 1), nullptr, nullptr, {0, 3});
+  EXPECT_EQ(s.gpu_workers(), 2);
+  auto gpu = s.NewQueue("t", nullptr);
+  auto cpu = s.NewQueue("t", nullptr);
+  s.SetDevice(gpu, 3);
+  EXPECT_EQ(s.device(gpu), 3);
+  auto other = s.NewQueue("t", nullptr);
+  s.SetDevice(other, 5);  // no worker for GPU 5: the CPU's
+  EXPECT_EQ(s.device(other), -1);
+  std::mutex mu;
+  std::set<std::thread::id> gpu_threads, cpu_threads, long_threads;
+  auto record = [&](std::set<std::thread::id>* into) {
+    return [&mu, into] {
+      std::lock_guard l(mu);
+      into->insert(std::this_thread::get_id());
+    };
+  };
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(s.Submit(gpu, Job(record(&gpu_threads))).ok());
+    ASSERT_TRUE(s.Submit(cpu, Job(record(&cpu_threads))).ok());
+  }
+  ASSERT_TRUE(s.Submit(gpu, Job(record(&long_threads), WorkClass::kLong)).ok());
+  // Wait for the GPU queue to drain before sending it back to the CPU.
+  std::promise<void> drained;
+  ASSERT_TRUE(s.Submit(gpu, Job([&] { drained.set_value(); })).ok());
+  drained.get_future().wait();
+  s.SetDevice(gpu, -1);
+  std::set<std::thread::id> after;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(s.Submit(gpu, Job(record(&after))).ok());
+  s.Shutdown();
+  EXPECT_EQ(gpu_threads.size(), 1u);
+  EXPECT_EQ(long_threads.size(), 1u);
+  for (auto id : cpu_threads) EXPECT_EQ(gpu_threads.count(id), 0u);
+  for (auto id : long_threads) EXPECT_EQ(gpu_threads.count(id), 0u);
+  for (auto id : after) EXPECT_EQ(gpu_threads.count(id), 0u);
 }
 
 }  // namespace

@@ -1,0 +1,300 @@
+// The Engine with a DeviceManager over fake GPUs whose "device copies" are CPU indexes: copies
+// built after writes, searches served from them, failures answered from the host with no
+// request lost, out-of-memory, removal rebuilds and growth that moves a collection.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "core/device/fake_device_provider.h"
+#include "core/device/placed_backend.h"
+#include "core/engine.h"
+#include "core/metrics/metrics.h"
+#include "cpu_fallback/cpu_backend_factory.h"
+#include "cpu_fallback/test_data.h"
+
+namespace vecgpu {
+namespace {
+
+using vecgpu::testing::Clustered;
+using vecgpu::testing::Rows;
+
+constexpr int kDim = 16;
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// A CPU index playing a GPU copy: counts its searches and fails on demand.
+class FakeCopy final : public Backend {
+ public:
+  FakeCopy(std::unique_ptr<Backend> index, std::string device, std::atomic<int>* searches,
+           std::atomic<int>* fail_at)
+      : index_(std::move(index)), device_(std::move(device)), searches_(searches),
+        fail_at_(fail_at) {}
+
+  const IndexSpec& spec() const override { return index_->spec(); }
+  BackendInfo Info() const override {
+    BackendInfo info = index_->Info();
+    info.device = device_;
+    return info;
+  }
+  int64_t ntotal() const override { return index_->ntotal(); }
+  bool is_trained() const override { return true; }
+  int64_t next_label() const override { return index_->next_label(); }
+  bool labels_shift_on_remove() const override { return true; }
+  bool can_remove() const override { return false; }
+  Status Train(int64_t, const float*) override { return Unimplemented("copy"); }
+  Status Add(int64_t, const float*) override { return Unimplemented("copy"); }
+  Status AddLabeled(int64_t n, const float* x, const int64_t* labels, int64_t) override {
+    if (labels[0] != index_->ntotal()) return FailedPrecondition("labels out of order");
+    return index_->Add(n, x);
+  }
+  StatusOr<int64_t> RemoveLabels(std::span<const int64_t>) override {
+    return Unimplemented("copy");
+  }
+  Status Reset() override { return Unimplemented("copy"); }
+  Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
+                int64_t* labels) const override {
+    const int done = searches_->fetch_add(1) + 1;
+    const int fail = fail_at_->load();
+    if (fail > 0 && done >= fail) return Internal("CUDA error 700: an illegal memory access");
+    return index_->Search(n, x, k, params, distances, labels);
+  }
+  StatusOr<RangeResult> RangeSearch(int64_t, const float*, float,
+                                    const SearchParams&) const override {
+    return Unimplemented("copy");
+  }
+  Status Reconstruct(int64_t, float*) const override { return Unimplemented("copy"); }
+  Status ReconstructN(int64_t, int64_t, float*) const override { return Unimplemented("copy"); }
+  std::vector<TransformStep> Transforms() const override { return {}; }
+  StatusOr<FloatMatrix> ApplyTransform(int64_t, const float*) const override {
+    return Unimplemented("copy");
+  }
+  Status SetParameter(std::string_view, double) override { return Unimplemented("copy"); }
+  StatusOr<double> GetParameter(std::string_view) const override { return Unimplemented("copy"); }
+  StatusOr<std::vector<uint8_t>> Serialize() const override { return Unimplemented("copy"); }
+
+ private:
+  std::unique_ptr<Backend> index_;
+  std::string device_;
+  std::atomic<int>* searches_;
+  std::atomic<int>* fail_at_;
+};
+
+// An Engine with a scheduler (one worker per fake GPU) and a DeviceManager.
+struct PlacedEngine {
+  explicit PlacedEngine(std::vector<int64_t> memory) : provider(std::move(memory)) {
+    provider.make_replica = [this](const Backend& host, const std::vector<int>& devices)
+        -> StatusOr<std::unique_ptr<Backend>> {
+      // Flat kinds: the copy holds the host's vectors in storage order.
+      ASSIGN_OR_RETURN(auto index, factory.Create(host.spec()));
+      std::vector<float> x(host.ntotal() * host.spec().dim);
+      if (host.ntotal() > 0) {
+        RETURN_IF_ERROR(host.ReconstructN(0, host.ntotal(), x.data()));
+        RETURN_IF_ERROR(index->Add(host.ntotal(), x.data()));
+      }
+      return std::unique_ptr<Backend>(std::make_unique<FakeCopy>(
+          std::move(index), "gpu:" + std::to_string(devices[0]), &copy_searches, &fail_at));
+    };
+    DeviceOptions o;
+    o.memory_fraction = 1.0;
+    devices = std::make_unique<DeviceManager>(&provider, o, nullptr, &metrics);
+    SchedulerOptions so;
+    so.query_threads = 2;
+    so.write_threads = 1;
+    EXPECT_TRUE(so.Validate().ok());
+    scheduler = std::make_unique<Scheduler>(so, nullptr, &metrics, devices->gpus());
+    EXPECT_TRUE(limits.Validate().ok());
+    engine = std::make_unique<Engine>(limits, factory, &metrics, scheduler.get(), devices.get());
+  }
+  ~PlacedEngine() { scheduler->Shutdown(); }
+
+  void Create(const std::string& name, const std::string& hint = "") {
+    CreateCollectionRequest r{name, "L2", kDim, ""};
+    r.device = hint;
+    ASSERT_TRUE(engine->Create("t", r).ok());
+  }
+  StatusOr<AddResult> Add(const std::string& name, const FloatMatrix& x) {
+    std::promise<StatusOr<AddResult>> p;
+    Status st = engine->SubmitAdd("t", name, x, {}, WorkClass::kShort, Clock::time_point::max(),
+                                  [&](StatusOr<AddResult> r) { p.set_value(std::move(r)); });
+    if (!st.ok()) return st;
+    return p.get_future().get();
+  }
+  StatusOr<SearchResult> Search(const std::string& name, const FloatMatrix& q, int k) {
+    std::promise<StatusOr<SearchResult>> p;
+    Status st = engine->SubmitSearch("t", name, q, k, {}, Clock::time_point::max(),
+                                     [&](StatusOr<SearchResult> r) { p.set_value(std::move(r)); });
+    if (!st.ok()) return st;
+    return p.get_future().get();
+  }
+  BackendInfo Info(const std::string& name) { return engine->Describe("t", name)->backend; }
+  // Waits (up to 10 s) until the collection's device copy is current.
+  bool WaitForCopy(const std::string& name) {
+    for (int i = 0; i < 1000; ++i) {
+      if (Info(name).replica == "current") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  Limits limits;
+  cpu::CpuBackendFactory factory;
+  MetricsRegistry registry;
+  ServerMetrics metrics{registry};
+  FakeDeviceProvider provider;
+  std::atomic<int> copy_searches{0};
+  std::atomic<int> fail_at{0};
+  std::unique_ptr<DeviceManager> devices;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<Engine> engine;
+};
+
+// The exact answer, from a CPU-only engine holding the same vectors.
+SearchResult Expected(const FloatMatrix& data, const FloatMatrix& q, int k) {
+  Limits limits;
+  EXPECT_TRUE(limits.Validate().ok());
+  cpu::CpuBackendFactory factory;
+  Engine plain(limits, factory);
+  EXPECT_TRUE(plain.Create("t", {"c", "L2", kDim, ""}).ok());
+  EXPECT_TRUE(plain.Add("t", "c", data, {}).ok());
+  return *plain.Search("t", "c", q, k, {});
+}
+
+TEST(PlacedEngineTest, SearchesRunOnTheDeviceCopyOnceItIsBuilt) {
+  PlacedEngine e({kMiB * 64});
+  e.Create("c");
+  const FloatMatrix x = Clustered(500, kDim);
+  ASSERT_TRUE(e.Add("c", x).ok());
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  BackendInfo info = e.Info("c");
+  EXPECT_EQ(info.device, "gpu:0");
+  EXPECT_NE(info.placement.find("on GPU 0"), std::string::npos) << info.placement;
+  // Adds after the copy was built reach it too.
+  const FloatMatrix more = Clustered(100, kDim, 10, 9);
+  ASSERT_TRUE(e.Add("c", more).ok());
+  FloatMatrix all = x;
+  all.rows += more.rows;
+  all.data.insert(all.data.end(), more.data.begin(), more.data.end());
+  EXPECT_EQ(e.provider.builds.load(), 1);
+  const FloatMatrix q = Rows(all, 550, 20);
+  const int before = e.copy_searches.load();
+  auto r = e.Search("c", q, 7);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_GT(e.copy_searches.load(), before);
+  const SearchResult want = Expected(all, q, 7);
+  EXPECT_EQ(r->labels, want.labels);
+  EXPECT_EQ(r->distances, want.distances);
+  // k above what FAISS's GPU selection handles: answered by the host.
+  const int copy = e.copy_searches.load();
+  ASSERT_TRUE(e.Search("c", Rows(all, 0, 1), 2049).ok());
+  EXPECT_EQ(e.copy_searches.load(), copy);
+}
+
+TEST(PlacedEngineTest, AFailingDeviceLosesNoRequest) {
+  PlacedEngine e({kMiB * 64});
+  e.Create("c");
+  const FloatMatrix x = Clustered(1000, kDim);
+  ASSERT_TRUE(e.Add("c", x).ok());
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  e.fail_at = e.copy_searches.load() + 15;  // the device fails mid-load
+  const FloatMatrix q = Rows(x, 0, 40);
+  const SearchResult want = Expected(x, q, 5);
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        const int row = (t * 40 + i) % 40;
+        auto r = e.Search("c", Rows(q, row, 1), 5);
+        if (!r.ok()) continue;
+        ok++;
+        for (int j = 0; j < 5; ++j) {
+          if (r->labels[j] != want.labels[row * 5 + j]) wrong++;
+        }
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok.load(), 160);  // every request answered
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_FALSE(e.devices->healthy(0));
+  BackendInfo info = e.Info("c");
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_NE(info.placement.find("GPU 0 failed (CUDA error 700"), std::string::npos)
+      << info.placement;
+  EXPECT_EQ(e.metrics.gpu_fallbacks.With({kFallbackDeviceFailed}).value(), 1);
+  // A new collection avoids the failed GPU.
+  e.Create("d");
+  EXPECT_NE(e.Info("d").placement.find("every GPU in use has failed"), std::string::npos);
+}
+
+TEST(PlacedEngineTest, OutOfMemoryWhileBuildingServesFromTheHost) {
+  PlacedEngine e({kMiB * 64});
+  e.provider.build_error = ResourceExhausted("cudaMalloc of 512 MiB: out of memory");
+  e.Create("c");
+  const FloatMatrix x = Clustered(300, kDim);
+  ASSERT_TRUE(e.Add("c", x).ok());
+  for (int i = 0; i < 500 && e.Info("c").placement.find("out of memory") == std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  BackendInfo info = e.Info("c");
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_NE(info.placement.find("ran out of memory"), std::string::npos) << info.placement;
+  EXPECT_TRUE(e.devices->healthy(0));  // only this collection left the GPU
+  auto r = e.Search("c", Rows(x, 3, 1), 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->labels[0], 3);
+}
+
+TEST(PlacedEngineTest, ARemovalRebuildsTheCopy) {
+  PlacedEngine e({kMiB * 64});
+  e.Create("c");
+  const FloatMatrix x = Clustered(400, kDim);
+  ASSERT_TRUE(e.Add("c", x).ok());
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  const int64_t ids[] = {0, 1, 2, 3, 4};
+  ASSERT_EQ(*e.engine->Remove("t", "c", ids), 5);
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  EXPECT_EQ(e.provider.builds.load(), 2);
+  const FloatMatrix rest = Rows(x, 5, 395);
+  const FloatMatrix q = Rows(x, 0, 10);
+  auto r = e.Search("c", q, 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->labels, Expected(rest, q, 3).labels);
+}
+
+TEST(PlacedEngineTest, GrowthMovesTheCollectionToAGpuWithRoom) {
+  PlacedEngine e({4 * kMiB, 4 * kMiB});
+  e.Create("a");           // GPU 0: 1.25 MiB reserved
+  e.Create("f", "gpu:0");  // pinned to GPU 0 as well: 2.5 MiB reserved there
+  ASSERT_EQ(e.devices->Devices()[0].collections, 2);
+  const FloatMatrix x = Clustered(10000, kDim);
+  ASSERT_TRUE(e.Add("a", x).ok());  // 1 MiB + 680 kB: fits on GPU 0 still
+  ASSERT_TRUE(e.WaitForCopy("a"));
+  EXPECT_EQ(e.Info("a").device, "gpu:0");
+  ASSERT_TRUE(e.Add("a", x).ok());  // 1 MiB + 1.36 MB, with headroom: no room on GPU 0
+  ASSERT_TRUE(e.WaitForCopy("a"));
+  EXPECT_EQ(e.Info("a").device, "gpu:1");
+  EXPECT_EQ(e.provider.last_devices, std::vector<int>{1});
+  EXPECT_EQ(e.devices->Devices()[0].collections, 1);
+  auto r = e.Search("a", Rows(x, 42, 1), 2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((r->labels[0] == 42 && r->labels[1] == 10042) ||
+              (r->labels[0] == 10042 && r->labels[1] == 42));
+}
+
+TEST(PlacedEngineTest, KindsWithoutAGpuIndexStayOnTheCpu) {
+  PlacedEngine e({kMiB * 64});
+  ASSERT_TRUE(e.engine->Create("t", {"h", "HNSW16", kDim, ""}).ok());
+  BackendInfo info = e.Info("h");
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_NE(info.placement.find("FAISS runs only Flat"), std::string::npos) << info.placement;
+  CreateCollectionRequest bad{"x", "L2", kDim, ""};
+  bad.device = "tpu:0";
+  EXPECT_EQ(e.engine->Create("t", bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vecgpu
