@@ -5,10 +5,12 @@
 # Writes bench/results/<UTC time>-<commit>.json and bench/results/<same>/ (PNGs, summary.md).
 # Environment: VECGPU_BENCH_TIME_SCALE (default 1) multiplies every duration;
 # VECGPU_BENCH_NO_FAISSX=1 leaves the FAISSx server out; VECGPU_BENCH_SERVER_ARGS adds flags to
-# `vecgpu serve` (e.g. "--max-batch-rows 1" to measure with batching off).
+# `vecgpu serve` (e.g. "--max-batch-rows 1" to measure with batching off); VECGPU_BENCH_BUILD
+# picks the build directory (default build; e.g. build-debian for one on Debian's libfaiss-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x build/vecgpu-bench ] || { echo "run scripts/setup.sh first"; exit 1; }
+B=${VECGPU_BENCH_BUILD:-build}
+[ -x "$B/vecgpu-bench" ] || { echo "run scripts/setup.sh first (no $B/vecgpu-bench)"; exit 1; }
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(standard)
 
@@ -40,7 +42,7 @@ mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
 vport=$(free_port)
 # shellcheck disable=SC2086
-build/vecgpu serve --port "$vport" --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
+"$B/vecgpu" serve --port "$vport" --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
   > "bench/results/$stamp-vecgpu.log" 2>&1 &
 pids+=($!)
 args=(--vecgpu "tcp://127.0.0.1:$vport")
@@ -54,7 +56,7 @@ if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then
 fi
 wait_ping "tcp://127.0.0.1:$vport" || { echo "vecgpu did not start"; exit 1; }
 
-build/vecgpu-bench run "${names[@]}" "${args[@]}" --data-dir bench/data \
+"$B/vecgpu-bench" run "${names[@]}" "${args[@]}" --data-dir bench/data \
   --time-scale "${VECGPU_BENCH_TIME_SCALE:-1}" --out "bench/results/$stamp.json"
 .venv/bin/python bench/plot.py "bench/results/$stamp.json" --out "bench/results/$stamp"
 echo "report: bench/results/$stamp.json, plots: bench/results/$stamp/"

@@ -74,15 +74,17 @@ void PlacedBackend::ReleaseRefresh() const {
 
 void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
                                 const Status& error) const {
+  std::shared_ptr<Backend> dropped;  // freed after the lock: freeing waits for the device
   MutexLock lock(mu_);
   if (replica_ != replica) return;  // another caller handled it
-  replica_.reset();
+  dropped = std::move(replica_);
   placement_ = devices_.Failed(placement_, placement_.gpus[0], error, who_);
 }
 
 void PlacedBackend::MarkStale() {
+  std::shared_ptr<Backend> dropped;
   MutexLock lock(mu_);
-  replica_.reset();
+  dropped = std::move(replica_);
 }
 
 void PlacedBackend::Grow() {
@@ -175,7 +177,8 @@ Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParam
   if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {
     Status st = replica->Search(n, x, k, p, distances, labels);
     if (st.ok()) return st;
-    DropReplica(replica, st);  // answered from the host below
+    // The request's own fault is the host's to answer; anything else retires the copy.
+    if (st.code() != StatusCode::kInvalidArgument) DropReplica(replica, st);
   }
   return host_->Search(n, x, k, params, distances, labels);
 }

@@ -285,6 +285,7 @@ Status GetIndexStats(ActionContext& c) {
     w.Int("ntotal", info.backend.ntotal);
     w.Str("type", info.spec.index_type);
     w.Bool("is_trained", info.backend.is_trained);
+    WriteDevice(w, info.backend);
   };
   MapWriter stats;
   write(stats);
