@@ -59,6 +59,13 @@ class IndexStorage {
   // device copy of a placed index up to date). Set before the storage is shared.
   std::function<void(Backend&)> on_write;
 
+  // Re-reads the cached info (for listings) after a change that was not a write, such as a
+  // device copy becoming current.
+  void Recache() {
+    ReaderLock lock(mu_);
+    Cache();  // reads only: shared access is enough
+  }
+
   // Runs fn(const Backend&) with shared access (for work that reads the whole index, such as
   // building its device copy, while searches go on).
   template <typename F>
@@ -69,7 +76,7 @@ class IndexStorage {
 
  private:
   friend class Collection;
-  // REQUIRES: mu_ held.
+  // REQUIRES: mu_ held (shared is enough).
   void Cache() EXCLUDES(cache_mu_) NO_THREAD_SAFETY_ANALYSIS {
     const int64_t total = labels_.size();
     MutexLock lock(cache_mu_);

@@ -30,10 +30,11 @@ struct Engine::AddTask : Task {
 };
 
 StatusOr<std::unique_ptr<Backend>> Engine::MakeBackend(const IndexSpec& spec,
-                                                      const std::string& hint,
-                                                      const std::string& who) {
+                                                       const std::string& hint,
+                                                       const std::string& who) {
   if (!devices_ && !hint.empty() && hint != "cpu") {
-    return InvalidArgument("device: '" + hint + "' asks for a GPU, but this server places no "
+    return InvalidArgument("device: '" + hint +
+                           "' asks for a GPU, but this server places no "
                            "index on a GPU");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, factory_.Create(spec));
@@ -66,6 +67,7 @@ void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
         if (const auto* p = dynamic_cast<const PlacedBackend*>(&now)) p->Refresh();
         FollowDevice(*s, now);
       });
+      s->Recache();  // listings show the copy
     }
   };
   auto release = [weak](const Status&) {
@@ -79,8 +81,8 @@ void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
   w.cls = WorkClass::kLong;
   w.run = std::move(refresh);
   w.expire = std::move(release);
-  Status st = scheduler_->Submit(scheduler_->NewQueue(storage->queue->tenant(), nullptr),
-                                 std::move(w));
+  Status st =
+      scheduler_->Submit(scheduler_->NewQueue(storage->queue->tenant(), nullptr), std::move(w));
   if (!st.ok()) placed->ReleaseRefresh();  // busy: the next write tries again
 }
 
@@ -271,8 +273,8 @@ void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
   const auto start = std::chrono::steady_clock::now();
   Status st = c.Read([&](const Backend& b, const LabelTable& t) -> Status {
     if (!b.is_trained()) return NotTrained(c.name());
-    Status searched = SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params,
-                                 distances.data(), labels.data());
+    Status searched = SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params, distances.data(),
+                                 labels.data());
     if (devices_) FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
     return searched;
   });

@@ -15,7 +15,6 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/utils/distances.h>
-
 #include <omp.h>
 
 #include <algorithm>
@@ -100,8 +99,8 @@ void FlatSearchByBlocks(const faiss::IndexFlat& index, int64_t n, const float* x
       }
       if (best < 0) {
         labels[q * k + j] = -1;
-        distances[q * k + j] = ip ? -std::numeric_limits<float>::max()
-                                  : std::numeric_limits<float>::max();
+        distances[q * k + j] =
+            ip ? -std::numeric_limits<float>::max() : std::numeric_limits<float>::max();
         continue;
       }
       const size_t bi = (static_cast<size_t>(best) * n + q) * k + at[best]++;
@@ -309,11 +308,11 @@ Status FaissBackend::Search(int64_t n, const float* x, int k, const SearchParams
   }
   // A batch on an exact flat index: split the stored vectors across the cores.
   static const int cores = std::max(1, omp_get_num_procs());
-  const auto* flat = pending_ ? pending_.get() : dynamic_cast<const faiss::IndexFlat*>(index_.get());
+  const auto* flat =
+      pending_ ? pending_.get() : dynamic_cast<const faiss::IndexFlat*>(index_.get());
   if (flat && cores > 1 && n >= 4 && flat->ntotal >= 4096) {
-    return CallFaiss("search", [&] {
-      FlatSearchByBlocks(*flat, n, x, k, distances, labels, cores);
-    });
+    return CallFaiss("search",
+                     [&] { FlatSearchByBlocks(*flat, n, x, k, distances, labels, cores); });
   }
   const int d = spec_.dim;
   return ParallelRows(n, [&](int64_t start, int64_t rows) {

@@ -29,7 +29,9 @@ class FakeCopy final : public Backend {
  public:
   FakeCopy(std::unique_ptr<Backend> index, std::string device, std::atomic<int>* searches,
            std::atomic<int>* fail_at)
-      : index_(std::move(index)), device_(std::move(device)), searches_(searches),
+      : index_(std::move(index)),
+        device_(std::move(device)),
+        searches_(searches),
         fail_at_(fail_at) {}
 
   const IndexSpec& spec() const override { return index_->spec(); }
@@ -84,8 +86,9 @@ class FakeCopy final : public Backend {
 // An Engine with a scheduler (one worker per fake GPU) and a DeviceManager.
 struct PlacedEngine {
   explicit PlacedEngine(std::vector<int64_t> memory) : provider(std::move(memory)) {
-    provider.make_replica = [this](const Backend& host, const std::vector<int>& devices)
-        -> StatusOr<std::unique_ptr<Backend>> {
+    provider.make_replica =
+        [this](const Backend& host,
+               const std::vector<int>& devices) -> StatusOr<std::unique_ptr<Backend>> {
       // Flat kinds: the copy holds the host's vectors in storage order.
       ASSIGN_OR_RETURN(auto index, factory.Create(host.spec()));
       std::vector<float> x(host.ntotal() * host.spec().dim);
@@ -170,6 +173,7 @@ TEST(PlacedEngineTest, SearchesRunOnTheDeviceCopyOnceItIsBuilt) {
   BackendInfo info = e.Info("c");
   EXPECT_EQ(info.device, "gpu:0");
   EXPECT_NE(info.placement.find("on GPU 0"), std::string::npos) << info.placement;
+  EXPECT_EQ(e.engine->List("t")[0].backend.device, "gpu:0");  // listings see the copy too
   // Adds after the copy was built reach it too.
   const FloatMatrix more = Clustered(100, kDim, 10, 9);
   ASSERT_TRUE(e.Add("c", more).ok());

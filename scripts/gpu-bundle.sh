@@ -16,7 +16,7 @@
 # Left out: glibc, libstdc++, libgcc_s and the CUDA libraries (the machine's own toolkit).
 #
 #   scripts/gpu-bundle.sh [DIR]       DIR defaults to dist/gpu-check (replaced)
-#   VECGPU_BUILD_DIR    build directory (default build-gpu)
+#   VECGPU_BUILD_DIR    build directory (default build, as scripts/setup.sh makes it)
 #   VECGPU_FAISS_ROOT   GPU FAISS prefix (default: the build's, else scripts/build-faiss.sh)
 #   VECGPU_JOBS         parallel build jobs (default 2)
 set -euo pipefail
@@ -28,7 +28,7 @@ die() {
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-$root/dist/gpu-check}
-build=${VECGPU_BUILD_DIR:-$root/build-gpu}
+build=${VECGPU_BUILD_DIR:-$root/build}
 jobs=${VECGPU_JOBS:-2}
 max_bytes=$((60 * 1024 * 1024))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks vecgpu on a GPU machine and writes one JSON result file. Runs from the repository
-# (the binaries of build-gpu/, or VECGPU_BUILD_DIR) or from inside the bundle that
+# (the binaries of build/, or VECGPU_BUILD_DIR) or from inside the bundle that
 # scripts/gpu-bundle.sh makes (bin/, lib/, libs.tar.xz beside this script).
 #
 # Without a GPU it prints "gpu-check: no GPU: skipped (<why>)", writes
@@ -57,7 +57,7 @@ if [ -x "$here/bin/vecgpu" ]; then
 else
   mode=repo
   repo=$(cd "$here/.." && pwd)
-  build=${VECGPU_BUILD_DIR:-$repo/build-gpu}
+  build=${VECGPU_BUILD_DIR:-$repo/build}
   vecgpu=$build/vecgpu
   gpu_test=$build/gpu/gpu_test
   bench=$build/gpu/vecgpu-gpu-bench

@@ -73,24 +73,24 @@ void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& device
                     per_gpu([](const D& d) { return d.reserved_bytes; }));
   registry.AddGauge("vecgpu_gpu_healthy", "1 while the GPU serves, 0 after it failed", {"gpu"},
                     per_gpu([](const D& d) { return d.healthy ? 1 : 0; }));
-  registry.AddGauge("vecgpu_device_collections", "Collections placed per device", {"device"},
-                    [&devices] {
-                      std::vector<GaugeSample> out{
-                          {{"cpu"}, static_cast<double>(devices.cpu_collections())}};
-                      for (const auto& d : devices.Devices()) {
-                        out.push_back({{"gpu:" + std::to_string(d.id)},
-                                       static_cast<double>(d.collections)});
-                      }
-                      return out;
-                    });
+  registry.AddGauge(
+      "vecgpu_device_collections", "Collections placed per device", {"device"}, [&devices] {
+        std::vector<GaugeSample> out{{{"cpu"}, static_cast<double>(devices.cpu_collections())}};
+        for (const auto& d : devices.Devices()) {
+          out.push_back({{"gpu:" + std::to_string(d.id)}, static_cast<double>(d.collections)});
+        }
+        return out;
+      });
 }
 
 // Gauges read at scrape time: queued work, busy and total workers by class, and per-tenant
 // collections and vectors. None waits on a collection's lock.
 void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
                     const WorkerPool& dispatch, const Engine& engine) {
-  registry.AddGauge("vecgpu_queue_depth", "Requests waiting: for a dispatch thread, or queued "
-                    "on an index for a worker", {"queue"}, [&scheduler, &dispatch] {
+  registry.AddGauge("vecgpu_queue_depth",
+                    "Requests waiting: for a dispatch thread, or queued "
+                    "on an index for a worker",
+                    {"queue"}, [&scheduler, &dispatch] {
                       return std::vector<GaugeSample>{
                           {{"dispatch"}, static_cast<double>(dispatch.queued())},
                           {{"index"}, static_cast<double>(scheduler.queued())}};
@@ -102,9 +102,10 @@ void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
         out.push_back({{c == WorkClass::kShort ? "short" : "long"},
                        static_cast<double>(busy ? scheduler.busy(c) : scheduler.workers(c))});
       }
-      out.push_back({{"gpu"}, static_cast<double>(busy ? scheduler.busy_gpu()
-                                                        : scheduler.gpu_workers())});
-      out.push_back({{"dispatch"}, static_cast<double>(busy ? dispatch.busy() : dispatch.threads())});
+      out.push_back(
+          {{"gpu"}, static_cast<double>(busy ? scheduler.busy_gpu() : scheduler.gpu_workers())});
+      out.push_back(
+          {{"dispatch"}, static_cast<double>(busy ? dispatch.busy() : dispatch.threads())});
       return out;
     };
   };

@@ -79,8 +79,7 @@ StatusOr<std::vector<int>> DeviceManager::ParseGpus(const std::string& spec, int
 }
 
 DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& options,
-                             std::function<void(const std::string&)> log,
-                             ServerMetrics* metrics)
+                             std::function<void(const std::string&)> log, ServerMetrics* metrics)
     : provider_(provider), options_(options), log_(std::move(log)), metrics_(metrics) {
   if (options_.gpus == "none") {
     Log("gpus: none requested; every collection is served from the CPU");
@@ -114,11 +113,11 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
     }
     auto d = std::make_unique<Device>();
     d->props = *props;
-    d->budget = static_cast<int64_t>(static_cast<double>(props->total_bytes) *
-                                     options_.memory_fraction);
+    d->budget =
+        static_cast<int64_t>(static_cast<double>(props->total_bytes) * options_.memory_fraction);
     Log("gpus: GPU " + std::to_string(id) + " " + props->name + " (compute " +
-        std::to_string(props->compute_major) + "." + std::to_string(props->compute_minor) +
-        ", " + MiB(props->total_bytes) + "), budget " + MiB(d->budget));
+        std::to_string(props->compute_major) + "." + std::to_string(props->compute_minor) + ", " +
+        MiB(props->total_bytes) + "), budget " + MiB(d->budget));
     gpus_.push_back(id);
     devices_.push_back(std::move(d));
   }
@@ -156,8 +155,9 @@ std::string DeviceManager::GpuUnsupported(const IndexSpec& spec) {
                                          " (binary indexes run on a GPU only as BINARY_FLAT)";
   }
   const std::vector<std::string> parts = Split(spec.factory, ',');
-  const std::string why = "FAISS runs only Flat, IVF-Flat, IVF-PQ and IVF-SQ indexes on a GPU, not '" +
-                          spec.factory + "'";
+  const std::string why =
+      "FAISS runs only Flat, IVF-Flat, IVF-PQ and IVF-SQ indexes on a GPU, not '" + spec.factory +
+      "'";
   if (parts.size() == 1) return parts[0] == "Flat" ? "" : why;
   if (parts.size() != 2 || !IsIvf(parts[0])) return why;
   const std::string& codec = parts[1];
@@ -166,8 +166,9 @@ std::string DeviceManager::GpuUnsupported(const IndexSpec& spec) {
   if (spec.pq_m > 0) {
     static const std::set<int> kCodes = {1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96};
     static const std::set<int> kSubDims = {1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32};
-    if (spec.pq_nbits != 8) return "FAISS's GPU IVF-PQ takes 8-bit codes only, not PQ" +
-                                   std::to_string(spec.pq_m) + "x" + std::to_string(spec.pq_nbits);
+    if (spec.pq_nbits != 8)
+      return "FAISS's GPU IVF-PQ takes 8-bit codes only, not PQ" + std::to_string(spec.pq_m) + "x" +
+             std::to_string(spec.pq_nbits);
     if (!kCodes.count(spec.pq_m)) {
       return "FAISS's GPU IVF-PQ takes 1-4, 8, 12, ..., 64 or 96 sub-quantizers, not " +
              std::to_string(spec.pq_m);
@@ -186,7 +187,7 @@ int64_t DeviceManager::GpuBytes(const IndexSpec& spec, int64_t n) {
   constexpr int64_t kBase = 1 * kMiB;  // the index object, its streams' small buffers
   if (spec.binary) return kBase + n * ((d + 7) / 8);
   const int64_t centroids = int64_t{spec.nlist} * d * 4;
-  constexpr int64_t kId = 8;  // IVF kinds keep a 64-bit id per vector
+  constexpr int64_t kId = 8;                            // IVF kinds keep a 64-bit id per vector
   if (spec.nlist == 0) return kBase + n * (d * 4 + 4);  // flat: vectors and their norms
   if (spec.pq_m > 0) {
     return kBase + centroids + int64_t{spec.pq_m} * 256 * (d / spec.pq_m) * 4 +
@@ -349,8 +350,8 @@ Placement DeviceManager::Failed(const Placement& p, int device, const Status& er
   } else if (error.code() == StatusCode::kInvalidArgument ||
              error.code() == StatusCode::kFailedPrecondition ||
              error.code() == StatusCode::kUnimplemented) {
-    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " cannot run it (" +
-                 error.message() + ")";
+    cpu.reason =
+        "on the CPU: GPU " + std::to_string(device) + " cannot run it (" + error.message() + ")";
     cpu.fallback = kFallbackUnsupported;
   } else {
     Device* d = Find(device);

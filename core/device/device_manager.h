@@ -30,10 +30,10 @@ struct DeviceOptions {
 
 // Where a collection is served from, and why.
 struct Placement {
-  std::vector<int> gpus;         // empty: the CPU; several: sharded over them
-  std::vector<int64_t> reserved; // bytes reserved on each of gpus
-  std::string reason;            // why, for people: logs, get_index_info
-  std::string fallback;          // when on the CPU though GPUs are in use: the metric reason
+  std::vector<int> gpus;          // empty: the CPU; several: sharded over them
+  std::vector<int64_t> reserved;  // bytes reserved on each of gpus
+  std::string reason;             // why, for people: logs, get_index_info
+  std::string fallback;           // when on the CPU though GPUs are in use: the metric reason
 
   bool on_gpu() const { return !gpus.empty(); }
   // "cpu", "gpu:0", "gpu:0,1".

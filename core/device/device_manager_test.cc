@@ -221,7 +221,8 @@ TEST(DeviceManager, AFailingGpuIsMarkedUnhealthyAndAvoided) {
 }
 
 TEST(DeviceManager, GpuBytesFollowFaissLayouts) {
-  EXPECT_EQ(DeviceManager::GpuBytes(Spec("Flat", 128), 1000) - DeviceManager::GpuBytes(Spec("Flat", 128), 0),
+  EXPECT_EQ(DeviceManager::GpuBytes(Spec("Flat", 128), 1000) -
+                DeviceManager::GpuBytes(Spec("Flat", 128), 0),
             1000 * (128 * 4 + 4));
   EXPECT_EQ(DeviceManager::GpuBytes(Spec("IVF16,PQ16", 128), 1000) -
                 DeviceManager::GpuBytes(Spec("IVF16,PQ16", 128), 0),

@@ -11,8 +11,8 @@ StatusOr<std::unique_ptr<PlacedBackend>> PlacedBackend::Create(std::unique_ptr<B
   const IndexSpec& spec = host->spec();
   ASSIGN_OR_RETURN(Placement p,
                    devices.Place(spec, DeviceManager::GpuBytes(spec, host->ntotal()), hint, who));
-  return std::unique_ptr<PlacedBackend>(new PlacedBackend(
-      std::move(host), devices, std::move(hint), std::move(who), std::move(p)));
+  return std::unique_ptr<PlacedBackend>(
+      new PlacedBackend(std::move(host), devices, std::move(hint), std::move(who), std::move(p)));
 }
 
 PlacedBackend::PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devices,

@@ -26,8 +26,8 @@ class PlacedBackend final : public Backend {
 
   // Places `host` (hint: "", "cpu", "gpu", "gpu:N"); `who` names it in logs.
   static StatusOr<std::unique_ptr<PlacedBackend>> Create(std::unique_ptr<Backend> host,
-                                                         DeviceManager& devices,
-                                                         std::string hint, std::string who);
+                                                         DeviceManager& devices, std::string hint,
+                                                         std::string who);
   ~PlacedBackend() override;
 
   Placement placement() const EXCLUDES(mu_);

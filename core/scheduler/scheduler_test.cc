@@ -42,13 +42,13 @@ TEST(SchedulerTest, OneQueueRunsInOrderOnOneWorkerAtATime) {
   std::atomic<int> inside{0}, overlap{0};
   for (int i = 0; i < 200; ++i) {
     ASSERT_TRUE(s.Submit(q, Job([&, i] {
-                   if (inside.fetch_add(1) > 0) overlap++;
-                   {
-                     std::lock_guard l(mu);
-                     order.push_back(i);
-                   }
-                   inside--;
-                 }))
+                           if (inside.fetch_add(1) > 0) overlap++;
+                           {
+                             std::lock_guard l(mu);
+                             order.push_back(i);
+                           }
+                           inside--;
+                         }))
                     .ok());
   }
   s.Shutdown();
@@ -71,7 +71,8 @@ TEST(SchedulerTest, AStuckQueueDoesNotBlockFiftyOthers) {
     queues.push_back(s.NewQueue("t" + std::to_string(i % 5), nullptr));
     for (int j = 0; j < 4; ++j) ASSERT_TRUE(s.Submit(queues.back(), Job([&] { done++; })).ok());
   }
-  for (int i = 0; i < 1000 && done < 200; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 1000 && done < 200; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(done.load(), 200);
   gate.open.set_value();
   s.Shutdown();
@@ -84,15 +85,17 @@ TEST(SchedulerTest, LongWorkNeverTakesTheShortWorkers) {
   Gate gate;
   std::atomic<int> long_started{0}, short_done{0};
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(s.Submit(s.NewQueue("t", nullptr), Job([&] {
-                           long_started++;
-                           gate.wait.wait();
-                         },
+    ASSERT_TRUE(s.Submit(s.NewQueue("t", nullptr), Job(
+                                                       [&] {
+                                                         long_started++;
+                                                         gate.wait.wait();
+                                                       },
                                                        WorkClass::kLong))
                     .ok());
   }
   ASSERT_TRUE(s.Submit(s.NewQueue("u", nullptr), Job([&] { short_done++; })).ok());
-  for (int i = 0; i < 400 && short_done == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 400 && short_done == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(short_done.load(), 1);
   EXPECT_EQ(long_started.load(), 1);
   EXPECT_EQ(s.busy(WorkClass::kLong), 1);
@@ -118,7 +121,8 @@ TEST(SchedulerTest, TenantsAreServedRoundRobin) {
       order.push_back(who);
     });
   };
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(s.Submit(s.NewQueue("heavy", nullptr), record("heavy")).ok());
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(s.Submit(s.NewQueue("heavy", nullptr), record("heavy")).ok());
   ASSERT_TRUE(s.Submit(s.NewQueue("light", nullptr), record("light")).ok());
   gate.open.set_value();
   s.Shutdown();
@@ -133,7 +137,8 @@ TEST(SchedulerTest, BoundsAnswerBusyAndNothingIsLost) {
   Scheduler s(o);
   Gate gate;
   std::atomic<int> ran{0};
-  ASSERT_TRUE(s.Submit(s.NewQueue("z", nullptr), Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
+  ASSERT_TRUE(
+      s.Submit(s.NewQueue("z", nullptr), Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
   ASSERT_TRUE(s.Submit(s.NewQueue("z2", nullptr), Job([&] { gate.wait.wait(); })).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   auto q = s.NewQueue("a", nullptr);
