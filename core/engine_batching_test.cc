@@ -40,7 +40,9 @@ class FakeBackend final : public Backend {
   Status AddLabeled(int64_t, const float*, const int64_t*, int64_t) override {
     return Unimplemented("fake");
   }
-  StatusOr<int64_t> RemoveLabels(std::span<const int64_t>) override { return Unimplemented("fake"); }
+  StatusOr<int64_t> RemoveLabels(std::span<const int64_t>) override {
+    return Unimplemented("fake");
+  }
   Status Reset() override { return Status::Ok(); }
   Status Search(int64_t n, const float* x, int k, const SearchParams&, float* d,
                 int64_t* l) const override {
@@ -59,7 +61,8 @@ class FakeBackend final : public Backend {
     }
     return Status::Ok();
   }
-  StatusOr<RangeResult> RangeSearch(int64_t, const float*, float, const SearchParams&) const override {
+  StatusOr<RangeResult> RangeSearch(int64_t, const float*, float,
+                                    const SearchParams&) const override {
     return Unimplemented("fake");
   }
   Status Reconstruct(int64_t, float*) const override { return Unimplemented("fake"); }
@@ -136,9 +139,14 @@ TEST(EngineBatchingTest, QueuedSearchesShareOneCallAndEachGetsItsOwnRowsAndK) {
   f.backend->hold = release.get_future().share();
   // The first search runs alone and holds the index; the next ones queue behind it.
   std::promise<StatusOr<SearchResult>> first;
-  ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 2, {}, Clock::time_point::max(),
-                                     [&](StatusOr<SearchResult> r) { first.set_value(r); })
-                  .ok());
+  // From another thread: an idle index runs a search on the submitting thread, which the
+  // held backend would then block.
+  std::thread holder([&] {
+    ASSERT_TRUE(f.engine
+                    ->SubmitSearch("t", "i", Query(1), 2, {}, Clock::time_point::max(),
+                                   [&](StatusOr<SearchResult> r) { first.set_value(r); })
+                    .ok());
+  });
   f.WaitForFirstSearch();
   std::vector<std::promise<StatusOr<SearchResult>>> results(6);
   const int ks[] = {1, 5, 3, 2, 4, 5};
@@ -154,6 +162,7 @@ TEST(EngineBatchingTest, QueuedSearchesShareOneCallAndEachGetsItsOwnRowsAndK) {
     f.backend->hold = {};
   }
   release.set_value();
+  holder.join();
   ASSERT_TRUE(first.get_future().get().ok());
   for (int i = 0; i < 6; ++i) {
     auto r = results[i].get_future().get();
@@ -177,9 +186,14 @@ TEST(EngineBatchingTest, QueuedAddsAreMergedIntoOneAdd) {
   std::promise<void> release;
   f.backend->hold = release.get_future().share();
   std::promise<StatusOr<SearchResult>> first;  // holds the index while the adds queue
-  ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
-                                     [&](StatusOr<SearchResult> r) { first.set_value(r); })
-                  .ok());
+  // From another thread: an idle index runs a search on the submitting thread, which the
+  // held backend would then block.
+  std::thread holder([&] {
+    ASSERT_TRUE(f.engine
+                    ->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
+                                   [&](StatusOr<SearchResult> r) { first.set_value(r); })
+                    .ok());
+  });
   f.WaitForFirstSearch();
   std::vector<std::promise<StatusOr<AddResult>>> added(5);
   for (int i = 0; i < 5; ++i) {
@@ -194,6 +208,7 @@ TEST(EngineBatchingTest, QueuedAddsAreMergedIntoOneAdd) {
     f.backend->hold = {};
   }
   release.set_value();
+  holder.join();
   ASSERT_TRUE(first.get_future().get().ok());
   for (int i = 0; i < 5; ++i) {
     auto r = added[i].get_future().get();
@@ -210,14 +225,16 @@ TEST(EngineBatchingTest, ASearchSeesEveryAddAcknowledgedBeforeIt) {
   for (int i = 1; i <= 20; ++i) {
     std::promise<Status> added;
     ASSERT_TRUE(f.engine
-                    ->Submit("t", "i", WorkClass::kShort, Clock::time_point::max(),
-                             [&] { added.set_value(f.engine->Add("t", "i", Query(0), {}).status()); },
-                             [&](const Status& st) { added.set_value(st); })
+                    ->Submit(
+                        "t", "i", WorkClass::kShort, Clock::time_point::max(),
+                        [&] { added.set_value(f.engine->Add("t", "i", Query(0), {}).status()); },
+                        [&](const Status& st) { added.set_value(st); })
                     .ok());
     ASSERT_TRUE(added.get_future().get().ok());  // acknowledged
     std::promise<StatusOr<SearchResult>> found;
-    ASSERT_TRUE(f.engine->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
-                                       [&](StatusOr<SearchResult> r) { found.set_value(r); })
+    ASSERT_TRUE(f.engine
+                    ->SubmitSearch("t", "i", Query(1), 1, {}, Clock::time_point::max(),
+                                   [&](StatusOr<SearchResult> r) { found.set_value(r); })
                     .ok());
     auto r = found.get_future().get();
     ASSERT_TRUE(r.ok());
@@ -228,15 +245,15 @@ TEST(EngineBatchingTest, ASearchSeesEveryAddAcknowledgedBeforeIt) {
 TEST(EngineBatchingTest, SearchArgumentsAreCheckedBeforeQueuing) {
   Fixture f;
   auto never = [](StatusOr<SearchResult>) { FAIL() << "a refused search was answered later"; };
-  EXPECT_EQ(f.engine->SubmitSearch("t", "nope", Query(1), 1, {}, Clock::time_point::max(), never)
-                .code(),
-            StatusCode::kNotFound);
-  EXPECT_EQ(f.engine->SubmitSearch("u", "i", Query(1), 1, {}, Clock::time_point::max(), never)
-                .code(),
-            StatusCode::kNotFound);  // another tenant's index
-  EXPECT_EQ(f.engine->SubmitSearch("t", "i", Query(1), 0, {}, Clock::time_point::max(), never)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      f.engine->SubmitSearch("t", "nope", Query(1), 1, {}, Clock::time_point::max(), never).code(),
+      StatusCode::kNotFound);
+  EXPECT_EQ(
+      f.engine->SubmitSearch("u", "i", Query(1), 1, {}, Clock::time_point::max(), never).code(),
+      StatusCode::kNotFound);  // another tenant's index
+  EXPECT_EQ(
+      f.engine->SubmitSearch("t", "i", Query(1), 0, {}, Clock::time_point::max(), never).code(),
+      StatusCode::kInvalidArgument);
   FloatMatrix wrong = Query(1);
   wrong.cols = 3;
   wrong.data.resize(3);

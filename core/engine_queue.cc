@@ -115,6 +115,8 @@ Status Engine::Enqueue(const std::shared_ptr<Scheduler::Queue>& queue, Work w) {
     w.run();
     return Status::Ok();
   }
+  // An idle index runs its request here, on the thread that decoded it.
+  if (queue && scheduler_->TryRunHere(queue, w)) return Status::Ok();
   return scheduler_->Submit(queue, std::move(w));
 }
 

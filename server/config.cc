@@ -71,6 +71,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   }
   o.log_level = level;
   if (o.io_threads < 1 || o.io_threads > 64) return InvalidArgument("io-threads: within 1..64");
+  if (o.poll_spin_us < 0 || o.poll_spin_us > 10'000) {
+    return InvalidArgument("poll-spin-us: within 0..10000");
+  }
   if (o.metrics_port < 0 || o.metrics_port > 65535) {
     return InvalidArgument("metrics-port: within 0..65535 (0 turns the listener off)");
   }
@@ -116,6 +119,10 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "FAISS's temporary memory)")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
+  serve
+      ->add_option("--poll-spin-us", o.poll_spin_us,
+                   "Microseconds the socket thread polls for replies before sleeping (0: never)")
+      ->capture_default_str();
   serve
       ->add_option("--metrics-port", o.metrics_port,
                    "HTTP port for /metrics, /healthz and /readyz (0: off)")

@@ -32,6 +32,9 @@ struct ServeOptions {
   DeviceOptions devices;
   // ZeroMQ I/O threads. Default: 1.
   int io_threads = 1;
+  // How long the FAISSx socket thread polls for replies before sleeping while requests are
+  // in flight (microseconds; 0: never). Default: 250.
+  int poll_spin_us = 250;
   // Port of the HTTP listener for /metrics, /healthz and /readyz; 0 turns it off.
   // Default: 45679.
   int metrics_port = 45679;

@@ -195,7 +195,7 @@ int Serve(const ServeOptions& o) {
                  metrics_server.port());
   }
   FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
-                     o.limits.max_message_bytes, o.io_threads};
+                     o.limits.max_message_bytes, o.io_threads, o.poll_spin_us};
   RouterFrontend frontend(service, *dispatch, fo);
   if (Status st = frontend.Start(); !st.ok()) {
     spdlog::critical("{}", st.message());

@@ -174,18 +174,44 @@ void Scheduler::Run(int kind, int gpu) {
     }
     {
       MutexLock lock(mu_);
-      --busy_[c];
-      q->serving_ = false;
-      if (!q->work_.empty()) {
-        MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
-      } else if (auto it = tenants_.find(q->tenant());
-                 it != tenants_.end() && it->second->queued == 0 && !it->second->listed) {
-        tenants_.erase(it);  // (another worker may have erased it already)
-      }
-      q.reset();
+      Release(q, c);
     }
     cv_.notify_all();
   }
+}
+
+void Scheduler::Release(std::shared_ptr<Queue>& q, int kind) {
+  --busy_[kind];
+  q->serving_ = false;
+  if (!q->work_.empty()) {
+    MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
+  } else if (auto it = tenants_.find(q->tenant());
+             it != tenants_.end() && it->second->queued == 0 && !it->second->listed) {
+    tenants_.erase(it);  // (another worker may have erased it already)
+  }
+  q.reset();
+}
+
+bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
+  constexpr int kShortKind = static_cast<int>(WorkClass::kShort);
+  {
+    MutexLock lock(mu_);
+    if (stopping_ || work.cls != WorkClass::kShort || queue->device_ != -1 || queue->serving_ ||
+        !queue->work_.empty() || busy_[kShortKind] >= thread_count_[kShortKind]) {
+      return false;
+    }
+    queue->serving_ = true;
+    ++busy_[kShortKind];
+  }
+  if (metrics_) metrics_->queue_wait_seconds.With({"short"}).Observe(0);
+  work.run();
+  std::shared_ptr<Queue> q = queue;
+  {
+    MutexLock lock(mu_);
+    Release(q, kShortKind);
+  }
+  cv_.notify_all();
+  return true;
 }
 
 void Scheduler::Shutdown() {

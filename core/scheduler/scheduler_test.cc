@@ -258,5 +258,47 @@ TEST(SchedulerTest, GpuQueuesRunOnTheirGpuWorker) {
   for (auto id : after) EXPECT_EQ(gpu_threads.count(id), 0u);
 }
 
+// An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue and
+// long work are refused (left to the workers), and work queued behind an inline run is
+// picked up by a worker afterwards, in order.
+TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
+  Scheduler s(Options(1, 1), nullptr, nullptr, {0});
+  auto q = s.NewQueue("t", nullptr);
+  std::thread::id ran_on;
+  Work here = Job([&] { ran_on = std::this_thread::get_id(); });
+  ASSERT_TRUE(s.TryRunHere(q, here));
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+
+  Work long_work = Job([] {}, WorkClass::kLong);
+  EXPECT_FALSE(s.TryRunHere(q, long_work));
+  auto gpu = s.NewQueue("t", nullptr);
+  s.SetDevice(gpu, 0);
+  Work on_gpu = Job([] {});
+  EXPECT_FALSE(s.TryRunHere(gpu, on_gpu));
+
+  // While it runs inline, the queue is busy: more work waits and runs after it, in order.
+  std::vector<int> order;
+  std::mutex mu;
+  std::promise<void> done;
+  Work first = Job([&] {
+    Work nested = Job([] {});
+    EXPECT_FALSE(s.TryRunHere(q, nested));  // the queue is being served
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(s.Submit(q, Job([&, i] {
+                             std::lock_guard l(mu);
+                             order.push_back(i);
+                             if (i == 3) done.set_value();
+                           }))
+                      .ok());
+    }
+    std::lock_guard l(mu);
+    order.push_back(0);
+  });
+  ASSERT_TRUE(s.TryRunHere(q, first));
+  done.get_future().wait();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3}));
+  s.Shutdown();
+}
+
 }  // namespace
 }  // namespace vecgpu

@@ -78,7 +78,17 @@ void RouterFrontend::Loop() {
     zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, event_fd_, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(100));
+      // Spin briefly while replies are due, then sleep (and wake at least every 100 ms to see
+      // a stop).
+      int ready = 0;
+      if (options_.poll_spin_us > 0 && in_flight_ > 0) {
+        const auto until =
+            std::chrono::steady_clock::now() + std::chrono::microseconds(options_.poll_spin_us);
+        while ((ready = zmq::poll(items, 2, std::chrono::milliseconds(0))) == 0 &&
+               std::chrono::steady_clock::now() < until) {
+        }
+      }
+      if (ready == 0) zmq::poll(items, 2, std::chrono::milliseconds(100));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::error("zmq poll failed: {}", e.what());
