@@ -1,5 +1,7 @@
 #include "server/zmq/router_frontend.h"
 
+#include <sched.h>
+
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -86,6 +88,7 @@ void RouterFrontend::Loop() {
             std::chrono::steady_clock::now() + std::chrono::microseconds(options_.poll_spin_us);
         while ((ready = zmq::poll(items, 2, std::chrono::milliseconds(0))) == 0 &&
                std::chrono::steady_clock::now() < until) {
+          sched_yield();  // a worker waiting for a core gets it first
         }
       }
       if (ready == 0) zmq::poll(items, 2, std::chrono::milliseconds(100));
