@@ -7,6 +7,7 @@
 
 #include "core/backend.h"
 #include "core/device/device_manager.h"
+#include "core/device/placed_backend.h"
 #include "core/metrics/server_metrics.h"
 #include "core/options.h"
 #include "core/scheduler/scheduler.h"
@@ -221,6 +222,11 @@ class Engine {
   void AfterWrite(const std::weak_ptr<IndexStorage>& storage, Backend& b);
   // Points the storage's queue at the device serving its searches now.
   void FollowDevice(const IndexStorage& storage, const Backend& b) const;
+  // Queues the rebuild of the placed index's device copy on a long worker, if it needs one.
+  void QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
+                    const PlacedBackend& placed) const;
+  // Searches of at most this many query rows x stored vectors may run on the decoding thread.
+  static constexpr int64_t kInlineSearchWork = int64_t{1} << 20;
 
   const Limits limits_;
   BackendFactory& factory_;

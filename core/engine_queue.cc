@@ -55,11 +55,17 @@ void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
   auto storage = weak.lock();
   if (!placed || !storage) return;
   FollowDevice(*storage, b);
-  if (!placed->TakeRefresh()) return;
   if (!scheduler_) {  // held exclusively already: build the copy now
-    placed->Refresh();
+    if (placed->TakeRefresh()) placed->Refresh();
     return;
   }
+  QueueRefresh(storage, *placed);
+}
+
+void Engine::QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
+                          const PlacedBackend& placed) const {
+  if (!scheduler_ || !placed.TakeRefresh()) return;
+  std::weak_ptr<IndexStorage> weak = storage;
   // Built by a long worker with shared access, so searches go on (from the host copy).
   auto refresh = [this, weak] {
     if (auto s = weak.lock()) {
@@ -83,7 +89,7 @@ void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
   w.expire = std::move(release);
   Status st =
       scheduler_->Submit(scheduler_->NewQueue(storage->queue->tenant(), nullptr), std::move(w));
-  if (!st.ok()) placed->ReleaseRefresh();  // busy: the next write tries again
+  if (!st.ok()) placed.ReleaseRefresh();  // busy: the next write or search tries again
 }
 
 std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
@@ -155,6 +161,9 @@ Status Engine::SubmitSearch(const std::string& tenant, const std::string& name, 
                        (uint64_t(params.ef_search.value_or(0)) * 0xC2B2AE3D27D4EB4Full);
   w.batch_key = key | 1;
   w.rows = task->queries.rows;
+  // A cheap search of an idle index runs on the thread that decoded it; a costly one goes to
+  // a worker, so decoding threads never spend long on one request.
+  w.may_inline = task->queries.rows * c->storage()->vectors() <= kInlineSearchWork;
   w.deadline = deadline;
   w.run = [this, task] { RunSearches({task.get()}); };
   w.expire = [task](const Status& st) { task->done(st); };
@@ -277,7 +286,13 @@ void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
     if (!b.is_trained()) return NotTrained(c.name());
     Status searched = SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params, distances.data(),
                                  labels.data());
-    if (devices_) FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
+    if (devices_) {
+      FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
+      // A rebuild that could not be queued (busy) is queued again from here.
+      if (const auto* placed = dynamic_cast<const PlacedBackend*>(&b)) {
+        QueueRefresh(c.storage(), *placed);
+      }
+    }
     return searched;
   });
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(

@@ -186,6 +186,9 @@ TEST(PlacedEngineTest, SearchesRunOnTheDeviceCopyOnceItIsBuilt) {
   auto r = e.Search("c", q, 7);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_GT(e.copy_searches.load(), before);
+  // ... on the GPU's own worker: its queue follows the copy.
+  auto& gpu_waits = e.metrics.queue_wait_seconds.With({"gpu"});
+  EXPECT_GT(gpu_waits.CumulativeCount(gpu_waits.bounds().size()), 0u);
   const SearchResult want = Expected(all, q, 7);
   EXPECT_EQ(r->labels, want.labels);
   EXPECT_EQ(r->distances, want.distances);
@@ -198,9 +201,12 @@ TEST(PlacedEngineTest, SearchesRunOnTheDeviceCopyOnceItIsBuilt) {
 TEST(PlacedEngineTest, AFailingDeviceLosesNoRequest) {
   PlacedEngine e({kMiB * 64});
   e.Create("c");
+  e.Create("b");  // another collection on the same GPU
   const FloatMatrix x = Clustered(1000, kDim);
   ASSERT_TRUE(e.Add("c", x).ok());
+  ASSERT_TRUE(e.Add("b", x).ok());
   ASSERT_TRUE(e.WaitForCopy("c"));
+  ASSERT_TRUE(e.WaitForCopy("b"));
   e.fail_at = e.copy_searches.load() + 15;  // the device fails mid-load
   const FloatMatrix q = Rows(x, 0, 40);
   const SearchResult want = Expected(x, q, 5);
@@ -228,6 +234,14 @@ TEST(PlacedEngineTest, AFailingDeviceLosesNoRequest) {
   EXPECT_NE(info.placement.find("GPU 0 failed (CUDA error 700"), std::string::npos)
       << info.placement;
   EXPECT_EQ(e.metrics.gpu_fallbacks.With({kFallbackDeviceFailed}).value(), 1);
+  // The other collection on that GPU leaves it at its next search, answered by the host.
+  auto other = e.Search("b", Rows(x, 7, 1), 1);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->labels[0], 7);
+  EXPECT_EQ(e.Info("b").device, "cpu");
+  EXPECT_NE(e.Info("b").placement.find("marked unhealthy"), std::string::npos)
+      << e.Info("b").placement;
+  EXPECT_EQ(e.devices->Devices()[0].collections, 0);  // both gave their reservations back
   // A new collection avoids the failed GPU.
   e.Create("d");
   EXPECT_NE(e.Info("d").placement.find("every GPU in use has failed"), std::string::npos);

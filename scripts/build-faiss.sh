@@ -58,28 +58,42 @@ work="$cache/.work-$key"
 rm -rf "$work"
 mkdir -p "$work"
 log "fetching Debian source faiss=$src_ver"
-# apt-get source needs deb-src entries: add them for the archive the binary packages come
-# from (the same entries with "deb-src"), once.
+# apt-get source needs deb-src entries: add them for Debian's own archive (the entries of
+# this release's suites, with "deb-src"), once; removed again if they do not work, so a
+# later apt-get update is not left failing.
 if ! apt-cache showsrc faiss 2>/dev/null | grep -q '^Package: faiss'; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  list=/etc/apt/sources.list.d/vecgpu-deb-src
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  list=""
   if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    list=/etc/apt/sources.list.d/vecgpu-deb-src.sources
     sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources |
-      $SUDO tee "$list.sources" > /dev/null
-  elif [ -f /etc/apt/sources.list ]; then
-    sed -n 's/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list | $SUDO tee "$list.list" > /dev/null
+      $SUDO tee "$list" > /dev/null
+  elif [ -n "$codename" ] && grep -qE "^deb .* ${codename}(-updates|-security)? " /etc/apt/sources.list 2>/dev/null; then
+    list=/etc/apt/sources.list.d/vecgpu-deb-src.list
+    grep -E "^deb .* ${codename}(-updates|-security)? " /etc/apt/sources.list |
+      sed 's/^deb /deb-src /' | $SUDO tee "$list" > /dev/null
   fi
-  log "added deb-src entries ($list.*); apt-get update"
-  $SUDO apt-get update -qq > /dev/null 2>&1 || true
+  [ -n "$list" ] || { log "no Debian archive entries found to add deb-src entries for; add them, or use VECGPU_FAISS=system"; exit 1; }
+  log "added deb-src entries ($list); apt-get update"
+  if ! $SUDO apt-get update -qq > /dev/null 2>&1 ||
+     ! apt-cache showsrc faiss 2>/dev/null | grep -q '^Package: faiss'; then
+    $SUDO rm -f "$list"
+    $SUDO apt-get update -qq > /dev/null 2>&1 || true
+    log "the deb-src entries did not work (removed $list); use VECGPU_FAISS=system"
+    exit 1
+  fi
 fi
 (cd "$work" && apt-get source -qq "faiss=$src_ver" > /dev/null 2>&1) ||
-  { log "apt-get source faiss=$src_ver failed (no deb-src entries for the archive?)"; exit 1; }
+  { log "apt-get source faiss=$src_ver failed"; exit 1; }
 src=$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'faiss-*' | head -1)
 
 # FAISS 1.7.3 asks for C++11; CUDA 13's Thrust and CUB need C++17.
 sed -i 's/set(CMAKE_CXX_STANDARD 11)/set(CMAKE_CXX_STANDARD 17)\nset(CMAKE_CUDA_STANDARD 17)/' \
   "$src/CMakeLists.txt"
+grep -q 'set(CMAKE_CXX_STANDARD 17)' "$src/CMakeLists.txt" ||
+  { log "could not raise FAISS $src_ver to C++17 (its CMakeLists.txt changed)"; exit 1; }
 
 # One library, compiled for AVX2 (FAISS_OPT_LEVEL=avx2 would build the generic and the AVX2
 # library, both with every CUDA kernel: twice the time). -mavx2 defines __AVX2__, which is

@@ -43,12 +43,12 @@ fi
 [ -f "$faiss_root/vecgpu-faiss.txt" ] || die "no FAISS build at '$faiss_root'"
 grep -q '^gpu=cuda' "$faiss_root/vecgpu-faiss.txt" || die "$faiss_root is a CPU-only FAISS build"
 
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  log "configuring $build"
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DVECGPU_FAISS_ROOT="$faiss_root" -DVECGPU_BUILD_BENCH=OFF > "$build.configure.log" 2>&1 ||
-    die "configure failed: see $build.configure.log"
-fi
+gen=()
+[ -f "$build/CMakeCache.txt" ] || gen=(-G Ninja)
+log "configuring $build with $faiss_root"
+cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DVECGPU_FAISS_ROOT="$faiss_root" > "$build.configure.log" 2>&1 ||
+  die "configure failed: see $build.configure.log"
 log "building vecgpu, gpu_test and vecgpu-gpu-bench in $build"
 cmake --build "$build" -j"$jobs" --target vecgpu gpu_test vecgpu-gpu-bench > /dev/null ||
   die "build failed: run cmake --build $build --target vecgpu gpu_test vecgpu-gpu-bench"

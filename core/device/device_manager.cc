@@ -319,6 +319,8 @@ Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64
   if (moved.ok()) return *moved;
   Placement cpu;  // the hint was accepted when the collection was made
   cpu.reason = "on the CPU: " + moved.status().message();
+  MutexLock lock(mu_);
+  cpu_collections_++;
   return cpu;
 }
 
@@ -344,15 +346,16 @@ Placement DeviceManager::Failed(const Placement& p, int device, const Status& er
                                 const std::string& who) {
   Placement cpu;
   if (error.code() == StatusCode::kResourceExhausted) {
-    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " ran out of memory (" +
-                 error.message() + ")";
+    cpu.reason = "on the CPU: " + p.device() + " ran out of memory (" + error.message() + ")";
     cpu.fallback = kFallbackOutOfMemory;
   } else if (error.code() == StatusCode::kInvalidArgument ||
              error.code() == StatusCode::kFailedPrecondition ||
              error.code() == StatusCode::kUnimplemented) {
-    cpu.reason =
-        "on the CPU: GPU " + std::to_string(device) + " cannot run it (" + error.message() + ")";
+    cpu.reason = "on the CPU: " + p.device() + " cannot run it (" + error.message() + ")";
     cpu.fallback = kFallbackUnsupported;
+  } else if (device < 0) {
+    cpu.reason = "on the CPU: its copy on " + p.device() + " failed (" + error.message() + ")";
+    cpu.fallback = kFallbackDeviceFailed;
   } else {
     Device* d = Find(device);
     if (d && d->healthy.exchange(false)) {

@@ -82,7 +82,8 @@ class DeviceManager {
   void Release(const Placement& p);
   // A device copy failed with `error`: out of memory (ResourceExhausted) sends only that
   // collection to the CPU; anything else marks `device` unhealthy, and everything placed
-  // there is served from the host copy from then on. Returns the CPU placement to use.
+  // there is served from the host copy from then on (device -1: blame no GPU, when the
+  // failing one is not known). Returns the CPU placement to use.
   Placement Failed(const Placement& p, int device, const Status& error, const std::string& who);
 
   bool healthy(int device) const;

@@ -220,6 +220,34 @@ TEST(DeviceManager, AFailingGpuIsMarkedUnhealthyAndAvoided) {
   EXPECT_EQ(none.reason, "on the CPU: every GPU in use has failed");
 }
 
+TEST(DeviceManager, AFailedShardedCopyBlamesNoGpu) {
+  Harness h({kGiB, kGiB});
+  Placement p = h.Place("Flat", 1500 * kMiB);
+  ASSERT_EQ(p.gpus.size(), 2u);
+  Placement cpu = h.dm->Failed(p, -1, Internal("CUDA error 700"), "t/c");
+  EXPECT_EQ(cpu.fallback, kFallbackDeviceFailed);
+  EXPECT_NE(cpu.reason.find("its copy on gpu:0,1 failed"), std::string::npos) << cpu.reason;
+  EXPECT_TRUE(h.dm->healthy(0));
+  EXPECT_TRUE(h.dm->healthy(1));
+  EXPECT_EQ(h.Reserved(0) + h.Reserved(1), 0);
+}
+
+TEST(DeviceManager, CountsBalanceThroughFailuresAndMoves) {
+  Harness h({kGiB});
+  IndexSpec flat = Spec("Flat", 128);
+  Placement a = h.Place("Flat", kMiB);
+  Placement b = h.Place("Flat", kMiB);
+  a = h.dm->Failed(a, 0, ResourceExhausted("out of memory"), "t/a");
+  b = h.dm->Resize(b, flat, 2 * kGiB, "", "t/b");  // outgrows the GPU: the CPU
+  EXPECT_FALSE(b.on_gpu());
+  EXPECT_EQ(h.dm->cpu_collections(), 2);
+  EXPECT_EQ(h.dm->Devices()[0].collections, 0);
+  h.dm->Release(a);
+  h.dm->Release(b);
+  EXPECT_EQ(h.dm->cpu_collections(), 0);
+  EXPECT_EQ(h.Reserved(0), 0);
+}
+
 TEST(DeviceManager, GpuBytesFollowFaissLayouts) {
   EXPECT_EQ(DeviceManager::GpuBytes(Spec("Flat", 128), 1000) -
                 DeviceManager::GpuBytes(Spec("Flat", 128), 0),

@@ -44,7 +44,9 @@ int PlacedBackend::serving_gpu() const {
 
 bool PlacedBackend::TakeRefresh() const {
   MutexLock lock(mu_);
-  if (!placement_.on_gpu() || replica_ || refresh_taken_ || !host_->is_trained()) return false;
+  if (!placement_.on_gpu() || replica_ || refresh_taken_ || building_ || !host_->is_trained()) {
+    return false;
+  }
   refresh_taken_ = true;
   return true;
 }
@@ -53,18 +55,27 @@ void PlacedBackend::Refresh() const {
   Placement p;
   {
     MutexLock lock(mu_);
+    if (building_) return;  // one build at a time (a job queued for a replaced index may land here)
     refresh_taken_ = false;
     if (!placement_.on_gpu() || replica_ || !host_->is_trained()) return;
     p = placement_;
+    building_ = true;
   }
   StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
   MutexLock lock(mu_);
+  building_ = false;
   if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
   if (!built.ok()) {
-    placement_ = devices_.Failed(placement_, p.gpus[0], built.status(), who_);
+    placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
     return;
   }
   replica_ = std::shared_ptr<Backend>(std::move(*built));
+}
+
+int PlacedBackend::Culprit(const Placement& p) {
+  // A sharded copy's error does not say which GPU failed: blame none of them (only this
+  // collection leaves the GPUs).
+  return p.gpus.size() == 1 ? p.gpus[0] : -1;
 }
 
 void PlacedBackend::ReleaseRefresh() const {
@@ -78,7 +89,7 @@ void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
   MutexLock lock(mu_);
   if (replica_ != replica) return;  // another caller handled it
   dropped = std::move(replica_);
-  placement_ = devices_.Failed(placement_, placement_.gpus[0], error, who_);
+  placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
 }
 
 void PlacedBackend::MarkStale() {
@@ -167,11 +178,16 @@ Status PlacedBackend::SetParameter(std::string_view name, double value) {
 
 Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
-  std::shared_ptr<Backend> replica;
+  std::shared_ptr<Backend> replica, orphaned;
   {
     MutexLock lock(mu_);
-    if (replica_ && devices_.all_healthy(placement_.gpus)) replica = replica_;
+    if (replica_ && devices_.all_healthy(placement_.gpus)) {
+      replica = replica_;
+    } else if (replica_) {
+      orphaned = replica_;  // another collection's error marked one of its GPUs unhealthy
+    }
   }
+  if (orphaned) DropReplica(orphaned, Unavailable("its GPU was marked unhealthy"));
   SearchParams p = params;
   if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
   if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {

@@ -79,6 +79,8 @@ class PlacedBackend final : public Backend {
  private:
   PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devices, std::string hint,
                 std::string who, Placement placement);
+  // The GPU to blame for an error of a copy placed at `p`; -1: none of them.
+  static int Culprit(const Placement& p);
   // The copy failed with `error`: serve from the host from now on.
   void DropReplica(const std::shared_ptr<Backend>& replica, const Status& error) const
       EXCLUDES(mu_);
@@ -99,7 +101,8 @@ class PlacedBackend final : public Backend {
   mutable Mutex mu_;
   mutable Placement placement_ GUARDED_BY(mu_);
   mutable std::shared_ptr<Backend> replica_ GUARDED_BY(mu_);  // null: none, or stale
-  mutable bool refresh_taken_ GUARDED_BY(mu_) = false;
+  mutable bool refresh_taken_ GUARDED_BY(mu_) = false;        // a rebuild is queued
+  mutable bool building_ GUARDED_BY(mu_) = false;             // a rebuild runs
 };
 
 }  // namespace vecgpu

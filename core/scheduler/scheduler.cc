@@ -196,8 +196,9 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   constexpr int kShortKind = static_cast<int>(WorkClass::kShort);
   {
     MutexLock lock(mu_);
-    if (stopping_ || work.cls != WorkClass::kShort || queue->device_ != -1 || queue->serving_ ||
-        !queue->work_.empty() || busy_[kShortKind] >= thread_count_[kShortKind]) {
+    if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort || queue->device_ != -1 ||
+        queue->serving_ || !queue->work_.empty() ||
+        busy_[kShortKind] >= thread_count_[kShortKind]) {
       return false;
     }
     queue->serving_ = true;

@@ -31,6 +31,9 @@ struct Work {
   // together, up to max_batch_rows rows; 0: never batched.
   uint64_t batch_key = 0;
   int64_t rows = 1;  // query rows, for the batch bound
+  // May run on the submitting thread when its queue is idle (TryRunHere): only for cheap
+  // reads, never for work that can wait on a lock.
+  bool may_inline = false;
   Clock::time_point deadline = Clock::time_point::max();
   // Runs the work alone.
   std::function<void()> run;
@@ -73,10 +76,10 @@ class Scheduler {
   // Queues `work`; Unavailable when the bounds are reached or after Shutdown (work untouched).
   Status Submit(const std::shared_ptr<Queue>& queue, Work work);
 
-  // Runs short `work` on the calling thread at once, as a short worker would, when its queue
-  // is idle (nothing queued, no worker), served by the CPU, and a short worker's share of
-  // concurrency is free: a lone request skips the handoff to a worker (tens of microseconds
-  // of thread wake-up). Returns false, with `work` untouched, otherwise.
+  // Runs short `work` that may run inline on the calling thread at once, as a short worker
+  // would, when its queue is idle (nothing queued, no worker), served by the CPU, and a short
+  // worker's share of concurrency is free: a lone request skips the handoff to a worker (tens of
+  // microseconds of thread wake-up). Returns false, with `work` untouched, otherwise.
   bool TryRunHere(const std::shared_ptr<Queue>& queue, Work& work);
 
   // Sends the queue's short work to the worker of GPU `device` from now on; -1 (or a GPU

@@ -94,7 +94,8 @@ TEST(SchedulerTest, LongWorkNeverTakesTheShortWorkers) {
                     .ok());
   }
   ASSERT_TRUE(s.Submit(s.NewQueue("u", nullptr), Job([&] { short_done++; })).ok());
-  for (int i = 0; i < 400 && short_done == 0; ++i)
+  // (The long worker may start its first training after the short work is done.)
+  for (int i = 0; i < 400 && (short_done == 0 || long_started == 0); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(short_done.load(), 1);
   EXPECT_EQ(long_started.load(), 1);
@@ -266,14 +267,18 @@ TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   auto q = s.NewQueue("t", nullptr);
   std::thread::id ran_on;
   Work here = Job([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_FALSE(s.TryRunHere(q, here));  // not marked as cheap
+  here.may_inline = true;
   ASSERT_TRUE(s.TryRunHere(q, here));
   EXPECT_EQ(ran_on, std::this_thread::get_id());
 
   Work long_work = Job([] {}, WorkClass::kLong);
+  long_work.may_inline = true;
   EXPECT_FALSE(s.TryRunHere(q, long_work));
   auto gpu = s.NewQueue("t", nullptr);
   s.SetDevice(gpu, 0);
   Work on_gpu = Job([] {});
+  on_gpu.may_inline = true;
   EXPECT_FALSE(s.TryRunHere(gpu, on_gpu));
 
   // While it runs inline, the queue is busy: more work waits and runs after it, in order.
@@ -282,6 +287,7 @@ TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   std::promise<void> done;
   Work first = Job([&] {
     Work nested = Job([] {});
+    nested.may_inline = true;
     EXPECT_FALSE(s.TryRunHere(q, nested));  // the queue is being served
     for (int i = 1; i <= 3; ++i) {
       ASSERT_TRUE(s.Submit(q, Job([&, i] {
@@ -294,6 +300,7 @@ TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
     std::lock_guard l(mu);
     order.push_back(0);
   });
+  first.may_inline = true;
   ASSERT_TRUE(s.TryRunHere(q, first));
   done.get_future().wait();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3}));

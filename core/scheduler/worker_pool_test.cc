@@ -5,7 +5,6 @@
 #include <atomic>
 #include <future>
 
-
 namespace vecgpu {
 namespace {
 
