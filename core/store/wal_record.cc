@@ -1,0 +1,239 @@
+#include "core/store/wal_record.h"
+
+#include <cstring>
+
+namespace vecgpu::store {
+namespace {
+
+// Little-endian field writer.
+class Writer {
+ public:
+  template <typename T>
+  void Fixed(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    char b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));  // x86-64 and aarch64 are little-endian
+    out_.append(b, sizeof(T));
+  }
+  void Str(std::string_view s) {
+    Fixed<uint32_t>(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Little-endian field reader; every read checks the bounds.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  template <typename T>
+  Status Fixed(const char* field, T* v) {
+    if (in_.size() - at_ < sizeof(T)) return Short(field);
+    std::memcpy(v, in_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    return Status::Ok();
+  }
+  Status Str(const char* field, std::string* s) {
+    uint32_t n = 0;
+    RETURN_IF_ERROR(Fixed(field, &n));
+    if (in_.size() - at_ < n) return Short(field);
+    s->assign(in_.data() + at_, n);
+    at_ += n;
+    return Status::Ok();
+  }
+  // Reads `count` elements of T into *out after checking they are there.
+  template <typename T>
+  Status Array(const char* field, uint64_t count, std::vector<T>* out) {
+    if (count > (in_.size() - at_) / sizeof(T)) return Short(field);
+    out->resize(count);
+    if (count) std::memcpy(out->data(), in_.data() + at_, count * sizeof(T));
+    at_ += count * sizeof(T);
+    return Status::Ok();
+  }
+  bool done() const { return at_ == in_.size(); }
+  size_t at() const { return at_; }
+
+ private:
+  Status Short(const char* field) const {
+    return DataLoss("log record: " + std::string(field) + " runs past the end of the record (" +
+                    std::to_string(in_.size()) + " bytes)");
+  }
+  std::string_view in_;
+  size_t at_ = 0;
+};
+
+bool Known(uint8_t t) { return t >= 1 && t <= 10; }
+
+}  // namespace
+
+std::string_view RecordTypeName(RecordType t) {
+  switch (t) {
+    case RecordType::kCreate:
+      return "create";
+    case RecordType::kDrop:
+      return "drop";
+    case RecordType::kAdd:
+      return "add";
+    case RecordType::kRemove:
+      return "remove";
+    case RecordType::kReplace:
+      return "replace";
+    case RecordType::kTrain:
+      return "train";
+    case RecordType::kReset:
+      return "reset";
+    case RecordType::kMerge:
+      return "merge";
+    case RecordType::kRecluster:
+      return "recluster";
+    case RecordType::kSetParameter:
+      return "set_parameter";
+  }
+  return "unknown";
+}
+
+bool WalRecord::operator==(const WalRecord& o) const {
+  return type == o.type && tenant == o.tenant && collection == o.collection &&
+         index_type == o.index_type && dim == o.dim && metric == o.metric && device == o.device &&
+         vectors.rows == o.vectors.rows && vectors.cols == o.vectors.cols &&
+         vectors.data == o.vectors.data && ids == o.ids && sources == o.sources &&
+         n_clusters == o.n_clusters && sample_ratio == o.sample_ratio && name == o.name &&
+         value == o.value;
+}
+
+// Layout (FORMAT.md): type u8, tenant str, collection str, then by type:
+//   create: index_type str, dim i32, metric str, device str
+//   add / replace / train: rows u64, cols u32, rows*cols f32 [, add/replace: nids u64, ids i64*]
+//   remove: nids u64, ids i64*
+//   merge: nsources u32, sources str*
+//   recluster: n_clusters i32, sample_ratio f64
+//   set_parameter: name str, value f64
+//   drop, reset: nothing more
+// str = u32 length + bytes.
+std::string EncodeRecord(const WalRecord& r) {
+  Writer w;
+  w.Fixed<uint8_t>(static_cast<uint8_t>(r.type));
+  w.Str(r.tenant);
+  w.Str(r.collection);
+  auto matrix = [&] {
+    w.Fixed<uint64_t>(static_cast<uint64_t>(r.vectors.rows));
+    w.Fixed<uint32_t>(static_cast<uint32_t>(r.vectors.cols));
+    for (float f : r.vectors.data) w.Fixed<float>(f);
+  };
+  auto ids = [&] {
+    w.Fixed<uint64_t>(r.ids.size());
+    for (int64_t id : r.ids) w.Fixed<int64_t>(id);
+  };
+  switch (r.type) {
+    case RecordType::kCreate:
+      w.Str(r.index_type);
+      w.Fixed<int32_t>(r.dim);
+      w.Str(r.metric);
+      w.Str(r.device);
+      break;
+    case RecordType::kAdd:
+    case RecordType::kReplace:
+      matrix();
+      ids();
+      break;
+    case RecordType::kTrain:
+      matrix();
+      break;
+    case RecordType::kRemove:
+      ids();
+      break;
+    case RecordType::kMerge:
+      w.Fixed<uint32_t>(static_cast<uint32_t>(r.sources.size()));
+      for (const std::string& s : r.sources) w.Str(s);
+      break;
+    case RecordType::kRecluster:
+      w.Fixed<int32_t>(r.n_clusters);
+      w.Fixed<double>(r.sample_ratio);
+      break;
+    case RecordType::kSetParameter:
+      w.Str(r.name);
+      w.Fixed<double>(r.value);
+      break;
+    case RecordType::kDrop:
+    case RecordType::kReset:
+      break;
+  }
+  return w.Take();
+}
+
+StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
+  Reader in(payload);
+  WalRecord r;
+  uint8_t type = 0;
+  RETURN_IF_ERROR(in.Fixed("type", &type));
+  if (!Known(type)) return DataLoss("log record: unknown type " + std::to_string(type));
+  r.type = static_cast<RecordType>(type);
+  RETURN_IF_ERROR(in.Str("tenant", &r.tenant));
+  RETURN_IF_ERROR(in.Str("collection", &r.collection));
+  auto matrix = [&]() -> Status {
+    uint64_t rows = 0;
+    uint32_t cols = 0;
+    RETURN_IF_ERROR(in.Fixed("rows", &rows));
+    RETURN_IF_ERROR(in.Fixed("cols", &cols));
+    if (cols != 0 && rows > payload.size() / 4 / cols) {
+      return DataLoss("log record: " + std::to_string(rows) + " x " + std::to_string(cols) +
+                      " vectors do not fit in the record");
+    }
+    r.vectors.rows = static_cast<int64_t>(rows);
+    r.vectors.cols = cols;
+    return in.Array("vectors", rows * cols, &r.vectors.data);
+  };
+  auto ids = [&]() -> Status {
+    uint64_t n = 0;
+    RETURN_IF_ERROR(in.Fixed("id count", &n));
+    return in.Array("ids", n, &r.ids);
+  };
+  switch (r.type) {
+    case RecordType::kCreate:
+      RETURN_IF_ERROR(in.Str("index_type", &r.index_type));
+      RETURN_IF_ERROR(in.Fixed("dim", &r.dim));
+      RETURN_IF_ERROR(in.Str("metric", &r.metric));
+      RETURN_IF_ERROR(in.Str("device", &r.device));
+      break;
+    case RecordType::kAdd:
+    case RecordType::kReplace:
+      RETURN_IF_ERROR(matrix());
+      RETURN_IF_ERROR(ids());
+      break;
+    case RecordType::kTrain:
+      RETURN_IF_ERROR(matrix());
+      break;
+    case RecordType::kRemove:
+      RETURN_IF_ERROR(ids());
+      break;
+    case RecordType::kMerge: {
+      uint32_t n = 0;
+      RETURN_IF_ERROR(in.Fixed("source count", &n));
+      if (n > payload.size() / 4) return DataLoss("log record: source count past the end");
+      r.sources.resize(n);
+      for (auto& s : r.sources) RETURN_IF_ERROR(in.Str("source", &s));
+      break;
+    }
+    case RecordType::kRecluster:
+      RETURN_IF_ERROR(in.Fixed("n_clusters", &r.n_clusters));
+      RETURN_IF_ERROR(in.Fixed("sample_ratio", &r.sample_ratio));
+      break;
+    case RecordType::kSetParameter:
+      RETURN_IF_ERROR(in.Str("name", &r.name));
+      RETURN_IF_ERROR(in.Fixed("value", &r.value));
+      break;
+    case RecordType::kDrop:
+    case RecordType::kReset:
+      break;
+  }
+  if (!in.done()) {
+    return DataLoss("log record (" + std::string(RecordTypeName(r.type)) +
+                    "): " + std::to_string(payload.size() - in.at()) + " bytes past its end");
+  }
+  return r;
+}
+
+}  // namespace vecgpu::store
