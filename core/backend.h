@@ -16,14 +16,14 @@ namespace vecgpu {
 struct BackendInfo {
   int64_t ntotal = 0;
   bool is_trained = false;
-  std::string device;        // where searches run now: "cpu", "gpu:0", "gpu:0,1"
-  std::string placement;     // where the DeviceManager placed it, and why (empty: unplaced)
-  std::string replica;       // the device copy: "current", "building", "after training", "none"
+  std::string device;            // where searches run now: "cpu", "gpu:0", "gpu:0,1"
+  std::string placement;         // where the DeviceManager placed it, and why (empty: unplaced)
+  std::string replica;           // the device copy: "current", "building", "after training", "none"
   int64_t gpu_memory_bytes = 0;  // the device copy's own memory, when current
-  int64_t memory_bytes = 0;  // estimate of the index's own memory
-  int nprobe = 0;            // IVF kinds: lists visited by default
-  int ef_search = 0;         // HNSW kinds
-  int ef_construction = 0;   // HNSW kinds
+  int64_t memory_bytes = 0;      // estimate of the index's own memory
+  int nprobe = 0;                // IVF kinds: lists visited by default
+  int ef_search = 0;             // HNSW kinds
+  int ef_construction = 0;       // HNSW kinds
 };
 
 // One step of an index's vector transform chain (PCA, OPQ, random rotation, L2 norm).
@@ -112,6 +112,11 @@ class BackendFactory {
   virtual std::string name() const = 0;  // "cpu", "gpu"
   // Builds an empty index for `spec`; InvalidArgument when the spec cannot be built.
   virtual StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec) = 0;
+  // Rebuilds an index of `spec` from Backend::Serialize()'s bytes, handing out labels from
+  // `next_label` on (IVF kinds never reuse a label). DataLoss when the bytes are not such an
+  // index.
+  virtual StatusOr<std::unique_ptr<Backend>> Load(const IndexSpec& spec, std::string_view bytes,
+                                                  int64_t next_label) = 0;
   // k-means over x (size n * d).
   virtual StatusOr<ClusteringResult> Cluster(int64_t n, int d, const float* x, int n_clusters,
                                              Metric metric, int niter) = 0;

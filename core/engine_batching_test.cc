@@ -83,6 +83,9 @@ class FakeBackend final : public Backend {
 class FakeFactory final : public BackendFactory {
  public:
   std::string name() const override { return "fake"; }
+  StatusOr<std::unique_ptr<Backend>> Load(const IndexSpec&, std::string_view, int64_t) override {
+    return Unimplemented("fake");
+  }
   StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec) override {
     auto b = std::make_unique<FakeBackend>(spec);
     last = b.get();

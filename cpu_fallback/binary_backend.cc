@@ -92,8 +92,22 @@ Status BinaryBackend::Add(int64_t n, const float* x) {
   return Status::Ok();
 }
 
-Status BinaryBackend::AddLabeled(int64_t, const float*, const int64_t*, int64_t) {
-  return Unimplemented("binary indexes are not rebuilt with their labels");
+Status BinaryBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels,
+                                 int64_t next_label) {
+  if (!ivf_) {
+    // Labels are storage positions: only the next ones can be given.
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] != index_->ntotal + i) {
+        return Unimplemented("flat-storage indexes number their vectors by position");
+      }
+    }
+    return Add(n, x);
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> codes, Pack(n, x));
+  RETURN_IF_ERROR(CallFaiss("add_vectors", [&] { index_->add_with_ids(n, codes.data(), labels); }));
+  ivf_next_label_ = std::max(ivf_next_label_, next_label);
+  for (int64_t i = 0; i < n; ++i) ivf_next_label_ = std::max(ivf_next_label_, labels[i] + 1);
+  return Status::Ok();
 }
 
 bool BinaryBackend::HasLabel(int64_t label) const {
@@ -225,6 +239,24 @@ StatusOr<std::vector<uint8_t>> BinaryBackend::Serialize() const {
   faiss::VectorIOWriter out;
   RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index_binary(index_.get(), &out); }));
   return std::move(out.data);
+}
+
+StatusOr<std::unique_ptr<Backend>> BinaryBackend::Load(const IndexSpec& spec,
+                                                       std::string_view bytes, int64_t next_label) {
+  std::unique_ptr<faiss::IndexBinary> index;
+  Status st = CallFaiss("load", [&] {
+    faiss::VectorIOReader in;
+    in.data.assign(bytes.begin(), bytes.end());
+    index.reset(faiss::read_index_binary(&in));
+  });
+  if (!st.ok()) return DataLoss("index '" + spec.index_type + "': " + st.message());
+  if (index->d != spec.dim) {
+    return DataLoss("index '" + spec.index_type + "': stored dimension " +
+                    std::to_string(index->d) + ", expected " + std::to_string(spec.dim));
+  }
+  std::unique_ptr<BinaryBackend> b(new BinaryBackend(spec, std::move(index)));
+  if (b->ivf_) b->ivf_next_label_ = next_label;
+  return std::unique_ptr<Backend>(std::move(b));
 }
 
 }  // namespace vecgpu::cpu

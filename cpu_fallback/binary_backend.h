@@ -20,6 +20,9 @@ namespace vecgpu::cpu {
 class BinaryBackend final : public Backend {
  public:
   static StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec);
+  // From Serialize()'s bytes (see BackendFactory::Load).
+  static StatusOr<std::unique_ptr<Backend>> Load(const IndexSpec& spec, std::string_view bytes,
+                                                 int64_t next_label);
   ~BinaryBackend() override;
 
   const IndexSpec& spec() const override { return spec_; }

@@ -13,6 +13,13 @@ StatusOr<std::unique_ptr<Backend>> CpuBackendFactory::Create(const IndexSpec& sp
   return spec.binary ? BinaryBackend::Create(spec) : FaissBackend::Create(spec);
 }
 
+StatusOr<std::unique_ptr<Backend>> CpuBackendFactory::Load(const IndexSpec& spec,
+                                                           std::string_view bytes,
+                                                           int64_t next_label) {
+  return spec.binary ? BinaryBackend::Load(spec, bytes, next_label)
+                     : FaissBackend::Load(spec, bytes, next_label);
+}
+
 StatusOr<ClusteringResult> CpuBackendFactory::Cluster(int64_t n, int d, const float* x,
                                                       int n_clusters, Metric metric, int niter) {
   ClusteringResult out;

@@ -254,7 +254,15 @@ Status FaissBackend::Add(int64_t n, const float* x) {
 
 Status FaissBackend::AddLabeled(int64_t n, const float* x, const int64_t* labels,
                                 int64_t next_label) {
-  if (!ivf_) return Unimplemented("only IVF indexes keep labels of their own");
+  if (!ivf_) {
+    // Labels are storage positions: only the next ones can be given.
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] != ntotal() + i) {
+        return Unimplemented("flat-storage indexes number their vectors by position");
+      }
+    }
+    return Add(n, x);
+  }
   RETURN_IF_ERROR(CallFaiss("add_vectors", [&] { index_->add_with_ids(n, x, labels); }));
   ivf_next_label_ = std::max(ivf_next_label_, next_label);
   for (int64_t i = 0; i < n; ++i) ivf_next_label_ = std::max(ivf_next_label_, labels[i] + 1);
@@ -477,6 +485,24 @@ StatusOr<std::vector<uint8_t>> FaissBackend::Serialize() const {
   faiss::VectorIOWriter out;
   RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index(index_.get(), &out); }));
   return std::move(out.data);
+}
+
+StatusOr<std::unique_ptr<Backend>> FaissBackend::Load(const IndexSpec& spec, std::string_view bytes,
+                                                      int64_t next_label) {
+  std::unique_ptr<faiss::Index> index;
+  Status st = CallFaiss("load", [&] {
+    faiss::VectorIOReader in;
+    in.data.assign(bytes.begin(), bytes.end());
+    index.reset(faiss::read_index(&in));
+  });
+  if (!st.ok()) return DataLoss("index '" + spec.index_type + "': " + st.message());
+  if (index->d != spec.dim) {
+    return DataLoss("index '" + spec.index_type + "': stored dimension " +
+                    std::to_string(index->d) + ", expected " + std::to_string(spec.dim));
+  }
+  std::unique_ptr<FaissBackend> b(new FaissBackend(spec, std::move(index)));
+  if (b->ivf_) b->ivf_next_label_ = next_label;
+  return std::unique_ptr<Backend>(std::move(b));
 }
 
 }  // namespace vecgpu::cpu

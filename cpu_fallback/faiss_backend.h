@@ -25,6 +25,9 @@ class FaissBackend final : public Backend {
  public:
   // Builds an empty index from spec.factory; InvalidArgument when FAISS cannot.
   static StatusOr<std::unique_ptr<Backend>> Create(const IndexSpec& spec);
+  // From Serialize()'s bytes (see BackendFactory::Load).
+  static StatusOr<std::unique_ptr<Backend>> Load(const IndexSpec& spec, std::string_view bytes,
+                                                 int64_t next_label);
   ~FaissBackend() override;
 
   const IndexSpec& spec() const override { return spec_; }

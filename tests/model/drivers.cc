@@ -12,6 +12,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "core/device/fake_device_provider.h"
 #include "core/engine.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
@@ -25,10 +26,20 @@ class InProcessDriver final : public Driver {
  public:
   // Threads as the server's request workers have them: one OpenBLAS thread, and one OpenMP
   // thread on the calling thread (spinning OpenMP teams made a run 60 times slower whenever
-  // another process competed for the two cores).
-  InProcessDriver() {
+  // another process competed for the two cores). `placed`: every index goes through the
+  // DeviceManager onto two fake GPUs whose copies are CPU indexes loaded from the host's
+  // serialization, so searches of every GPU kind run on a copy kept current by adds and
+  // rebuilt after other writes.
+  explicit InProcessDriver(bool placed) : placed_(placed) {
     cpu::ConfigureCpuThreads();
     cpu::UseOneThreadHere();
+    provider_.make_replica = [this](const Backend& host,
+                                    const std::vector<int>&) -> StatusOr<std::unique_ptr<Backend>> {
+      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, host.Serialize());
+      return factory_.Load(
+          host.spec(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+          host.next_label());
+    };
     Fresh();
   }
   std::string Call(const std::string& request) override { return service_->Handle(request); }
@@ -38,15 +49,25 @@ class InProcessDriver final : public Driver {
     Limits limits;
     (void)limits.Validate();
     limits_ = limits;
-    engine_ = std::make_unique<Engine>(limits_, factory_);
+    devices_.reset();
+    if (placed_) {
+      DeviceOptions o;
+      o.memory_fraction = 1.0;
+      devices_ = std::make_unique<DeviceManager>(&provider_, o);
+    }
+    engine_ = std::make_unique<Engine>(limits_, factory_, nullptr, nullptr, devices_.get());
     service_ = std::make_unique<server::FaissxService>(*engine_, auth_, limits_);
     return "";
   }
-  std::string name() const override { return "in-process"; }
+  std::string name() const override { return placed_ ? "in-process, placed" : "in-process"; }
 
  private:
+  const bool placed_;
   Limits limits_;
   cpu::CpuBackendFactory factory_;
+  // Two fake GPUs of 64 MiB: large collections shard or fall back to the CPU.
+  FakeDeviceProvider provider_{{int64_t{64} << 20, int64_t{64} << 20}};
+  std::unique_ptr<DeviceManager> devices_;
   server::Authenticator auth_ = *server::Authenticator::Create(false, {});
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<server::FaissxService> service_;
@@ -142,7 +163,11 @@ class WireDriver final : public Driver {
 
 }  // namespace
 
-std::unique_ptr<Driver> MakeInProcessDriver() { return std::make_unique<InProcessDriver>(); }
+std::unique_ptr<Driver> MakePlacedInProcessDriver() {
+  return std::make_unique<InProcessDriver>(true);
+}
+
+std::unique_ptr<Driver> MakeInProcessDriver() { return std::make_unique<InProcessDriver>(false); }
 
 std::unique_ptr<Driver> MakeWireDriver(const std::string& binary) {
   return std::make_unique<WireDriver>(binary);

@@ -17,6 +17,9 @@ class Driver {
 
 // The FAISSx service and Engine in this process, over the CPU backends.
 std::unique_ptr<Driver> MakeInProcessDriver();
+// The same, with every index placed by a DeviceManager on fake GPUs whose copies are CPU
+// indexes loaded from the host's serialization (searches of GPU kinds run on the copies).
+std::unique_ptr<Driver> MakePlacedInProcessDriver();
 
 // The real `vecgpu` binary, started on 127.0.0.1 with a free port and spoken to over ZeroMQ.
 // Fresh() switches to new tenants rather than restarting the server.

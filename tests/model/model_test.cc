@@ -157,6 +157,12 @@ TEST(ModelTest, InProcess) {
   RunModel(*d, EnvInt("VECGPU_MODEL_OPS", 20000));
 }
 
+// GPU placement must change no reply: the same model, every index placed on fake GPUs.
+TEST(ModelTest, InProcessPlaced) {
+  auto d = MakePlacedInProcessDriver();
+  RunModel(*d, EnvInt("VECGPU_MODEL_OPS", 20000) / 4);
+}
+
 TEST(ModelTest, Wire) {
   const char* bin = std::getenv("VECGPU_BIN");
   if (!bin || !*bin) GTEST_SKIP() << "VECGPU_BIN names no vecgpu binary";
