@@ -1,7 +1,6 @@
 #include "server/zmq/router_frontend.h"
 
 #include <sched.h>
-
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -10,6 +9,10 @@
 #include <zmq.hpp>
 
 namespace vecgpu::server {
+namespace {
+// The socket thread spins for replies only with this many requests in flight or fewer.
+constexpr int kSpinMaxInFlight = 2;
+}  // namespace
 
 struct RouterFrontend::Impl {
   explicit Impl(int io_threads) : ctx(io_threads), router(ctx, zmq::socket_type::router) {}
@@ -80,10 +83,11 @@ void RouterFrontend::Loop() {
     zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, event_fd_, ZMQ_POLLIN, 0}};
     try {
-      // Spin briefly while replies are due, then sleep (and wake at least every 100 ms to see
-      // a stop).
+      // Spin briefly while a reply or two is due, then sleep (and wake at least every 100 ms
+      // to see a stop). Under load (more in flight) the thread is woken often anyway, and
+      // spinning there took 10% of the throughput of 16 clients on 2 cores.
       int ready = 0;
-      if (options_.poll_spin_us > 0 && in_flight_ > 0) {
+      if (options_.poll_spin_us > 0 && in_flight_ > 0 && in_flight_ <= kSpinMaxInFlight) {
         const auto until =
             std::chrono::steady_clock::now() + std::chrono::microseconds(options_.poll_spin_us);
         while ((ready = zmq::poll(items, 2, std::chrono::milliseconds(0))) == 0 &&

@@ -18,8 +18,8 @@ struct FrontendOptions {
   std::string endpoint;           // e.g. "tcp://127.0.0.1:45678"
   int64_t max_message_bytes = 0;  // ZMQ_MAXMSGSIZE: larger messages drop the connection
   int io_threads = 1;
-  // While requests are in flight, the socket thread polls without sleeping for up to this
-  // long before it blocks: a reply that comes back within it is sent without waking the
+  // While one or two requests are in flight, the socket thread polls (yielding) for up to
+  // this long before it blocks: a reply that comes back within it is sent without waking the
   // thread (about 60 us of a one-query round trip on a small VM). 0: always block.
   int poll_spin_us = 0;
 };
