@@ -1,5 +1,6 @@
 #include "core/label_table.h"
 
+#include <cstring>
 #include <unordered_set>
 
 namespace vecgpu {
@@ -90,6 +91,49 @@ int64_t LabelTable::CountOf(View view) const {
   if (view == kBaseView) return live_;
   auto v = ids_.find(view);
   return v == ids_.end() ? 0 : static_cast<int64_t>(v->second.size());
+}
+
+// next_view u32, label count u64, then per label: owner view u32 (0xFFFFFFFF: removed), id i64.
+std::string LabelTable::Encode() const {
+  std::string out;
+  out.reserve(12 + by_label_.size() * 12);
+  auto put = [&out](const auto& v) { out.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(next_view_);
+  put(static_cast<uint64_t>(by_label_.size()));
+  for (const Entry& e : by_label_) {
+    put(e.view);
+    put(e.id);
+  }
+  return out;
+}
+
+StatusOr<LabelTable> LabelTable::Decode(std::string_view bytes) {
+  auto bad = [](const std::string& what) { return DataLoss("label table: " + what); };
+  if (bytes.size() < 12) return bad("shorter than its header");
+  LabelTable t;
+  uint64_t n = 0;
+  std::memcpy(&t.next_view_, bytes.data(), 4);
+  std::memcpy(&n, bytes.data() + 4, 8);
+  if (t.next_view_ < 1) return bad("no base view");
+  if (n != (bytes.size() - 12) / 12 || (bytes.size() - 12) % 12 != 0) {
+    return bad(std::to_string(n) + " labels in " + std::to_string(bytes.size()) + " bytes");
+  }
+  t.by_label_.resize(n);
+  for (uint64_t label = 0; label < n; ++label) {
+    Entry& e = t.by_label_[label];
+    std::memcpy(&e.view, bytes.data() + 12 + label * 12, 4);
+    std::memcpy(&e.id, bytes.data() + 16 + label * 12, 8);
+    if (e.view == kDead) continue;
+    if (e.view >= t.next_view_) {
+      return bad("label " + std::to_string(label) + " owned by unknown view " +
+                 std::to_string(e.view));
+    }
+    ++t.live_;
+    if (e.view != kBaseView && !t.ids_[e.view].emplace(e.id, static_cast<int64_t>(label)).second) {
+      return bad("id " + std::to_string(e.id) + " twice in view " + std::to_string(e.view));
+    }
+  }
+  return t;
 }
 
 }  // namespace vecgpu

@@ -2,8 +2,12 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "core/util/status.h"
 
 namespace vecgpu {
 
@@ -49,6 +53,11 @@ class LabelTable {
   int64_t CountOf(View view) const;
   // Vectors in the storage.
   int64_t size() const { return live_; }
+
+  // The table's bytes, for snapshots (core/store/FORMAT.md, "Label table").
+  std::string Encode() const;
+  // From Encode()'s bytes; DataLoss naming the problem for bytes that are not a table.
+  static StatusOr<LabelTable> Decode(std::string_view bytes);
 
  private:
   struct Entry {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 namespace vecgpu {
 namespace {
 
@@ -85,6 +87,38 @@ TEST(LabelTableTest, ErasingAnIdsOldLabelKeepsItsNewOne) {
   t.Erase(std::vector<int64_t>{1}, /*shift=*/true);  // and with renumbering
   EXPECT_EQ(t.LabelOf(a, 7), 0);
   EXPECT_EQ(t.CountOf(a), 1);
+}
+
+TEST(LabelTableTest, EncodesAndDecodesEveryView) {
+  LabelTable t;
+  const LabelTable::View a = t.NewView(), b = t.NewView();
+  t.Append(0, 3, LabelTable::kBaseView, {});
+  const int64_t ids_a[] = {100, 101};
+  t.Append(3, 2, a, ids_a);
+  const int64_t ids_b[] = {7};
+  t.Append(5, 1, b, ids_b);
+  const int64_t gone[] = {1};
+  t.Erase(gone, /*shift=*/false);  // an IVF-style hole
+  auto back = LabelTable::Decode(t.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->size(), t.size());
+  EXPECT_EQ(back->next_view(), t.next_view());
+  for (LabelTable::View v : {LabelTable::kBaseView, a, b}) {
+    EXPECT_EQ(back->LabelsOf(v), t.LabelsOf(v));
+    EXPECT_EQ(back->CountOf(v), t.CountOf(v));
+  }
+  EXPECT_EQ(back->LabelOf(a, 101), 4);
+  EXPECT_EQ(back->IdOf(b, 5), 7);
+  EXPECT_EQ(back->LabelOf(LabelTable::kBaseView, 1), -1);
+  // Damage is named, never crashes.
+  const std::string bytes = t.Encode();
+  EXPECT_EQ(LabelTable::Decode(bytes.substr(0, 20)).status().code(), StatusCode::kDataLoss);
+  std::string unknown_view = bytes;
+  unknown_view[12 + 12 * 3] = 9;  // label 3's owner
+  EXPECT_EQ(LabelTable::Decode(unknown_view).status().code(), StatusCode::kDataLoss);
+  std::string twice = bytes;
+  std::memcpy(twice.data() + 16 + 12 * 4, twice.data() + 16 + 12 * 3, 8);  // id 100 twice
+  EXPECT_EQ(LabelTable::Decode(twice).status().code(), StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -1,0 +1,83 @@
+#include "core/store/snapshot.h"
+
+#include <gtest/gtest.h>
+
+#include "core/store/memory_file_system.h"
+
+namespace vecgpu::store {
+namespace {
+
+StorageSnapshot Sample(uint64_t seq) {
+  StorageSnapshot s;
+  s.seq = seq;
+  s.tenant = "acme";
+  s.name = "docs";
+  s.index_type = "IVF16,Flat";
+  s.dim = 64;
+  s.metric = "L2";
+  s.device = "gpu:1";
+  s.next_label = 1234;
+  s.views = {{"ids", "IDMap:docs", 1}, {"ids2", "IDMap2:docs", 2}};
+  s.labels = std::string(300, '\x01');
+  s.index = std::string(5000, '\x7f') + std::to_string(seq);
+  return s;
+}
+
+TEST(SnapshotTest, RoundTrips) {
+  const StorageSnapshot s = Sample(42);
+  auto back = DecodeSnapshot(EncodeSnapshot(s), "x");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_TRUE(*back == s);
+}
+
+TEST(SnapshotTest, AnyDamageIsNamed) {
+  const std::string bytes = EncodeSnapshot(Sample(1));
+  for (size_t at = 0; at < bytes.size(); at += 97) {
+    std::string bad = bytes;
+    bad[at] ^= 0x10;
+    auto r = DecodeSnapshot(bad, "/d/s.snap");
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << at;
+    EXPECT_NE(r.status().message().find("/d/s.snap"), std::string::npos);
+  }
+  for (size_t cut : {size_t{0}, size_t{10}, bytes.size() / 2, bytes.size() - 1}) {
+    EXPECT_EQ(DecodeSnapshot(bytes.substr(0, cut), "s").status().code(), StatusCode::kDataLoss);
+  }
+}
+
+// A crash before any I/O step of writing a new snapshot over an old one leaves the old one
+// or the new one, whole.
+TEST(SnapshotTest, ACrashAtAnyStepLeavesTheOldOrTheNewSnapshot) {
+  const std::string path = "/data/s.snap";
+  int64_t steps = 0;
+  {
+    MemoryFileSystem fs;
+    ASSERT_TRUE(fs.CreateDirs("/data").ok());
+    ASSERT_TRUE(WriteSnapshot(fs, path, Sample(1)).ok());
+    const int64_t before = fs.steps();
+    ASSERT_TRUE(WriteSnapshot(fs, path, Sample(2)).ok());
+    steps = fs.steps() - before;
+  }
+  ASSERT_GE(steps, 5);
+  for (int64_t step = 1; step <= steps; ++step) {
+    MemoryFileSystem fs;
+    ASSERT_TRUE(fs.CreateDirs("/data").ok());
+    ASSERT_TRUE(WriteSnapshot(fs, path, Sample(1)).ok());
+    fs.FailAt(fs.steps() + step, Unavailable("crashed"), /*crash=*/true);
+    const bool written = WriteSnapshot(fs, path, Sample(2)).ok();
+    fs.Restart();
+    auto r = ReadSnapshot(fs, path);
+    ASSERT_TRUE(r.ok()) << "crash at step " << step << ": " << r.status().message();
+    EXPECT_TRUE(r->seq == 1 || r->seq == 2) << step;
+    if (written) EXPECT_EQ(r->seq, 2u) << step;
+  }
+  // After the whole write, a crash keeps the new one.
+  MemoryFileSystem fs;
+  ASSERT_TRUE(fs.CreateDirs("/data").ok());
+  ASSERT_TRUE(WriteSnapshot(fs, path, Sample(2)).ok());
+  fs.Crash();
+  fs.Restart();
+  EXPECT_EQ(ReadSnapshot(fs, path)->seq, 2u);
+}
+
+}  // namespace
+}  // namespace vecgpu::store
