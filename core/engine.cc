@@ -45,6 +45,8 @@ Status CannotRemove(const Collection& c, std::string_view what) {
 
 }  // namespace
 
+Status Engine::LogMutation(store::WalRecord r) const { return log_ ? log_->Log(r) : Status::Ok(); }
+
 Status Engine::NotTrained(const std::string& name) {
   return FailedPrecondition("index '" + name + "' is not trained; call train_index first");
 }
@@ -177,12 +179,26 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   const LabelTable::View view =
       spec.id_map != IdMapKind::kNone ? storage->NewView() : LabelTable::kBaseView;
   auto collection = std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
+  if (log_) {
+    store::WalRecord r{
+        .type = store::RecordType::kCreate, .tenant = tenant, .collection = req.name};
+    r.index_type = req.index_type;
+    r.dim = req.dim;
+    r.metric = req.metric;
+    r.device = req.device;
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
   RETURN_IF_ERROR(registry_.Insert(collection));
   return Snapshot(*collection);
 }
 
 Status Engine::Drop(const std::string& tenant, const std::string& name) {
   RETURN_IF_ERROR(CheckName(name));
+  if (log_) {
+    RETURN_IF_ERROR(Find(tenant, name).status());
+    RETURN_IF_ERROR(
+        LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name}));
+  }
   return registry_.Remove(tenant, name).status();
 }
 
@@ -262,6 +278,12 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
                            std::to_string(x.rows) + " vectors");
   }
   if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));  // as SubmitAdd does
+  if (log_) {
+    store::WalRecord r{.type = store::RecordType::kAdd, .tenant = tenant, .collection = name};
+    r.vectors = x;
+    r.ids.assign(ids.begin(), ids.end());
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
   return c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
     RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
     c->stats().adds++;
@@ -274,6 +296,11 @@ StatusOr<CollectionInfo> Engine::Train(const std::string& tenant, const std::str
                                        const FloatMatrix& x) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
+  if (log_) {
+    store::WalRecord r{.type = store::RecordType::kTrain, .tenant = tenant, .collection = name};
+    r.vectors = x;
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
   RETURN_IF_ERROR(
       c->Write([&](Backend& b, LabelTable&) { return b.Train(x.rows, x.data.data()); }));
   return Snapshot(*c);
@@ -285,6 +312,11 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
   if (static_cast<int64_t>(ids.size()) > limits_.max_add_vectors) {
     return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids, above the limit of " +
                            std::to_string(limits_.max_add_vectors));
+  }
+  if (log_) {
+    store::WalRecord r{.type = store::RecordType::kRemove, .tenant = tenant, .collection = name};
+    r.ids.assign(ids.begin(), ids.end());
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
   }
   auto removed = c->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
     if (!b.can_remove()) return CannotRemove(*c, "remove_ids");
@@ -311,6 +343,12 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
     return InvalidArgument("replace_vector: index '" + name +
                            "' has no id map; create it as IDMap/IDMap2 to replace by id");
   }
+  if (log_) {
+    store::WalRecord r{.type = store::RecordType::kReplace, .tenant = tenant, .collection = name};
+    r.vectors = vector;
+    r.ids = {id};
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
   return c->Write([&](Backend& b, LabelTable& t) -> Status {
     if (t.LabelOf(c->view(), id) < 0) {
       return NotFound("id " + std::to_string(id) + " is not in index '" + name + "'");
@@ -322,6 +360,8 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
 
 Status Engine::Reset(const std::string& tenant, const std::string& name) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  RETURN_IF_ERROR(
+      LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name}));
   return c->Write([&](Backend& b, LabelTable& t) -> Status {
     if (!c->has_ids()) {
       RETURN_IF_ERROR(b.Reset());
@@ -460,6 +500,13 @@ Status Engine::SetParameter(const std::string& tenant, const std::string& name,
                             std::string_view param, double value) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!std::isfinite(value)) return InvalidArgument("value: must be a finite number");
+  if (log_) {
+    store::WalRecord r{
+        .type = store::RecordType::kSetParameter, .tenant = tenant, .collection = name};
+    r.name = std::string(param);
+    r.value = value;
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
   return c->Write([&](Backend& b, LabelTable&) { return b.SetParameter(param, value); });
 }
 
@@ -477,6 +524,12 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!(sample_ratio > 0 && sample_ratio <= 1)) {
     return InvalidArgument("sample_ratio: must be within (0, 1]");
+  }
+  if (log_) {
+    store::WalRecord r{.type = store::RecordType::kRecluster, .tenant = tenant, .collection = name};
+    r.n_clusters = n_clusters;
+    r.sample_ratio = sample_ratio;
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
   }
   return c->Rebuild([&](std::unique_ptr<Backend>& b,
                         const LabelTable& t) -> StatusOr<ReclusterResult> {
@@ -597,17 +650,35 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     x.data.insert(x.data.end(), part.data.begin(), part.data.end());
     x.rows += part.rows;
   }
-  return dst->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
+  if (log_) {
+    // The vectors themselves, not the sources' names: replaying must not depend on what the
+    // sources hold by then.
+    store::WalRecord r{.type = store::RecordType::kMerge, .tenant = tenant, .collection = target};
+    r.sources = sources;
+    r.vectors = x;
+    r.ids = ids;
+    RETURN_IF_ERROR(LogMutation(std::move(r)));
+  }
+  return MergeVectors(*dst, x, ids, &owner);
+}
+
+StatusOr<int64_t> Engine::MergeVectors(Collection& dst, const FloatMatrix& x,
+                                       const std::vector<int64_t>& ids,
+                                       const std::unordered_map<int64_t, std::string>* owner) {
+  return dst.Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
     if (x.rows > 0) {
       for (int64_t id : ids) {
-        if (t.LabelOf(dst->view(), id) >= 0) {
-          return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of '" + owner[id] +
-                               "' is already in '" + target + "'; merging would replace it");
+        if (t.LabelOf(dst.view(), id) >= 0) {
+          auto it = owner ? owner->find(id) : decltype(owner->find(id)){};
+          const std::string from =
+              owner && it != owner->end() ? "'" + it->second + "'" : "a source";
+          return AlreadyExists("source_index_ids: id " + std::to_string(id) + " of " + from +
+                               " is already in '" + dst.name() + "'; merging would replace it");
         }
       }
-      RETURN_IF_ERROR(AddLocked(*dst, b, t, x, ids));
+      RETURN_IF_ERROR(AddLocked(dst, b, t, x, ids));
     }
-    return t.CountOf(dst->view());
+    return t.CountOf(dst.view());
   });
 }
 
@@ -629,6 +700,39 @@ StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters,
   }
   return factory_.Cluster(x.rows, static_cast<int>(x.cols), x.data.data(), n_clusters, metric,
                           niter);
+}
+
+Status Engine::Apply(const store::WalRecord& r) {
+  using store::RecordType;
+  const std::string& t = r.tenant;
+  const std::string& n = r.collection;
+  switch (r.type) {
+    case RecordType::kCreate:
+      return Create(t, {n, r.index_type, r.dim, r.metric, r.device}).status();
+    case RecordType::kDrop:
+      return Drop(t, n);
+    case RecordType::kAdd:
+      return Add(t, n, r.vectors, r.ids).status();
+    case RecordType::kRemove:
+      return Remove(t, n, r.ids).status();
+    case RecordType::kReplace:
+      if (r.ids.size() != 1)
+        return DataLoss("log record: replace names " + std::to_string(r.ids.size()) + " ids");
+      return Replace(t, n, r.ids[0], r.vectors);
+    case RecordType::kTrain:
+      return Train(t, n, r.vectors).status();
+    case RecordType::kReset:
+      return Reset(t, n);
+    case RecordType::kMerge: {
+      ASSIGN_OR_RETURN(auto dst, Find(t, n));
+      return MergeVectors(*dst, r.vectors, r.ids, nullptr).status();
+    }
+    case RecordType::kRecluster:
+      return Recluster(t, n, r.n_clusters, r.sample_ratio).status();
+    case RecordType::kSetParameter:
+      return SetParameter(t, n, r.name, r.value);
+  }
+  return DataLoss("log record: unknown type");
 }
 
 }  // namespace vecgpu

@@ -3,12 +3,14 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/backend.h"
 #include "core/device/device_manager.h"
 #include "core/device/placed_backend.h"
 #include "core/metrics/server_metrics.h"
+#include "core/mutation_log.h"
 #include "core/options.h"
 #include "core/scheduler/scheduler.h"
 #include "core/tenant_registry.h"
@@ -181,6 +183,14 @@ class Engine {
 
   const Limits& limits() const { return limits_; }
 
+  // From now on every mutation is recorded in `log` before it is applied (null: none). Set
+  // once, after recovery and before serving.
+  void set_log(MutationLog* log) { log_ = log; }
+  // Applies a logged mutation again (recovery), exactly as it ran: the same call with the same
+  // arguments, so it meets the same state and makes the same change or the same refusal.
+  // Call before set_log.
+  Status Apply(const store::WalRecord& record);
+
  private:
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
@@ -197,6 +207,13 @@ class Engine {
   Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                      int64_t max_rows) const;
 
+  // Records a mutation of c (or of tenant/name) before it is applied; OK without a log.
+  Status LogMutation(store::WalRecord r) const;
+  // The last step of a merge: adds x under ids to dst (ids empty unless dst has an id map).
+  // `owner` names the source of each id for messages (null in recovery).
+  StatusOr<int64_t> MergeVectors(Collection& dst, const FloatMatrix& x,
+                                 const std::vector<int64_t>& ids,
+                                 const std::unordered_map<int64_t, std::string>* owner);
   static Status NotTrained(const std::string& name);
   // Refuses negative ids and ids given twice.
   static Status CheckIds(std::span<const int64_t> ids);
@@ -233,6 +250,7 @@ class Engine {
   ServerMetrics* const metrics_;
   Scheduler* const scheduler_;
   DeviceManager* const devices_;
+  MutationLog* log_ = nullptr;
   TenantRegistry registry_;
 };
 

@@ -233,6 +233,26 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
         return t.CountOf(c.view());
       });
     };
+    // Each add is logged before the group is applied; one the log refuses is answered with
+    // that error and ends the group (the ones logged before it are applied).
+    const size_t group_end = end;
+    size_t logged = begin;
+    Status refused;
+    for (; logged < end && log_; ++logged) {
+      store::WalRecord r{
+          .type = store::RecordType::kAdd, .tenant = c.tenant(), .collection = c.name()};
+      r.vectors = tasks[logged]->x;
+      r.ids = tasks[logged]->ids;
+      if (refused = LogMutation(std::move(r)); !refused.ok()) break;
+    }
+    if (log_ && logged < end) {
+      for (size_t i = logged; i < end; ++i) tasks[i]->done(refused);
+      if (logged == begin) {
+        begin = group_end;
+        continue;
+      }
+      end = logged;
+    }
     auto merged = apply(begin, end);
     if (!merged.ok() && end - begin > 1) {
       // One of them is refused: apply each alone, so each gets its own answer.
@@ -257,7 +277,7 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
         tasks[i]->done(AddResult{tasks[i]->x.rows, *merged});
       }
     }
-    begin = end;
+    begin = group_end;
   }
 }
 

@@ -108,7 +108,7 @@ bool WalRecord::operator==(const WalRecord& o) const {
 //   create: index_type str, dim i32, metric str, device str
 //   add / replace / train: rows u64, cols u32, rows*cols f32 [, add/replace: nids u64, ids i64*]
 //   remove: nids u64, ids i64*
-//   merge: nsources u32, sources str*
+//   merge: nsources u32, sources str*, then the merged vectors and ids as add
 //   recluster: n_clusters i32, sample_ratio f64
 //   set_parameter: name str, value f64
 //   drop, reset: nothing more
@@ -148,6 +148,8 @@ std::string EncodeRecord(const WalRecord& r) {
     case RecordType::kMerge:
       w.Fixed<uint32_t>(static_cast<uint32_t>(r.sources.size()));
       for (const std::string& s : r.sources) w.Str(s);
+      matrix();  // what the sources held: a replay must not read them again
+      ids();
       break;
     case RecordType::kRecluster:
       w.Fixed<int32_t>(r.n_clusters);
@@ -215,6 +217,8 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
       if (n > payload.size() / 4) return DataLoss("log record: source count past the end");
       r.sources.resize(n);
       for (auto& s : r.sources) RETURN_IF_ERROR(in.Str("source", &s));
+      RETURN_IF_ERROR(matrix());
+      RETURN_IF_ERROR(ids());
       break;
     }
     case RecordType::kRecluster:

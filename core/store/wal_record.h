@@ -37,9 +37,9 @@ struct WalRecord {
   int32_t dim = 0;
   std::string metric;
   std::string device;
-  // kAdd, kReplace, kTrain: row-major float32 (binary indexes: one 0/1 float per bit)
+  // kAdd, kReplace, kTrain, kMerge: row-major float32 (binary: one 0/1 float per bit)
   FloatMatrix vectors;
-  // kAdd, kRemove, kReplace
+  // kAdd, kRemove, kReplace, kMerge
   std::vector<int64_t> ids;
   // kMerge
   std::vector<std::string> sources;

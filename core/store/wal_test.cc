@@ -62,6 +62,8 @@ TEST(WalRecordTest, EveryTypeRoundTrips) {
   all.push_back({.type = RecordType::kDrop, .tenant = "t", .collection = std::string(10000, 'x')});
   WalRecord merge{.type = RecordType::kMerge, .tenant = "t", .collection = "c"};
   merge.sources = {"a", "", "\xff\xfe"};
+  merge.vectors = {2, 1, {0.25f, -1}};
+  merge.ids = {5, 6};
   all.push_back(merge);
   WalRecord recluster{.type = RecordType::kRecluster, .tenant = "t", .collection = "c"};
   recluster.n_clusters = 64;
