@@ -39,12 +39,12 @@ StatusOr<std::vector<std::string>> ConfigArgs(const std::string& path, const CLI
   return args;
 }
 
-Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::string& auth_file,
-                     const std::string& data_dir) {
-  if (!data_dir.empty()) {
-    return InvalidArgument(
-        "data-dir: persistence is not yet supported by this vecgpu build; "
-        "indexes live in memory only. Remove --data-dir (FAISSX_DATA_DIR)");
+Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::string& auth_file) {
+  if (o.durability != "sync" && o.durability != "async") {
+    return InvalidArgument("durability: '" + o.durability + "' is not sync or async");
+  }
+  if (o.sync_interval_ms < 1 || o.sync_interval_ms > 60'000) {
+    return InvalidArgument("sync-interval-ms: within 1..60000");
   }
   if (!auth_keys.empty() && !auth_file.empty()) {
     return InvalidArgument("auth-keys and auth-file: give one or the other");
@@ -91,7 +91,7 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
 ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::string& version) {
   ParsedCommand result;
   ServeOptions& o = result.options;
-  std::string auth_keys, auth_file, data_dir, config_path;
+  std::string auth_keys, auth_file, config_path;
 
   CLI::App app{"vecgpu: a GPU-first, FAISSx-compatible vector search server"};
   app.set_version_flag("--version", version);
@@ -110,7 +110,14 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical")
       ->capture_default_str();
   serve->add_option("--log-file", o.log_file, "Also log to this file");
-  serve->add_option("--data-dir", data_dir, "Data directory (not yet supported)");
+  serve->add_option("--data-dir", o.data_dir,
+                    "Directory indexes persist in (write-ahead log); none: memory only");
+  serve->add_option("--durability", o.durability, "sync (fsync before acknowledging) or async")
+      ->capture_default_str();
+  serve
+      ->add_option("--sync-interval-ms", o.sync_interval_ms,
+                   "With --durability async: milliseconds between fsyncs (what a crash can lose)")
+      ->capture_default_str();
   serve->add_option("--gpus", o.devices.gpus, "GPUs to use: all, none, or a list such as 0,1")
       ->capture_default_str();
   serve
@@ -245,7 +252,7 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     result.message = out.str() + err.str();
     return result;
   }
-  Status st = FinishOptions(o, auth_keys, auth_file, data_dir);
+  Status st = FinishOptions(o, auth_keys, auth_file);
   if (!st.ok()) {
     result.exit_code = 2;
     result.message = st.message();

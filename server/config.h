@@ -41,6 +41,12 @@ struct ServeOptions {
   // Address the metrics listener binds. Default: 127.0.0.1 (it serves no data, but exposing it
   // is a choice to make).
   std::string metrics_address = "127.0.0.1";
+  // Where indexes persist (empty: in memory only), and when a write counts as durable:
+  // "sync" (after an fsync, shared by concurrent writers) or "async" (an fsync every
+  // sync_interval_ms; a crash can lose that window). Defaults: none, sync, 100.
+  std::string data_dir;
+  std::string durability = "sync";
+  int sync_interval_ms = 100;
   Limits limits;
   SchedulerOptions scheduler;
 };

@@ -68,10 +68,16 @@ TEST_F(ConfigTest, AuthSettings) {
   EXPECT_EQ(env.options.bind_address, "0.0.0.0");
 }
 
-TEST_F(ConfigTest, RejectsDataDirAndBadValues) {
-  auto dd = Parse({"serve", "--data-dir", "/tmp/x"});
-  EXPECT_FALSE(dd.serve);
-  EXPECT_NE(dd.message.find("not yet supported"), std::string::npos);
+TEST_F(ConfigTest, TakesDataDirAndRejectsBadValues) {
+  auto dd = Parse({"serve", "--data-dir", "/tmp/x", "--durability", "async"});
+  EXPECT_TRUE(dd.serve) << dd.message;
+  EXPECT_EQ(dd.options.data_dir, "/tmp/x");
+  EXPECT_EQ(dd.options.durability, "async");
+  EXPECT_EQ(Parse({"serve"}).options.durability, "sync");
+  auto bad = Parse({"serve", "--durability", "maybe"});
+  EXPECT_FALSE(bad.serve);
+  EXPECT_NE(bad.message.find("durability"), std::string::npos);
+  EXPECT_FALSE(Parse({"serve", "--sync-interval-ms", "0"}).serve);
   EXPECT_FALSE(Parse({"serve", "--port", "70000"}).serve);
   EXPECT_FALSE(Parse({"serve", "--log-level", "loud"}).serve);
   EXPECT_FALSE(Parse({"serve", "--max-k", "0"}).serve);

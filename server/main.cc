@@ -13,6 +13,8 @@
 #include "core/device/device_manager.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
+#include "core/store/posix_file_system.h"
+#include "core/store/store.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
 #include "server/auth.h"
@@ -178,6 +180,35 @@ int Serve(const ServeOptions& o) {
   auto scheduler =
       std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics, devices.gpus());
   Engine engine(o.limits, cpu_factory, &metrics, scheduler.get(), &devices);
+  // Persistence: replay the data directory's log, then log every mutation from now on.
+  store::PosixFileSystem fs;
+  std::unique_ptr<store::Store> persisted;
+  if (!o.data_dir.empty()) {
+    store::StoreOptions so{
+        o.data_dir, o.durability == "async" ? store::Durability::kAsync : store::Durability::kSync,
+        o.sync_interval_ms};
+    store::RecoveryReport report;
+    auto opened = store::Store::Open(fs, so, engine, &report);
+    if (!opened.ok()) {
+      spdlog::critical("data-dir {}: {}", o.data_dir, opened.status().message());
+      return 1;
+    }
+    persisted = std::move(*opened);
+    if (!report.torn_segment.empty()) {
+      spdlog::warn(
+          "data-dir {}: cut off a torn last log record in {} (a crash during a write "
+          "that was never acknowledged)",
+          o.data_dir, report.torn_segment);
+    }
+    spdlog::info(
+        "data-dir {}: replayed {} log records ({} refused again, as they were) in "
+        "{:.3f} s; durability {}",
+        o.data_dir, report.records, report.refused, report.seconds,
+        o.durability == "async" ? "async (a crash can lose the last " +
+                                      std::to_string(o.sync_interval_ms) + " ms of writes)"
+                                : std::string("sync"));
+    engine.set_log(persisted.get());
+  }
   FaissxService service(engine, *auth, o.limits, &metrics,
                         {o.scheduler.request_timeout_ms, o.scheduler.long_add_rows});
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
@@ -217,7 +248,8 @@ int Serve(const ServeOptions& o) {
   int abandoned = frontend.Stop(std::chrono::milliseconds(1000));
   metrics_server.Stop();  // its gauges read the scheduler, which goes next
   // Workers still running a long call (a large train) are not waited for past the deadline:
-  // nothing is durable yet, so exiting loses nothing that was acknowledged.
+  // every acknowledged write is in the log already (with --data-dir), and a write still
+  // running was never acknowledged.
   auto done = std::async(std::launch::async, [&] {
     dispatch->Shutdown();
     scheduler->Shutdown();

@@ -139,16 +139,21 @@ def test_unknown_flag_is_refused():
     assert "--no-such-flag" in out
 
 
-def test_data_dir_is_not_yet_supported(tmp_path):
+def test_bad_durability_is_refused(tmp_path):
     port = free_port()
-    out = run_refused("--port", str(port), "--data-dir", str(tmp_path))
-    assert "not yet supported" in out and "data-dir" in out, out
+    out = run_refused("--port", str(port), "--data-dir", str(tmp_path), "--durability", "maybe")
+    assert "durability" in out and "maybe" in out, out
     assert port_is_free(port)
 
 
-def test_faissx_data_dir_env_is_not_yet_supported(tmp_path):
-    out = run_refused("--port", str(free_port()), env=clean_env(FAISSX_DATA_DIR=tmp_path))
-    assert "not yet supported" in out, out
+def test_faissx_data_dir_env_persists_there(tmp_path):
+    srv = Server(env=clean_env(FAISSX_DATA_DIR=tmp_path))
+    try:
+        raw_call(srv.endpoint, {"action": "create_index", "index_id": "c", "dimension": 4,
+                                "index_type": "L2"})
+    finally:
+        assert srv.stop() == 0
+    assert list((tmp_path / "wal").glob("*.log")), list(tmp_path.iterdir())
 
 
 def test_enable_auth_without_keys_refuses_to_start():
