@@ -114,6 +114,9 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                     "Directory indexes persist in (write-ahead log); none: memory only");
   serve->add_option("--durability", o.durability, "sync (fsync before acknowledging) or async")
       ->capture_default_str();
+  serve->add_flag("--recover-from-last-good", o.recover_from_last_good,
+                  "On damage inside the log, serve the last good state (the rest is kept as "
+                  "*.damaged) instead of refusing to start");
   serve
       ->add_option("--sync-interval-ms", o.sync_interval_ms,
                    "With --durability async: milliseconds between fsyncs (what a crash can lose)")

@@ -47,6 +47,9 @@ struct ServeOptions {
   std::string data_dir;
   std::string durability = "sync";
   int sync_interval_ms = 100;
+  // On damage inside the log, serve the state up to the last good record (setting the rest
+  // aside as *.damaged) instead of refusing to start. Default: false.
+  bool recover_from_last_good = false;
   Limits limits;
   SchedulerOptions scheduler;
 };

@@ -186,7 +186,7 @@ int Serve(const ServeOptions& o) {
   if (!o.data_dir.empty()) {
     store::StoreOptions so{
         o.data_dir, o.durability == "async" ? store::Durability::kAsync : store::Durability::kSync,
-        o.sync_interval_ms};
+        o.sync_interval_ms, o.recover_from_last_good};
     store::RecoveryReport report;
     auto opened = store::Store::Open(fs, so, engine, &report);
     if (!opened.ok()) {
@@ -194,6 +194,12 @@ int Serve(const ServeOptions& o) {
       return 1;
     }
     persisted = std::move(*opened);
+    if (!report.damage.empty()) {
+      spdlog::warn(
+          "data-dir {}: --recover-from-last-good: serving the state before this damage, "
+          "the rest of the log is set aside as *.damaged: {}",
+          o.data_dir, report.damage);
+    }
     if (!report.torn_segment.empty()) {
       spdlog::warn(
           "data-dir {}: cut off a torn last log record in {} (a crash during a write "

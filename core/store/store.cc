@@ -11,13 +11,25 @@ StatusOr<std::unique_ptr<Store>> Store::Open(FileSystem& fs, const StoreOptions&
   ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, fs.Lock(options.dir + "/LOCK"));
   const std::string wal_dir = options.dir + "/wal";
   RecoveryReport r;
-  ASSIGN_OR_RETURN(WalReadResult read,
-                   ReadWal(fs, wal_dir, 1, [&](uint64_t, std::string_view payload) -> Status {
-                     ASSIGN_OR_RETURN(WalRecord record, DecodeRecord(payload));
-                     ++r.records;
-                     if (!engine.Apply(record).ok()) ++r.refused;
-                     return Status::Ok();
-                   }));
+  WalReadResult read;
+  StatusOr<WalReadResult> full = ReadWal(
+      fs, wal_dir, 1,
+      [&](uint64_t, std::string_view payload) -> Status {
+        ASSIGN_OR_RETURN(WalRecord record, DecodeRecord(payload));
+        ++r.records;
+        if (!engine.Apply(record).ok()) ++r.refused;
+        return Status::Ok();
+      },
+      &read);
+  if (!full.ok()) {
+    // Damage inside the log (not a record that fails to decode: its frame was intact).
+    if (!options.recover_from_last_good || full.status().code() != StatusCode::kDataLoss ||
+        read.damaged_segment.empty()) {
+      return full.status();
+    }
+    RETURN_IF_ERROR(SetAsideDamage(fs, wal_dir, read));
+    r.damage = full.status().message();
+  }
   r.last_seq = read.last_seq;
   r.torn_segment = read.torn_segment;
   WalOptions wo;

@@ -15,6 +15,9 @@ struct StoreOptions {
   std::string dir;  // --data-dir
   Durability durability = Durability::kSync;
   int sync_interval_ms = 100;  // kAsync: the window a crash can lose
+  // On damage inside the log: serve the state up to the last good record, setting the rest
+  // aside (<segment>.damaged), instead of refusing to start.
+  bool recover_from_last_good = false;
 };
 
 // What recovery found and did.
@@ -23,6 +26,7 @@ struct RecoveryReport {
   int64_t refused = 0;  // of them, refused again (as they were when first made)
   uint64_t last_seq = 0;
   std::string torn_segment;  // a torn last record was cut off here
+  std::string damage;        // with recover_from_last_good: the damage that was set aside
   double seconds = 0;
 };
 

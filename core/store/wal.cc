@@ -284,8 +284,11 @@ Status Wal::DropBefore(uint64_t seq) {
 }
 
 StatusOr<WalReadResult> ReadWal(FileSystem& fs, const std::string& dir, uint64_t from_seq,
-                                const std::function<Status(uint64_t, std::string_view)>& fn) {
-  WalReadResult result;
+                                const std::function<Status(uint64_t, std::string_view)>& fn,
+                                WalReadResult* so_far) {
+  WalReadResult local;
+  WalReadResult& result = so_far ? *so_far : local;
+  result = WalReadResult{};
   ASSIGN_OR_RETURN(bool exists, fs.Exists(dir));
   if (!exists) return result;
   ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(dir));
@@ -299,6 +302,8 @@ StatusOr<WalReadResult> ReadWal(FileSystem& fs, const std::string& dir, uint64_t
     const bool last_segment = s + 1 == segments.size();
     ASSIGN_OR_RETURN(std::string data, fs.ReadFile(path));
     auto corrupt = [&](size_t at, const std::string& what) {
+      result.damaged_segment = path;
+      result.damaged_offset = static_cast<int64_t>(at);
       return DataLoss("write-ahead log " + path + " is damaged at byte " + std::to_string(at) +
                       ": " + what);
     };
@@ -386,6 +391,26 @@ StatusOr<WalReadResult> ReadWal(FileSystem& fs, const std::string& dir, uint64_t
     }
   }
   return result;
+}
+
+Status SetAsideDamage(FileSystem& fs, const std::string& dir, const WalReadResult& so_far) {
+  if (so_far.damaged_segment.empty()) return Status::Ok();
+  ASSIGN_OR_RETURN(std::string damaged, fs.ReadFile(so_far.damaged_segment));
+  {
+    ASSIGN_OR_RETURN(auto copy, fs.OpenForAppend(so_far.damaged_segment + ".damaged", true));
+    RETURN_IF_ERROR(copy->Append(damaged));
+    RETURN_IF_ERROR(copy->Sync());
+    RETURN_IF_ERROR(copy->Close());
+  }
+  RETURN_IF_ERROR(fs.Truncate(so_far.damaged_segment, so_far.damaged_offset));
+  ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(dir));
+  const std::string first = so_far.damaged_segment.substr(dir.size() + 1);
+  for (const std::string& n : names) {
+    if (SegmentFirst(n) && n > first) {
+      RETURN_IF_ERROR(fs.Rename(dir + "/" + n, dir + "/" + n + ".damaged"));
+    }
+  }
+  return fs.SyncDir(dir);
 }
 
 }  // namespace vecgpu::store

@@ -96,6 +96,10 @@ struct WalReadResult {
   int64_t records = 0;       // records passed to the callback
   std::string torn_segment;  // a segment whose torn last record was cut off, if any
   int64_t torn_bytes = 0;    // bytes cut off
+  // When the read stopped at damage (DataLoss): where, so that a caller serving from the last
+  // good state can set the rest aside (SetAsideDamage).
+  std::string damaged_segment;
+  int64_t damaged_offset = 0;
 };
 
 // Reads the log in `dir` in order and calls `fn(seq, payload)` for every record with
@@ -103,7 +107,15 @@ struct WalReadResult {
 // segment, or a bad CRC at its very end) is cut off (Truncate) and reported; any other damage
 // (a bad header or CRC inside the log, a gap in the sequence numbers) is DataLoss naming the
 // segment and offset. An error from fn stops the read and is returned.
+// `so_far`, when given, is filled even when the read fails: the records read before the
+// damage (they were passed to fn) and where the damage is.
 StatusOr<WalReadResult> ReadWal(FileSystem& fs, const std::string& dir, uint64_t from_seq,
-                                const std::function<Status(uint64_t, std::string_view)>& fn);
+                                const std::function<Status(uint64_t, std::string_view)>& fn,
+                                WalReadResult* so_far = nullptr);
+
+// After ReadWal stopped at damage: keeps the log up to the last good record and sets the rest
+// aside for inspection (the damaged segment is copied to <segment>.damaged and cut at the
+// damage; every later segment is renamed to <segment>.damaged), so the log reads cleanly.
+Status SetAsideDamage(FileSystem& fs, const std::string& dir, const WalReadResult& so_far);
 
 }  // namespace vecgpu::store

@@ -312,5 +312,47 @@ TEST(WalTest, ACrashBeforeAnyStepLosesNothingAcknowledged) {
   }
 }
 
+TEST(WalTest, DamageCanBeSetAsideToServeTheLastGoodState) {
+  MemoryFileSystem fs;
+  {
+    auto wal = Wal::Open(fs, kDir, 1, {.segment_bytes = 150});
+    ASSERT_TRUE(wal.ok());
+    for (int i = 1; i <= 12; ++i) {
+      ASSERT_TRUE(AppendDurably(**wal, "record " + std::to_string(i)).ok());
+    }
+  }
+  auto names = *fs.ListDir(kDir);
+  ASSERT_GE(names.size(), 3u);
+  // Damage the second segment's second record.
+  const std::string second = kDir + "/" + names[1];
+  std::string bytes = *fs.ReadFile(second);
+  bytes[28 + 20 + 8 + 20 + 2] ^= 1;
+  ASSERT_TRUE((*fs.OpenForAppend(second, true))->Append(bytes).ok());
+  WalReadResult so_far;
+  std::vector<uint64_t> seen;
+  auto r = ReadWal(
+      fs, kDir, 1,
+      [&](uint64_t seq, std::string_view) {
+        seen.push_back(seq);
+        return Status::Ok();
+      },
+      &so_far);
+  ASSERT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(so_far.damaged_segment, second);
+  EXPECT_EQ(so_far.last_seq, seen.back());
+  ASSERT_TRUE(SetAsideDamage(fs, kDir, so_far).ok());
+  // The log now reads cleanly up to the last good record, and keeps the rest aside.
+  auto clean = ReadAll(fs);
+  ASSERT_FALSE(clean.empty());
+  EXPECT_EQ(clean.back().first, so_far.last_seq);
+  EXPECT_TRUE(*fs.Exists(second + ".damaged"));
+  EXPECT_TRUE(*fs.Exists(kDir + "/" + names[2] + ".damaged"));
+  // ... and takes new records after it.
+  auto wal = Wal::Open(fs, kDir, so_far.last_seq + 1, {});
+  ASSERT_TRUE(AppendDurably(**wal, "after").ok());
+  wal->reset();
+  EXPECT_EQ(ReadAll(fs).back().second, "after");
+}
+
 }  // namespace
 }  // namespace vecgpu::store

@@ -174,3 +174,31 @@ def test_a_damaged_log_refuses_to_start_and_names_the_file(tmp_path):
     assert r.returncode != 0
     assert segment.name in r.stdout + r.stderr
     assert "damaged" in r.stdout + r.stderr
+
+
+def test_recover_from_last_good_serves_what_came_before_the_damage(tmp_path):
+    srv = start(tmp_path)
+    ok(call(srv, action="create_index", index_id="c", dimension=8, index_type="L2"))
+    for i in range(6):
+        ok(call(srv, action="add_vectors", index_id="c", vectors=[vec(i)]))
+    assert srv.stop() == 0
+    segment = sorted((tmp_path / "wal").glob("*.log"))[0]
+    data = bytearray(segment.read_bytes())
+    data[len(data) * 2 // 3] ^= 0x20  # in one of the later adds
+    segment.write_bytes(bytes(data))
+    srv = start(tmp_path, "--recover-from-last-good")
+    try:
+        n = ok(call(srv, action="get_index_stats", index_id="c"))["ntotal"]
+        assert 1 <= n < 6
+        got = ok(call(srv, action="get_vectors", index_id="c"))["vectors"]
+        assert np.allclose(got, [vec(i) for i in range(n)])
+        ok(call(srv, action="add_vectors", index_id="c", vectors=[vec(99)]))
+    finally:
+        assert srv.stop() == 0
+    assert "set aside" in srv.output
+    assert (segment.parent / (segment.name + ".damaged")).exists()
+    srv = start(tmp_path)  # the log reads cleanly now, without the flag
+    try:
+        assert ok(call(srv, action="get_index_stats", index_id="c"))["ntotal"] == n + 1
+    finally:
+        assert srv.stop() == 0
