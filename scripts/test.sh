@@ -63,8 +63,11 @@ if [ "${VECGPU_SKIP_SANITIZERS:-0}" != 1 ]; then
       failed+=(asan-ctest)
     stage_done
     stage "ASan + UBSan: live fuzz of the server, ${LIVE_FUZZ_SECONDS}s"
+    fuzz_data=$(mktemp -d)  # with a data directory: every write is logged, then replayed
     .venv/bin/python tests/fuzz/live_fuzz.py --binary build-asan/vecgpu \
-      --seconds "$LIVE_FUZZ_SECONDS" --clients 4 --artifacts live-fuzz-artifacts || failed+=(live-fuzz)
+      --seconds "$LIVE_FUZZ_SECONDS" --clients 4 --artifacts live-fuzz-artifacts \
+      --data-dir "$fuzz_data" || failed+=(live-fuzz)
+    rm -rf "$fuzz_data"
     stage_done
   else
     failed+=(asan-build)

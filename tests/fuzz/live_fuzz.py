@@ -384,6 +384,8 @@ def main():
     ap.add_argument("--log", help="server log file (default: a temporary file)")
     ap.add_argument("--artifacts", help="directory for the report and server log on failure")
     ap.add_argument("--rcvtimeo", type=float, default=20.0, help="per-request reply timeout, s")
+    ap.add_argument("--data-dir", help="serve with this --data-dir; after the run the server is "
+                    "started again on it and must replay its log and answer")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
@@ -395,9 +397,10 @@ def main():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         metrics_port = s.getsockname()[1]
+    persist = ["--data-dir", args.data_dir] if args.data_dir else []
     proc = subprocess.Popen([args.binary, "serve", "--port", str(port), "--bind-address",
                              "127.0.0.1", "--metrics-port", str(metrics_port), "--log-level",
-                             "warning"], stdout=log, stderr=subprocess.STDOUT)
+                             "warning", *persist], stdout=log, stderr=subprocess.STDOUT)
     fz = Fuzz(args, f"tcp://127.0.0.1:{port}", proc)
     fz.metrics_url = f"http://127.0.0.1:{metrics_port}"
     deadline = time.time() + 20
@@ -434,6 +437,26 @@ def main():
             proc.kill()
             proc.wait()
             fz.finding("stall", "server did not exit within 10 s of SIGTERM")
+    if args.data_dir and not any(fz.findings.values()):
+        # Everything the fuzzers wrote must replay: the server starts again on the directory.
+        again = subprocess.Popen([args.binary, "serve", "--port", str(port), "--bind-address",
+                                  "127.0.0.1", "--metrics-port", "0", "--log-level", "info",
+                                  *persist], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not (again.poll() is None and call(fz.ctx, fz.endpoint, {"action": "ping"}, 0.3)):
+            if again.poll() is not None or time.time() > deadline:
+                fz.finding("crash", "the server did not start again on its data directory "
+                           f"(exit {again.poll()})")
+                break
+        if again.poll() is None:
+            again.send_signal(signal.SIGTERM)
+            try:
+                if again.wait(10) != 0:
+                    fz.finding("crash", f"the restarted server exited with {again.returncode}")
+            except subprocess.TimeoutExpired:
+                again.kill()
+                again.wait()
+                fz.finding("stall", "the restarted server did not exit within 10 s of SIGTERM")
     log.close()
     lines = open(log_path, "rb").read().decode("utf-8", "replace").splitlines()
     fz.findings["sanitizer"] += [x for x in lines if any(p in x for p in (
