@@ -306,7 +306,8 @@ void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
     if (!b.is_trained()) return NotTrained(c.name());
     Status searched = SearchView(b, t, c.view(), rows, x, kmax, tasks[0]->params, distances.data(),
                                  labels.data());
-    if (devices_) {
+    // Nothing to follow without GPUs: keep the search path free of it.
+    if (devices_ && devices_->has_gpus()) {
       FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
       // A rebuild that could not be queued (busy) is queued again from here.
       if (const auto* placed = dynamic_cast<const PlacedBackend*>(&b)) {

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/util/bits.h"
 #include "cpu_fallback/faiss_errors.h"
 
 namespace vecgpu::cpu {
@@ -37,25 +38,6 @@ StatusOr<std::unique_ptr<Backend>> BinaryBackend::Create(const IndexSpec& spec) 
   return std::unique_ptr<Backend>(std::move(b));
 }
 
-StatusOr<std::vector<uint8_t>> BinaryBackend::Pack(int64_t n, const float* x) const {
-  const int d = spec_.dim;
-  std::vector<uint8_t> codes(n * (d / 8), 0);
-  for (int64_t i = 0; i < n * d; ++i) {
-    if (x[i] == 1.0f) {
-      codes[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
-    } else if (x[i] != 0.0f) {
-      return InvalidArgument("vectors: binary vector " + std::to_string(i / d) + " bit " +
-                             std::to_string(i % d) + " is " + std::to_string(x[i]) +
-                             ", not 0 or 1");
-    }
-  }
-  return codes;
-}
-
-void BinaryBackend::Unpack(int64_t n, const uint8_t* codes, float* out) const {
-  for (int64_t i = 0; i < n * spec_.dim; ++i) out[i] = (codes[i / 8] >> (i % 8)) & 1;
-}
-
 bool BinaryBackend::can_remove() const {
   return dynamic_cast<const faiss::IndexBinaryHash*>(index_.get()) == nullptr;
 }
@@ -75,14 +57,14 @@ BackendInfo BinaryBackend::Info() const {
 }
 
 Status BinaryBackend::Train(int64_t n, const float* x) {
-  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  ASSIGN_OR_RETURN(auto codes, PackBits(n, spec_.dim, x));
   return CallFaiss("train_index", [&] { index_->train(n, codes.data()); });
 }
 
 int64_t BinaryBackend::next_label() const { return ivf_ ? ivf_next_label_ : index_->ntotal; }
 
 Status BinaryBackend::Add(int64_t n, const float* x) {
-  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  ASSIGN_OR_RETURN(auto codes, PackBits(n, spec_.dim, x));
   if (!ivf_) return CallFaiss("add_vectors", [&] { index_->add(n, codes.data()); });
   std::vector<faiss::IndexBinary::idx_t> labels(n);
   for (int64_t i = 0; i < n; ++i) labels[i] = ivf_next_label_ + i;
@@ -103,7 +85,7 @@ Status BinaryBackend::AddLabeled(int64_t n, const float* x, const int64_t* label
     }
     return Add(n, x);
   }
-  ASSIGN_OR_RETURN(std::vector<uint8_t> codes, Pack(n, x));
+  ASSIGN_OR_RETURN(std::vector<uint8_t> codes, PackBits(n, spec_.dim, x));
   RETURN_IF_ERROR(CallFaiss("add_vectors", [&] { index_->add_with_ids(n, codes.data(), labels); }));
   ivf_next_label_ = std::max(ivf_next_label_, next_label);
   for (int64_t i = 0; i < n; ++i) ivf_next_label_ = std::max(ivf_next_label_, labels[i] + 1);
@@ -146,7 +128,7 @@ Status BinaryBackend::Reset() {
 
 Status BinaryBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
-  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  ASSIGN_OR_RETURN(auto codes, PackBits(n, spec_.dim, x));
   if (index_->ntotal == 0) {  // as for float indexes, FAISS may leave the outputs unwritten
     std::fill(labels, labels + n * k, int64_t{-1});
     std::fill(distances, distances + n * k, std::numeric_limits<float>::max());
@@ -178,7 +160,7 @@ Status BinaryBackend::Search(int64_t n, const float* x, int k, const SearchParam
 
 StatusOr<RangeResult> BinaryBackend::RangeSearch(int64_t n, const float* x, float radius,
                                                  const SearchParams&) const {
-  ASSIGN_OR_RETURN(auto codes, Pack(n, x));
+  ASSIGN_OR_RETURN(auto codes, PackBits(n, spec_.dim, x));
   faiss::RangeSearchResult res(n);
   // Hamming distances are integers in 0..d: "< radius" for a float radius is "< ceil(radius)",
   // and any radius past d + 1 finds everything (clamped before the conversion: a radius of
@@ -197,7 +179,7 @@ Status BinaryBackend::Reconstruct(int64_t label, float* out) const {
   if (!HasLabel(label)) return NotFound("id " + std::to_string(label) + " is not in the index");
   std::vector<uint8_t> code(spec_.dim / 8);
   RETURN_IF_ERROR(CallFaiss("reconstruct", [&] { index_->reconstruct(label, code.data()); }));
-  Unpack(1, code.data(), out);
+  UnpackBits(1, spec_.dim, code.data(), out);
   return Status::Ok();
 }
 

@@ -51,9 +51,6 @@ class BinaryBackend final : public Backend {
 
  private:
   BinaryBackend(IndexSpec spec, std::unique_ptr<faiss::IndexBinary> index);
-  // Packs n rows of 0/1 floats into codes; InvalidArgument names the first other value.
-  StatusOr<std::vector<uint8_t>> Pack(int64_t n, const float* x) const;
-  void Unpack(int64_t n, const uint8_t* codes, float* out) const;
   bool HasLabel(int64_t label) const;
 
   IndexSpec spec_;

@@ -34,10 +34,4 @@ Status CallGpu(std::string_view what, F&& fn) {
   }
 }
 
-// Packs n binary vectors of d bits given as one 0/1 float per bit (row-major, size n * d)
-// into FAISS's code layout (d / 8 bytes a vector, bit i of a vector in byte i / 8 at bit
-// i % 8), as the host binary backend does. InvalidArgument for a component that is not 0 or 1.
-// REQUIRES: d % 8 == 0.
-StatusOr<std::vector<uint8_t>> PackBits(int64_t n, int d, const float* x);
-
 }  // namespace vecgpu::gpu

@@ -25,6 +25,7 @@
 
 #include "core/device/device_manager.h"
 #include "core/device/placed_backend.h"
+#include "core/util/bits.h"
 #include "core/util/mutex.h"
 #include "gpu/gpu_errors.h"
 

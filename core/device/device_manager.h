@@ -67,6 +67,7 @@ class DeviceManager {
 
   // The GPUs in use, in --gpus order.
   std::vector<int> gpus() const { return gpus_; }
+  bool has_gpus() const { return !gpus_.empty(); }
   DeviceProvider* provider() const { return provider_; }
 
   // A placement for a new collection needing `bytes` of GPU memory. `hint`: "" (automatic),
