@@ -59,10 +59,13 @@ class IndexStorage {
   // device copy of a placed index up to date). Set before the storage is shared.
   std::function<void(Backend&)> on_write;
 
-  // Re-reads the cached info (for listings) after a change that was not a write, such as a
-  // device copy becoming current.
-  void Recache() {
+  // Runs fn(const Backend&) with shared access, then re-reads the cached info (for listings)
+  // under the same hold: for a change that is not a write, such as a device copy becoming
+  // current, so that listings follow it at once.
+  template <typename F>
+  void ReadBackendAndRecache(F&& fn) {
     ReaderLock lock(mu_);
+    fn(static_cast<const Backend&>(*backend_));
     Cache();  // reads only: shared access is enough
   }
 

@@ -69,11 +69,10 @@ void Engine::QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
   // Built by a long worker with shared access, so searches go on (from the host copy).
   auto refresh = [this, weak] {
     if (auto s = weak.lock()) {
-      s->ReadBackend([&](const Backend& now) {
+      s->ReadBackendAndRecache([&](const Backend& now) {  // listings show the copy
         if (const auto* p = dynamic_cast<const PlacedBackend*>(&now)) p->Refresh();
         FollowDevice(*s, now);
       });
-      s->Recache();  // listings show the copy
     }
   };
   auto release = [weak](const Status&) {

@@ -3,6 +3,7 @@
 // request lost, out-of-memory, removal rebuilds and growth that moves a collection.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -132,10 +133,15 @@ struct PlacedEngine {
     return p.get_future().get();
   }
   BackendInfo Info(const std::string& name) { return engine->Describe("t", name)->backend; }
-  // Waits (up to 10 s) until the collection's device copy is current.
+  // Waits (up to 10 s) until the collection's device copy is current, in its description and
+  // in listings (which read a cache that follows the copy under the same lock hold).
   bool WaitForCopy(const std::string& name) {
     for (int i = 0; i < 1000; ++i) {
-      if (Info(name).replica == "current") return true;
+      const auto listed = engine->List("t");
+      const bool in_listing = std::any_of(listed.begin(), listed.end(), [&](const auto& c) {
+        return c.name == name && c.backend.replica == "current";
+      });
+      if (Info(name).replica == "current" && in_listing) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;
