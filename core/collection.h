@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/label_table.h"
@@ -23,17 +24,81 @@ struct CollectionStats {
   std::atomic<int64_t> search_micros{0};  // time spent in backend searches
 };
 
+// A collection over this storage: the one that created it (view 0, unless it was created
+// with an id map) and each "IDMap:{base}" view.
+struct StorageName {
+  std::string name;
+  std::string index_type;  // as created
+  LabelTable::View view = LabelTable::kBaseView;
+  bool operator==(const StorageName&) const = default;
+};
+// The creating collection's request, for snapshots and restores.
+struct StorageOrigin {
+  uint64_t id = 0;  // the log sequence number of its create record (0: not logged)
+  std::string tenant;
+  std::string name;
+  std::string index_type;
+  int dim = 0;
+  std::string metric;
+  std::string device;
+};
+
 // An index, the table of who owns each of its vectors, and the lock that guards both. Shared
 // by the collection that created it and the "IDMap:{base}" collections that are views over it,
 // as FAISS's IndexIDMap shares its base index.
+//
+// For durability (core/store): every mutation of the storage is logged and applied while its
+// write order is held, so the storage's state always reflects exactly the log records about
+// it that precede whatever the log appends next; a snapshot taken under the write order is a
+// point in the log.
 class IndexStorage {
  public:
-  explicit IndexStorage(std::unique_ptr<Backend> b) : backend_(std::move(b)) { Cache(); }
+  using Name = StorageName;
+  using Origin = StorageOrigin;
 
-  // A new view (id namespace) over this storage.
-  LabelTable::View NewView() {
+  explicit IndexStorage(std::unique_ptr<Backend> b, Origin origin = Origin())
+      : origin_(std::move(origin)), backend_(std::move(b)) {
+    Cache();
+  }
+
+  const Origin& origin() const { return origin_; }
+  // Set once, after the create record is logged and before the storage is shared.
+  void set_id(uint64_t id) { origin_.id = id; }
+
+  // Held from logging a mutation of this storage until it is applied (Engine).
+  Mutex& write_order() { return order_mu_; }
+
+  // Binds a collection name to this storage; a view gets a new id namespace (never reused,
+  // even after its collection is dropped).
+  LabelTable::View AddName(std::string name, std::string index_type, bool view) {
     WriterLock lock(mu_);
-    return labels_.NewView();
+    Name n{std::move(name), std::move(index_type),
+           view ? labels_.NewView() : LabelTable::kBaseView};
+    names_.push_back(n);
+    ++version_;
+    return n.view;
+  }
+  // Unbinds a dropped collection (its vectors stay, as FAISS's base keeps a dropped wrapper's).
+  void RemoveName(const std::string& name) {
+    WriterLock lock(mu_);
+    std::erase_if(names_, [&](const Name& n) { return n.name == name; });
+    ++version_;
+  }
+  // Restores the names and label table of a snapshot (before the storage is shared).
+  void RestoreNames(std::vector<Name> names, LabelTable labels) {
+    WriterLock lock(mu_);
+    names_ = std::move(names);
+    labels_ = std::move(labels);
+    Cache();
+  }
+
+  // Runs fn(const Backend&, const LabelTable&, const std::vector<Name>&, uint64_t version)
+  // with shared access: the whole state, for snapshots. `version` changes with every write.
+  template <typename F>
+  auto Inspect(F&& fn) const {
+    ReaderLock lock(mu_);
+    return fn(static_cast<const Backend&>(*backend_), static_cast<const LabelTable&>(labels_),
+              static_cast<const std::vector<Name>&>(names_), version_);
   }
 
   // Vectors stored, as of the last completed write (for metrics: never waits on the lock).
@@ -95,10 +160,14 @@ class IndexStorage {
   BackendInfo cached_info_ GUARDED_BY(cache_mu_);
   int64_t cached_total_ GUARDED_BY(cache_mu_) = 0;
   std::map<LabelTable::View, int64_t> cached_counts_ GUARDED_BY(cache_mu_);
+  Origin origin_;
+  Mutex order_mu_;
   mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
   std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
   LabelTable labels_ GUARDED_BY(mu_);
+  std::vector<Name> names_ GUARDED_BY(mu_);
+  uint64_t version_ GUARDED_BY(mu_) = 0;
 };
 
 // One tenant's named index: its spec, its storage and its view of that storage (the base view
@@ -141,6 +210,7 @@ class Collection {
   auto Write(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(*storage_->backend_, storage_->labels_);
+    ++storage_->version_;
     if (storage_->on_write) storage_->on_write(*storage_->backend_);
     storage_->Cache();
     return result;
@@ -152,6 +222,7 @@ class Collection {
   auto Rebuild(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(storage_->backend_, storage_->labels_);
+    ++storage_->version_;
     if (storage_->on_write) storage_->on_write(*storage_->backend_);
     storage_->Cache();
     return result;

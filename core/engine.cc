@@ -45,7 +45,9 @@ Status CannotRemove(const Collection& c, std::string_view what) {
 
 }  // namespace
 
-Status Engine::LogMutation(store::WalRecord r) const { return log_ ? log_->Log(r) : Status::Ok(); }
+StatusOr<uint64_t> Engine::LogMutation(const store::WalRecord& r) const {
+  return log_ ? log_->Log(r) : StatusOr<uint64_t>(replay_seq_);
+}
 
 Status Engine::NotTrained(const std::string& name) {
   return FailedPrecondition("index '" + name + "' is not trained; call train_index first");
@@ -154,8 +156,12 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
                            ", got " + std::to_string(req.dim));
   }
   ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(req.index_type, req.dim, req.metric));
+  // Creates and drops hold the catalog from logging to registering, so that a snapshot's list
+  // of collections is a point in the log too (Storages).
+  MutexLock catalog(catalog_mu_);
   std::shared_ptr<IndexStorage> storage;
-  if (!spec.base_index_id.empty()) {
+  const bool fresh = spec.base_index_id.empty();
+  if (!fresh) {
     // "IDMap:{base}": a view with ids of its own over the tenant's base index, sharing its
     // storage (as FAISS's IndexIDMap shares its base), so training sent to the base serves
     // the view too.
@@ -174,32 +180,35 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     storage = base->storage();
   } else {
     ASSIGN_OR_RETURN(auto backend, MakeBackend(spec, req.device, tenant + "/" + req.name));
-    storage = NewStorage(tenant, std::move(backend));
+    storage = NewStorage(tenant, std::move(backend),
+                         {0, tenant, req.name, req.index_type, req.dim, req.metric, req.device});
   }
+  RETURN_IF_ERROR(registry_.CheckInsert(tenant, req.name));  // refused: nothing logged
+  MutexLock order(storage->write_order());
+  store::WalRecord r{.type = store::RecordType::kCreate, .tenant = tenant, .collection = req.name};
+  r.index_type = req.index_type;
+  r.dim = req.dim;
+  r.metric = req.metric;
+  r.device = req.device;
+  ASSIGN_OR_RETURN(const uint64_t seq, LogMutation(r));
+  if (fresh) storage->set_id(seq);  // not shared yet
   const LabelTable::View view =
-      spec.id_map != IdMapKind::kNone ? storage->NewView() : LabelTable::kBaseView;
+      storage->AddName(req.name, req.index_type, spec.id_map != IdMapKind::kNone);
   auto collection = std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
-  if (log_) {
-    store::WalRecord r{
-        .type = store::RecordType::kCreate, .tenant = tenant, .collection = req.name};
-    r.index_type = req.index_type;
-    r.dim = req.dim;
-    r.metric = req.metric;
-    r.device = req.device;
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
-  }
-  RETURN_IF_ERROR(registry_.Insert(collection));
+  RETURN_IF_ERROR(registry_.Insert(collection));  // checked above, under the same catalog hold
   return Snapshot(*collection);
 }
 
 Status Engine::Drop(const std::string& tenant, const std::string& name) {
-  RETURN_IF_ERROR(CheckName(name));
-  if (log_) {
-    RETURN_IF_ERROR(Find(tenant, name).status());
-    RETURN_IF_ERROR(
-        LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name}));
-  }
-  return registry_.Remove(tenant, name).status();
+  MutexLock catalog(catalog_mu_);
+  ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  MutexLock order(c->storage()->write_order());
+  RETURN_IF_ERROR(
+      LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name})
+          .status());
+  RETURN_IF_ERROR(registry_.Remove(tenant, name).status());
+  c->storage()->RemoveName(name);
+  return Status::Ok();
 }
 
 std::vector<CollectionInfo> Engine::List(const std::string& tenant) const {
@@ -278,11 +287,12 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
                            std::to_string(x.rows) + " vectors");
   }
   if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));  // as SubmitAdd does
+  MutexLock order(c->storage()->write_order());                      // log and apply in one order
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kAdd, .tenant = tenant, .collection = name};
     r.vectors = x;
     r.ids.assign(ids.begin(), ids.end());
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   return c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
     RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
@@ -296,10 +306,11 @@ StatusOr<CollectionInfo> Engine::Train(const std::string& tenant, const std::str
                                        const FloatMatrix& x) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kTrain, .tenant = tenant, .collection = name};
     r.vectors = x;
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   RETURN_IF_ERROR(
       c->Write([&](Backend& b, LabelTable&) { return b.Train(x.rows, x.data.data()); }));
@@ -313,10 +324,11 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     return InvalidArgument("ids: " + std::to_string(ids.size()) + " ids, above the limit of " +
                            std::to_string(limits_.max_add_vectors));
   }
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kRemove, .tenant = tenant, .collection = name};
     r.ids.assign(ids.begin(), ids.end());
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   auto removed = c->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
     if (!b.can_remove()) return CannotRemove(*c, "remove_ids");
@@ -343,11 +355,12 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
     return InvalidArgument("replace_vector: index '" + name +
                            "' has no id map; create it as IDMap/IDMap2 to replace by id");
   }
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kReplace, .tenant = tenant, .collection = name};
     r.vectors = vector;
     r.ids = {id};
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   return c->Write([&](Backend& b, LabelTable& t) -> Status {
     if (t.LabelOf(c->view(), id) < 0) {
@@ -360,8 +373,10 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
 
 Status Engine::Reset(const std::string& tenant, const std::string& name) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   RETURN_IF_ERROR(
-      LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name}));
+      LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name})
+          .status());
   return c->Write([&](Backend& b, LabelTable& t) -> Status {
     if (!c->has_ids()) {
       RETURN_IF_ERROR(b.Reset());
@@ -500,12 +515,13 @@ Status Engine::SetParameter(const std::string& tenant, const std::string& name,
                             std::string_view param, double value) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!std::isfinite(value)) return InvalidArgument("value: must be a finite number");
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   if (log_) {
     store::WalRecord r{
         .type = store::RecordType::kSetParameter, .tenant = tenant, .collection = name};
     r.name = std::string(param);
     r.value = value;
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   return c->Write([&](Backend& b, LabelTable&) { return b.SetParameter(param, value); });
 }
@@ -525,11 +541,12 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
   if (!(sample_ratio > 0 && sample_ratio <= 1)) {
     return InvalidArgument("sample_ratio: must be within (0, 1]");
   }
+  MutexLock order(c->storage()->write_order());  // log and apply in one order
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kRecluster, .tenant = tenant, .collection = name};
     r.n_clusters = n_clusters;
     r.sample_ratio = sample_ratio;
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   return c->Rebuild([&](std::unique_ptr<Backend>& b,
                         const LabelTable& t) -> StatusOr<ReclusterResult> {
@@ -650,6 +667,7 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     x.data.insert(x.data.end(), part.data.begin(), part.data.end());
     x.rows += part.rows;
   }
+  MutexLock order(dst->storage()->write_order());  // log and apply in one order
   if (log_) {
     // The vectors themselves, not the sources' names: replaying must not depend on what the
     // sources hold by then.
@@ -657,7 +675,7 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     r.sources = sources;
     r.vectors = x;
     r.ids = ids;
-    RETURN_IF_ERROR(LogMutation(std::move(r)));
+    RETURN_IF_ERROR(LogMutation(r).status());
   }
   return MergeVectors(*dst, x, ids, &owner);
 }
@@ -702,7 +720,14 @@ StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters,
                           niter);
 }
 
-Status Engine::Apply(const store::WalRecord& r) {
+Status Engine::Apply(const store::WalRecord& r, uint64_t seq) {
+  replay_seq_ = seq;
+  Status st = ApplyRecord(r);
+  replay_seq_ = 0;
+  return st;
+}
+
+Status Engine::ApplyRecord(const store::WalRecord& r) {
   using store::RecordType;
   const std::string& t = r.tenant;
   const std::string& n = r.collection;

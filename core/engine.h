@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -13,6 +14,7 @@
 #include "core/mutation_log.h"
 #include "core/options.h"
 #include "core/scheduler/scheduler.h"
+#include "core/store/snapshot.h"
 #include "core/tenant_registry.h"
 
 namespace vecgpu {
@@ -188,12 +190,36 @@ class Engine {
   void set_log(MutationLog* log) { log_ = log; }
   // Applies a logged mutation again (recovery), exactly as it ran: the same call with the same
   // arguments, so it meets the same state and makes the same change or the same refusal.
-  // Call before set_log.
-  Status Apply(const store::WalRecord& record);
+  // `seq`: the record's sequence number (a replayed create gives its storage that id). Call
+  // before set_log, from one thread.
+  Status Apply(const store::WalRecord& record, uint64_t seq = 0);
+
+  // Snapshots (core/store; core/engine_snapshot.cc).
+  //
+  // The storages that hold collections now, and the log's last sequence number at that moment:
+  // every create and drop up to it is reflected in the list.
+  std::vector<std::shared_ptr<IndexStorage>> Storages(uint64_t* last_seq) const;
+  // One storage as it is now, taken under its write order, so that it reflects exactly the
+  // log records about its collections up to snapshot.seq (the log's last sequence number
+  // then). Searches go on meanwhile; writes to it wait for the copy of its index.
+  struct StorageImage {
+    store::StorageSnapshot snapshot;
+    uint64_t version = 0;  // IndexStorage's version: equal versions, equal contents
+    bool changed = true;   // false: version == unchanged_since, and the index was not copied
+    bool alive = true;     // false: no collection is bound to it any more
+  };
+  // `unchanged_since`: the version of the last image taken of it, if any.
+  StatusOr<StorageImage> Capture(IndexStorage& storage,
+                                 std::optional<uint64_t> unchanged_since) const;
+  // Recreates a storage and its collections from a snapshot (recovery, before set_log; a
+  // placed index is placed again and its device copy rebuilt from the host index). Returns
+  // the storage's version after it.
+  StatusOr<uint64_t> Restore(const store::StorageSnapshot& snapshot);
 
  private:
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
+  Status ApplyRecord(const store::WalRecord& record);
   Status CheckName(const std::string& name) const;
   // Checks k and the queries of a search on c.
   Status CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const;
@@ -207,8 +233,9 @@ class Engine {
   Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                      int64_t max_rows) const;
 
-  // Records a mutation of c (or of tenant/name) before it is applied; OK without a log.
-  Status LogMutation(store::WalRecord r) const;
+  // Records a mutation before it is applied, returning its sequence number once durable (0
+  // without a log). REQUIRES: the write order of the storage it changes held.
+  StatusOr<uint64_t> LogMutation(const store::WalRecord& r) const;
   // The last step of a merge: adds x under ids to dst (ids empty unless dst has an id map).
   // `owner` names the source of each id for messages (null in recovery).
   StatusOr<int64_t> MergeVectors(Collection& dst, const FloatMatrix& x,
@@ -230,7 +257,8 @@ class Engine {
   void RunAdds(const std::vector<AddTask*>& tasks);
   // A new storage for `backend`, with its scheduler queue.
   std::shared_ptr<IndexStorage> NewStorage(const std::string& tenant,
-                                           std::unique_ptr<Backend> backend);
+                                           std::unique_ptr<Backend> backend,
+                                           IndexStorage::Origin origin);
   // A backend for `spec`, placed by the DeviceManager when there is one.
   StatusOr<std::unique_ptr<Backend>> MakeBackend(const IndexSpec& spec, const std::string& hint,
                                                  const std::string& who);
@@ -251,6 +279,9 @@ class Engine {
   Scheduler* const scheduler_;
   DeviceManager* const devices_;
   MutationLog* log_ = nullptr;
+  uint64_t replay_seq_ = 0;  // Apply's record, as LogMutation's answer without a log
+  // Held by creates and drops from logging to registering, and by Storages.
+  mutable Mutex catalog_mu_;
   TenantRegistry registry_;
 };
 

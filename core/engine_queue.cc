@@ -92,8 +92,9 @@ void Engine::QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
 }
 
 std::shared_ptr<IndexStorage> Engine::NewStorage(const std::string& tenant,
-                                                 std::unique_ptr<Backend> backend) {
-  auto storage = std::make_shared<IndexStorage>(std::move(backend));
+                                                 std::unique_ptr<Backend> backend,
+                                                 IndexStorage::Origin origin) {
+  auto storage = std::make_shared<IndexStorage>(std::move(backend), std::move(origin));
   if (devices_) {
     std::weak_ptr<IndexStorage> weak = storage;
     storage->on_write = [this, weak](Backend& b) { AfterWrite(weak, b); };
@@ -232,25 +233,42 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
         return t.CountOf(c.view());
       });
     };
-    // Each add is logged before the group is applied; one the log refuses is answered with
-    // that error and ends the group (the ones logged before it are applied).
+    // Each add is appended to the log, then the group waits once for all of them to be
+    // durable (one fsync for the group) and is applied, all under the storage's write order.
+    // An add the log refuses is answered with that error and ends the group (the ones logged
+    // before it are applied); a failed wait refuses them all.
     const size_t group_end = end;
-    size_t logged = begin;
-    Status refused;
-    for (; logged < end && log_; ++logged) {
-      store::WalRecord r{
-          .type = store::RecordType::kAdd, .tenant = c.tenant(), .collection = c.name()};
-      r.vectors = tasks[logged]->x;
-      r.ids = tasks[logged]->ids;
-      if (refused = LogMutation(std::move(r)); !refused.ok()) break;
-    }
-    if (log_ && logged < end) {
-      for (size_t i = logged; i < end; ++i) tasks[i]->done(refused);
-      if (logged == begin) {
-        begin = group_end;
-        continue;
+    MutexLock order(c.storage()->write_order());
+    if (log_) {
+      size_t logged = begin;
+      Status refused;
+      MutationLog::Ticket last;
+      for (; logged < end; ++logged) {
+        store::WalRecord r{
+            .type = store::RecordType::kAdd, .tenant = c.tenant(), .collection = c.name()};
+        r.vectors = tasks[logged]->x;
+        r.ids = tasks[logged]->ids;
+        auto ticket = log_->Append(r);
+        if (!ticket.ok()) {
+          refused = ticket.status();
+          break;
+        }
+        last = *ticket;
       }
-      end = logged;
+      if (logged > begin) {
+        if (Status st = log_->WaitDurable(last); !st.ok()) {
+          refused = st;
+          logged = begin;
+        }
+      }
+      if (logged < end) {
+        for (size_t i = logged; i < end; ++i) tasks[i]->done(refused);
+        if (logged == begin) {
+          begin = group_end;
+          continue;
+        }
+        end = logged;
+      }
     }
     auto merged = apply(begin, end);
     if (!merged.ok() && end - begin > 1) {

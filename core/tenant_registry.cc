@@ -7,18 +7,28 @@ Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name +
 
 }  // namespace
 
+Status TenantRegistry::CheckInsertLocked(const std::string& tenant, const std::string& name) const {
+  if (collections_.count(Key{tenant, name})) {
+    return AlreadyExists("index '" + name + "' already exists");
+  }
+  auto it = per_tenant_.find(tenant);
+  if (it != per_tenant_.end() && it->second >= max_per_tenant_) {
+    return ResourceExhausted("tenant already owns " + std::to_string(it->second) +
+                             " indexes, the limit (max_collections_per_tenant)");
+  }
+  return Status::Ok();
+}
+
+Status TenantRegistry::CheckInsert(const std::string& tenant, const std::string& name) const {
+  ReaderLock lock(mu_);
+  return CheckInsertLocked(tenant, name);
+}
+
 Status TenantRegistry::Insert(std::shared_ptr<Collection> collection) {
   WriterLock lock(mu_);
   Key key{collection->tenant(), collection->name()};
-  if (collections_.count(key)) {
-    return AlreadyExists("index '" + collection->name() + "' already exists");
-  }
-  int& count = per_tenant_[key.first];
-  if (count >= max_per_tenant_) {
-    return ResourceExhausted("tenant already owns " + std::to_string(count) +
-                             " indexes, the limit (max_collections_per_tenant)");
-  }
-  ++count;
+  RETURN_IF_ERROR(CheckInsertLocked(key.first, key.second));
+  ++per_tenant_[key.first];
   collections_.emplace(std::move(key), std::move(collection));
   return Status::Ok();
 }

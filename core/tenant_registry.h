@@ -22,6 +22,8 @@ class TenantRegistry {
 
   // AlreadyExists if the tenant already has `name`; ResourceExhausted past the per-tenant cap.
   Status Insert(std::shared_ptr<Collection> collection);
+  // What Insert of tenant/name would say now, without inserting.
+  Status CheckInsert(const std::string& tenant, const std::string& name) const;
   // NotFound if the tenant has no collection `name`.
   StatusOr<std::shared_ptr<Collection>> Get(const std::string& tenant,
                                             const std::string& name) const;
@@ -35,6 +37,8 @@ class TenantRegistry {
 
  private:
   using Key = std::pair<std::string, std::string>;
+  Status CheckInsertLocked(const std::string& tenant, const std::string& name) const
+      REQUIRES_SHARED(mu_);
   const int max_per_tenant_;
   mutable SharedMutex mu_;
   std::map<Key, std::shared_ptr<Collection>> collections_ GUARDED_BY(mu_);

@@ -20,13 +20,15 @@ constexpr int kDim = 8;
 // Keeps every record as the log would store it (encoded, then decoded back).
 class RecordingLog final : public MutationLog {
  public:
-  Status Log(const store::WalRecord& r) override {
+  StatusOr<Ticket> Append(const store::WalRecord& r) override {
     if (!fail.ok() && r.type == fail_type) return fail;
     auto back = store::DecodeRecord(store::EncodeRecord(r));
     if (!back.ok()) return back.status();
     records.push_back(*back);
-    return Status::Ok();
+    return Ticket{records.size(), 0};
   }
+  Status WaitDurable(const Ticket&) override { return Status::Ok(); }
+  uint64_t LastSeq() const override { return records.size(); }
   std::vector<store::WalRecord> records;
   Status fail;
   store::RecordType fail_type = store::RecordType::kAdd;

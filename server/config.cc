@@ -43,6 +43,12 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (o.durability != "sync" && o.durability != "async") {
     return InvalidArgument("durability: '" + o.durability + "' is not sync or async");
   }
+  if (o.snapshot_log_mb < 0 || o.snapshot_log_mb > 1'048'576) {
+    return InvalidArgument("snapshot-log-mb: must be within 0..1048576");
+  }
+  if (o.snapshot_interval_s < 0 || o.snapshot_interval_s > 31'536'000) {
+    return InvalidArgument("snapshot-interval-s: must be within 0..31536000");
+  }
   if (o.sync_interval_ms < 1 || o.sync_interval_ms > 60'000) {
     return InvalidArgument("sync-interval-ms: within 1..60000");
   }
@@ -110,16 +116,25 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical")
       ->capture_default_str();
   serve->add_option("--log-file", o.log_file, "Also log to this file");
-  serve->add_option("--data-dir", o.data_dir,
-                    "Directory indexes persist in (write-ahead log); none: memory only");
+  serve->add_option(
+      "--data-dir", o.data_dir,
+      "Directory indexes persist in (write-ahead log and snapshots); none: memory only");
   serve->add_option("--durability", o.durability, "sync (fsync before acknowledging) or async")
       ->capture_default_str();
   serve->add_flag("--recover-from-last-good", o.recover_from_last_good,
-                  "On damage inside the log, serve the last good state (the rest is kept as "
-                  "*.damaged) instead of refusing to start");
+                  "On damage in the data directory, serve the last good state (damaged files are "
+                  "kept as *.damaged) instead of refusing to start");
   serve
       ->add_option("--sync-interval-ms", o.sync_interval_ms,
                    "With --durability async: milliseconds between fsyncs (what a crash can lose)")
+      ->capture_default_str();
+  serve
+      ->add_option("--snapshot-log-mb", o.snapshot_log_mb,
+                   "Snapshot once the write-ahead log has grown this many MiB (0: never by size)")
+      ->capture_default_str();
+  serve
+      ->add_option("--snapshot-interval-s", o.snapshot_interval_s,
+                   "Snapshot at least this often while indexes change (0: never by time)")
       ->capture_default_str();
   serve->add_option("--gpus", o.devices.gpus, "GPUs to use: all, none, or a list such as 0,1")
       ->capture_default_str();

@@ -47,6 +47,10 @@ struct ServeOptions {
   std::string data_dir;
   std::string durability = "sync";
   int sync_interval_ms = 100;
+  // Background snapshots: after this many MiB of log (0: never by size), and at least every
+  // this many seconds while anything changed (0: never by time). Defaults: 256, 600.
+  int snapshot_log_mb = 256;
+  int snapshot_interval_s = 600;
   // On damage inside the log, serve the state up to the last good record (setting the rest
   // aside as *.damaged) instead of refusing to start. Default: false.
   bool recover_from_last_good = false;

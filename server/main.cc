@@ -184,9 +184,16 @@ int Serve(const ServeOptions& o) {
   store::PosixFileSystem fs;
   std::unique_ptr<store::Store> persisted;
   if (!o.data_dir.empty()) {
-    store::StoreOptions so{
-        o.data_dir, o.durability == "async" ? store::Durability::kAsync : store::Durability::kSync,
-        o.sync_interval_ms, o.recover_from_last_good};
+    store::StoreOptions so;
+    so.dir = o.data_dir;
+    so.durability = o.durability == "async" ? store::Durability::kAsync : store::Durability::kSync;
+    so.sync_interval_ms = o.sync_interval_ms;
+    so.recover_from_last_good = o.recover_from_last_good;
+    so.snapshot_log_bytes = int64_t{o.snapshot_log_mb} << 20;
+    so.snapshot_interval_s = o.snapshot_interval_s;
+    so.log = [dir = o.data_dir](const std::string& line) {
+      spdlog::info("data-dir {}: {}", dir, line);
+    };
     store::RecoveryReport report;
     auto opened = store::Store::Open(fs, so, engine, &report);
     if (!opened.ok()) {
@@ -196,8 +203,8 @@ int Serve(const ServeOptions& o) {
     persisted = std::move(*opened);
     if (!report.damage.empty()) {
       spdlog::warn(
-          "data-dir {}: --recover-from-last-good: serving the state before this damage, "
-          "the rest of the log is set aside as *.damaged: {}",
+          "data-dir {}: --recover-from-last-good: serving the last good state; damaged "
+          "files are set aside as *.damaged: {}",
           o.data_dir, report.damage);
     }
     if (!report.torn_segment.empty()) {
@@ -207,16 +214,22 @@ int Serve(const ServeOptions& o) {
           o.data_dir, report.torn_segment);
     }
     spdlog::info(
-        "data-dir {}: replayed {} log records ({} refused again, as they were) in "
-        "{:.3f} s; durability {}",
-        o.data_dir, report.records, report.refused, report.seconds,
+        "data-dir {}: loaded {} index snapshots ({:.1f} MB) in {:.3f} s, then replayed {} log "
+        "records ({} refused again, as they were; {} already in the snapshots) up to record "
+        "{}; recovered in {:.3f} s; durability {}",
+        o.data_dir, report.snapshots, report.snapshot_bytes / 1e6, report.snapshot_seconds,
+        report.records, report.refused, report.skipped, report.last_seq, report.seconds,
         o.durability == "async" ? "async (a crash can lose the last " +
                                       std::to_string(o.sync_interval_ms) + " ms of writes)"
                                 : std::string("sync"));
     engine.set_log(persisted.get());
+    persisted->StartBackground();
   }
-  FaissxService service(engine, *auth, o.limits, &metrics,
-                        {o.scheduler.request_timeout_ms, o.scheduler.long_add_rows});
+  ServiceOptions service_options{o.scheduler.request_timeout_ms, o.scheduler.long_add_rows};
+  if (persisted) {
+    service_options.snapshot = [&persisted] { return persisted->Snapshot(); };
+  }
+  FaissxService service(engine, *auth, o.limits, &metrics, service_options);
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
   RegisterGauges(registry, *scheduler, *dispatch, engine);
@@ -260,7 +273,20 @@ int Serve(const ServeOptions& o) {
     dispatch->Shutdown();
     scheduler->Shutdown();
   });
-  if (done.wait_for(std::chrono::milliseconds(400)) != std::future_status::ready) {
+  if (persisted) {
+    // With a data directory no timer cuts a write short: the running ones finish (and are
+    // logged), then a final snapshot leaves nothing for the next start to replay.
+    done.wait();
+    auto snap = persisted->Snapshot();
+    if (snap.ok()) {
+      spdlog::info("data-dir {}: final snapshot: {} written, {} unchanged, {:.1f} MB in {:.3f} s",
+                   o.data_dir, snap->written, snap->unchanged, snap->bytes / 1e6, snap->seconds);
+    } else {
+      spdlog::error("data-dir {}: final snapshot failed ({}); the log keeps every write",
+                    o.data_dir, snap.status().message());
+    }
+    persisted.reset();
+  } else if (done.wait_for(std::chrono::milliseconds(400)) != std::future_status::ready) {
     spdlog::warn("exiting with requests still running");
     spdlog::shutdown();
     std::_Exit(0);

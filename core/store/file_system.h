@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -58,5 +59,11 @@ class FileSystem {
   // when another process (another vecgpu on the same data directory) holds it.
   virtual StatusOr<std::unique_ptr<FileLock>> Lock(const std::string& path) = 0;
 };
+
+// Writes `pieces`, in order, as the file `path` so that a crash at any moment leaves either the
+// previous file or the whole new one: `path`.tmp, fsync, rename over `path`, fsync of the
+// directory.
+Status WriteFileAtomically(FileSystem& fs, const std::string& path,
+                           std::initializer_list<std::string_view> pieces);
 
 }  // namespace vecgpu::store

@@ -53,31 +53,44 @@ class Reader {
   size_t at_ = 0;
 };
 
-}  // namespace
-
-// magic, version u32, flags u32, seq u64, tenant, name, index_type, dim i32, metric, device,
-// next_label i64, view count u32, views (name, index_type, view u32), labels, index;
+// Everything before the index bytes: magic, version u32, flags u32, seq u64, storage_id u64,
+// tenant, name, index_type, dim i32, metric, device, factory, next_label i64, name count u32,
+// names (name, index_type, view u32), labels, index length u64. Then the index bytes and the
 // CRC32C u32 of every byte before it. Strings: u64 length + bytes.
-std::string EncodeSnapshot(const StorageSnapshot& s) {
+std::string EncodeHead(const StorageSnapshot& s) {
   std::string out(kMagic, sizeof(kMagic));
   Put<uint32_t>(&out, kVersion);
   Put<uint32_t>(&out, 0);
   Put<uint64_t>(&out, s.seq);
+  Put<uint64_t>(&out, s.storage_id);
   PutStr(&out, s.tenant);
   PutStr(&out, s.name);
   PutStr(&out, s.index_type);
   Put<int32_t>(&out, s.dim);
   PutStr(&out, s.metric);
   PutStr(&out, s.device);
+  PutStr(&out, s.factory);
   Put<int64_t>(&out, s.next_label);
-  Put<uint32_t>(&out, static_cast<uint32_t>(s.views.size()));
-  for (const SnapshotView& v : s.views) {
-    PutStr(&out, v.name);
-    PutStr(&out, v.index_type);
-    Put<uint32_t>(&out, v.view);
+  Put<uint32_t>(&out, static_cast<uint32_t>(s.names.size()));
+  for (const SnapshotName& n : s.names) {
+    PutStr(&out, n.name);
+    PutStr(&out, n.index_type);
+    Put<uint32_t>(&out, n.view);
   }
   PutStr(&out, s.labels);
-  PutStr(&out, s.index);
+  Put<uint64_t>(&out, s.index.size());
+  return out;
+}
+
+std::string_view IndexBytes(const StorageSnapshot& s) {
+  return {reinterpret_cast<const char*>(s.index.data()), s.index.size()};
+}
+
+}  // namespace
+
+std::string EncodeSnapshot(const StorageSnapshot& s) {
+  std::string out = EncodeHead(s);
+  out.append(IndexBytes(s));
   Put<uint32_t>(&out, Crc32c(out));
   return out;
 }
@@ -91,7 +104,7 @@ StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::stri
   if (crc != Crc32c(bytes.substr(0, bytes.size() - 4))) return bad("CRC mismatch");
   Reader in(bytes.substr(0, bytes.size() - 4), path);
   StorageSnapshot s;
-  uint32_t version = 0, flags = 0, nviews = 0;
+  uint32_t version = 0, flags = 0, nnames = 0;
   in.Skip(sizeof(kMagic));  // checked above
   RETURN_IF_ERROR(in.Get("version", &version));
   if (version != kVersion) {
@@ -100,38 +113,36 @@ StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::stri
   }
   RETURN_IF_ERROR(in.Get("flags", &flags));
   RETURN_IF_ERROR(in.Get("seq", &s.seq));
+  RETURN_IF_ERROR(in.Get("storage id", &s.storage_id));
   RETURN_IF_ERROR(in.Str("tenant", &s.tenant));
   RETURN_IF_ERROR(in.Str("name", &s.name));
   RETURN_IF_ERROR(in.Str("index_type", &s.index_type));
   RETURN_IF_ERROR(in.Get("dim", &s.dim));
   RETURN_IF_ERROR(in.Str("metric", &s.metric));
   RETURN_IF_ERROR(in.Str("device", &s.device));
+  RETURN_IF_ERROR(in.Str("factory", &s.factory));
   RETURN_IF_ERROR(in.Get("next_label", &s.next_label));
-  RETURN_IF_ERROR(in.Get("view count", &nviews));
-  if (nviews > bytes.size() / 20) return bad("view count past the end of the file");
-  s.views.resize(nviews);
-  for (SnapshotView& v : s.views) {
-    RETURN_IF_ERROR(in.Str("view name", &v.name));
-    RETURN_IF_ERROR(in.Str("view index_type", &v.index_type));
-    RETURN_IF_ERROR(in.Get("view", &v.view));
+  RETURN_IF_ERROR(in.Get("name count", &nnames));
+  if (nnames > bytes.size() / 20) return bad("name count past the end of the file");
+  s.names.resize(nnames);
+  for (SnapshotName& n : s.names) {
+    RETURN_IF_ERROR(in.Str("collection name", &n.name));
+    RETURN_IF_ERROR(in.Str("collection index_type", &n.index_type));
+    RETURN_IF_ERROR(in.Get("view", &n.view));
   }
   RETURN_IF_ERROR(in.Str("labels", &s.labels));
-  RETURN_IF_ERROR(in.Str("index", &s.index));
+  std::string index;
+  RETURN_IF_ERROR(in.Str("index", &index));
+  s.index.assign(index.begin(), index.end());
   if (in.at() != bytes.size() - 4) return bad("bytes after the index");
   return s;
 }
 
 Status WriteSnapshot(FileSystem& fs, const std::string& path, const StorageSnapshot& s) {
-  const std::string tmp = path + ".tmp";
-  {
-    ASSIGN_OR_RETURN(auto file, fs.OpenForAppend(tmp, /*truncate=*/true));
-    RETURN_IF_ERROR(file->Append(EncodeSnapshot(s)));
-    RETURN_IF_ERROR(file->Sync());
-    RETURN_IF_ERROR(file->Close());
-  }
-  RETURN_IF_ERROR(fs.Rename(tmp, path));
-  const size_t slash = path.find_last_of('/');
-  return fs.SyncDir(slash == std::string::npos ? "." : path.substr(0, slash));
+  const std::string head = EncodeHead(s);
+  std::string crc;
+  Put<uint32_t>(&crc, Crc32c(IndexBytes(s), Crc32c(head)));
+  return WriteFileAtomically(fs, path, {head, IndexBytes(s), crc});
 }
 
 StatusOr<StorageSnapshot> ReadSnapshot(FileSystem& fs, const std::string& path) {

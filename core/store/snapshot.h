@@ -10,28 +10,34 @@
 
 namespace vecgpu::store {
 
-// An "IDMap:{base}" collection over a snapshotted storage.
-struct SnapshotView {
+// A collection over a snapshotted storage: the one that created it, and "IDMap:{base}" views.
+struct SnapshotName {
   std::string name;
-  std::string index_type;  // "IDMap:{base}" / "IDMap2:{base}"
-  uint32_t view = 0;       // its LabelTable view
-  bool operator==(const SnapshotView&) const = default;
+  std::string index_type;  // as created
+  uint32_t view = 0;       // its LabelTable view (0: the base view)
+  bool operator==(const SnapshotName&) const = default;
 };
 
-// One index storage at one point of the log: the collection that owns it (as it was created),
-// the IDMap views over it, its label table and its FAISS index (core/store/FORMAT.md).
+// One index storage at one point of the log (core/store/FORMAT.md): how it was created, the
+// collections over it now, its label table and its FAISS index.
 struct StorageSnapshot {
-  uint64_t seq = 0;  // the last log record it reflects
+  // The log's last sequence number while it was taken: it reflects every record about its
+  // collections up to here and none after.
+  uint64_t seq = 0;
+  uint64_t storage_id = 0;  // the sequence number of the record that created the storage
+  // The create request of the collection that made the storage (which may since be dropped,
+  // its views living on).
   std::string tenant;
   std::string name;
   std::string index_type;
   int32_t dim = 0;
   std::string metric;
   std::string device;
+  std::string factory;     // the FAISS factory string now (a recluster changes nlist)
   int64_t next_label = 0;  // Backend::next_label()
-  std::vector<SnapshotView> views;
-  std::string labels;  // LabelTable::Encode()
-  std::string index;   // Backend::Serialize()
+  std::vector<SnapshotName> names;
+  std::string labels;          // LabelTable::Encode()
+  std::vector<uint8_t> index;  // Backend::Serialize()
   bool operator==(const StorageSnapshot&) const = default;
 };
 
@@ -40,7 +46,8 @@ std::string EncodeSnapshot(const StorageSnapshot& s);
 StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::string& path);
 
 // Writes `s` to `path` so that a crash at any moment leaves either the previous file or the
-// whole new one: `path`.tmp, fsync, rename over `path`, fsync of the directory.
+// whole new one: `path`.tmp, fsync, rename over `path`, fsync of the directory. The index
+// bytes are written as they are, not copied.
 Status WriteSnapshot(FileSystem& fs, const std::string& path, const StorageSnapshot& s);
 StatusOr<StorageSnapshot> ReadSnapshot(FileSystem& fs, const std::string& path);
 

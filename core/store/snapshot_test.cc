@@ -10,16 +10,19 @@ namespace {
 StorageSnapshot Sample(uint64_t seq) {
   StorageSnapshot s;
   s.seq = seq;
+  s.storage_id = 7;
   s.tenant = "acme";
   s.name = "docs";
   s.index_type = "IVF16,Flat";
   s.dim = 64;
   s.metric = "L2";
   s.device = "gpu:1";
+  s.factory = "IVF32,Flat";
   s.next_label = 1234;
-  s.views = {{"ids", "IDMap:docs", 1}, {"ids2", "IDMap2:docs", 2}};
+  s.names = {{"docs", "IVF16,Flat", 0}, {"ids", "IDMap:docs", 1}, {"ids2", "IDMap2:docs", 2}};
   s.labels = std::string(300, '\x01');
-  s.index = std::string(5000, '\x7f') + std::to_string(seq);
+  s.index.assign(5000, 0x7f);
+  s.index.push_back(static_cast<uint8_t>(seq));
   return s;
 }
 
@@ -28,6 +31,15 @@ TEST(SnapshotTest, RoundTrips) {
   auto back = DecodeSnapshot(EncodeSnapshot(s), "x");
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_TRUE(*back == s);
+}
+
+TEST(SnapshotTest, TheWrittenFileIsTheEncoding) {
+  MemoryFileSystem fs;
+  ASSERT_TRUE(fs.CreateDirs("/data").ok());
+  const StorageSnapshot s = Sample(9);
+  ASSERT_TRUE(WriteSnapshot(fs, "/data/s.snap", s).ok());
+  EXPECT_EQ(*fs.ReadFile("/data/s.snap"), EncodeSnapshot(s));
+  EXPECT_TRUE(*ReadSnapshot(fs, "/data/s.snap") == s);
 }
 
 TEST(SnapshotTest, AnyDamageIsNamed) {

@@ -1,49 +1,293 @@
 #include "core/store/store.h"
 
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <set>
+#include <utility>
+
+#include "core/store/snapshot.h"
 
 namespace vecgpu::store {
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr char kTenants[] = "tenants";
+
+std::string Digits(uint64_t v) {
+  char s[24];
+  std::snprintf(s, sizeof(s), "%020" PRIu64, v);
+  return s;
+}
+
+// tenants/<tenant>/<name>@<storage id>.<seq>.snap, relative to the data directory.
+std::string SnapshotFile(const StorageSnapshot& s) {
+  return std::string(kTenants) + "/" + EncodeName(s.tenant) + "/" + EncodeName(s.name) + "@" +
+         Digits(s.storage_id) + "." + Digits(s.seq) + ".snap";
+}
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Store>> Store::Open(FileSystem& fs, const StoreOptions& options,
                                              Engine& engine, RecoveryReport* report) {
-  const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(fs.CreateDirs(options.dir));
   ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, fs.Lock(options.dir + "/LOCK"));
-  const std::string wal_dir = options.dir + "/wal";
+  std::unique_ptr<Store> store(new Store(fs, options, engine, std::move(lock)));
   RecoveryReport r;
+  RETURN_IF_ERROR(store->Recover(&r));
+  if (report) *report = r;
+  return store;
+}
+
+Status Store::Recover(RecoveryReport* r) {
+  const auto start = SteadyClock::now();
+  const std::string& dir = options_.dir;
+  MutexLock lock(snapshot_mu_);
+  ASSIGN_OR_RETURN(std::optional<Manifest> manifest, ReadManifest(fs_, dir));
+  // (tenant, collection) -> the log position its storage's snapshot reflects.
+  std::map<std::pair<std::string, std::string>, uint64_t> covered;
+  uint64_t next_seq = 1;
+  if (manifest) {
+    cut_ = manifest->cut;
+    next_seq = manifest->cut + 1;
+    for (const ManifestEntry& e : manifest->entries) {
+      const std::string path = dir + "/" + e.file;
+      StatusOr<StorageSnapshot> snap = DataLoss("");
+      ASSIGN_OR_RETURN(bool exists, fs_.Exists(path));
+      if (!exists) {
+        snap =
+            DataLoss("manifest " + dir + "/MANIFEST names snapshot " + path + ", which is missing");
+      } else {
+        snap = ReadSnapshot(fs_, path);
+      }
+      StatusOr<uint64_t> version = snap.status();
+      if (snap.ok()) version = engine_.Restore(*snap);
+      if (!version.ok()) {
+        Status st = version.status().code() == StatusCode::kDataLoss
+                        ? version.status()
+                        : DataLoss(path + ": " + version.status().message());
+        if (!options_.recover_from_last_good) return st;
+        // Its collections are left out; the log records about them after the snapshot
+        // replay against nothing and are refused.
+        if (exists) RETURN_IF_ERROR(fs_.Rename(path, path + ".damaged"));
+        r->damage += (r->damage.empty() ? "" : "; ") + st.message();
+        continue;
+      }
+      for (const SnapshotName& n : snap->names) covered[{snap->tenant, n.name}] = e.seq;
+      entries_[e.storage_id] = {e, *version};
+      next_seq = std::max(next_seq, e.seq + 1);
+      ++r->snapshots;
+      r->snapshot_bytes += static_cast<int64_t>(snap->index.size() + snap->labels.size());
+    }
+  }
+  r->snapshot_seconds = Seconds(SteadyClock::now() - start).count();
+
+  const std::string wal_dir = dir + "/wal";
   WalReadResult read;
+  int64_t replayed_bytes = 0;
   StatusOr<WalReadResult> full = ReadWal(
-      fs, wal_dir, 1,
-      [&](uint64_t, std::string_view payload) -> Status {
+      fs_, wal_dir, cut_ + 1,
+      [&](uint64_t seq, std::string_view payload) -> Status {
         ASSIGN_OR_RETURN(WalRecord record, DecodeRecord(payload));
-        ++r.records;
-        if (!engine.Apply(record).ok()) ++r.refused;
+        replayed_bytes += static_cast<int64_t>(payload.size());
+        auto it = covered.find({record.tenant, record.collection});
+        if (it != covered.end() && seq <= it->second) {
+          ++r->skipped;
+          return Status::Ok();
+        }
+        ++r->records;
+        if (!engine_.Apply(record, seq).ok()) ++r->refused;
         return Status::Ok();
       },
       &read);
   if (!full.ok()) {
     // Damage inside the log (not a record that fails to decode: its frame was intact).
-    if (!options.recover_from_last_good || full.status().code() != StatusCode::kDataLoss ||
+    if (!options_.recover_from_last_good || full.status().code() != StatusCode::kDataLoss ||
         read.damaged_segment.empty()) {
       return full.status();
     }
-    RETURN_IF_ERROR(SetAsideDamage(fs, wal_dir, read));
-    r.damage = full.status().message();
+    RETURN_IF_ERROR(SetAsideDamage(fs_, wal_dir, read));
+    r->damage += (r->damage.empty() ? "" : "; ") + full.status().message();
   }
-  r.last_seq = read.last_seq;
-  r.torn_segment = read.torn_segment;
+  if (read.first_seq > cut_ + 1) {
+    return DataLoss("write-ahead log " + wal_dir + " starts at record " +
+                    std::to_string(read.first_seq) +
+                    ", but the manifest needs every record after " + std::to_string(cut_) +
+                    ": segments are missing");
+  }
+  r->last_seq = std::max(read.last_seq, next_seq - 1);
+  r->torn_segment = read.torn_segment;
   WalOptions wo;
-  wo.durability = options.durability;
-  wo.sync_interval_ms = options.sync_interval_ms;
-  ASSIGN_OR_RETURN(std::unique_ptr<Wal> wal, Wal::Open(fs, wal_dir, read.last_seq + 1, wo));
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (report) *report = r;
-  return std::unique_ptr<Store>(new Store(std::move(lock), std::move(wal)));
+  wo.durability = options_.durability;
+  wo.sync_interval_ms = options_.sync_interval_ms;
+  wo.segment_bytes = options_.segment_bytes;
+  ASSIGN_OR_RETURN(wal_, Wal::Open(fs_, wal_dir, r->last_seq + 1, wo));
+  bytes_at_snapshot_ = -replayed_bytes;  // what recovery replayed counts toward the next one
+  RemoveStrays();
+  r->seconds = Seconds(SteadyClock::now() - start).count();
+  return Status::Ok();
 }
 
-Status Store::Log(const WalRecord& record) {
+void Store::RemoveStrays() {
+  std::set<std::string> named;
+  for (const auto& [id, e] : entries_) named.insert(options_.dir + "/" + e.manifest.file);
+  const std::string root = options_.dir + "/" + kTenants;
+  auto tenants = fs_.ListDir(root);
+  if (!tenants.ok()) return;  // none yet
+  for (const std::string& t : *tenants) {
+    auto files = fs_.ListDir(root + "/" + t);
+    if (!files.ok()) continue;
+    for (const std::string& f : *files) {
+      const std::string path = root + "/" + t + "/" + f;
+      const bool snap = f.ends_with(".snap") || f.ends_with(".snap.tmp");
+      if (snap && !named.count(path)) (void)fs_.Remove(path);  // best effort
+    }
+  }
+}
+
+Store::~Store() {
+  {
+    MutexLock lock(bg_mu_);
+    stopping_ = true;
+  }
+  bg_cv_.notify_all();
+  if (background_.joinable()) background_.join();
+}
+
+StatusOr<MutationLog::Ticket> Store::Append(const WalRecord& record) {
   ASSIGN_OR_RETURN(Wal::Position pos, wal_->Append(EncodeRecord(record)));
-  return wal_->WaitDurable(pos);
+  return Ticket{pos.seq, pos.generation};
+}
+
+Status Store::WaitDurable(const Ticket& t) { return wal_->WaitDurable({t.seq, t.generation}); }
+
+StatusOr<SnapshotReport> Store::Snapshot() {
+  const auto start = SteadyClock::now();
+  MutexLock lock(snapshot_mu_);
+  SnapshotReport rep;
+  const int64_t appended = wal_->appended_bytes();
+  Manifest next;
+  auto storages = engine_.Storages(&next.cut);
+  std::map<uint64_t, Entry> entries;
+  for (const auto& storage : storages) {
+    const uint64_t id = storage->origin().id;
+    auto prev = entries_.find(id);
+    std::optional<uint64_t> since;
+    if (prev != entries_.end()) since = prev->second.version;
+    const auto copy_start = SteadyClock::now();
+    ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.Capture(*storage, since));
+    rep.max_pause_seconds =
+        std::max(rep.max_pause_seconds, Seconds(SteadyClock::now() - copy_start).count());
+    if (!img.alive) continue;
+    Entry e;
+    if (!img.changed) {
+      e = prev->second;
+      e.manifest.seq = img.snapshot.seq;
+      ++rep.unchanged;
+    } else {
+      const std::string file = SnapshotFile(img.snapshot);
+      const std::string path = options_.dir + "/" + file;
+      RETURN_IF_ERROR(fs_.CreateDirs(path.substr(0, path.find_last_of('/'))));
+      RETURN_IF_ERROR(WriteSnapshot(fs_, path, img.snapshot));
+      e = {{id, img.snapshot.seq, file}, img.version};
+      ++rep.written;
+      rep.bytes += static_cast<int64_t>(img.snapshot.index.size() + img.snapshot.labels.size());
+    }
+    entries[id] = e;
+    next.entries.push_back(e.manifest);
+  }
+  // The snapshots may reflect records an async log has not synced yet: sync them first, so
+  // the log never restarts below a sequence number the manifest covers.
+  RETURN_IF_ERROR(wal_->Sync());
+  RETURN_IF_ERROR(WriteManifest(fs_, options_.dir, next));
+  // The new manifest is durable: what it replaced can go.
+  std::set<std::string> keep;
+  for (const auto& [id, e] : entries) keep.insert(e.manifest.file);
+  for (const auto& [id, e] : entries_) {
+    if (!keep.count(e.manifest.file) && fs_.Remove(options_.dir + "/" + e.manifest.file).ok()) {
+      ++rep.removed;
+    }
+  }
+  entries_ = std::move(entries);
+  cut_ = next.cut;
+  bytes_at_snapshot_ = appended;
+  RETURN_IF_ERROR(wal_->DropBefore(next.cut + 1));
+  rep.cut = next.cut;
+  rep.seconds = Seconds(SteadyClock::now() - start).count();
+  {
+    MutexLock s(stats_mu_);
+    ++stats_.snapshots;
+    stats_.last_snapshot_seconds = rep.seconds;
+    stats_.max_pause_seconds = std::max(stats_.max_pause_seconds, rep.max_pause_seconds);
+  }
+  return rep;
+}
+
+StoreStats Store::Stats() const {
+  StoreStats s;
+  {
+    MutexLock lock(stats_mu_);
+    s = stats_;
+  }
+  s.last_seq = wal_->last_seq();
+  s.durable_seq = wal_->durable_seq();
+  s.syncs = wal_->syncs();
+  return s;
+}
+
+void Store::StartBackground() {
+  if (options_.snapshot_log_bytes <= 0 && options_.snapshot_interval_s <= 0) return;
+  background_ = std::thread([this] { BackgroundLoop(); });
+}
+
+void Store::BackgroundLoop() {
+  auto last = SteadyClock::now();
+  for (;;) {
+    {
+      MutexLock lock(bg_mu_);
+      bg_mu_.AwaitUntil(bg_cv_, SteadyClock::now() + std::chrono::milliseconds(250),
+                        [&]() REQUIRES(bg_mu_) { return stopping_; });
+      if (stopping_) return;
+    }
+    int64_t grown = 0;
+    uint64_t cut = 0;
+    {
+      MutexLock lock(snapshot_mu_);
+      grown = wal_->appended_bytes() - bytes_at_snapshot_;
+      cut = cut_;
+    }
+    {
+      MutexLock s(stats_mu_);
+      stats_.log_bytes_since_snapshot = grown;
+    }
+    const bool by_size = options_.snapshot_log_bytes > 0 && grown >= options_.snapshot_log_bytes;
+    const bool by_time =
+        options_.snapshot_interval_s > 0 && wal_->last_seq() > cut &&
+        SteadyClock::now() - last >= std::chrono::seconds(options_.snapshot_interval_s);
+    if (!by_size && !by_time) continue;
+    last = SteadyClock::now();
+    auto rep = Snapshot();
+    if (!rep.ok()) {
+      {
+        MutexLock s(stats_mu_);
+        ++stats_.snapshot_failures;
+      }
+      if (options_.log) options_.log("snapshot failed: " + rep.status().message());
+      continue;
+    }
+    if (options_.log) {
+      char line[256];
+      std::snprintf(line, sizeof(line),
+                    "snapshot (%s): %" PRId64 " written, %" PRId64
+                    " unchanged, %.1f MB, %.3f s, writes paused at most %.3f s; log kept "
+                    "from record %" PRIu64,
+                    by_size ? "log size" : "interval", rep->written, rep->unchanged,
+                    rep->bytes / 1e6, rep->seconds, rep->max_pause_seconds, rep->cut + 1);
+      options_.log(line);
+    }
+  }
 }
 
 }  // namespace vecgpu::store

@@ -163,6 +163,7 @@ StatusOr<Wal::Position> Wal::Append(std::string_view payload) {
                : Unavailable("write-ahead log: " + st.message() + "; the write is refused");
   }
   ++next_seq_;
+  appended_bytes_ += static_cast<int64_t>(frame.size());
   return Position{seq, generation_};
 }
 
@@ -255,6 +256,11 @@ uint64_t Wal::last_seq() const {
   return next_seq_ - 1;
 }
 
+int64_t Wal::appended_bytes() const {
+  MutexLock lock(mu_);
+  return appended_bytes_;
+}
+
 uint64_t Wal::durable_seq() const {
   MutexLock lock(mu_);
   return durable_seq_;
@@ -331,6 +337,7 @@ StatusOr<WalReadResult> ReadWal(FileSystem& fs, const std::string& dir, uint64_t
       return corrupt(
           0, "starts at record " + std::to_string(first) + ", expected " + std::to_string(expect));
     }
+    if (result.first_seq == 0) result.first_seq = first;
     expect = first;
     // A crash mid-append leaves the last frame short, or its bytes (or a zero-filled tail)
     // not matching its CRC; anything else wrong is damage.

@@ -58,9 +58,10 @@ class Wal {
   // Makes everything appended durable now (shutdown, tests).
   Status Sync() EXCLUDES(mu_);
 
-  uint64_t last_seq() const EXCLUDES(mu_);     // the last record appended
-  uint64_t durable_seq() const EXCLUDES(mu_);  // the last record known durable
-  int64_t syncs() const EXCLUDES(mu_);         // fsyncs done (group commit: fewer than waits)
+  uint64_t last_seq() const EXCLUDES(mu_);       // the last record appended
+  uint64_t durable_seq() const EXCLUDES(mu_);    // the last record known durable
+  int64_t syncs() const EXCLUDES(mu_);           // fsyncs done (group commit: fewer than waits)
+  int64_t appended_bytes() const EXCLUDES(mu_);  // bytes appended since Open
   // Removes the segments whose records all precede `seq` (they are in a durable snapshot).
   Status DropBefore(uint64_t seq) EXCLUDES(mu_);
 
@@ -86,12 +87,14 @@ class Wal {
   bool syncing_ GUARDED_BY(mu_) = false;
   bool stopping_ GUARDED_BY(mu_) = false;
   int64_t syncs_ GUARDED_BY(mu_) = 0;
+  int64_t appended_bytes_ GUARDED_BY(mu_) = 0;
   Status failed_ GUARDED_BY(mu_);
   std::thread sync_thread_;  // kAsync
 };
 
 // What ReadWal found.
 struct WalReadResult {
+  uint64_t first_seq = 0;    // the first sequence number the log holds (0: no segment)
   uint64_t last_seq = 0;     // the last good record (0: none)
   int64_t records = 0;       // records passed to the callback
   std::string torn_segment;  // a segment whose torn last record was cut off, if any

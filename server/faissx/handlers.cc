@@ -524,6 +524,23 @@ Status ReclusterIndex(ActionContext& c) {
   return Status::Ok();
 }
 
+// vecgpu's `snapshot` (an extension): a snapshot of the data directory now, so that the next
+// start replays no log. The whole directory (every tenant's indexes) is snapshotted; indexes
+// unchanged since the last snapshot cost nothing.
+Status TakeSnapshot(ActionContext& c) {
+  if (!c.snapshot || !*c.snapshot) {
+    return FailedPrecondition("snapshot: this server keeps no data directory (--data-dir)");
+  }
+  ASSIGN_OR_RETURN(store::SnapshotReport r, (*c.snapshot)());
+  c.out.Int("seq", static_cast<int64_t>(r.cut));
+  c.out.Int("written", r.written);
+  c.out.Int("unchanged", r.unchanged);
+  c.out.Int("bytes", r.bytes);
+  c.out.Double("seconds", r.seconds);
+  c.out.Double("max_write_pause_seconds", r.max_pause_seconds);
+  return Status::Ok();
+}
+
 // Every FAISSx action: handler, worker class, placement and the field naming its index.
 const std::unordered_map<std::string_view, Action>& Table() {
   constexpr WorkClass kS = WorkClass::kShort, kL = WorkClass::kLong;
@@ -563,6 +580,7 @@ const std::unordered_map<std::string_view, Action>& Table() {
       {"recluster_index", {ReclusterIndex, kL, kC, "index_id"}},
       {"apply_transform", {ApplyTransform, kS, kC, "index_id"}},
       {"get_transform_info", {GetTransformInfo, kS, kC, "index_id"}},
+      {"snapshot", {TakeSnapshot, kL, kU, nullptr}},
   };
   return *table;
 }

@@ -1,10 +1,12 @@
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
+#include "core/store/store.h"
 #include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
 
@@ -17,6 +19,8 @@ struct ActionContext {
   const std::string& tenant;
   const Limits& limits;
   MapWriter& out;  // the action's reply fields; "success" and the envelope are added later
+  // Takes a snapshot of the data directory (the `snapshot` action); null without --data-dir.
+  const std::function<StatusOr<store::SnapshotReport>()>* snapshot = nullptr;
 };
 
 using ActionHandler = Status (*)(ActionContext&);

@@ -127,7 +127,7 @@ void FaissxService::Handle(std::string payload, Done done) const {
     try {
       MapWriter out;
       out.Bool("success", true);
-      ActionContext ctx{engine_, *call->req, call->tenant, limits_, out};
+      ActionContext ctx{engine_, *call->req, call->tenant, limits_, out, &options_.snapshot};
       if (Status st = action->handler(ctx); !st.ok()) return fail(*call, st);
       finish(*call, Success(out, &*call->req));
     } catch (const std::bad_alloc&) {

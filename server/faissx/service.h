@@ -7,6 +7,7 @@
 #include "core/engine.h"
 #include "core/metrics/server_metrics.h"
 #include "core/scheduler/scheduler.h"
+#include "core/store/store.h"
 #include "server/auth.h"
 #include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
@@ -18,6 +19,8 @@ struct ServiceOptions {
   int request_timeout_ms = 0;
   // Adds of at least this many vectors run on the long workers. Default: 1000.
   int long_add_rows = 1000;
+  // The `snapshot` action's work (store::Store::Snapshot); empty without a data directory.
+  std::function<StatusOr<store::SnapshotReport>()> snapshot;
 };
 
 // The FAISSx protocol over the Engine, independent of the transport: one request payload in,

@@ -1,0 +1,123 @@
+// The Engine's side of snapshots: listing storages, capturing one at a point of the log, and
+// restoring one at recovery (core/store/store.cc drives them).
+#include <unordered_set>
+
+#include "core/engine.h"
+
+namespace vecgpu {
+
+std::vector<std::shared_ptr<IndexStorage>> Engine::Storages(uint64_t* last_seq) const {
+  MutexLock catalog(catalog_mu_);  // no create or drop is between logging and registering
+  *last_seq = log_ ? log_->LastSeq() : 0;
+  std::vector<std::shared_ptr<IndexStorage>> out;
+  std::unordered_set<const IndexStorage*> seen;
+  for (const auto& c : registry_.All()) {
+    if (seen.insert(c->storage().get()).second) out.push_back(c->storage());
+  }
+  return out;
+}
+
+StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
+                                               std::optional<uint64_t> unchanged_since) const {
+  // Under the write order no record about the storage is logged and not yet applied, so its
+  // state is exactly that of the log up to its last record.
+  MutexLock order(storage.write_order());
+  StorageImage img;
+  store::StorageSnapshot& s = img.snapshot;
+  s.seq = log_ ? log_->LastSeq() : 0;
+  const IndexStorage::Origin& o = storage.origin();
+  s.storage_id = o.id;
+  s.tenant = o.tenant;
+  s.name = o.name;
+  s.index_type = o.index_type;
+  s.dim = o.dim;
+  s.metric = o.metric;
+  s.device = o.device;
+  return storage.Inspect([&](const Backend& b, const LabelTable& t,
+                             const std::vector<IndexStorage::Name>& names,
+                             uint64_t version) -> StatusOr<StorageImage> {
+    img.version = version;
+    img.alive = !names.empty();
+    for (const auto& n : names) s.names.push_back({n.name, n.index_type, n.view});
+    if (!img.alive || (unchanged_since && *unchanged_since == version)) {
+      img.changed = false;
+      return std::move(img);
+    }
+    s.factory = b.spec().factory;
+    s.next_label = b.next_label();
+    s.labels = t.Encode();
+    ASSIGN_OR_RETURN(s.index, b.Serialize());
+    return std::move(img);
+  });
+}
+
+StatusOr<uint64_t> Engine::Restore(const store::StorageSnapshot& snap) {
+  auto bad = [&](const std::string& what) {
+    return DataLoss("snapshot of index '" + snap.name + "' (tenant '" + snap.tenant +
+                    "'): " + what);
+  };
+  auto parsed = ParseIndexType(snap.index_type, snap.dim, snap.metric);
+  if (!parsed.ok()) return bad(parsed.status().message());
+  const IndexSpec spec = *parsed;
+  IndexSpec loaded = spec;
+  if (spec.nlist > 0 && !spec.binary && !snap.factory.empty() && snap.factory != spec.factory) {
+    // Reclustered since it was created: as Recluster builds it.
+    auto re = ParseIndexType(snap.factory, snap.dim, MetricName(spec.metric));
+    if (!re.ok()) return bad(re.status().message());
+    loaded = *re;
+    loaded.index_type = spec.index_type;
+  }
+  const std::string who = snap.tenant + "/" + snap.name;
+  auto host =
+      factory_.Load(loaded, {reinterpret_cast<const char*>(snap.index.data()), snap.index.size()},
+                    snap.next_label);
+  if (!host.ok()) return bad(host.status().message());
+  std::unique_ptr<Backend> backend = std::move(*host);
+  if (devices_) {
+    ASSIGN_OR_RETURN(auto placed,
+                     PlacedBackend::Create(std::move(backend), *devices_, snap.device, who));
+    backend = std::move(placed);
+  }
+  const int64_t ntotal = backend->ntotal();
+  auto labels = LabelTable::Decode(snap.labels);
+  if (!labels.ok()) return bad(labels.status().message());
+  if (labels->size() != ntotal) {
+    return bad("its label table holds " + std::to_string(labels->size()) + " vectors, its index " +
+               std::to_string(ntotal));
+  }
+  std::vector<IndexStorage::Name> names;
+  for (const auto& n : snap.names) {
+    if (n.view >= labels->next_view()) return bad("collection '" + n.name + "' has no view");
+    names.push_back({n.name, n.index_type, n.view});
+  }
+  auto storage = NewStorage(snap.tenant, std::move(backend),
+                            {snap.storage_id, snap.tenant, snap.name, snap.index_type, snap.dim,
+                             snap.metric, snap.device});
+  storage->RestoreNames(names, std::move(*labels));
+  MutexLock catalog(catalog_mu_);
+  std::shared_ptr<Collection> first;
+  for (const auto& n : names) {
+    auto s = ParseIndexType(n.index_type, snap.dim, n.name == snap.name ? snap.metric : "");
+    if (!s.ok()) return bad(s.status().message());
+    IndexSpec cspec = *s;
+    if (!cspec.base_index_id.empty()) {  // a view: the base's spec, with its own id map (Create)
+      IndexSpec wrapped = spec;
+      wrapped.index_type = cspec.index_type;
+      wrapped.id_map = cspec.id_map;
+      wrapped.base_index_id = cspec.base_index_id;
+      cspec = std::move(wrapped);
+    }
+    auto c = std::make_shared<Collection>(snap.tenant, n.name, cspec, storage, n.view);
+    RETURN_IF_ERROR(registry_.Insert(c));
+    if (!first) first = c;
+  }
+  if (first) {
+    // An empty write: places the device copy's queue and queues its build (AfterWrite).
+    first->Write([](Backend&, LabelTable&) { return 0; });
+  }
+  return storage->Inspect([](const Backend&, const LabelTable&,
+                             const std::vector<IndexStorage::Name>&,
+                             uint64_t version) { return version; });
+}
+
+}  // namespace vecgpu
