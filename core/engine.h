@@ -215,11 +215,17 @@ class Engine {
   // placed index is placed again and its device copy rebuilt from the host index). Returns
   // the storage's version after it.
   StatusOr<uint64_t> Restore(const store::StorageSnapshot& snapshot);
+  // Adds a collection (with its views, per snapshot.names) whose index comes from elsewhere
+  // (`vecgpu import-faissx`), as Restore does, under `tenant`; it is logged as its create, so
+  // the caller takes a snapshot to make its contents durable. AlreadyExists / DataLoss / ...
+  // change nothing.
+  StatusOr<CollectionInfo> Import(const std::string& tenant, store::StorageSnapshot snapshot);
 
  private:
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
   Status ApplyRecord(const store::WalRecord& record);
+  StatusOr<uint64_t> RestoreLocked(const store::StorageSnapshot& snapshot) REQUIRES(catalog_mu_);
   Status CheckName(const std::string& name) const;
   // Checks k and the queries of a search on c.
   Status CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const;

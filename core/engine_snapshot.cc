@@ -52,6 +52,33 @@ StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
 }
 
 StatusOr<uint64_t> Engine::Restore(const store::StorageSnapshot& snap) {
+  MutexLock catalog(catalog_mu_);
+  return RestoreLocked(snap);
+}
+
+StatusOr<CollectionInfo> Engine::Import(const std::string& tenant, store::StorageSnapshot snap) {
+  RETURN_IF_ERROR(CheckName(snap.name));
+  if (snap.dim < 1 || snap.dim > limits_.max_dimension) {
+    return InvalidArgument("dimension: must be within 1.." + std::to_string(limits_.max_dimension) +
+                           ", got " + std::to_string(snap.dim));
+  }
+  snap.tenant = tenant;
+  MutexLock catalog(catalog_mu_);
+  for (const auto& n : snap.names) RETURN_IF_ERROR(registry_.CheckInsert(tenant, n.name));
+  // Logged as the create it amounts to, whose sequence number names the storage; the caller
+  // snapshots it (a crash before that leaves the collection created and empty).
+  store::WalRecord r{.type = store::RecordType::kCreate, .tenant = tenant, .collection = snap.name};
+  r.index_type = snap.index_type;
+  r.dim = snap.dim;
+  r.metric = snap.metric;
+  r.device = snap.device;
+  ASSIGN_OR_RETURN(snap.storage_id, LogMutation(r));
+  snap.seq = snap.storage_id;
+  RETURN_IF_ERROR(RestoreLocked(snap).status());
+  return Describe(tenant, snap.name);
+}
+
+StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap) {
   auto bad = [&](const std::string& what) {
     return DataLoss("snapshot of index '" + snap.name + "' (tenant '" + snap.tenant +
                     "'): " + what);
@@ -94,7 +121,6 @@ StatusOr<uint64_t> Engine::Restore(const store::StorageSnapshot& snap) {
                             {snap.storage_id, snap.tenant, snap.name, snap.index_type, snap.dim,
                              snap.metric, snap.device});
   storage->RestoreNames(names, std::move(*labels));
-  MutexLock catalog(catalog_mu_);
   std::shared_ptr<Collection> first;
   for (const auto& n : names) {
     auto s = ParseIndexType(n.index_type, snap.dim, n.name == snap.name ? snap.metric : "");
