@@ -30,6 +30,13 @@ std::string SnapshotFile(const StorageSnapshot& s) {
 
 }  // namespace
 
+Status Store::MakeDurableDir(const std::string& dir) {
+  ASSIGN_OR_RETURN(bool exists, fs_.Exists(dir));
+  if (exists) return Status::Ok();
+  RETURN_IF_ERROR(fs_.CreateDirs(dir));
+  return fs_.SyncDir(dir.substr(0, dir.find_last_of('/')));  // its entry in its parent
+}
+
 StatusOr<std::unique_ptr<Store>> Store::Open(FileSystem& fs, const StoreOptions& options,
                                              Engine& engine, RecoveryReport* report) {
   RETURN_IF_ERROR(fs.CreateDirs(options.dir));
@@ -189,7 +196,8 @@ StatusOr<SnapshotReport> Store::Snapshot() {
     } else {
       const std::string file = SnapshotFile(img.snapshot);
       const std::string path = options_.dir + "/" + file;
-      RETURN_IF_ERROR(fs_.CreateDirs(path.substr(0, path.find_last_of('/'))));
+      RETURN_IF_ERROR(MakeDurableDir(options_.dir + "/" + kTenants));
+      RETURN_IF_ERROR(MakeDurableDir(path.substr(0, path.find_last_of('/'))));
       RETURN_IF_ERROR(WriteSnapshot(fs_, path, img.snapshot));
       e = {{id, img.snapshot.seq, file}, img.version};
       ++rep.written;

@@ -111,6 +111,8 @@ class Store final : public MutationLog {
   Status Recover(RecoveryReport* r) EXCLUDES(snapshot_mu_);
   // Removes snapshot files the manifest does not name (left by a crash mid-snapshot).
   void RemoveStrays() REQUIRES(snapshot_mu_);
+  // Creates `dir` (whose parent exists) and makes its entry durable.
+  Status MakeDurableDir(const std::string& dir);
   void BackgroundLoop() EXCLUDES(bg_mu_);
 
   FileSystem& fs_;
