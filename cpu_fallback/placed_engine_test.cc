@@ -13,6 +13,8 @@
 #include "core/device/placed_backend.h"
 #include "core/engine.h"
 #include "core/metrics/metrics.h"
+#include "core/store/memory_file_system.h"
+#include "core/store/store.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/test_data.h"
 
@@ -318,6 +320,45 @@ TEST(PlacedEngineTest, KindsWithoutAGpuIndexStayOnTheCpu) {
   CreateCollectionRequest bad{"x", "L2", kDim, ""};
   bad.device = "tpu:0";
   EXPECT_EQ(e.engine->Create("t", bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+// After a restart, an index loaded from its snapshot (and the log after it) is placed again and
+// its GPU copy rebuilt from the host data.
+TEST(PlacedEngineTest, RecoveryRebuildsTheDeviceCopy) {
+  store::MemoryFileSystem fs;
+  store::StoreOptions so;
+  so.dir = "/data";
+  so.snapshot_log_bytes = 0;
+  so.snapshot_interval_s = 0;
+  const FloatMatrix x = Clustered(300, kDim);
+  {
+    PlacedEngine e({kMiB * 64});
+    auto st = store::Store::Open(fs, so, *e.engine, nullptr);
+    ASSERT_TRUE(st.ok()) << st.status().message();
+    e.engine->set_log(st->get());
+    e.Create("c");
+    ASSERT_TRUE(e.Add("c", Rows(x, 0, 200)).ok());
+    ASSERT_TRUE((*st)->Snapshot().ok());
+    ASSERT_TRUE(e.Add("c", Rows(x, 200, 100)).ok());  // in the log only
+    fs.Crash();
+  }
+  fs.Restart();
+  PlacedEngine e({kMiB * 64});
+  store::RecoveryReport report;
+  auto st = store::Store::Open(fs, so, *e.engine, &report);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  EXPECT_EQ(report.snapshots, 1);
+  EXPECT_EQ(report.records, 1);
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  EXPECT_EQ(e.Info("c").device, "gpu:0");
+  EXPECT_EQ(e.Info("c").ntotal, 300);
+  const FloatMatrix q = Rows(x, 250, 5);
+  const int before = e.copy_searches.load();
+  auto r = e.Search("c", q, 4);
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(e.copy_searches.load(), before);
+  const SearchResult want = Expected(x, q, 4);
+  EXPECT_EQ(r->labels, want.labels);
 }
 
 }  // namespace
