@@ -483,17 +483,22 @@ StatusOr<double> FaissBackend::GetParameter(std::string_view name) const {
 
 StatusOr<std::vector<uint8_t>> FaissBackend::Serialize() const {
   faiss::VectorIOWriter out;
-  RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index(index_.get(), &out); }));
+  RETURN_IF_ERROR(CallFaiss("serialize", [&] {
+    faiss::write_index(index_.get(), &out);
+    // An untrained scalar quantizer's vectors are held exactly until it trains: they follow.
+    if (pending_) faiss::write_index(pending_.get(), &out);
+  }));
   return std::move(out.data);
 }
 
 StatusOr<std::unique_ptr<Backend>> FaissBackend::Load(const IndexSpec& spec, std::string_view bytes,
                                                       int64_t next_label) {
-  std::unique_ptr<faiss::Index> index;
+  std::unique_ptr<faiss::Index> index, pending;
   Status st = CallFaiss("load", [&] {
     faiss::VectorIOReader in;
     in.data.assign(bytes.begin(), bytes.end());
     index.reset(faiss::read_index(&in));
+    if (in.rp < in.data.size()) pending.reset(faiss::read_index(&in));  // see Serialize
   });
   if (!st.ok()) return DataLoss("index '" + spec.index_type + "': " + st.message());
   if (index->d != spec.dim) {
@@ -502,6 +507,14 @@ StatusOr<std::unique_ptr<Backend>> FaissBackend::Load(const IndexSpec& spec, std
   }
   std::unique_ptr<FaissBackend> b(new FaissBackend(spec, std::move(index)));
   if (b->ivf_) b->ivf_next_label_ = next_label;
+  if (pending) {
+    auto* flat = dynamic_cast<faiss::IndexFlat*>(pending.get());
+    if (!b->pending_ || !flat || flat->d != spec.dim) {
+      return DataLoss("index '" + spec.index_type + "': bytes after the index");
+    }
+    pending.release();
+    b->pending_.reset(flat);
+  }
   return std::unique_ptr<Backend>(std::move(b));
 }
 

@@ -332,6 +332,28 @@ TEST(FaissBackendTest, SerializedIndexesLoadBack) {
     ASSERT_TRUE((*loaded)->Add(1, x.row(7)).ok());
     EXPECT_EQ((*loaded)->next_label(), b->next_label() + 1) << type;
   }
+  // A scalar quantizer that has not trained itself yet holds its vectors exactly: they load
+  // back too, and it still trains itself once enough arrive.
+  for (const char* type : {"SQ8", "SQ4"}) {
+    auto b = Make(type, 16);
+    ASSERT_TRUE(b->Add(50, x.data.data()).ok());
+    auto bytes = b->Serialize();
+    ASSERT_TRUE(bytes.ok());
+    std::string_view view(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    auto loaded = FaissBackend::Load(b->spec(), view, b->next_label());
+    ASSERT_TRUE(loaded.ok()) << type << ": " << loaded.status().message();
+    EXPECT_EQ((*loaded)->ntotal(), 50) << type;
+    std::vector<float> d1(5), d2(5), v(16);
+    std::vector<int64_t> l1(5), l2(5);
+    ASSERT_TRUE(b->Search(1, x.row(3), 5, {}, d1.data(), l1.data()).ok());
+    ASSERT_TRUE((*loaded)->Search(1, x.row(3), 5, {}, d2.data(), l2.data()).ok());
+    EXPECT_EQ(l1, l2) << type;
+    EXPECT_EQ(d1, d2) << type;
+    ASSERT_TRUE((*loaded)->Reconstruct(7, v.data()).ok());
+    EXPECT_EQ(std::vector<float>(x.row(7), x.row(7) + 16), v) << type;
+    ASSERT_TRUE((*loaded)->Add(550, x.row(50)).ok());
+    EXPECT_EQ((*loaded)->ntotal(), 600) << type;
+  }
   auto spec = ParseIndexType("L2", 16);
   EXPECT_EQ(FaissBackend::Load(*spec, "not an index", 0).status().code(), StatusCode::kDataLoss);
   auto other = Make("L2", 8);

@@ -277,6 +277,13 @@ TEST(StoreRecoveryTest, ADamagedOrMissingSnapshotIsNamed) {
     EXPECT_FALSE(served.engine->Describe(kTenant, "c").ok());     // set aside
     EXPECT_TRUE(served.engine->Describe(kTenant, "later").ok());  // from the log
     if (!missing) EXPECT_TRUE(*fs.Exists(path + ".damaged"));
+    served.store.reset();
+    // What was set aside stays aside: a crash, then a start without the flag, serves the rest.
+    fs.Crash();
+    fs.Restart();
+    Node again(fs);
+    ASSERT_TRUE(again.status.ok()) << again.status.message();
+    EXPECT_TRUE(again.engine->Describe(kTenant, "later").ok());
   }
 }
 

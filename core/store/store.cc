@@ -56,6 +56,7 @@ Status Store::Recover(RecoveryReport* r) {
   // (tenant, collection) -> the log position its storage's snapshot reflects.
   std::map<std::pair<std::string, std::string>, uint64_t> covered;
   uint64_t next_seq = 1;
+  bool set_aside = false;  // a snapshot was left out (recover_from_last_good)
   if (manifest) {
     cut_ = manifest->cut;
     next_seq = manifest->cut + 1;
@@ -80,6 +81,7 @@ Status Store::Recover(RecoveryReport* r) {
         // replay against nothing and are refused.
         if (exists) RETURN_IF_ERROR(fs_.Rename(path, path + ".damaged"));
         r->damage += (r->damage.empty() ? "" : "; ") + st.message();
+        set_aside = true;
         continue;
       }
       for (const SnapshotName& n : snap->names) covered[{snap->tenant, n.name}] = e.seq;
@@ -132,6 +134,13 @@ Status Store::Recover(RecoveryReport* r) {
   wo.segment_bytes = options_.segment_bytes;
   ASSIGN_OR_RETURN(wal_, Wal::Open(fs_, wal_dir, r->last_seq + 1, wo));
   bytes_at_snapshot_ = -replayed_bytes;  // what recovery replayed counts toward the next one
+  if (set_aside) {
+    // The manifest must stop naming what was set aside, or the next start would be refused
+    // for a missing file.
+    Manifest kept{cut_, {}};
+    for (const auto& [id, e] : entries_) kept.entries.push_back(e.manifest);
+    RETURN_IF_ERROR(WriteManifest(fs_, dir, kept));
+  }
   RemoveStrays();
   r->seconds = Seconds(SteadyClock::now() - start).count();
   return Status::Ok();

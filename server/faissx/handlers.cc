@@ -529,7 +529,7 @@ Status ReclusterIndex(ActionContext& c) {
 // unchanged since the last snapshot cost nothing.
 Status TakeSnapshot(ActionContext& c) {
   if (!c.snapshot || !*c.snapshot) {
-    return FailedPrecondition("snapshot: this server keeps no data directory (--data-dir)");
+    return Unimplemented("snapshot: this server keeps no data directory (--data-dir)");
   }
   ASSIGN_OR_RETURN(store::SnapshotReport r, (*c.snapshot)());
   c.out.Int("seq", static_cast<int64_t>(r.cut));
