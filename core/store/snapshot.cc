@@ -55,7 +55,7 @@ class Reader {
 
 // Everything before the index bytes: magic, version u32, flags u32, seq u64, storage_id u64,
 // tenant, name, index_type, dim i32, metric, device, factory, next_label i64, name count u32,
-// names (name, index_type, view u32), labels, index length u64. Then the index bytes and the
+// names (name, index_type, view u32), labels, keys, index length u64. Then the index bytes and the
 // CRC32C u32 of every byte before it. Strings: u64 length + bytes.
 std::string EncodeHead(const StorageSnapshot& s) {
   std::string out(kMagic, sizeof(kMagic));
@@ -78,6 +78,7 @@ std::string EncodeHead(const StorageSnapshot& s) {
     Put<uint32_t>(&out, n.view);
   }
   PutStr(&out, s.labels);
+  PutStr(&out, s.keys);
   Put<uint64_t>(&out, s.index.size());
   return out;
 }
@@ -131,6 +132,7 @@ StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::stri
     RETURN_IF_ERROR(in.Get("view", &n.view));
   }
   RETURN_IF_ERROR(in.Str("labels", &s.labels));
+  RETURN_IF_ERROR(in.Str("keys", &s.keys));
   std::string index;
   RETURN_IF_ERROR(in.Str("index", &index));
   s.index.assign(index.begin(), index.end());

@@ -37,6 +37,7 @@ struct StorageSnapshot {
   int64_t next_label = 0;  // Backend::next_label()
   std::vector<SnapshotName> names;
   std::string labels;          // LabelTable::Encode()
+  std::string keys;            // the collections' string ids (empty: none; FORMAT.md)
   std::vector<uint8_t> index;  // Backend::Serialize()
   bool operator==(const StorageSnapshot&) const = default;
 };

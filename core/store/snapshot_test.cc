@@ -21,6 +21,7 @@ StorageSnapshot Sample(uint64_t seq) {
   s.next_label = 1234;
   s.names = {{"docs", "IVF16,Flat", 0}, {"ids", "IDMap:docs", 1}, {"ids2", "IDMap2:docs", 2}};
   s.labels = std::string(300, '\x01');
+  s.keys = "k";
   s.index.assign(5000, 0x7f);
   s.index.push_back(static_cast<uint8_t>(seq));
   return s;
