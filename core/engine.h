@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -216,16 +217,20 @@ class Engine {
   // the storage's version after it.
   StatusOr<uint64_t> Restore(const store::StorageSnapshot& snapshot);
   // Adds a collection (with its views, per snapshot.names) whose index comes from elsewhere
-  // (`vecgpu import-faissx`), as Restore does, under `tenant`; it is logged as its create, so
-  // the caller takes a snapshot to make its contents durable. AlreadyExists / DataLoss / ...
-  // change nothing.
+  // (`vecgpu import-faissx`), as Restore does, under `tenant`; it is logged as its create once
+  // it checks out, so the caller takes a snapshot to make its contents durable. AlreadyExists /
+  // DataLoss / ... log and change nothing.
   StatusOr<CollectionInfo> Import(const std::string& tenant, store::StorageSnapshot snapshot);
 
  private:
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
   Status ApplyRecord(const store::WalRecord& record);
-  StatusOr<uint64_t> RestoreLocked(const store::StorageSnapshot& snapshot) REQUIRES(catalog_mu_);
+  // Restore; with `log_create`, it is called once the snapshot checks out, and its sequence
+  // number becomes the storage's id (Import).
+  StatusOr<uint64_t> RestoreLocked(const store::StorageSnapshot& snapshot,
+                                   const std::function<StatusOr<uint64_t>()>& log_create = {})
+      REQUIRES(catalog_mu_);
   Status CheckName(const std::string& name) const;
   // Checks k and the queries of a search on c.
   Status CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const;

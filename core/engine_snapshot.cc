@@ -1,5 +1,6 @@
 // The Engine's side of snapshots: listing storages, capturing one at a point of the log, and
 // restoring one at recovery (core/store/store.cc drives them).
+#include <functional>
 #include <unordered_set>
 
 #include "core/engine.h"
@@ -72,13 +73,13 @@ StatusOr<CollectionInfo> Engine::Import(const std::string& tenant, store::Storag
   r.dim = snap.dim;
   r.metric = snap.metric;
   r.device = snap.device;
-  ASSIGN_OR_RETURN(snap.storage_id, LogMutation(r));
-  snap.seq = snap.storage_id;
-  RETURN_IF_ERROR(RestoreLocked(snap).status());
+  // Logged only once everything in it checks out, so a refused import logs nothing.
+  RETURN_IF_ERROR(RestoreLocked(snap, [&] { return LogMutation(r); }).status());
   return Describe(tenant, snap.name);
 }
 
-StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap) {
+StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap,
+                                         const std::function<StatusOr<uint64_t>()>& log_create) {
   auto bad = [&](const std::string& what) {
     return DataLoss("snapshot of index '" + snap.name + "' (tenant '" + snap.tenant +
                     "'): " + what);
@@ -113,16 +114,10 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap) {
                std::to_string(ntotal));
   }
   std::vector<IndexStorage::Name> names;
+  std::vector<IndexSpec> specs;
   for (const auto& n : snap.names) {
     if (n.view >= labels->next_view()) return bad("collection '" + n.name + "' has no view");
     names.push_back({n.name, n.index_type, n.view});
-  }
-  auto storage = NewStorage(snap.tenant, std::move(backend),
-                            {snap.storage_id, snap.tenant, snap.name, snap.index_type, snap.dim,
-                             snap.metric, snap.device});
-  storage->RestoreNames(names, std::move(*labels));
-  std::shared_ptr<Collection> first;
-  for (const auto& n : names) {
     auto s = ParseIndexType(n.index_type, snap.dim, n.name == snap.name ? snap.metric : "");
     if (!s.ok()) return bad(s.status().message());
     IndexSpec cspec = *s;
@@ -133,7 +128,20 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap) {
       wrapped.base_index_id = cspec.base_index_id;
       cspec = std::move(wrapped);
     }
-    auto c = std::make_shared<Collection>(snap.tenant, n.name, cspec, storage, n.view);
+    specs.push_back(std::move(cspec));
+  }
+  uint64_t id = snap.storage_id;
+  if (log_create) {
+    ASSIGN_OR_RETURN(id, log_create());
+  }
+  auto storage = NewStorage(snap.tenant, std::move(backend),
+                            {id, snap.tenant, snap.name, snap.index_type, snap.dim, snap.metric,
+                             snap.device});
+  storage->RestoreNames(names, std::move(*labels));
+  std::shared_ptr<Collection> first;
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto c = std::make_shared<Collection>(snap.tenant, names[i].name, specs[i], storage,
+                                          names[i].view);
     RETURN_IF_ERROR(registry_.Insert(c));
     if (!first) first = c;
   }

@@ -221,10 +221,33 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "a request's timeout_ms overrides it")
       ->capture_default_str();
 
+  ImportFaissxOptions& io = result.import_options;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import-faissx", "Load a FAISSx server's data directory into vecgpu's data directory");
+  import_cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  import_cmd
+      ->add_option("dir", io.faissx_dir, "The FAISSx server's --data-dir (<id>.faiss, <id>.json)")
+      ->required();
+  import_cmd
+      ->add_option("--tenant", io.tenant,
+                   "Tenant that owns the imported indexes (\"default\": clients without auth)")
+      ->required();
+  import_cmd->add_option(
+      "--data-dir", io.data_dir,
+      "vecgpu's data directory, as for serve (env FAISSX_DATA_DIR, VECGPU_DATA_DIR)");
+
   // Layer the sources: config file, then environment, then the command line (last wins).
   std::vector<std::string> cli(argv + 1, argv + argc);
   std::vector<std::string> layered;
   const bool is_serve = !cli.empty() && cli[0] == "serve";
+  const bool is_import = !cli.empty() && cli[0] == "import-faissx";
+  if (is_import) {
+    for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
+      if (const char* env = std::getenv(EnvName(prefix, "data-dir").c_str()); env && *env) {
+        layered.push_back("--data-dir=" + std::string(env));
+      }
+    }
+  }
   if (is_serve) {
     for (size_t i = 1; i < cli.size(); ++i) {
       if (cli[i] == "--config" && i + 1 < cli.size()) config_path = cli[i + 1];
@@ -253,8 +276,8 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     }
   }
   std::vector<std::string> args = {argv[0]};
-  if (is_serve) {
-    args.push_back("serve");
+  if (is_serve || is_import) {
+    args.push_back(cli[0]);
     args.insert(args.end(), layered.begin(), layered.end());
     args.insert(args.end(), cli.begin() + 1, cli.end());
   } else {
@@ -268,6 +291,22 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     std::ostringstream out, err;
     result.exit_code = app.exit(e, out, err);
     result.message = out.str() + err.str();
+    if (is_import && result.exit_code != 0) result.exit_code = 2;  // usage errors exit 2
+    return result;
+  }
+  if (import_cmd->parsed()) {
+    if (io.tenant.empty()) {
+      result.exit_code = 2;
+      result.message = "import-faissx: --tenant must not be empty";
+      return result;
+    }
+    if (io.data_dir.empty()) {
+      result.exit_code = 2;
+      result.message =
+          "import-faissx: --data-dir is required (or FAISSX_DATA_DIR / VECGPU_DATA_DIR)";
+      return result;
+    }
+    result.import_faissx = true;
     return result;
   }
   Status st = FinishOptions(o, auth_keys, auth_file);

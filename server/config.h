@@ -58,16 +58,30 @@ struct ServeOptions {
   SchedulerOptions scheduler;
 };
 
-// Result of parsing the command line: options to serve with, or a message to print and an
-// exit code (help, version, or an error).
+// What `vecgpu import-faissx` is given (server/import_faissx.h).
+struct ImportFaissxOptions {
+  // The FAISSx server's data directory (its --data-dir): <id>.faiss and <id>.json files.
+  std::string faissx_dir;
+  // The tenant that owns the imported indexes ("default": what clients get without auth).
+  std::string tenant;
+  // vecgpu's data directory (as `serve --data-dir`); from FAISSX_DATA_DIR / VECGPU_DATA_DIR
+  // when not given.
+  std::string data_dir;
+};
+
+// Result of parsing the command line: options to serve with, options to import with, or a
+// message to print and an exit code (help, version, or an error).
 struct ParsedCommand {
   bool serve = false;
   ServeOptions options;
+  bool import_faissx = false;
+  ImportFaissxOptions import_options;
   int exit_code = 0;
   std::string message;
 };
 
-// Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in.
+// Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in, or
+// `vecgpu import-faissx DIR --tenant T [--data-dir D]`.
 // `version`: what --version prints.
 ParsedCommand ParseCommandLine(int argc, const char* const* argv,
                                const std::string& version = "vecgpu 0.1.0");

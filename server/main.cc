@@ -22,6 +22,7 @@
 #include "server/config.h"
 #include "server/faissx/service.h"
 #include "server/http/metrics_server.h"
+#include "server/import_faissx.h"
 #include "server/zmq/router_frontend.h"
 #if VECGPU_HAVE_GPU
 #include "gpu/cuda_device_provider.h"
@@ -83,6 +84,33 @@ void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& device
         }
         return out;
       });
+}
+
+// The data directory's log and snapshots, read at scrape time.
+void RegisterStoreGauges(MetricsRegistry& registry, const store::Store& st) {
+  auto one = [&st](auto field) {
+    return [&st, field] {
+      return std::vector<GaugeSample>{{{}, static_cast<double>(field(st.Stats()))}};
+    };
+  };
+  using S = store::StoreStats;
+  registry.AddGauge("vecgpu_snapshots_total", "Snapshots of the data directory completed", {},
+                    one([](const S& s) { return s.snapshots; }));
+  registry.AddGauge("vecgpu_snapshot_failures_total", "Background snapshots that failed", {},
+                    one([](const S& s) { return s.snapshot_failures; }));
+  registry.AddGauge("vecgpu_snapshot_last_seconds", "Duration of the last snapshot", {},
+                    one([](const S& s) { return s.last_snapshot_seconds; }));
+  registry.AddGauge("vecgpu_snapshot_max_write_pause_seconds",
+                    "Longest time one index's writes waited on a snapshot's copy of it", {},
+                    one([](const S& s) { return s.max_pause_seconds; }));
+  registry.AddGauge("vecgpu_wal_bytes_since_snapshot", "Log bytes written since the last snapshot",
+                    {}, one([](const S& s) { return s.log_bytes_since_snapshot; }));
+  registry.AddGauge("vecgpu_wal_last_seq", "Sequence number of the last log record", {},
+                    one([](const S& s) { return s.last_seq; }));
+  registry.AddGauge("vecgpu_wal_durable_seq", "Sequence number of the last durable log record", {},
+                    one([](const S& s) { return s.durable_seq; }));
+  registry.AddGauge("vecgpu_wal_fsyncs_total", "fsyncs of the log (group commit shares them)", {},
+                    one([](const S& s) { return s.syncs; }));
 }
 
 // Gauges read at scrape time: queued work, busy and total workers by class, and per-tenant
@@ -234,6 +262,7 @@ int Serve(const ServeOptions& o) {
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
   RegisterGauges(registry, *scheduler, *dispatch, engine);
   RegisterDeviceGauges(registry, devices);
+  if (persisted) RegisterStoreGauges(registry, *persisted);
   std::atomic<bool> ready{false};
   MetricsServer metrics_server(registry, [&] { return ready.load(); });
   if (o.metrics_port != 0) {
@@ -303,6 +332,9 @@ int Serve(const ServeOptions& o) {
 
 int main(int argc, char** argv) {
   auto parsed = vecgpu::server::ParseCommandLine(argc, argv, vecgpu::server::BuildInfo());
+  if (parsed.import_faissx) {
+    return vecgpu::server::RunImportFaissx(parsed.import_options, std::cout, std::cerr);
+  }
   if (!parsed.serve) {
     if (!parsed.message.empty()) {
       (parsed.exit_code == 0 ? std::cout : std::cerr)
