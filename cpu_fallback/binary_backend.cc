@@ -14,6 +14,7 @@
 
 #include "core/util/bits.h"
 #include "cpu_fallback/faiss_errors.h"
+#include "cpu_fallback/faiss_io.h"
 
 namespace vecgpu::cpu {
 
@@ -227,8 +228,7 @@ StatusOr<std::unique_ptr<Backend>> BinaryBackend::Load(const IndexSpec& spec,
                                                        std::string_view bytes, int64_t next_label) {
   std::unique_ptr<faiss::IndexBinary> index;
   Status st = CallFaiss("load", [&] {
-    faiss::VectorIOReader in;
-    in.data.assign(bytes.begin(), bytes.end());
+    SpanIOReader in(bytes);
     index.reset(faiss::read_index_binary(&in));
   });
   if (!st.ok()) return DataLoss("index '" + spec.index_type + "': " + st.message());

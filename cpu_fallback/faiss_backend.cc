@@ -23,6 +23,7 @@
 #include <numeric>
 
 #include "cpu_fallback/faiss_errors.h"
+#include "cpu_fallback/faiss_io.h"
 #include "cpu_fallback/hnsw_search.h"
 
 namespace vecgpu::cpu {
@@ -495,10 +496,9 @@ StatusOr<std::unique_ptr<Backend>> FaissBackend::Load(const IndexSpec& spec, std
                                                       int64_t next_label) {
   std::unique_ptr<faiss::Index> index, pending;
   Status st = CallFaiss("load", [&] {
-    faiss::VectorIOReader in;
-    in.data.assign(bytes.begin(), bytes.end());
+    SpanIOReader in(bytes);
     index.reset(faiss::read_index(&in));
-    if (in.rp < in.data.size()) pending.reset(faiss::read_index(&in));  // see Serialize
+    if (!in.done()) pending.reset(faiss::read_index(&in));  // see Serialize
   });
   if (!st.ok()) return DataLoss("index '" + spec.index_type + "': " + st.message());
   if (index->d != spec.dim) {

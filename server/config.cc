@@ -130,7 +130,8 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->capture_default_str();
   serve
       ->add_option("--snapshot-log-mb", o.snapshot_log_mb,
-                   "Snapshot once the write-ahead log has grown this many MiB (0: never by size)")
+                   "Snapshot once the write-ahead log has grown this many MiB, and as much as the "
+                   "snapshots hold (0: never by size)")
       ->capture_default_str();
   serve
       ->add_option("--snapshot-interval-s", o.snapshot_interval_s,

@@ -41,6 +41,15 @@ class Reader {
     at_ += n;
     return Status::Ok();
   }
+  // As Str, without copying: a view into the input.
+  Status View(const char* field, std::string_view* s) {
+    uint64_t n = 0;
+    RETURN_IF_ERROR(Get(field, &n));
+    if (in_.size() - at_ < n) return Short(field);
+    *s = in_.substr(at_, n);
+    at_ += n;
+    return Status::Ok();
+  }
   size_t at() const { return at_; }
   void Skip(size_t n) { at_ += n; }  // callers checked the bytes are there
 
@@ -133,8 +142,8 @@ StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::stri
   }
   RETURN_IF_ERROR(in.Str("labels", &s.labels));
   RETURN_IF_ERROR(in.Str("keys", &s.keys));
-  std::string index;
-  RETURN_IF_ERROR(in.Str("index", &index));
+  std::string_view index;
+  RETURN_IF_ERROR(in.View("index", &index));
   s.index.assign(index.begin(), index.end());
   if (in.at() != bytes.size() - 4) return bad("bytes after the index");
   return s;

@@ -85,7 +85,9 @@ Status Store::Recover(RecoveryReport* r) {
         continue;
       }
       for (const SnapshotName& n : snap->names) covered[{snap->tenant, n.name}] = e.seq;
-      entries_[e.storage_id] = {e, *version};
+      const int64_t bytes = static_cast<int64_t>(snap->index.size() + snap->labels.size());
+      entries_[e.storage_id] = {e, *version, bytes};
+      snapshot_bytes_ += bytes;
       next_seq = std::max(next_seq, e.seq + 1);
       ++r->snapshots;
       r->snapshot_bytes += static_cast<int64_t>(snap->index.size() + snap->labels.size());
@@ -187,6 +189,7 @@ StatusOr<SnapshotReport> Store::Snapshot() {
   Manifest next;
   auto storages = engine_.Storages(&next.cut);
   std::map<uint64_t, Entry> entries;
+  int64_t total = 0;
   for (const auto& storage : storages) {
     const uint64_t id = storage->origin().id;
     auto prev = entries_.find(id);
@@ -208,10 +211,13 @@ StatusOr<SnapshotReport> Store::Snapshot() {
       RETURN_IF_ERROR(MakeDurableDir(options_.dir + "/" + kTenants));
       RETURN_IF_ERROR(MakeDurableDir(path.substr(0, path.find_last_of('/'))));
       RETURN_IF_ERROR(WriteSnapshot(fs_, path, img.snapshot));
-      e = {{id, img.snapshot.seq, file}, img.version};
+      e = {{id, img.snapshot.seq, file},
+           img.version,
+           static_cast<int64_t>(img.snapshot.index.size() + img.snapshot.labels.size())};
       ++rep.written;
-      rep.bytes += static_cast<int64_t>(img.snapshot.index.size() + img.snapshot.labels.size());
+      rep.bytes += e.bytes;
     }
+    total += e.bytes;
     entries[id] = e;
     next.entries.push_back(e.manifest);
   }
@@ -228,6 +234,7 @@ StatusOr<SnapshotReport> Store::Snapshot() {
     }
   }
   entries_ = std::move(entries);
+  snapshot_bytes_ = total;
   cut_ = next.cut;
   bytes_at_snapshot_ = appended;
   RETURN_IF_ERROR(wal_->DropBefore(next.cut + 1));
@@ -268,18 +275,20 @@ void Store::BackgroundLoop() {
                         [&]() REQUIRES(bg_mu_) { return stopping_; });
       if (stopping_) return;
     }
-    int64_t grown = 0;
+    int64_t grown = 0, held = 0;
     uint64_t cut = 0;
     {
       MutexLock lock(snapshot_mu_);
       grown = wal_->appended_bytes() - bytes_at_snapshot_;
+      held = snapshot_bytes_;
       cut = cut_;
     }
     {
       MutexLock s(stats_mu_);
       stats_.log_bytes_since_snapshot = grown;
     }
-    const bool by_size = options_.snapshot_log_bytes > 0 && grown >= options_.snapshot_log_bytes;
+    const bool by_size =
+        options_.snapshot_log_bytes > 0 && grown >= std::max(options_.snapshot_log_bytes, held);
     const bool by_time =
         options_.snapshot_interval_s > 0 && wal_->last_seq() > cut &&
         SteadyClock::now() - last >= std::chrono::seconds(options_.snapshot_interval_s);

@@ -23,8 +23,10 @@ struct StoreOptions {
   // On damage (inside the log, or a snapshot that cannot be read): serve the last good state,
   // setting the damaged files aside (<file>.damaged), instead of refusing to start.
   bool recover_from_last_good = false;
-  // Background snapshots: once the log has grown by this many bytes since the last one (0:
-  // never by size), and at least this often while anything changed (0: never by time).
+  // Background snapshots: once the log has grown by this many bytes since the last one, and
+  // by as many as the snapshots hold, so that rewriting a large index costs no more than the
+  // log it replaces (0: never by size); and at least this often while anything changed (0:
+  // never by time).
   int64_t snapshot_log_bytes = int64_t{256} << 20;
   int snapshot_interval_s = 600;
   int64_t segment_bytes = int64_t{64} << 20;  // WalOptions::segment_bytes
@@ -104,6 +106,7 @@ class Store final : public MutationLog {
   struct Entry {
     ManifestEntry manifest;
     uint64_t version = 0;  // the storage's version the file holds
+    int64_t bytes = 0;     // its index and tables
   };
   Store(FileSystem& fs, StoreOptions options, Engine& engine, std::unique_ptr<FileLock> lock)
       : fs_(fs), options_(std::move(options)), engine_(engine), lock_(std::move(lock)) {}
@@ -125,6 +128,7 @@ class Store final : public MutationLog {
   std::map<uint64_t, Entry> entries_ GUARDED_BY(snapshot_mu_);  // by storage id
   uint64_t cut_ GUARDED_BY(snapshot_mu_) = 0;
   int64_t bytes_at_snapshot_ GUARDED_BY(snapshot_mu_) = 0;  // wal_->appended_bytes() then
+  int64_t snapshot_bytes_ GUARDED_BY(snapshot_mu_) = 0;     // what the manifest's files hold
 
   mutable Mutex stats_mu_;
   StoreStats stats_ GUARDED_BY(stats_mu_);

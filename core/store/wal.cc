@@ -224,15 +224,24 @@ Status Wal::Sync() {
   mu_.Await(cv_, [&]() REQUIRES(mu_) { return !syncing_; });
   if (!failed_.ok()) return failed_;
   if (durable_seq_ >= last) return Status::Ok();
+  // As in WaitDurable: the fsync runs outside the lock (marked by syncing_, which keeps the
+  // segment from being switched or cut meanwhile), so appends never wait for it.
+  syncing_ = true;
+  const uint64_t covered = next_seq_ - 1;
   const int64_t size = file_->size();
-  Status st = file_->Sync();
+  WritableFile* file = file_.get();
+  mu_.Unlock();
+  Status st = file->Sync();
+  mu_.Lock();
+  syncing_ = false;
   ++syncs_;
   if (st.ok()) {
-    durable_seq_ = std::max(durable_seq_, last);
+    durable_seq_ = std::max(durable_seq_, covered);
     durable_size_ = std::max(durable_size_, size);
-  } else {
+  } else if (failed_.ok()) {
     failed_ = st;
   }
+  cv_.notify_all();
   return st;
 }
 
