@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/key_table.h"
 #include "core/label_table.h"
 #include "core/scheduler/scheduler.h"
 #include "core/util/mutex.h"
@@ -78,27 +79,34 @@ class IndexStorage {
     ++version_;
     return n.view;
   }
-  // Unbinds a dropped collection (its vectors stay, as FAISS's base keeps a dropped wrapper's).
+  // Unbinds a dropped collection (its vectors stay, as FAISS's base keeps a dropped wrapper's;
+  // its string ids go).
   void RemoveName(const std::string& name) {
     WriterLock lock(mu_);
+    for (const Name& n : names_) {
+      if (n.name == name && n.view != LabelTable::kBaseView) keys_.Clear(n.view);
+    }
     std::erase_if(names_, [&](const Name& n) { return n.name == name; });
     ++version_;
   }
-  // Restores the names and label table of a snapshot (before the storage is shared).
-  void RestoreNames(std::vector<Name> names, LabelTable labels) {
+  // Restores the names, label table and string ids of a snapshot (before it is shared).
+  void RestoreNames(std::vector<Name> names, LabelTable labels, KeyTable keys) {
     WriterLock lock(mu_);
     names_ = std::move(names);
     labels_ = std::move(labels);
+    keys_ = std::move(keys);
     Cache();
   }
 
-  // Runs fn(const Backend&, const LabelTable&, const std::vector<Name>&, uint64_t version)
-  // with shared access: the whole state, for snapshots. `version` changes with every write.
+  // Runs fn(const Backend&, const LabelTable&, const KeyTable&, const std::vector<Name>&,
+  // uint64_t version) with shared access: the whole state, for snapshots. `version` changes
+  // with every write.
   template <typename F>
   auto Inspect(F&& fn) const {
     ReaderLock lock(mu_);
     return fn(static_cast<const Backend&>(*backend_), static_cast<const LabelTable&>(labels_),
-              static_cast<const std::vector<Name>&>(names_), version_);
+              static_cast<const KeyTable&>(keys_), static_cast<const std::vector<Name>&>(names_),
+              version_);
   }
 
   // Vectors stored, as of the last completed write (for metrics: never waits on the lock).
@@ -166,6 +174,7 @@ class IndexStorage {
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.
   std::unique_ptr<Backend> backend_ GUARDED_BY(mu_);
   LabelTable labels_ GUARDED_BY(mu_);
+  KeyTable keys_ GUARDED_BY(mu_);
   std::vector<Name> names_ GUARDED_BY(mu_);
   uint64_t version_ GUARDED_BY(mu_) = 0;
 };
@@ -210,6 +219,24 @@ class Collection {
   auto Write(F&& fn) {
     WriterLock lock(storage_->mu_);
     auto result = fn(*storage_->backend_, storage_->labels_);
+    ++storage_->version_;
+    if (storage_->on_write) storage_->on_write(*storage_->backend_);
+    storage_->Cache();
+    return result;
+  }
+
+  // Read and Write with the storage's string ids too (the Vald API).
+  template <typename F>
+  auto ReadKeyed(F&& fn) const {
+    ReaderLock lock(storage_->mu_);
+    return fn(static_cast<const Backend&>(*storage_->backend_),
+              static_cast<const LabelTable&>(storage_->labels_),
+              static_cast<const KeyTable&>(storage_->keys_));
+  }
+  template <typename F>
+  auto WriteKeyed(F&& fn) {
+    WriterLock lock(storage_->mu_);
+    auto result = fn(*storage_->backend_, storage_->labels_, storage_->keys_);
     ++storage_->version_;
     if (storage_->on_write) storage_->on_write(*storage_->backend_);
     storage_->Cache();

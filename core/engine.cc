@@ -330,7 +330,7 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     r.ids.assign(ids.begin(), ids.end());
     RETURN_IF_ERROR(LogMutation(r).status());
   }
-  auto removed = c->Write([&](Backend& b, LabelTable& t) -> StatusOr<int64_t> {
+  auto removed = c->WriteKeyed([&](Backend& b, LabelTable& t, KeyTable& k) -> StatusOr<int64_t> {
     if (!b.can_remove()) return CannotRemove(*c, "remove_ids");
     std::vector<int64_t> labels;
     std::unordered_set<int64_t> seen;
@@ -341,6 +341,9 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     if (labels.empty()) return int64_t{0};
     ASSIGN_OR_RETURN(int64_t n, b.RemoveLabels(labels));
     t.Erase(labels, b.labels_shift_on_remove());
+    if (c->has_ids()) {
+      for (int64_t id : ids) k.EraseId(c->view(), id);  // a string id names it no more
+    }
     return n;
   });
   if (removed.ok()) c->stats().removals += *removed;
@@ -377,22 +380,28 @@ Status Engine::Reset(const std::string& tenant, const std::string& name) {
   RETURN_IF_ERROR(
       LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name})
           .status());
-  return c->Write([&](Backend& b, LabelTable& t) -> Status {
+  return c->WriteKeyed([&](Backend& b, LabelTable& t, KeyTable& k) -> Status {
     if (!c->has_ids()) {
       RETURN_IF_ERROR(b.Reset());
       t.Clear();
+      k = KeyTable();
       return Status::Ok();
     }
     const std::vector<int64_t> own = t.LabelsOf(c->view());
-    if (own.empty()) return Status::Ok();
+    if (own.empty()) {
+      k.Clear(c->view());
+      return Status::Ok();
+    }
     if (static_cast<int64_t>(own.size()) == t.size()) {
       RETURN_IF_ERROR(b.Reset());  // the view holds the whole storage: cheaper than removal
       t.Clear();
+      k.Clear(c->view());  // its string ids go with its vectors
       return Status::Ok();
     }
     if (!b.can_remove()) return CannotRemove(*c, "reset of an IDMap view sharing its storage");
     RETURN_IF_ERROR(b.RemoveLabels(own).status());
     t.Erase(own, b.labels_shift_on_remove());
+    k.Clear(c->view());
     return Status::Ok();
   });
 }
@@ -756,6 +765,24 @@ Status Engine::ApplyRecord(const store::WalRecord& r) {
       return Recluster(t, n, r.n_clusters, r.sample_ratio).status();
     case RecordType::kSetParameter:
       return SetParameter(t, n, r.name, r.value);
+    case RecordType::kPutKeys: {
+      ASSIGN_OR_RETURN(auto c, FindKeyed(t, n));
+      if (r.timestamps.size() != r.keys.size() ||
+          r.vectors.rows != static_cast<int64_t>(r.keys.size()) ||
+          r.vectors.cols != c->spec().dim) {
+        return DataLoss("log record: put_keys does not match index '" + n + "'");
+      }
+      return PutKeysLocked(*c, r.keys, r.vectors, r.timestamps);
+    }
+    case RecordType::kRemoveKeys: {
+      ASSIGN_OR_RETURN(auto c, FindKeyed(t, n));
+      return RemoveKeysLocked(*c, r.keys);
+    }
+    case RecordType::kStampKey:
+      if (r.keys.size() != 1 || r.timestamps.size() != 1) {
+        return DataLoss("log record: stamp_key names " + std::to_string(r.keys.size()) + " ids");
+      }
+      return StampKey(t, n, r.keys[0], r.timestamps[0], /*force=*/true);
   }
   return DataLoss("log record: unknown type");
 }

@@ -65,6 +65,24 @@ struct AddResult {
   int64_t ntotal = 0;  // vectors in the collection after it
 };
 
+// An object of the Vald API: a vector under a string id, stamped with a time.
+struct KeyedObject {
+  std::string key;
+  std::vector<float> vector;
+  int64_t timestamp = 0;  // Unix nanoseconds; 0 on a write: now
+};
+
+// How PutKeyed treats keys that exist (Vald's Insert, Update, Upsert).
+enum class PutMode { kInsert, kUpdate, kUpsert };
+
+// One comparison of Vald's RemoveByTimestamp (several are ANDed).
+struct TimestampCondition {
+  enum Op { kEq, kNe, kGe, kGt, kLe, kLt };
+  Op op = kEq;
+  int64_t timestamp = 0;
+  bool Matches(int64_t t) const;
+};
+
 // The one transport-neutral API every front end calls. It validates every argument against
 // Limits (dimension, k, counts, finite values) before touching an index, and scopes every
 // name to the caller's tenant. Thread-safe; calls block until done.
@@ -195,6 +213,38 @@ class Engine {
   // before set_log, from one thread.
   Status Apply(const store::WalRecord& record, uint64_t seq = 0);
 
+  // String ids (the Vald API; core/engine_keys.cc), on collections with an id map: each key
+  // names an id of the collection (core/key_table.h), so both protocols see the same vectors.
+  //
+  // Writes every object or none, after checking them all: INVALID_ARGUMENT for an empty or
+  // too long key, a key given twice, or a vector of the wrong dimension; ALREADY_EXISTS for
+  // an insert of a key that exists, or an update or upsert to the vector already stored
+  // (both unless skip_strict); NOT_FOUND for an update of a missing key.
+  Status PutKeyed(const std::string& tenant, const std::string& name,
+                  std::vector<KeyedObject> objects, PutMode mode, bool skip_strict);
+  // Removes every key or none (NOT_FOUND names the first missing one).
+  Status RemoveKeyed(const std::string& tenant, const std::string& name,
+                     const std::vector<std::string>& keys);
+  // Removes the objects whose timestamps meet every condition; returns their keys.
+  StatusOr<std::vector<std::string>> RemoveKeyedWhere(
+      const std::string& tenant, const std::string& name,
+      const std::vector<TimestampCondition>& conditions);
+  // Restamps an object; an older timestamp than its own only with `force`.
+  Status StampKey(const std::string& tenant, const std::string& name, const std::string& key,
+                  int64_t timestamp, bool force);
+  // The object stored under `key` (its vector as the index reconstructs it).
+  StatusOr<KeyedObject> GetKeyed(const std::string& tenant, const std::string& name,
+                                 const std::string& key) const;
+  // Up to `limit` objects with ids after `after_id` (-1: from the start), by ascending id.
+  StatusOr<std::vector<KeyedObject>> ListKeyed(const std::string& tenant, const std::string& name,
+                                               int64_t after_id, int64_t limit,
+                                               int64_t* last_id) const;
+  // The key of each id ("" for an id without one, as vectors added by int64 id have).
+  StatusOr<std::vector<std::string>> KeysOf(const std::string& tenant, const std::string& name,
+                                            std::span<const int64_t> ids) const;
+  // Objects with a key in the collection.
+  StatusOr<int64_t> CountKeyed(const std::string& tenant, const std::string& name) const;
+
   // Snapshots (core/store; core/engine_snapshot.cc).
   //
   // The storages that hold collections now, and the log's last sequence number at that moment:
@@ -226,6 +276,15 @@ class Engine {
   StatusOr<std::shared_ptr<Collection>> Find(const std::string& tenant,
                                              const std::string& name) const;
   Status ApplyRecord(const store::WalRecord& record);
+  // The collection `name` if it has an id map (string ids need one).
+  StatusOr<std::shared_ptr<Collection>> FindKeyed(const std::string& tenant,
+                                                  const std::string& name) const;
+  // Applies a put_keys record: keys[i] := x row i, stamped timestamps[i].
+  // REQUIRES: c's write order held.
+  Status PutKeysLocked(Collection& c, const std::vector<std::string>& keys, const FloatMatrix& x,
+                       const std::vector<int64_t>& timestamps);
+  // Applies a remove_keys record. REQUIRES: c's write order held.
+  Status RemoveKeysLocked(Collection& c, const std::vector<std::string>& keys);
   // Restore; with `log_create`, it is called once the snapshot checks out, and its sequence
   // number becomes the storage's id (Import).
   StatusOr<uint64_t> RestoreLocked(const store::StorageSnapshot& snapshot,

@@ -34,7 +34,7 @@ StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
   s.dim = o.dim;
   s.metric = o.metric;
   s.device = o.device;
-  return storage.Inspect([&](const Backend& b, const LabelTable& t,
+  return storage.Inspect([&](const Backend& b, const LabelTable& t, const KeyTable& keys,
                              const std::vector<IndexStorage::Name>& names,
                              uint64_t version) -> StatusOr<StorageImage> {
     img.version = version;
@@ -47,6 +47,7 @@ StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
     s.factory = b.spec().factory;
     s.next_label = b.next_label();
     s.labels = t.Encode();
+    s.keys = keys.Encode();
     ASSIGN_OR_RETURN(s.index, b.Serialize());
     return std::move(img);
   });
@@ -113,6 +114,8 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap,
     return bad("its label table holds " + std::to_string(labels->size()) + " vectors, its index " +
                std::to_string(ntotal));
   }
+  auto keys = KeyTable::Decode(snap.keys);
+  if (!keys.ok()) return bad(keys.status().message());
   std::vector<IndexStorage::Name> names;
   std::vector<IndexSpec> specs;
   for (const auto& n : snap.names) {
@@ -134,14 +137,14 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap,
   if (log_create) {
     ASSIGN_OR_RETURN(id, log_create());
   }
-  auto storage = NewStorage(snap.tenant, std::move(backend),
-                            {id, snap.tenant, snap.name, snap.index_type, snap.dim, snap.metric,
-                             snap.device});
-  storage->RestoreNames(names, std::move(*labels));
+  auto storage =
+      NewStorage(snap.tenant, std::move(backend),
+                 {id, snap.tenant, snap.name, snap.index_type, snap.dim, snap.metric, snap.device});
+  storage->RestoreNames(names, std::move(*labels), std::move(*keys));
   std::shared_ptr<Collection> first;
   for (size_t i = 0; i < names.size(); ++i) {
-    auto c = std::make_shared<Collection>(snap.tenant, names[i].name, specs[i], storage,
-                                          names[i].view);
+    auto c =
+        std::make_shared<Collection>(snap.tenant, names[i].name, specs[i], storage, names[i].view);
     RETURN_IF_ERROR(registry_.Insert(c));
     if (!first) first = c;
   }
@@ -149,7 +152,7 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap,
     // An empty write: places the device copy's queue and queues its build (AfterWrite).
     first->Write([](Backend&, LabelTable&) { return 0; });
   }
-  return storage->Inspect([](const Backend&, const LabelTable&,
+  return storage->Inspect([](const Backend&, const LabelTable&, const KeyTable&,
                              const std::vector<IndexStorage::Name>&,
                              uint64_t version) { return version; });
 }

@@ -33,6 +33,7 @@ Status Limits::Validate() {
   RETURN_IF_ERROR(Positive("max_train_vectors", max_train_vectors));
   RETURN_IF_ERROR(Positive("max_fetch_vectors", max_fetch_vectors));
   RETURN_IF_ERROR(Positive("max_index_id_length", max_index_id_length));
+  RETURN_IF_ERROR(Positive("max_object_id_length", max_object_id_length));
   RETURN_IF_ERROR(Positive("max_api_key_length", max_api_key_length));
   RETURN_IF_ERROR(Positive("max_tenant_id_length", max_tenant_id_length));
   RETURN_IF_ERROR(Positive("max_collections_per_tenant", max_collections_per_tenant));

@@ -35,6 +35,8 @@ struct Limits {
   int64_t max_fetch_vectors = 100'000;
   // Length of an index id. Default: 256.
   int max_index_id_length = 256;
+  // Length of an object's string id (the Vald API). Default: 4096.
+  int max_object_id_length = 4096;
   // Length of an API key. Default: 256 (FAISSx).
   int max_api_key_length = 256;
   // Length of a tenant id. Default: 128 (FAISSx).

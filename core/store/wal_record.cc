@@ -65,7 +65,7 @@ class Reader {
   size_t at_ = 0;
 };
 
-bool Known(uint8_t t) { return t >= 1 && t <= 10; }
+bool Known(uint8_t t) { return t >= 1 && t <= 13; }
 
 }  // namespace
 
@@ -91,6 +91,12 @@ std::string_view RecordTypeName(RecordType t) {
       return "recluster";
     case RecordType::kSetParameter:
       return "set_parameter";
+    case RecordType::kPutKeys:
+      return "put_keys";
+    case RecordType::kRemoveKeys:
+      return "remove_keys";
+    case RecordType::kStampKey:
+      return "stamp_key";
   }
   return "unknown";
 }
@@ -101,7 +107,7 @@ bool WalRecord::operator==(const WalRecord& o) const {
          vectors.rows == o.vectors.rows && vectors.cols == o.vectors.cols &&
          vectors.data == o.vectors.data && ids == o.ids && sources == o.sources &&
          n_clusters == o.n_clusters && sample_ratio == o.sample_ratio && name == o.name &&
-         value == o.value;
+         value == o.value && keys == o.keys && timestamps == o.timestamps;
 }
 
 // Layout (FORMAT.md): type u8, tenant str, collection str, then by type:
@@ -111,6 +117,9 @@ bool WalRecord::operator==(const WalRecord& o) const {
 //   merge: nsources u32, sources str*, then the merged vectors and ids as add
 //   recluster: n_clusters i32, sample_ratio f64
 //   set_parameter: name str, value f64
+//   put_keys: nkeys u64, keys str*, timestamps i64*, then the vectors as add (one row per key)
+//   remove_keys: nkeys u64, keys str*
+//   stamp_key: nkeys u64 (= 1), keys str*, timestamps i64*
 //   drop, reset: nothing more
 // str = u32 length + bytes.
 std::string EncodeRecord(const WalRecord& r) {
@@ -158,6 +167,17 @@ std::string EncodeRecord(const WalRecord& r) {
     case RecordType::kSetParameter:
       w.Str(r.name);
       w.Fixed<double>(r.value);
+      break;
+    case RecordType::kPutKeys:
+    case RecordType::kRemoveKeys:
+    case RecordType::kStampKey:
+      w.Fixed<uint64_t>(r.keys.size());
+      for (const std::string& k : r.keys) w.Str(k);
+      if (r.type == RecordType::kRemoveKeys) break;
+      for (size_t i = 0; i < r.keys.size(); ++i) {
+        w.Fixed<int64_t>(i < r.timestamps.size() ? r.timestamps[i] : 0);
+      }
+      if (r.type == RecordType::kPutKeys) matrix();
       break;
     case RecordType::kDrop:
     case RecordType::kReset:
@@ -229,6 +249,25 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
       RETURN_IF_ERROR(in.Str("name", &r.name));
       RETURN_IF_ERROR(in.Fixed("value", &r.value));
       break;
+    case RecordType::kPutKeys:
+    case RecordType::kRemoveKeys:
+    case RecordType::kStampKey: {
+      uint64_t n = 0;
+      RETURN_IF_ERROR(in.Fixed("key count", &n));
+      if (n > payload.size() / 4) return DataLoss("log record: key count past the end");
+      r.keys.resize(n);
+      for (auto& k : r.keys) RETURN_IF_ERROR(in.Str("key", &k));
+      if (r.type == RecordType::kRemoveKeys) break;
+      RETURN_IF_ERROR(in.Array("timestamps", n, &r.timestamps));
+      if (r.type == RecordType::kPutKeys) {
+        RETURN_IF_ERROR(matrix());
+        if (r.vectors.rows != static_cast<int64_t>(n)) {
+          return DataLoss("log record: " + std::to_string(n) + " keys for " +
+                          std::to_string(r.vectors.rows) + " vectors");
+        }
+      }
+      break;
+    }
     case RecordType::kDrop:
     case RecordType::kReset:
       break;

@@ -23,6 +23,9 @@ enum class RecordType : uint8_t {
   kMerge = 8,          // sources into this collection
   kRecluster = 9,      // n_clusters, sample_ratio
   kSetParameter = 10,  // name := value
+  kPutKeys = 11,       // keys[i] := vectors row i, stamped timestamps[i] (the Vald API)
+  kRemoveKeys = 12,    // keys
+  kStampKey = 13,      // keys[0] stamped timestamps[0]
 };
 
 std::string_view RecordTypeName(RecordType t);
@@ -49,6 +52,9 @@ struct WalRecord {
   // kSetParameter
   std::string name;
   double value = 0;
+  // kPutKeys, kRemoveKeys, kStampKey: string ids and their timestamps (Unix ns)
+  std::vector<std::string> keys;
+  std::vector<int64_t> timestamps;
 
   bool operator==(const WalRecord& o) const;
 };

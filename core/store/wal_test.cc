@@ -73,6 +73,18 @@ TEST(WalRecordTest, EveryTypeRoundTrips) {
   param.name = "nprobe";
   param.value = 12;
   all.push_back(param);
+  WalRecord put{.type = RecordType::kPutKeys, .tenant = "t", .collection = "c"};
+  put.keys = {"a", "caf\xc3\xa9", std::string(1000, 'k')};
+  put.timestamps = {1, 1732950000000000000, 0};
+  put.vectors = {3, 2, {1, 2, 3, 4, 5, 6}};
+  all.push_back(put);
+  WalRecord unput{.type = RecordType::kRemoveKeys, .tenant = "t", .collection = "c"};
+  unput.keys = {"a", "b"};
+  all.push_back(unput);
+  WalRecord stamp{.type = RecordType::kStampKey, .tenant = "t", .collection = "c"};
+  stamp.keys = {"a"};
+  stamp.timestamps = {99};
+  all.push_back(stamp);
   for (const WalRecord& r : all) {
     const std::string bytes = EncodeRecord(r);
     auto back = DecodeRecord(bytes);
