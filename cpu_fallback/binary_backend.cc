@@ -220,6 +220,7 @@ StatusOr<double> BinaryBackend::GetParameter(std::string_view name) const {
 
 StatusOr<std::vector<uint8_t>> BinaryBackend::Serialize() const {
   faiss::VectorIOWriter out;
+  out.data.reserve(Info().memory_bytes + (1 << 20));  // as FaissBackend::Serialize
   RETURN_IF_ERROR(CallFaiss("serialize", [&] { faiss::write_index_binary(index_.get(), &out); }));
   return std::move(out.data);
 }

@@ -484,6 +484,9 @@ StatusOr<double> FaissBackend::GetParameter(std::string_view name) const {
 
 StatusOr<std::vector<uint8_t>> FaissBackend::Serialize() const {
   faiss::VectorIOWriter out;
+  // Room for the codes up front: growing the buffer by doubling copied a large index several
+  // times over, while a snapshot held its writes.
+  out.data.reserve(Info().memory_bytes + (1 << 20));
   RETURN_IF_ERROR(CallFaiss("serialize", [&] {
     faiss::write_index(index_.get(), &out);
     // An untrained scalar quantizer's vectors are held exactly until it trains: they follow.

@@ -132,6 +132,14 @@ StatusOr<Wal::Position> Wal::Append(std::string_view payload) {
     return InvalidArgument("log record of " + std::to_string(payload.size()) +
                            " bytes is above the 1 GiB limit");
   }
+  // The frame is built outside the lock; only its sequence number and header CRC wait for it.
+  std::string frame;
+  frame.reserve(kFrameBytes + payload.size());
+  Put<uint32_t>(&frame, static_cast<uint32_t>(payload.size()));
+  Put<uint64_t>(&frame, 0);  // the sequence number, below
+  Put<uint32_t>(&frame, 0);  // the header CRC, below
+  Put<uint32_t>(&frame, PayloadCrc(payload));
+  frame.append(payload);
   MutexLock lock(mu_);
   if (stopping_) return Unavailable("the write-ahead log is closed");
   if (!failed_.ok()) {
@@ -148,13 +156,9 @@ StatusOr<Wal::Position> Wal::Append(std::string_view payload) {
     }
   }
   const uint64_t seq = next_seq_;
-  std::string frame;
-  frame.reserve(kFrameBytes + payload.size());
-  Put<uint32_t>(&frame, static_cast<uint32_t>(payload.size()));
-  Put<uint64_t>(&frame, seq);
-  Put<uint32_t>(&frame, HeaderCrc(frame));
-  Put<uint32_t>(&frame, PayloadCrc(payload));
-  frame.append(payload);
+  std::memcpy(frame.data() + 4, &seq, sizeof(seq));
+  const uint32_t header_crc = HeaderCrc(frame);
+  std::memcpy(frame.data() + 12, &header_crc, sizeof(header_crc));
   if (Status st = file_->Append(frame); !st.ok()) {
     failed_ = st;
     cv_.notify_all();

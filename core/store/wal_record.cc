@@ -19,6 +19,7 @@ class Writer {
     Fixed<uint32_t>(static_cast<uint32_t>(s.size()));
     out_.append(s);
   }
+  void Raw(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -130,7 +131,7 @@ std::string EncodeRecord(const WalRecord& r) {
   auto matrix = [&] {
     w.Fixed<uint64_t>(static_cast<uint64_t>(r.vectors.rows));
     w.Fixed<uint32_t>(static_cast<uint32_t>(r.vectors.cols));
-    for (float f : r.vectors.data) w.Fixed<float>(f);
+    w.Raw(r.vectors.data.data(), r.vectors.data.size() * sizeof(float));  // little-endian
   };
   auto ids = [&] {
     w.Fixed<uint64_t>(r.ids.size());
