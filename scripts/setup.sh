@@ -19,6 +19,8 @@ APT_PACKAGES=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   libspdlog-dev libcli11-dev nlohmann-json3-dev
   libcpp-httplib-dev                      # the /metrics, /healthz, /readyz listener
+  libgrpc++-dev protobuf-compiler-grpc    # the gRPC front end (Vald API); optional in CMake
+  libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev libhdf5-dev
   clang libclang-rt-14-dev                # libFuzzer, ASan/UBSan/TSan runtimes (sanitizer stages)
   libomp-14-dev llvm-14                   # OpenMP for clang builds; llvm-symbolizer for reports

@@ -29,8 +29,13 @@ std::string BuildInfo() {
 #else
   gpu = gpu == "none" ? "no" : "no (FAISS has " + gpu + ", but no CUDA toolkit was found)";
 #endif
+#if VECGPU_HAVE_GRPC
+  const char* grpc = "yes (Vald v1 API)";
+#else
+  const char* grpc = "no (built without VECGPU_WITH_GRPC)";
+#endif
   return std::string("vecgpu ") + VECGPU_VERSION + "\n" + VECGPU_FAISS_DESC + "\n" +
-         "  SIMD: " + level + "\n  GPU: " + gpu + "\n  BLAS: " + BlasName();
+         "  SIMD: " + level + "\n  GPU: " + gpu + "\n  BLAS: " + BlasName() + "\n  gRPC: " + grpc;
 }
 
 }  // namespace vecgpu::server

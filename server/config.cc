@@ -86,7 +86,24 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (o.metrics_port != 0 && o.metrics_port == o.port) {
     return InvalidArgument("metrics-port: must differ from --port");
   }
+  if (o.grpc_port < 0 || o.grpc_port > 65535) {
+    return InvalidArgument("grpc-port: within 0..65535 (0 turns gRPC off)");
+  }
+  if (o.grpc_port != 0 && (o.grpc_port == o.port || o.grpc_port == o.metrics_port)) {
+    return InvalidArgument("grpc-port: must differ from --port and --metrics-port");
+  }
+  if (o.grpc_tls_cert.empty() != o.grpc_tls_key.empty()) {
+    return InvalidArgument("grpc-tls-cert and grpc-tls-key: give both or neither");
+  }
+  if (!o.grpc_tls_client_ca.empty() && o.grpc_tls_cert.empty()) {
+    return InvalidArgument("grpc-tls-client-ca: needs --grpc-tls-cert and --grpc-tls-key");
+  }
+  if (o.vald_collection.empty()) return InvalidArgument("vald-collection: must not be empty");
+  if (o.vald_dimension < 0) return InvalidArgument("vald-dimension: must be 0 or more");
   RETURN_IF_ERROR(o.limits.Validate());
+  if (o.vald_dimension > o.limits.max_dimension) {
+    return InvalidArgument("vald-dimension: above --max-dimension");
+  }
   RETURN_IF_ERROR(o.scheduler.Validate());
   RETURN_IF_ERROR(o.devices.Validate());
   return Status::Ok();
@@ -154,6 +171,26 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "HTTP port for /metrics, /healthz and /readyz (0: off)")
       ->capture_default_str();
   serve->add_option("--metrics-address", o.metrics_address, "Address the metrics listener binds")
+      ->capture_default_str();
+  serve->add_option("--grpc-port", o.grpc_port, "gRPC port (Vald v1 API, vecgpu.v1; 0: off)")
+      ->capture_default_str();
+  serve->add_option("--grpc-tls-cert", o.grpc_tls_cert, "PEM certificate chain for gRPC TLS");
+  serve->add_option("--grpc-tls-key", o.grpc_tls_key, "PEM private key for gRPC TLS");
+  serve->add_option("--grpc-tls-client-ca", o.grpc_tls_client_ca,
+                    "PEM CA: gRPC clients must present a certificate it signed");
+  serve
+      ->add_option("--vald-collection", o.vald_collection,
+                   "Collection of Vald calls without x-vecgpu-collection metadata")
+      ->capture_default_str();
+  serve
+      ->add_option("--vald-dimension", o.vald_dimension,
+                   "Dimension of a collection a Vald insert creates (0: the first vector's)")
+      ->capture_default_str();
+  serve
+      ->add_option("--vald-index-type", o.vald_index_type,
+                   "Index type of a collection a Vald insert creates (wrapped in IDMap2)")
+      ->capture_default_str();
+  serve->add_option("--vald-metric", o.vald_metric, "Metric of such a collection: L2 or IP")
       ->capture_default_str();
   Limits& l = o.limits;
   serve->add_option("--max-request-bytes", l.max_request_bytes, "Largest request")

@@ -54,6 +54,24 @@ struct ServeOptions {
   // On damage inside the log, serve the state up to the last good record (setting the rest
   // aside as *.damaged) instead of refusing to start. Default: false.
   bool recover_from_last_good = false;
+  // Port of the gRPC front end (the Vald v1 API and vecgpu.v1.Collections) on bind_address;
+  // 0 turns it off. Ignored by builds without gRPC. Default: 8081.
+  int grpc_port = 8081;
+  // TLS for the gRPC port: a PEM certificate chain and its private key (both or neither), and
+  // a PEM CA whose certificates clients must present (needs the first two). Default: none
+  // (plaintext).
+  std::string grpc_tls_cert;
+  std::string grpc_tls_key;
+  std::string grpc_tls_client_ca;
+  // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
+  // Default: "default".
+  std::string vald_collection = "default";
+  // How a Vald Insert/Upsert creates a missing collection: dimension (0: the first vector's
+  // length), index type (a FAISSx type or FAISS factory string, wrapped in an IDMap2 so string
+  // ids work) and metric. Defaults: 0, "Flat", "L2".
+  int vald_dimension = 0;
+  std::string vald_index_type = "Flat";
+  std::string vald_metric = "L2";
   Limits limits;
   SchedulerOptions scheduler;
 };

@@ -85,5 +85,34 @@ TEST_F(ConfigTest, TakesDataDirAndRejectsBadValues) {
   EXPECT_EQ(Parse({"serve", "--log-level", "WARNING"}).options.log_level, "warning");
 }
 
+TEST_F(ConfigTest, GrpcAndValdSettings) {
+  auto d = Parse({"serve"});
+  ASSERT_TRUE(d.serve) << d.message;
+  EXPECT_EQ(d.options.grpc_port, 8081);
+  EXPECT_EQ(d.options.vald_collection, "default");
+  EXPECT_EQ(d.options.vald_dimension, 0);
+  EXPECT_EQ(d.options.vald_index_type, "Flat");
+  EXPECT_EQ(d.options.vald_metric, "L2");
+  setenv("VECGPU_GRPC_PORT", "9091", 1);
+  setenv("FAISSX_VALD_COLLECTION", "vecs", 1);
+  auto env = Parse({"serve", "--vald-dimension", "128", "--vald-index-type", "HNSW32"});
+  unsetenv("VECGPU_GRPC_PORT");
+  unsetenv("FAISSX_VALD_COLLECTION");
+  ASSERT_TRUE(env.serve) << env.message;
+  EXPECT_EQ(env.options.grpc_port, 9091);
+  EXPECT_EQ(env.options.vald_collection, "vecs");
+  EXPECT_EQ(env.options.vald_dimension, 128);
+  EXPECT_EQ(env.options.vald_index_type, "HNSW32");
+  EXPECT_TRUE(Parse({"serve", "--grpc-port", "0"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--grpc-port", "70000"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--grpc-port", "45678"}).serve);  // the FAISSx port
+  EXPECT_FALSE(Parse({"serve", "--grpc-tls-cert", "c.pem"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--grpc-tls-client-ca", "ca.pem"}).serve);
+  EXPECT_TRUE(Parse({"serve", "--grpc-tls-cert", "c.pem", "--grpc-tls-key", "k.pem"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--vald-collection", ""}).serve);
+  EXPECT_FALSE(Parse({"serve", "--vald-dimension", "-1"}).serve);
+  EXPECT_FALSE(Parse({"serve", "--vald-dimension", "20000"}).serve);
+}
+
 }  // namespace
 }  // namespace vecgpu::server

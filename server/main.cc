@@ -1,4 +1,4 @@
-// vecgpu: serves FAISS indexes over the FAISSx protocol. See README.md.
+// vecgpu: serves FAISS indexes over the FAISSx protocol and the Vald v1 gRPC API. See README.md.
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -24,6 +24,11 @@
 #include "server/http/metrics_server.h"
 #include "server/import_faissx.h"
 #include "server/zmq/router_frontend.h"
+#if VECGPU_HAVE_GRPC
+#include <unistd.h>
+
+#include "server/grpc/grpc_server.h"
+#endif
 #if VECGPU_HAVE_GPU
 #include "gpu/cuda_device_provider.h"
 #endif
@@ -286,6 +291,40 @@ int Serve(const ServeOptions& o) {
       fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(), o.scheduler.dispatch_threads,
       o.scheduler.query_threads, o.scheduler.write_threads, devices.gpus().size(),
       o.scheduler.max_batch_rows);
+#if VECGPU_HAVE_GRPC
+  std::unique_ptr<GrpcServer> grpc_server;
+  if (o.grpc_port != 0) {
+    GrpcEnv env;
+    env.engine = &engine;
+    env.auth = &*auth;
+    env.limits = o.limits;
+    env.default_collection = o.vald_collection;
+    env.vald_dimension = o.vald_dimension;
+    env.vald_index_type = o.vald_index_type;
+    env.vald_metric = o.vald_metric;
+    env.request_timeout_ms = o.scheduler.request_timeout_ms;
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') env.server_name = host;
+    env.snapshot = service_options.snapshot;
+    env.metrics = &metrics;
+    grpc_server = std::make_unique<GrpcServer>(
+        std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,
+                                          o.grpc_tls_cert, o.grpc_tls_key, o.grpc_tls_client_ca});
+    if (Status st = grpc_server->Start(); !st.ok()) {
+      spdlog::critical("{}", st.message());
+      (void)frontend.Stop(std::chrono::milliseconds(0));
+      return 1;
+    }
+    spdlog::info(
+        "vecgpu serving gRPC (Vald v1 API, vecgpu.v1.Collections, health, reflection) on {}{} "
+        "(Vald collection '{}' unless x-vecgpu-collection names one)",
+        grpc_server->endpoint(), grpc_server->tls() ? " with TLS" : "", o.vald_collection);
+  }
+#else
+  if (o.grpc_port != 0) {
+    spdlog::info("this build has no gRPC front end (built without VECGPU_WITH_GRPC)");
+  }
+#endif
   ready = true;
 
   int sig = 0;
@@ -294,6 +333,10 @@ int Serve(const ServeOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   ready = false;
   int abandoned = frontend.Stop(std::chrono::milliseconds(1000));
+#if VECGPU_HAVE_GRPC
+  // Before the scheduler: running gRPC searches wait on it.
+  if (grpc_server) grpc_server->Stop(std::chrono::milliseconds(1000));
+#endif
   metrics_server.Stop();  // its gauges read the scheduler, which goes next
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // every acknowledged write is in the log already (with --data-dir), and a write still

@@ -399,8 +399,8 @@ def main():
         metrics_port = s.getsockname()[1]
     persist = ["--data-dir", args.data_dir] if args.data_dir else []
     proc = subprocess.Popen([args.binary, "serve", "--port", str(port), "--bind-address",
-                             "127.0.0.1", "--metrics-port", str(metrics_port), "--log-level",
-                             "warning", *persist], stdout=log, stderr=subprocess.STDOUT)
+                             "127.0.0.1", "--metrics-port", str(metrics_port), "--grpc-port", "0",
+                             "--log-level", "warning", *persist], stdout=log, stderr=subprocess.STDOUT)
     fz = Fuzz(args, f"tcp://127.0.0.1:{port}", proc)
     fz.metrics_url = f"http://127.0.0.1:{metrics_port}"
     deadline = time.time() + 20

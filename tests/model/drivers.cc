@@ -94,7 +94,7 @@ class WireDriver final : public Driver {
     if (pid_ == 0) {
       const std::string p = std::to_string(port);
       execl(binary.c_str(), binary.c_str(), "serve", "--port", p.c_str(), "--metrics-port", "0",
-            "--log-level", "warning", static_cast<char*>(nullptr));
+            "--grpc-port", "0", "--log-level", "warning", static_cast<char*>(nullptr));
       _exit(127);
     }
     // Wait for the server to answer a ping.

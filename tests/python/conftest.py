@@ -22,8 +22,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+_grpc_flag = None
+
+
+def has_grpc_flag():
+    """Whether the binary knows --grpc-port (so concurrent servers get free gRPC ports)."""
+    global _grpc_flag
+    if _grpc_flag is None:
+        out = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True,
+                             timeout=20).stdout
+        _grpc_flag = "--grpc-port" in out
+    return _grpc_flag
+
+
 class Server:
-    """A running `vecgpu serve`; stop() sends SIGTERM and returns the exit code."""
+    """A running `vecgpu serve`; stop() sends SIGTERM and returns the exit code. Its gRPC
+    port (Vald API) is a free one too: `grpc_target` is "127.0.0.1:port"."""
 
     def __init__(self, *args, env=None):
         self.port = free_port()
@@ -33,6 +47,10 @@ class Server:
             args = (*args, "--metrics-port", str(free_port()))
         self.metrics_port = int(args[args.index("--metrics-port") + 1])
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        if "--grpc-port" not in args and has_grpc_flag():
+            args = (*args, "--grpc-port", str(free_port()))
+        self.grpc_port = int(args[args.index("--grpc-port") + 1]) if "--grpc-port" in args else 0
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log = []
         full_env = dict(os.environ)
         full_env.update(env or {})

@@ -56,6 +56,8 @@ class Launched:
         self.endpoint = f"tcp://127.0.0.1:{port}"
         if "--metrics-port" not in args:  # the default metrics port may be taken by a fixture
             args = [*args, "--metrics-port", "0"]
+        if "--grpc-port" not in args:  # nor the default gRPC port (8081)
+            args = [*args, "--grpc-port", "0"]
         self.proc = subprocess.Popen([str(BINARY), "serve", *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 15

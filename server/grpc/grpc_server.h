@@ -1,0 +1,57 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "server/grpc/call_scope.h"
+
+namespace grpc {
+class Server;
+class Service;
+}  // namespace grpc
+
+namespace vecgpu::server {
+
+struct GrpcServerOptions {
+  // Address and port to listen on (port 0: any free one; see GrpcServer::port()).
+  std::string bind_address = "127.0.0.1";
+  int port = 8081;
+  // Largest message either way (Limits::max_message_bytes); larger ones: RESOURCE_EXHAUSTED.
+  int64_t max_message_bytes = 4 << 20;
+  // PEM files: TLS when cert and key are set; client certificates required and verified
+  // against client_ca when it is set. Default: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+};
+
+// The gRPC front end: the Vald v1 services, core.v1.Agent, vecgpu.v1.Collections, the standard
+// health service and server reflection, on one port, over the Engine in `env`. Start once, Stop
+// once (Stop before the scheduler shuts down: searches wait on it). Not thread-safe itself;
+// the services it runs are.
+class GrpcServer {
+ public:
+  GrpcServer(GrpcEnv env, GrpcServerOptions options);
+  ~GrpcServer();
+
+  // Binds and starts serving. Unavailable when the port cannot be bound; InvalidArgument when
+  // a TLS file cannot be read.
+  Status Start();
+  // Stops accepting calls and waits up to `grace` for the running ones, then cancels them.
+  void Stop(std::chrono::milliseconds grace);
+  // The bound port (after Start).
+  int port() const { return port_; }
+  // "host:port" as listened on.
+  std::string endpoint() const;
+  bool tls() const { return !options_.tls_cert_file.empty(); }
+
+ private:
+  const GrpcEnv env_;
+  const GrpcServerOptions options_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace vecgpu::server

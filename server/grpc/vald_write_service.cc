@@ -1,0 +1,244 @@
+// vald.v1 Insert, Update, Upsert and Remove over Engine::PutKeyed / RemoveKeyed. A unary call
+// is a Multi call of one; a stream answers each request with its location or its error (as a
+// google.rpc.Status entry) and goes on; a Multi call writes every object or none.
+#include <chrono>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "server/grpc/vald_services.h"
+
+namespace vecgpu::server {
+namespace {
+
+void SetLocation(const GrpcEnv& env, const std::string& id, pb::Object::Location* out) {
+  out->set_name(env.server_name);
+  out->set_uuid(id);
+  out->clear_ips();
+}
+
+// Writes `reqs` (Insert/Update/Upsert.Request) as one all-or-nothing PutKeyed. Strict
+// existence checks are skipped only when every request asks for it.
+template <typename Request>
+Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const Request*>& reqs,
+           PutMode mode, pb::Object::Locations* out) {
+  if (reqs.empty()) return InvalidArgument("requests: no object given");
+  if (static_cast<int64_t>(reqs.size()) > env.limits.max_add_vectors) {
+    return InvalidArgument("requests: " + std::to_string(reqs.size()) +
+                           " objects, above the limit of " +
+                           std::to_string(env.limits.max_add_vectors) + " per call");
+  }
+  bool skip_strict = true;
+  for (const Request* r : reqs) {
+    if (r->vector().vector().empty()) {
+      return InvalidArgument("vector of id '" + r->vector().id() + "': empty");
+    }
+    if (r->config().timestamp() < 0) {
+      return InvalidArgument("config.timestamp: negative");
+    }
+    skip_strict = skip_strict && r->config().skip_strict_exist_check();
+  }
+  if (mode != PutMode::kUpdate) {
+    RETURN_IF_ERROR(
+        EnsureCollection(env, scope, static_cast<int>(reqs[0]->vector().vector_size())));
+  }
+  std::vector<KeyedObject> objects;
+  objects.reserve(reqs.size());
+  for (const Request* r : reqs) {
+    const auto& v = r->vector().vector();
+    objects.push_back(
+        {r->vector().id(), std::vector<float>(v.begin(), v.end()), r->config().timestamp()});
+  }
+  RETURN_IF_ERROR(
+      env.engine->PutKeyed(scope.tenant, scope.collection, std::move(objects), mode, skip_strict));
+  for (const Request* r : reqs) SetLocation(env, r->vector().id(), out->add_locations());
+  return Status::Ok();
+}
+
+template <typename Request>
+grpc::Status PutOne(const GrpcEnv& env, ServerContext* c, const Request& req, PutMode mode,
+                    pb::Object::Location* out) {
+  auto scope = ScopeOf(env, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  pb::Object::Locations locs;
+  Status st = Put<Request>(env, *scope, {&req}, mode, &locs);
+  if (st.ok()) *out = locs.locations(0);
+  return ToGrpc(st);
+}
+
+template <typename MultiRequest>
+grpc::Status PutMulti(const GrpcEnv& env, ServerContext* c, const MultiRequest& req, PutMode mode,
+                      pb::Object::Locations* out) {
+  auto scope = ScopeOf(env, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  if (req.requests_size() > env.limits.max_add_vectors) {
+    return ToGrpc(InvalidArgument("requests: " + std::to_string(req.requests_size()) +
+                                  " objects, above the limit of " +
+                                  std::to_string(env.limits.max_add_vectors) + " per call"));
+  }
+  std::vector<const std::remove_cvref_t<decltype(req.requests(0))>*> reqs;
+  for (const auto& r : req.requests()) reqs.push_back(&r);
+  return ToGrpc(Put(env, *scope, reqs, mode, out));
+}
+
+template <typename Request>
+grpc::Status PutStream(const GrpcEnv& env, ServerContext* c,
+                       BiDi<pb::Object::StreamLocation, Request>* s, PutMode mode) {
+  auto scope = ScopeOf(env, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  Request req;
+  while (s->Read(&req)) {
+    pb::Object::Locations locs;
+    Status st = Put<Request>(env, *scope, {&req}, mode, &locs);
+    pb::Object::StreamLocation resp;
+    if (st.ok()) {
+      *resp.mutable_location() = locs.locations(0);
+    } else {
+      *resp.mutable_status() = ToRpcStatus(st);
+    }
+    if (!s->Write(resp)) break;
+  }
+  return grpc::Status::OK;
+}
+
+Status RemoveIds(const GrpcEnv& env, const CallScope& scope, const std::vector<std::string>& ids,
+                 pb::Object::Locations* out) {
+  if (ids.empty()) return InvalidArgument("requests: no id given");
+  if (static_cast<int64_t>(ids.size()) > env.limits.max_add_vectors) {
+    return InvalidArgument("requests: " + std::to_string(ids.size()) + " ids, above the limit of " +
+                           std::to_string(env.limits.max_add_vectors) + " per call");
+  }
+  for (const std::string& id : ids) {
+    if (id.empty()) return InvalidArgument("id: must not be empty");
+  }
+  RETURN_IF_ERROR(env.engine->RemoveKeyed(scope.tenant, scope.collection, ids));
+  for (const std::string& id : ids) SetLocation(env, id, out->add_locations());
+  return Status::Ok();
+}
+
+}  // namespace
+
+grpc::Status ValdInsertService::Insert(ServerContext* c, const pb::Insert::Request* req,
+                                       pb::Object::Location* out) {
+  return PutOne(env_, c, *req, PutMode::kInsert, out);
+}
+grpc::Status ValdInsertService::StreamInsert(
+    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Insert::Request>* s) {
+  return PutStream(env_, c, s, PutMode::kInsert);
+}
+grpc::Status ValdInsertService::MultiInsert(ServerContext* c, const pb::Insert::MultiRequest* req,
+                                            pb::Object::Locations* out) {
+  return PutMulti(env_, c, *req, PutMode::kInsert, out);
+}
+
+grpc::Status ValdUpdateService::Update(ServerContext* c, const pb::Update::Request* req,
+                                       pb::Object::Location* out) {
+  return PutOne(env_, c, *req, PutMode::kUpdate, out);
+}
+grpc::Status ValdUpdateService::StreamUpdate(
+    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Update::Request>* s) {
+  return PutStream(env_, c, s, PutMode::kUpdate);
+}
+grpc::Status ValdUpdateService::MultiUpdate(ServerContext* c, const pb::Update::MultiRequest* req,
+                                            pb::Object::Locations* out) {
+  return PutMulti(env_, c, *req, PutMode::kUpdate, out);
+}
+grpc::Status ValdUpdateService::UpdateTimestamp(ServerContext* c,
+                                                const pb::Update::TimestampRequest* req,
+                                                pb::Object::Location* out) {
+  auto scope = ScopeOf(env_, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  if (req->id().empty()) return ToGrpc(InvalidArgument("id: must not be empty"));
+  if (req->timestamp() < 0) return ToGrpc(InvalidArgument("timestamp: negative"));
+  int64_t ts = req->timestamp();
+  if (ts == 0) {
+    ts = std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+             .count();
+  }
+  Status st = env_.engine->StampKey(scope->tenant, scope->collection, req->id(), ts, req->force());
+  if (st.ok()) SetLocation(env_, req->id(), out);
+  return ToGrpc(st);
+}
+
+grpc::Status ValdUpsertService::Upsert(ServerContext* c, const pb::Upsert::Request* req,
+                                       pb::Object::Location* out) {
+  return PutOne(env_, c, *req, PutMode::kUpsert, out);
+}
+grpc::Status ValdUpsertService::StreamUpsert(
+    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Upsert::Request>* s) {
+  return PutStream(env_, c, s, PutMode::kUpsert);
+}
+grpc::Status ValdUpsertService::MultiUpsert(ServerContext* c, const pb::Upsert::MultiRequest* req,
+                                            pb::Object::Locations* out) {
+  return PutMulti(env_, c, *req, PutMode::kUpsert, out);
+}
+
+grpc::Status ValdRemoveService::Remove(ServerContext* c, const pb::Remove::Request* req,
+                                       pb::Object::Location* out) {
+  auto scope = ScopeOf(env_, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  pb::Object::Locations locs;
+  Status st = RemoveIds(env_, *scope, {req->id().id()}, &locs);
+  if (st.ok()) *out = locs.locations(0);
+  return ToGrpc(st);
+}
+
+grpc::Status ValdRemoveService::RemoveByTimestamp(ServerContext* c,
+                                                  const pb::Remove::TimestampRequest* req,
+                                                  pb::Object::Locations* out) {
+  auto scope = ScopeOf(env_, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  if (req->timestamps().empty()) {
+    return ToGrpc(InvalidArgument("timestamps: no condition given"));
+  }
+  std::vector<TimestampCondition> conditions;
+  for (const auto& t : req->timestamps()) {
+    if (t.operator_() < pb::Remove::Timestamp::Eq || t.operator_() > pb::Remove::Timestamp::Lt) {
+      return ToGrpc(InvalidArgument("timestamps: unknown operator " +
+                                    std::to_string(static_cast<int>(t.operator_()))));
+    }
+    // Vald's operator numbers (Eq..Lt) are TimestampCondition's.
+    conditions.push_back({static_cast<TimestampCondition::Op>(t.operator_()), t.timestamp()});
+  }
+  auto removed = env_.engine->RemoveKeyedWhere(scope->tenant, scope->collection, conditions);
+  if (!removed.ok()) return ToGrpc(removed.status());
+  if (removed->empty()) return ToGrpc(NotFound("no object matches the timestamps"));
+  for (const std::string& id : *removed) SetLocation(env_, id, out->add_locations());
+  return grpc::Status::OK;
+}
+
+grpc::Status ValdRemoveService::StreamRemove(
+    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Remove::Request>* s) {
+  auto scope = ScopeOf(env_, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  pb::Remove::Request req;
+  while (s->Read(&req)) {
+    pb::Object::Locations locs;
+    Status st = RemoveIds(env_, *scope, {req.id().id()}, &locs);
+    pb::Object::StreamLocation resp;
+    if (st.ok()) {
+      *resp.mutable_location() = locs.locations(0);
+    } else {
+      *resp.mutable_status() = ToRpcStatus(st);
+    }
+    if (!s->Write(resp)) break;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ValdRemoveService::MultiRemove(ServerContext* c, const pb::Remove::MultiRequest* req,
+                                            pb::Object::Locations* out) {
+  auto scope = ScopeOf(env_, *c);
+  if (!scope.ok()) return ToGrpc(scope.status());
+  if (req->requests_size() > env_.limits.max_add_vectors) {
+    return ToGrpc(InvalidArgument("requests: " + std::to_string(req->requests_size()) +
+                                  " ids, above the limit of " +
+                                  std::to_string(env_.limits.max_add_vectors) + " per call"));
+  }
+  std::vector<std::string> ids;
+  for (const auto& r : req->requests()) ids.push_back(r.id().id());
+  return ToGrpc(RemoveIds(env_, *scope, ids, out));
+}
+
+}  // namespace vecgpu::server
