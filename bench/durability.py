@@ -95,7 +95,7 @@ class VecgpuServer:
         self.port = free_port()
         self.metrics_port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
-        cmd = [self.binary, "serve", "--port", str(self.port), "--metrics-port",
+        cmd = [self.binary, "serve", "--port", str(self.port), "--grpc-port", "0", "--metrics-port",
                str(self.metrics_port), *self.args]
         self.log = open(self.log_path, "a")
         self.log.write(f"# {' '.join(cmd)}\n")

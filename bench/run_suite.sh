@@ -42,7 +42,7 @@ mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
 vport=$(free_port)
 # shellcheck disable=SC2086
-"$B/vecgpu" serve --port "$vport" --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
+"$B/vecgpu" serve --port "$vport" --grpc-port 0 --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
   > "bench/results/$stamp-vecgpu.log" 2>&1 &
 pids+=($!)
 args=(--vecgpu "tcp://127.0.0.1:$vport")
