@@ -69,7 +69,8 @@ struct AddResult {
 struct KeyedObject {
   std::string key;
   std::vector<float> vector;
-  int64_t timestamp = 0;  // Unix nanoseconds; 0 on a write: now
+  int64_t timestamp = 0;     // Unix nanoseconds; 0 on a write: now
+  bool skip_strict = false;  // on a write: skip the existence checks for this object
 };
 
 // How PutKeyed treats keys that exist (Vald's Insert, Update, Upsert).
@@ -219,7 +220,8 @@ class Engine {
   // Writes every object or none, after checking them all: INVALID_ARGUMENT for an empty or
   // too long key, a key given twice, or a vector of the wrong dimension; ALREADY_EXISTS for
   // an insert of a key that exists, or an update or upsert to the vector already stored
-  // (both unless skip_strict); NOT_FOUND for an update of a missing key.
+  // (both unless skip_strict, for all, or the object's own); NOT_FOUND for an update of a
+  // missing key.
   Status PutKeyed(const std::string& tenant, const std::string& name,
                   std::vector<KeyedObject> objects, PutMode mode, bool skip_strict);
   // Removes every key or none (NOT_FOUND names the first missing one).
@@ -232,6 +234,10 @@ class Engine {
   // Restamps an object; an older timestamp than its own only with `force`.
   Status StampKey(const std::string& tenant, const std::string& name, const std::string& key,
                   int64_t timestamp, bool force);
+  // The timestamp of the object stored under `key` (NOT_FOUND when there is none): a cheap
+  // existence check.
+  StatusOr<int64_t> KeyTimestamp(const std::string& tenant, const std::string& name,
+                                 const std::string& key) const;
   // The object stored under `key` (its vector as the index reconstructs it).
   StatusOr<KeyedObject> GetKeyed(const std::string& tenant, const std::string& name,
                                  const std::string& key) const;

@@ -93,11 +93,12 @@ Status Engine::PutKeyed(const std::string& tenant, const std::string& name,
             if (mode == PutMode::kUpdate) return MissingKey(keys[i], name);
             continue;
           }
+          const bool skip = skip_strict || objects[i].skip_strict;
           if (mode == PutMode::kInsert) {
-            if (skip_strict) continue;
+            if (skip) continue;
             return AlreadyExists("id '" + keys[i] + "' is already in index '" + name + "'");
           }
-          if (skip_strict) continue;
+          if (skip) continue;
           std::vector<float> stored(x.cols);
           const int64_t id[] = {o->id};
           if (ReconstructIds(b, t, c->view(), id, stored.data()).ok() &&
@@ -233,6 +234,17 @@ Status Engine::StampKey(const std::string& tenant, const std::string& name, cons
     k.Put(c->view(), key, o->id, timestamp);
     return Status::Ok();
   });
+}
+
+StatusOr<int64_t> Engine::KeyTimestamp(const std::string& tenant, const std::string& name,
+                                       const std::string& key) const {
+  ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
+  return c->ReadKeyed(
+      [&](const Backend&, const LabelTable&, const KeyTable& k) -> StatusOr<int64_t> {
+        const KeyTable::Object* o = k.Find(c->view(), key);
+        if (!o) return MissingKey(key, name);
+        return o->timestamp;
+      });
 }
 
 StatusOr<KeyedObject> Engine::GetKeyed(const std::string& tenant, const std::string& name,

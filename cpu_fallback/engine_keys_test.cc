@@ -55,6 +55,14 @@ TEST(EngineKeysTest, InsertUpdateUpsertRemove) {
   ASSERT_TRUE(e.PutKeyed(kT, "c", {Obj("a", 8), Obj("c", 3)}, PutMode::kUpsert, false).ok());
   EXPECT_EQ(e.Describe(kT, "c")->backend.ntotal, 3);
   EXPECT_GT(e.GetKeyed(kT, "c", "c")->timestamp, 1'600'000'000'000'000'000);  // now, in ns
+  // skip_strict per object: only that object skips the check.
+  KeyedObject again = Obj("a", 8);
+  again.skip_strict = true;
+  EXPECT_TRUE(e.PutKeyed(kT, "c", {again}, PutMode::kInsert, false).ok());
+  EXPECT_EQ(e.PutKeyed(kT, "c", {again, Obj("c", 3)}, PutMode::kInsert, false).code(),
+            StatusCode::kAlreadyExists);  // "c" does not skip
+  EXPECT_EQ(*e.KeyTimestamp(kT, "c", "c"), e.GetKeyed(kT, "c", "c")->timestamp);
+  EXPECT_EQ(e.KeyTimestamp(kT, "c", "nope").status().code(), StatusCode::kNotFound);
   // Bad requests change nothing.
   EXPECT_EQ(e.PutKeyed(kT, "c", {Obj("", 1)}, PutMode::kInsert, false).code(),
             StatusCode::kInvalidArgument);

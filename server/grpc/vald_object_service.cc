@@ -45,8 +45,9 @@ grpc::Status ValdObjectService::Exists(ServerContext* c, const pb::Object::ID* r
                                        pb::Object::ID* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  auto o = Get(env_, *scope, req->id());
-  if (!o.ok()) return ToGrpc(o.status());
+  if (req->id().empty()) return ToGrpc(InvalidArgument("id: must not be empty"));
+  auto t = env_.engine->KeyTimestamp(scope->tenant, scope->collection, req->id());
+  if (!t.ok()) return ToGrpc(t.status());
   out->set_id(req->id());
   return grpc::Status::OK;
 }
@@ -109,10 +110,11 @@ grpc::Status ValdObjectService::GetTimestamp(ServerContext* c,
                                              pb::Object::Timestamp* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  auto o = Get(env_, *scope, req->id().id());
-  if (!o.ok()) return ToGrpc(o.status());
-  out->set_id(o->key);
-  out->set_timestamp(o->timestamp);
+  if (req->id().id().empty()) return ToGrpc(InvalidArgument("id: must not be empty"));
+  auto t = env_.engine->KeyTimestamp(scope->tenant, scope->collection, req->id().id());
+  if (!t.ok()) return ToGrpc(t.status());
+  out->set_id(req->id().id());
+  out->set_timestamp(*t);
   return grpc::Status::OK;
 }
 

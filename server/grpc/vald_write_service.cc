@@ -17,8 +17,8 @@ void SetLocation(const GrpcEnv& env, const std::string& id, pb::Object::Location
   out->clear_ips();
 }
 
-// Writes `reqs` (Insert/Update/Upsert.Request) as one all-or-nothing PutKeyed. Strict
-// existence checks are skipped only when every request asks for it.
+// Writes `reqs` (Insert/Update/Upsert.Request) as one all-or-nothing PutKeyed, each with its
+// own skip_strict_exist_check.
 template <typename Request>
 Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const Request*>& reqs,
            PutMode mode, pb::Object::Locations* out) {
@@ -28,7 +28,6 @@ Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const R
                            " objects, above the limit of " +
                            std::to_string(env.limits.max_add_vectors) + " per call");
   }
-  bool skip_strict = true;
   for (const Request* r : reqs) {
     if (r->vector().vector().empty()) {
       return InvalidArgument("vector of id '" + r->vector().id() + "': empty");
@@ -36,7 +35,6 @@ Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const R
     if (r->config().timestamp() < 0) {
       return InvalidArgument("config.timestamp: negative");
     }
-    skip_strict = skip_strict && r->config().skip_strict_exist_check();
   }
   if (mode != PutMode::kUpdate) {
     RETURN_IF_ERROR(
@@ -46,11 +44,11 @@ Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const R
   objects.reserve(reqs.size());
   for (const Request* r : reqs) {
     const auto& v = r->vector().vector();
-    objects.push_back(
-        {r->vector().id(), std::vector<float>(v.begin(), v.end()), r->config().timestamp()});
+    objects.push_back({r->vector().id(), std::vector<float>(v.begin(), v.end()),
+                       r->config().timestamp(), r->config().skip_strict_exist_check()});
   }
-  RETURN_IF_ERROR(
-      env.engine->PutKeyed(scope.tenant, scope.collection, std::move(objects), mode, skip_strict));
+  RETURN_IF_ERROR(env.engine->PutKeyed(scope.tenant, scope.collection, std::move(objects), mode,
+                                       /*skip_strict=*/false));
   for (const Request* r : reqs) SetLocation(env, r->vector().id(), out->add_locations());
   return Status::Ok();
 }
