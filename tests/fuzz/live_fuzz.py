@@ -49,10 +49,11 @@ ACTIONS = {  # action -> weight; destructive actions are rarer so indexes keep t
     "replace_vector": 2, "get_index_stats": 1, "get_index_status": 1, "get_index_info": 1,
     "list_indexes": 1, "list_indices": 1, "delete_index": 0.3, "reset": 0.3, "clear": 0.3,
     "set_parameter": 2, "get_parameter": 1, "merge_indices": 2, "compute_clustering": 1,
-    "optimize_index": 1, "recluster_index": 1, "apply_transform": 2, "get_transform_info": 1}
+    "optimize_index": 1, "recluster_index": 1, "apply_transform": 2, "get_transform_info": 1,
+    "snapshot": 0.3}
 DESTRUCTIVE = {"delete_index", "reset", "clear", "remove_ids", "recluster_index", "merge_indices"}
 NO_INDEX = {"ping", "list_indexes", "list_indices", "compute_clustering", "create_index",
-            "merge_indices"}
+            "merge_indices", "snapshot"}
 VEC_KEYS = ("vectors", "query_vectors", "training_vectors", "vector")
 NUM_KEYS = ("k", "start_idx", "num_vectors", "limit", "n_clusters", "niter", "radius", "dimension",
             "batch_size", "optimization_level", "sample_ratio", "value", "id", "idx", "params")
