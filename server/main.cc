@@ -91,6 +91,13 @@ void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& device
       });
 }
 
+// The thread that waits for the stop signals (Serve).
+pthread_t g_main_thread;
+
+// Runs on a thread that does not block the stop signals: hands the signal to the main thread,
+// which blocks it and takes it with sigwait. Async-signal-safe.
+void ForwardStopSignal(int sig) { pthread_kill(g_main_thread, sig); }
+
 // The data directory's log and snapshots, read at scrape time.
 void RegisterStoreGauges(MetricsRegistry& registry, const store::Store& st) {
   auto one = [&st](auto field) {
@@ -185,12 +192,20 @@ int Serve(const ServeOptions& o) {
     return 2;
   }
 
-  // Block the stop signals in every thread; this one waits for them below.
+  // Block the stop signals in every thread started from here; this one waits for them below.
+  // Threads libraries started before main (OpenBLAS's) do not block them: a stop signal
+  // delivered to one of those is forwarded here rather than killing the process.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  g_main_thread = pthread_self();
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardStopSignal;
+  sigemptyset(&forward.sa_mask);
+  sigaction(SIGINT, &forward, nullptr);
+  sigaction(SIGTERM, &forward, nullptr);
 
   {
     std::string info = BuildInfo();
@@ -309,7 +324,8 @@ int Serve(const ServeOptions& o) {
     env.metrics = &metrics;
     grpc_server = std::make_unique<GrpcServer>(
         std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,
-                                          o.grpc_tls_cert, o.grpc_tls_key, o.grpc_tls_client_ca});
+                                          o.limits.max_request_bytes, o.grpc_tls_cert,
+                                          o.grpc_tls_key, o.grpc_tls_client_ca});
     if (Status st = grpc_server->Start(); !st.ok()) {
       spdlog::critical("{}", st.message());
       (void)frontend.Stop(std::chrono::milliseconds(0));

@@ -101,9 +101,10 @@ Status GrpcServer::Start() {
   // Without this gRPC sets SO_REUSEPORT, and a second server on the port would share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(HostPort(options_.bind_address, options_.port), creds, &port_);
-  const int max_bytes = static_cast<int>(std::min<int64_t>(options_.max_message_bytes, INT_MAX));
-  builder.SetMaxReceiveMessageSize(max_bytes);
-  builder.SetMaxSendMessageSize(max_bytes);
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<int64_t>(options_.max_request_bytes, INT_MAX)));
+  builder.SetMaxSendMessageSize(
+      static_cast<int>(std::min<int64_t>(options_.max_message_bytes, INT_MAX)));
   services_.push_back(std::make_unique<ValdInsertService>(env_));
   services_.push_back(std::make_unique<ValdUpdateService>(env_));
   services_.push_back(std::make_unique<ValdUpsertService>(env_));

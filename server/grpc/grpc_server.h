@@ -17,8 +17,10 @@ struct GrpcServerOptions {
   // Address and port to listen on (port 0: any free one; see GrpcServer::port()).
   std::string bind_address = "127.0.0.1";
   int port = 8081;
-  // Largest message either way (Limits::max_message_bytes); larger ones: RESOURCE_EXHAUSTED.
+  // Largest request (Limits::max_request_bytes) and reply (Limits::max_message_bytes), as on
+  // ZeroMQ; a larger request: RESOURCE_EXHAUSTED, before it is decoded.
   int64_t max_message_bytes = 4 << 20;
+  int64_t max_request_bytes = 4 << 20;
   // PEM files: TLS when cert and key are set; client certificates required and verified
   // against client_ca when it is set. Default: plaintext.
   std::string tls_cert_file;
