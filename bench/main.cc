@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   run->add_option("names", names, "Scenario or suite names")->required();
   run->add_option("--vecgpu", opts.vecgpu_endpoint, "vecgpu endpoint, e.g. tcp://127.0.0.1:45678");
   run->add_option("--faissx", opts.faissx_endpoint, "FAISSx server endpoint");
+  run->add_option("--vecgpu-grpc", opts.grpc_endpoint,
+                  "vecgpu's Vald v1 gRPC endpoint, e.g. 127.0.0.1:8081 (the target 'grpc')");
   run->add_flag("--no-faiss", no_faiss, "Leave out the in-process FAISS baseline");
   run->add_option("--data-dir", opts.data_dir, "Ground-truth cache folder")->capture_default_str();
   run->add_option("--time-scale", opts.time_scale, "Multiply every duration")
@@ -50,6 +52,16 @@ int main(int argc, char** argv) {
     return 0;
   }
   opts.in_process = !no_faiss;
+#if VECGPU_BENCH_HAVE_GRPC
+  opts.make_grpc_target = [](const std::string& endpoint, int timeout_ms) {
+    return MakeGrpcTarget("grpc", endpoint, timeout_ms);
+  };
+#else
+  if (!opts.grpc_endpoint.empty()) {
+    std::cerr << "# --vecgpu-grpc ignored: this vecgpu-bench was built without gRPC "
+                 "(VECGPU_WITH_GRPC)\n";
+  }
+#endif
   Runner runner(scenarios, opts);
   auto expanded = runner.Expand(names);
   if (!expanded.ok()) {

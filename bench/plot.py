@@ -14,8 +14,9 @@ Writes into --out:
                              one `batch` value): queries/s against batch, a line per target and
                              encoding
   summary.md                 Markdown tables (also printed): every search point, every add/mixed
-                             point, failed preparations, and the vecgpu/FAISS and vecgpu/FAISSx
-                             ratios of the latency-flat and concurrency-flat scenarios.
+                             point, failed preparations, the vecgpu/FAISS and vecgpu/FAISSx
+                             ratios of the latency-flat and concurrency-flat scenarios, and
+                             gRPC against ZeroMQ (target grpc beside vecgpu) where both ran.
 
 Whatever the report lacks (scenarios, targets, recall, ratios) is skipped, not an error.
 """
@@ -32,11 +33,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-TARGET_ORDER = ["vecgpu", "faiss", "faissx"]
-TARGET_LABEL = {"vecgpu": "vecgpu", "faiss": "FAISS (in-process)", "faissx": "FAISSx server"}
-TARGET_COLOR = {"vecgpu": "tab:green", "faiss": "tab:blue", "faissx": "tab:red"}
+TARGET_ORDER = ["vecgpu", "grpc", "faiss", "faissx"]
+TARGET_LABEL = {"vecgpu": "vecgpu", "grpc": "vecgpu gRPC (Vald API)", "faiss": "FAISS (in-process)",
+                "faissx": "FAISSx server"}
+TARGET_COLOR = {"vecgpu": "tab:green", "grpc": "tab:purple", "faiss": "tab:blue",
+                "faissx": "tab:red"}
 EXTRA_COLORS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-ENCODING_STYLE = {"list": "-", "binary": "--"}
+ENCODING_STYLE = {"list": "-", "binary": "--", "protobuf": "-."}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 SWEEP_PARAMS = ["nprobe", "efSearch"]
 RATIO_SCENARIOS = ["latency-flat", "concurrency-flat"]
@@ -547,6 +550,24 @@ def compute_ratios(entries):
     return out
 
 
+def grpc_rows(entries):
+    """gRPC (target grpc) beside ZeroMQ (target vecgpu, each encoding) at the same point."""
+    keys = ("scenario", "clients", "batch", "offered_rps", "nprobe", "efSearch")
+    rows = []
+    for g in entries:
+        if g.get("target") != "grpc" or not is_search(g):
+            continue
+        for o in entries:
+            if o.get("target") != "vecgpu" or any(g.get(k) != o.get(k) for k in keys):
+                continue
+            gt, ot = num(g.get("throughput_rps")) or 0, num(o.get("throughput_rps")) or 0
+            rows.append([g.get("scenario"), g.get("clients", "-"), g.get("batch", "-"),
+                         fmt_count(gt), fmt_ms(latency(g, "p50")), o.get("encoding", "-"),
+                         fmt_count(ot), fmt_ms(latency(o, "p50")),
+                         fmt_ratio(gt / ot if ot else None)])
+    return rows
+
+
 def summary(report, ratio_scenarios):
     entries = ok_entries(report)
     order = {}
@@ -623,6 +644,14 @@ def summary(report, ratio_scenarios):
     else:
         lines.append("(no ratios: the report lacks vecgpu and FAISS/FAISSx points for these scenarios)")
     lines.append("")
+
+    grpc = grpc_rows(entries)
+    if grpc:
+        lines += ["## gRPC against ZeroMQ (same server)", ""]
+        lines += md_table(["scenario", "clients", "batch", "gRPC requests/s", "gRPC p50 ms",
+                           "ZeroMQ encoding", "ZeroMQ requests/s", "ZeroMQ p50 ms",
+                           "gRPC/ZeroMQ throughput"], grpc)
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@
 # VECGPU_BENCH_NO_FAISSX=1 leaves the FAISSx server out; VECGPU_BENCH_SERVER_ARGS adds flags to
 # `vecgpu serve` (e.g. "--max-batch-rows 1" to measure with batching off); VECGPU_BENCH_BUILD
 # picks the build directory (default build; e.g. build-debian for one on Debian's libfaiss-dev).
+# vecgpu serves gRPC (the Vald v1 API) on a free port too, for scenarios with the target "grpc".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${VECGPU_BENCH_BUILD:-build}
@@ -14,7 +15,13 @@ B=${VECGPU_BENCH_BUILD:-build}
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(standard)
 
-free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Three distinct free ports (ZeroMQ, gRPC, FAISSx), bound at once: two binds in a row can get
+# the same port.
+free_ports() {
+  .venv/bin/python -c 'import socket; ss=[socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])'
+}
 wait_ping() {
   .venv/bin/python - "$1" <<'PY'
 import sys, time, msgpack, zmq
@@ -40,14 +47,14 @@ trap cleanup EXIT
 
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
-vport=$(free_port)
+read -r vport gport fport < <(free_ports)
 # shellcheck disable=SC2086
-"$B/vecgpu" serve --port "$vport" --grpc-port 0 --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
+"$B/vecgpu" serve --port "$vport" --grpc-port "$gport" --metrics-port 0 --log-level warning ${VECGPU_BENCH_SERVER_ARGS:-} \
   > "bench/results/$stamp-vecgpu.log" 2>&1 &
 pids+=($!)
-args=(--vecgpu "tcp://127.0.0.1:$vport")
+# The gRPC target (Vald v1 API on the same server) runs only in scenarios that name it ("grpc").
+args=(--vecgpu "tcp://127.0.0.1:$vport" --vecgpu-grpc "127.0.0.1:$gport")
 if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then
-  fport=$(free_port)
   .venv/bin/faissx.server run --port "$fport" --bind-address 127.0.0.1 --log-level ERROR \
     > "bench/results/$stamp-faissx.log" 2>&1 &
   pids+=($!)

@@ -121,6 +121,14 @@ std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encodin
   if (want("vecgpu") && !options_.vecgpu_endpoint.empty()) {
     out.push_back(MakeRemoteTarget("vecgpu", options_.vecgpu_endpoint, enc, kRequestTimeoutMs));
   }
+  // gRPC has one encoding (protobuf): measured once, with the scenario's first encoding.
+  const std::vector<std::string> encodings =
+      sc.value("encodings", std::vector<std::string>{"list"});
+  const Encoding first = encodings.front() == "binary" ? Encoding::kBinary : Encoding::kList;
+  if (want("grpc") && enc == first && !options_.grpc_endpoint.empty() &&
+      options_.make_grpc_target) {
+    out.push_back(options_.make_grpc_target(options_.grpc_endpoint, kRequestTimeoutMs));
+  }
   if (enc == Encoding::kList) {  // the encoding means nothing in process; FAISSx knows lists only
     if (want("faiss") && options_.in_process) out.push_back(MakeInProcessTarget());
     if (want("faissx") && !options_.faissx_endpoint.empty()) {
@@ -158,9 +166,12 @@ Status Runner::Run(const std::string& name) {
   const FloatMatrix pool = Tile(data->queries, max_batch);
   const FloatMatrix& base = data->base;
 
-  for (const std::string& enc_name : sc.value("encodings", std::vector<std::string>{"list"})) {
-    const Encoding enc = enc_name == "binary" ? Encoding::kBinary : Encoding::kList;
+  for (const std::string& enc_scenario :
+       sc.value("encodings", std::vector<std::string>{"list"})) {
+    const Encoding enc = enc_scenario == "binary" ? Encoding::kBinary : Encoding::kList;
     for (auto& target : MakeTargets(sc, enc)) {
+      // What the target's requests are encoded as ("protobuf" over gRPC).
+      const std::string enc_name = target->name() == "grpc" ? "protobuf" : enc_scenario;
       std::printf("# %s: preparing %s on %s (%s)\n", name.c_str(), config.name.c_str(),
                   target->name().c_str(), enc_name.c_str());
       std::fflush(stdout);
@@ -262,6 +273,7 @@ json Runner::Report() const {
           {"options",
            {{"vecgpu", options_.vecgpu_endpoint},
             {"faissx", options_.faissx_endpoint},
+            {"grpc", options_.grpc_endpoint},
             {"in_process", options_.in_process},
             {"time_scale", options_.time_scale},
             {"k", options_.k}}},
@@ -292,6 +304,30 @@ json Ratios(const json& results) {
       row["vecgpu_over_" + t + "_throughput"] =
           tput > 0 ? v["throughput_rps"].get<double>() / tput : 0;
       row["vecgpu_over_" + t + "_p50"] = p50 > 0 ? v["latency_ms"]["p50"].get<double>() / p50 : 0;
+      any = true;
+    }
+    if (any) out.push_back(row);
+  }
+  // gRPC against ZeroMQ on the same server: grpc_over_vecgpu_<encoding>_{throughput,p50}.
+  for (const auto& g : results) {
+    if (g.value("target", "") != "grpc" || !g.contains("throughput_rps")) continue;
+    json row = {{"scenario", g["scenario"]}, {"clients", g["clients"]}, {"batch", g["batch"]}};
+    bool any = false;
+    for (const auto& o : results) {
+      if (o.value("target", "") != "vecgpu" || !o.contains("throughput_rps")) continue;
+      bool same = true;
+      for (const char* key :
+           {"scenario", "clients", "batch", "offered_rps", "nprobe", "efSearch"}) {
+        same = same && g.value(key, json()) == o.value(key, json());
+      }
+      if (!same) continue;
+      const std::string enc = o.value("encoding", "list");
+      const double tput = o["throughput_rps"].get<double>();
+      const double p50 = o["latency_ms"]["p50"].get<double>();
+      row["grpc_over_vecgpu_" + enc + "_throughput"] =
+          tput > 0 ? g["throughput_rps"].get<double>() / tput : 0;
+      row["grpc_over_vecgpu_" + enc + "_p50"] =
+          p50 > 0 ? g["latency_ms"]["p50"].get<double>() / p50 : 0;
       any = true;
     }
     if (any) out.push_back(row);

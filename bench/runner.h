@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,11 @@ namespace vecgpu::bench {
 struct RunOptions {
   std::string vecgpu_endpoint;
   std::string faissx_endpoint;
+  // vecgpu's Vald v1 gRPC API ("host:port"), the target "grpc"; measured only in scenarios
+  // whose `targets` name it, and only where make_grpc_target is set (builds with gRPC).
+  std::string grpc_endpoint;
+  std::function<std::unique_ptr<Target>(const std::string& endpoint, int timeout_ms)>
+      make_grpc_target;
   bool in_process = true;
   std::string data_dir = "bench/data";  // ground-truth cache
   double time_scale = 1.0;              // multiplies every duration (e.g. 0.2 for a smoke run)
@@ -45,7 +51,8 @@ class Runner {
   nlohmann::json results_ = nlohmann::json::array();
 };
 
-// vecgpu/FAISS and vecgpu/FAISSx throughput and p50 ratios for matching entries.
+// vecgpu/FAISS and vecgpu/FAISSx throughput and p50 ratios for matching entries, and gRPC's
+// over vecgpu's (ZeroMQ) at the same point, per ZeroMQ encoding.
 nlohmann::json Ratios(const nlohmann::json& results);
 
 }  // namespace vecgpu::bench

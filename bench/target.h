@@ -52,5 +52,9 @@ std::unique_ptr<Target> MakeRemoteTarget(std::string name, std::string endpoint,
 // FAISS in this process, the same library vecgpu links: the ceiling vecgpu's overhead is
 // measured against. Each connection searches with one OpenMP thread, as vecgpu's workers do.
 std::unique_ptr<Target> MakeInProcessTarget();
+// vecgpu's Vald v1 gRPC API at `endpoint` ("host:port" or "grpc://host:port"), through the
+// generated stubs (bench/grpc_target.cc). Defined only in builds with VECGPU_WITH_GRPC, where
+// vecgpu-bench links it (VECGPU_BENCH_HAVE_GRPC).
+std::unique_ptr<Target> MakeGrpcTarget(std::string name, std::string endpoint, int timeout_ms);
 
 }  // namespace vecgpu::bench
