@@ -340,10 +340,14 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     }
     if (labels.empty()) return int64_t{0};
     ASSIGN_OR_RETURN(int64_t n, b.RemoveLabels(labels));
-    t.Erase(labels, b.labels_shift_on_remove());
-    if (c->has_ids()) {
-      for (int64_t id : ids) k.EraseId(c->view(), id);  // a string id names it no more
+    // A string id names a removed vector no more, whichever view added it (the base view
+    // removes the vectors of every view).
+    for (int64_t label : labels) {
+      LabelTable::View owner = LabelTable::kBaseView;
+      int64_t id = -1;
+      if (t.OwnerOf(label, &owner, &id) && owner != LabelTable::kBaseView) k.EraseId(owner, id);
     }
+    t.Erase(labels, b.labels_shift_on_remove());
     return n;
   });
   if (removed.ok()) c->stats().removals += *removed;

@@ -253,9 +253,11 @@ class Engine {
 
   // Snapshots (core/store; core/engine_snapshot.cc).
   //
-  // The storages that hold collections now, and the log's last sequence number at that moment:
-  // every create and drop up to it is reflected in the list.
-  std::vector<std::shared_ptr<IndexStorage>> Storages(uint64_t* last_seq) const;
+  // Runs fn on every storage that holds collections, with no create or drop in between, so
+  // that the names of all the images fn captures agree (a name moved between storages
+  // mid-snapshot would otherwise appear in two). `last_seq`: the log's last sequence number
+  // when the storages were listed; every create and drop up to it is reflected in the list.
+  Status ForEachStorage(uint64_t* last_seq, const std::function<Status(IndexStorage&)>& fn) const;
   // One storage as it is now, taken under its write order, so that it reflects exactly the
   // log records about its collections up to snapshot.seq (the log's last sequence number
   // then). Searches go on meanwhile; writes to it wait for the copy of its index.

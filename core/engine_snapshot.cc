@@ -7,15 +7,18 @@
 
 namespace vecgpu {
 
-std::vector<std::shared_ptr<IndexStorage>> Engine::Storages(uint64_t* last_seq) const {
-  MutexLock catalog(catalog_mu_);  // no create or drop is between logging and registering
+Status Engine::ForEachStorage(uint64_t* last_seq,
+                              const std::function<Status(IndexStorage&)>& fn) const {
+  // Held throughout: creates and drops wait for the snapshot; writes wait only while their
+  // own storage is captured (Capture takes its write order, after the catalog, as Create
+  // and Drop do).
+  MutexLock catalog(catalog_mu_);
   *last_seq = log_ ? log_->LastSeq() : 0;
-  std::vector<std::shared_ptr<IndexStorage>> out;
   std::unordered_set<const IndexStorage*> seen;
   for (const auto& c : registry_.All()) {
-    if (seen.insert(c->storage().get()).second) out.push_back(c->storage());
+    if (seen.insert(c->storage().get()).second) RETURN_IF_ERROR(fn(*c->storage()));
   }
-  return out;
+  return Status::Ok();
 }
 
 StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,

@@ -75,6 +75,15 @@ int64_t LabelTable::IdOf(View view, int64_t label) const {
   return e.view == view ? e.id : -1;
 }
 
+bool LabelTable::OwnerOf(int64_t label, View* view, int64_t* id) const {
+  if (label < 0 || label >= static_cast<int64_t>(by_label_.size())) return false;
+  const Entry& e = by_label_[label];
+  if (e.view == kDead) return false;
+  *view = e.view;
+  *id = e.id;
+  return true;
+}
+
 std::vector<int64_t> LabelTable::LabelsOf(View view) const {
   std::vector<int64_t> out;
   out.reserve(CountOf(view));

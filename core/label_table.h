@@ -47,6 +47,9 @@ class LabelTable {
   // The id `label` has in `view`, or -1 when the label is unknown or owned by another view
   // (the base view sees every label under itself).
   int64_t IdOf(View view, int64_t label) const;
+  // The view that added `label` and the id it has there (-1 for the base view); false when
+  // the label is unknown or removed.
+  bool OwnerOf(int64_t label, View* view, int64_t* id) const;
   // The labels `view` sees, ascending (the storage order of every backend).
   std::vector<int64_t> LabelsOf(View view) const;
   // How many vectors `view` sees.

@@ -104,6 +104,15 @@ TEST(EngineKeysTest, KeysAreIdsBothProtocolsSee) {
   EXPECT_EQ(e.GetKeyed(kT, "c", "b").status().code(), StatusCode::kNotFound);
   ASSERT_TRUE(e.Reset(kT, "c").ok());
   EXPECT_EQ(*e.CountKeyed(kT, "c"), 0);
+  // A removal through the base of an IDMap view forgets the view's keys too.
+  ASSERT_TRUE(e.Create(kT, {"base", "L2", kDim, ""}).ok());
+  ASSERT_TRUE(e.Create(kT, {"v", "IDMap2:base", kDim, ""}).ok());
+  ASSERT_TRUE(e.PutKeyed(kT, "v", {Obj("x", 1), Obj("y", 2)}, PutMode::kInsert, false).ok());
+  const int64_t first_label[] = {0};
+  ASSERT_EQ(*e.Remove(kT, "base", first_label), 1);
+  EXPECT_EQ(e.KeyTimestamp(kT, "v", "x").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(e.GetKeyed(kT, "v", "y").ok());
+  EXPECT_TRUE(e.PutKeyed(kT, "v", {Obj("x", 5)}, PutMode::kInsert, false).ok());
 }
 
 TEST(EngineKeysTest, RemoveByTimestampAndStamps) {

@@ -187,19 +187,21 @@ StatusOr<SnapshotReport> Store::Snapshot() {
   SnapshotReport rep;
   const int64_t appended = wal_->appended_bytes();
   Manifest next;
-  auto storages = engine_.Storages(&next.cut);
+  // A log failure healed during the snapshot would hand out again sequence numbers the
+  // captures may cover: such a snapshot is abandoned (the next one starts after the heal).
+  const uint64_t generation = wal_->generation();
   std::map<uint64_t, Entry> entries;
   int64_t total = 0;
-  for (const auto& storage : storages) {
-    const uint64_t id = storage->origin().id;
+  RETURN_IF_ERROR(engine_.ForEachStorage(&next.cut, [&](IndexStorage& storage) -> Status {
+    const uint64_t id = storage.origin().id;
     auto prev = entries_.find(id);
     std::optional<uint64_t> since;
     if (prev != entries_.end()) since = prev->second.version;
     const auto copy_start = SteadyClock::now();
-    ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.Capture(*storage, since));
+    ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.Capture(storage, since));
     rep.max_pause_seconds =
         std::max(rep.max_pause_seconds, Seconds(SteadyClock::now() - copy_start).count());
-    if (!img.alive) continue;
+    if (!img.alive) return Status::Ok();
     Entry e;
     if (!img.changed) {
       e = prev->second;
@@ -220,10 +222,14 @@ StatusOr<SnapshotReport> Store::Snapshot() {
     total += e.bytes;
     entries[id] = e;
     next.entries.push_back(e.manifest);
-  }
+    return Status::Ok();
+  }));
   // The snapshots may reflect records an async log has not synced yet: sync them first, so
   // the log never restarts below a sequence number the manifest covers.
   RETURN_IF_ERROR(wal_->Sync());
+  if (wal_->generation() != generation) {
+    return Unavailable("snapshot abandoned: the write-ahead log failed and healed meanwhile");
+  }
   RETURN_IF_ERROR(WriteManifest(fs_, options_.dir, next));
   // The new manifest is durable: what it replaced can go.
   std::set<std::string> keep;

@@ -269,6 +269,11 @@ uint64_t Wal::last_seq() const {
   return next_seq_ - 1;
 }
 
+uint64_t Wal::generation() const {
+  MutexLock lock(mu_);
+  return generation_;
+}
+
 int64_t Wal::appended_bytes() const {
   MutexLock lock(mu_);
   return appended_bytes_;

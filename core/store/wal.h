@@ -62,6 +62,9 @@ class Wal {
   uint64_t durable_seq() const EXCLUDES(mu_);    // the last record known durable
   int64_t syncs() const EXCLUDES(mu_);           // fsyncs done (group commit: fewer than waits)
   int64_t appended_bytes() const EXCLUDES(mu_);  // bytes appended since Open
+  // Changes each time a heal cuts records that were not durable (their sequence numbers are
+  // handed out again).
+  uint64_t generation() const EXCLUDES(mu_);
   // Removes the segments whose records all precede `seq` (they are in a durable snapshot).
   Status DropBefore(uint64_t seq) EXCLUDES(mu_);
 
