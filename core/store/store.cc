@@ -190,13 +190,14 @@ StatusOr<SnapshotReport> Store::Snapshot() {
   // A log failure healed during the snapshot would hand out again sequence numbers the
   // captures may cover: such a snapshot is abandoned (the next one starts after the heal).
   const uint64_t generation = wal_->generation();
+  const std::map<uint64_t, Entry> previous = entries_;  // for the capture callback
   std::map<uint64_t, Entry> entries;
   int64_t total = 0;
   RETURN_IF_ERROR(engine_.ForEachStorage(&next.cut, [&](IndexStorage& storage) -> Status {
     const uint64_t id = storage.origin().id;
-    auto prev = entries_.find(id);
+    auto prev = previous.find(id);
     std::optional<uint64_t> since;
-    if (prev != entries_.end()) since = prev->second.version;
+    if (prev != previous.end()) since = prev->second.version;
     const auto copy_start = SteadyClock::now();
     ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.Capture(storage, since));
     rep.max_pause_seconds =
