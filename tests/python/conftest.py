@@ -94,6 +94,18 @@ class Server:
         return self.proc.returncode
 
 
+def start_persistent(data_dir, *args):
+    """A Server on `data_dir` (--data-dir), logging at info (start-up says what it loaded)."""
+    return Server("--data-dir", str(data_dir), "--log-level", "info", *args)
+
+
+def kill9(srv):
+    """SIGKILL: no final snapshot; the output so far lands in srv.output."""
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.output = srv.proc.stdout.read()
+
+
 def raw_call(endpoint, request, timeout_ms=10000, raw=False):
     """One REQ round trip; `request` is a dict (packed here) or bytes (sent as they are)."""
     ctx = zmq.Context.instance()

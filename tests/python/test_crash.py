@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from conftest import BINARY, Server, ok, raw_call
+from conftest import kill9, start_persistent as start, BINARY, Server, ok, raw_call
 
 CLIENTS = 3
 ROUNDS = 8
@@ -27,24 +27,6 @@ BITS = 64  # the binary collection
 NLIST = 8
 REPLY_TIMEOUT_S = 20  # no reply this long from a live server is a failure
 SEED = int(os.environ.get("VECGPU_CRASH_SEED", "20240611"))
-
-
-def wait_for_binary(timeout=60.0):
-    # build/vecgpu may be relinked by a concurrent build: wait until it is there again.
-    deadline = time.time() + timeout
-    while not (BINARY.exists() and os.access(BINARY, os.X_OK)) and time.time() < deadline:
-        time.sleep(0.5)
-
-
-def start(data_dir, *args):
-    wait_for_binary()
-    return Server("--data-dir", str(data_dir), "--log-level", "info", *args)
-
-
-def kill9(srv):
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait()
-    srv.output = srv.proc.stdout.read()
 
 
 def manifest_files(data_dir):
@@ -297,7 +279,6 @@ def test_acknowledged_writes_survive_sigkill_during_load_and_snapshots(tmp_path)
     rng = random.Random(SEED)
     data_dir = tmp_path / "data"
     clients = [Client(k) for k in range(CLIENTS)]
-    wait_for_binary()
     ref = Server("--log-level", "warning")  # the server that never crashes
     srv = None
     stats = {"kills": 0, "snapshots": 0, "snapshot_kills": 0, "inflight_applied": 0,

@@ -10,17 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import BINARY, Server, call, fail, free_port, ok, raw_call, rows
-
-
-def start(data_dir, *args):
-    return Server("--data-dir", str(data_dir), "--log-level", "info", *args)
-
-
-def kill9(srv):
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait()
-    srv.output = srv.proc.stdout.read()
+from conftest import kill9, start_persistent as start, BINARY, Server, call, fail, free_port, ok, raw_call, rows
 
 
 def vec(i, d=8):

@@ -14,34 +14,15 @@ import msgpack
 import numpy as np
 import pytest
 
-from conftest import BINARY, Server, call, fail, free_port, ok, raw_call, rand, rows
+from conftest import kill9, start_persistent as start, BINARY, Server, call, fail, free_port, ok, raw_call, rand, rows
 
 STARTUP = re.compile(
     r"loaded (\d+) index snapshots .*? then replayed (\d+) log records \((\d+) refused again, "
     r"as they were; (\d+) already in the snapshots\)")
 
 
-def wait_for_binary(timeout=60.0):
-    # build/vecgpu may be relinked by a concurrent build: wait until it is there again.
-    deadline = time.time() + timeout
-    while not (BINARY.exists() and os.access(BINARY, os.X_OK)) and time.time() < deadline:
-        time.sleep(0.5)
-
-
-def start(data_dir, *args):
-    wait_for_binary()
-    return Server("--data-dir", str(data_dir), "--log-level", "info", *args)
-
-
-def kill9(srv):
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait()
-    srv.output = srv.proc.stdout.read()
-
-
 def serve_refused(data_dir, *args):
     """Runs `vecgpu serve` on data_dir, expecting it to refuse to start: its output."""
-    wait_for_binary()
     r = subprocess.run([str(BINARY), "serve", "--port", str(free_port()), "--metrics-port", "0",
                         "--data-dir", str(data_dir), *args],
                        capture_output=True, text=True, timeout=30)
@@ -388,7 +369,6 @@ def test_a_damaged_manifest_refuses_to_start(tmp_path):
 
 
 def test_the_snapshot_action_needs_a_data_directory():
-    wait_for_binary()
     srv = Server("--log-level", "warning")
     try:
         r = fail(call(srv, action="snapshot"), "data-dir")
