@@ -8,9 +8,25 @@
 # part takes about 25 minutes on 2 cores, once). VECGPU_FAISS=system keeps Debian's
 # libfaiss-dev instead (quick, CPU only, generic SIMD). VECGPU_CUDA_ARCHS picks the GPU
 # architectures (default: the GPU present, else 90).
+#
+#   scripts/setup.sh --server     only what the server needs: no test, sanitizer or Python
+#                                 packages, no virtualenv, only the vecgpu target (the
+#                                 container images' build stage runs this)
+#   scripts/setup.sh --deps-only  packages and FAISS, no build (an image layer of its own)
+#   VECGPU_BUILD_DIR              build directory (default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
+server_only=0
+deps_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --server) server_only=1 ;;
+    --deps-only) deps_only=1 ;;
+    *) echo "setup: unknown argument '$arg' (--server, --deps-only)"; exit 2 ;;
+  esac
+done
+build_dir=${VECGPU_BUILD_DIR:-build}
 
 APT_PACKAGES=(
   build-essential cmake pkg-config ninja-build
@@ -21,11 +37,16 @@ APT_PACKAGES=(
   libcpp-httplib-dev                      # the /metrics, /healthz, /readyz listener
   libgrpc++-dev protobuf-compiler-grpc    # the gRPC front end (Vald API); optional in CMake
   libprotobuf-dev protobuf-compiler
+)
+DEV_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libhdf5-dev
   clang libclang-rt-14-dev                # libFuzzer, ASan/UBSan/TSan runtimes (sanitizer stages)
   libomp-14-dev llvm-14                   # OpenMP for clang builds; llvm-symbolizer for reports
   python3 python3-venv
+  podman debootstrap                      # container images: bases from Debian, built and
+                                          # smoke-tested here (docker/build.sh, tests/images)
 )
+[ "$server_only" = 1 ] || APT_PACKAGES+=("${DEV_PACKAGES[@]}")
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,16 +62,18 @@ fi
 echo "setup: packages ready ($(( SECONDS - start )) s)"
 
 # Project-local virtualenv for the Python tests (the real faissx client) and bench plots.
-REQ=tests/python/requirements.txt
-STAMP=.venv/.requirements.sha256
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating .venv"
-  /usr/bin/python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
-  echo "$want" > "$STAMP"
+if [ "$server_only" = 0 ]; then
+  REQ=tests/python/requirements.txt
+  STAMP=.venv/.requirements.sha256
+  want=$(sha256sum "$REQ" | cut -d' ' -f1)
+  if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv"
+    /usr/bin/python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
+    echo "$want" > "$STAMP"
+  fi
+  echo "setup: .venv ready ($(( SECONDS - start )) s)"
 fi
-echo "setup: .venv ready ($(( SECONDS - start )) s)"
 
 faiss_root=""
 case "${VECGPU_FAISS:-source}" in
@@ -64,8 +87,14 @@ case "${VECGPU_FAISS:-source}" in
   *) echo "setup: VECGPU_FAISS must be source or system"; exit 1 ;;
 esac
 echo "setup: FAISS ready ($(( SECONDS - start )) s)"
+[ "$deps_only" = 0 ] || exit 0
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=ON -DVECGPU_BUILD_BENCH=ON \
-  -DVECGPU_FAISS_ROOT="$faiss_root" > build.log 2>&1 || { cat build.log; exit 1; }
-cmake --build build -j"$(nproc)" >> build.log 2>&1 || { tail -50 build.log; exit 1; }
-echo "setup: built build/vecgpu ($(( SECONDS - start )) s)"
+with_dev=ON
+target=()
+if [ "$server_only" = 1 ]; then with_dev=OFF; target=(--target vecgpu); fi
+log="$build_dir.log"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DVECGPU_BUILD_TESTS=$with_dev \
+  -DVECGPU_BUILD_BENCH=$with_dev -DVECGPU_FAISS_ROOT="$faiss_root" > "$log" 2>&1 ||
+  { cat "$log"; exit 1; }
+cmake --build "$build_dir" -j"$(nproc)" "${target[@]}" >> "$log" 2>&1 || { tail -50 "$log"; exit 1; }
+echo "setup: built $build_dir/vecgpu ($(( SECONDS - start )) s)"

@@ -6,11 +6,16 @@
 #      then a bounded live fuzz of the ASan server (crash or stall fails);
 #   3. TSan: the scheduler and engine tests, including the concurrent engine test;
 #   4. a bounded libFuzzer run of the request decoder;
-#   5. the Python integration tests against the real binary and the faissx client.
+#   5. the Python integration tests against the real binary and the faissx client;
+#   6. container images: docker/build.sh builds the CPU image (and the CUDA image where the
+#      CUDA toolkit is installed) from Debian-made bases, then tests/images lints docker/ and
+#      deploy/kubernetes/ and smoke-tests the images unpacked under chroot. Without podman
+#      and debootstrap the build is skipped, and so are the smoke tests, saying why.
 # Builds what is missing first.
 #   scripts/test.sh
 # Environment: VECGPU_FUZZ_SECONDS (libFuzzer, 30), VECGPU_LIVE_FUZZ_SECONDS (60),
-#   VECGPU_SKIP_SANITIZERS=1 (stages 2 and 3 off, for quick local runs).
+#   VECGPU_SKIP_SANITIZERS=1 (stages 2 and 3 off, for quick local runs),
+#   VECGPU_SKIP_IMAGES=1 (stage 6's image builds off; its lint still runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -104,6 +109,28 @@ stage_done
 
 stage "integration tests (pytest, real vecgpu binary and faissx client)"
 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider || failed+=(pytest)
+stage_done
+
+images_built=""
+if [ "${VECGPU_SKIP_IMAGES:-0}" = 1 ]; then
+  echo "== container images: build skipped (VECGPU_SKIP_IMAGES=1)"
+elif command -v podman > /dev/null && command -v debootstrap > /dev/null; then
+  variants=(cpu)
+  if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+    variants+=(cuda)
+  else
+    echo "   (no CUDA toolkit here: the CUDA image is not built)"
+  fi
+  stage "container images: build ${variants[*]} (docker/build.sh, Debian-made bases)"
+  if docker/build.sh "${variants[@]}"; then images_built="${variants[*]}"; else failed+=(images-build); fi
+  stage_done
+else
+  echo "== container images: build skipped: podman and debootstrap are not installed" \
+       "(scripts/setup.sh installs them)"
+fi
+stage "container images: lint and smoke tests (pytest tests/images)"
+VECGPU_IMAGES_BUILT="$images_built" .venv/bin/python -m pytest tests/images -q -rs \
+  -p no:cacheprovider || failed+=(images)
 stage_done
 
 echo "== test suite: $(( SECONDS - suite_start )) s"

@@ -274,11 +274,38 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       "--data-dir", io.data_dir,
       "vecgpu's data directory, as for serve (env FAISSX_DATA_DIR, VECGPU_DATA_DIR)");
 
+  HealthcheckOptions& ho = result.healthcheck_options;
+  CLI::App* health_cmd = app.add_subcommand(
+      "healthcheck", "Ask a running server's HTTP listener whether it is alive (exit 0) or not");
+  health_cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  health_cmd->add_flag("--ready", ho.ready, "Ask /readyz (serving) instead of /healthz (alive)");
+  health_cmd
+      ->add_option("--metrics-port", ho.port,
+                   "The server's --metrics-port (env VECGPU_METRICS_PORT, FAISSX_METRICS_PORT)")
+      ->capture_default_str();
+  health_cmd
+      ->add_option("--metrics-address", ho.address,
+                   "The server's --metrics-address (0.0.0.0 is reached through 127.0.0.1)")
+      ->capture_default_str();
+  health_cmd->add_option("--timeout-ms", ho.timeout_ms, "How long to wait for the answer")
+      ->check(CLI::Range(1, 600'000))
+      ->capture_default_str();
+
   // Layer the sources: config file, then environment, then the command line (last wins).
   std::vector<std::string> cli(argv + 1, argv + argc);
   std::vector<std::string> layered;
   const bool is_serve = !cli.empty() && cli[0] == "serve";
   const bool is_import = !cli.empty() && cli[0] == "import-faissx";
+  const bool is_health = !cli.empty() && cli[0] == "healthcheck";
+  if (is_health) {
+    for (const char* name : {"metrics-port", "metrics-address"}) {
+      for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
+        if (const char* env = std::getenv(EnvName(prefix, name).c_str()); env && *env) {
+          layered.push_back("--" + std::string(name) + "=" + env);
+        }
+      }
+    }
+  }
   if (is_import) {
     for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
       if (const char* env = std::getenv(EnvName(prefix, "data-dir").c_str()); env && *env) {
@@ -314,7 +341,7 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     }
   }
   std::vector<std::string> args = {argv[0]};
-  if (is_serve || is_import) {
+  if (is_serve || is_import || is_health) {
     args.push_back(cli[0]);
     args.insert(args.end(), layered.begin(), layered.end());
     args.insert(args.end(), cli.begin() + 1, cli.end());
@@ -330,6 +357,16 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     result.exit_code = app.exit(e, out, err);
     result.message = out.str() + err.str();
     if (is_import && result.exit_code != 0) result.exit_code = 2;  // usage errors exit 2
+    return result;
+  }
+  if (health_cmd->parsed()) {
+    if (ho.port < 1 || ho.port > 65535) {
+      result.exit_code = 2;
+      result.message = "healthcheck: --metrics-port must be within 1..65535 (0 means the "
+                       "server has no HTTP listener to ask)";
+      return result;
+    }
+    result.healthcheck = true;
     return result;
   }
   if (import_cmd->parsed()) {

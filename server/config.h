@@ -7,6 +7,7 @@
 #include "core/options.h"
 #include "core/util/status.h"
 #include "server/auth.h"
+#include "server/http/healthcheck.h"
 
 namespace vecgpu::server {
 
@@ -94,12 +95,14 @@ struct ParsedCommand {
   ServeOptions options;
   bool import_faissx = false;
   ImportFaissxOptions import_options;
+  bool healthcheck = false;
+  HealthcheckOptions healthcheck_options;
   int exit_code = 0;
   std::string message;
 };
 
 // Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in, or
-// `vecgpu import-faissx DIR --tenant T [--data-dir D]`.
+// `vecgpu import-faissx DIR --tenant T [--data-dir D]`, or `vecgpu healthcheck [--ready]`.
 // `version`: what --version prints.
 ParsedCommand ParseCommandLine(int argc, const char* const* argv,
                                const std::string& version = "vecgpu 0.1.0");

@@ -391,6 +391,9 @@ int Serve(const ServeOptions& o) {
 
 int main(int argc, char** argv) {
   auto parsed = vecgpu::server::ParseCommandLine(argc, argv, vecgpu::server::BuildInfo());
+  if (parsed.healthcheck) {
+    return vecgpu::server::RunHealthcheck(parsed.healthcheck_options, std::cout, std::cerr);
+  }
   if (parsed.import_faissx) {
     return vecgpu::server::RunImportFaissx(parsed.import_options, std::cout, std::cerr);
   }

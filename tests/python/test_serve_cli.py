@@ -493,3 +493,33 @@ def test_signal_stops_a_busy_server_within_2_seconds(sig):
         if slow is not None:
             slow.close()
         srv.stop()
+
+
+def healthcheck(*args, env=None):
+    return subprocess.run([str(BINARY), "healthcheck", *args], capture_output=True, text=True,
+                          timeout=20, env=env or clean_env())
+
+
+def test_healthcheck_answers_for_a_running_server():
+    srv = Server("--log-level", "warning")
+    try:
+        port = str(srv.metrics_port)
+        alive = healthcheck("--metrics-port", port)
+        assert alive.returncode == 0 and alive.stdout == "ok\n", alive
+        ready = healthcheck("--metrics-port", port, "--ready")
+        assert ready.returncode == 0 and ready.stdout == "ready\n", ready
+        # The port from the environment, as the container images' HEALTHCHECK uses it, and
+        # the all-interfaces address reached through loopback.
+        for var in ("VECGPU_METRICS_PORT", "FAISSX_METRICS_PORT"):
+            env = clean_env(**{var: port, "VECGPU_METRICS_ADDRESS": "0.0.0.0"})
+            assert healthcheck(env=env).returncode == 0
+    finally:
+        assert srv.stop() == 0
+    gone = healthcheck("--metrics-port", port, "--timeout-ms", "500")
+    assert gone.returncode == 1
+    assert f"no answer from http://127.0.0.1:{port}/healthz" in gone.stderr
+
+
+def test_healthcheck_refuses_a_port_of_0():
+    r = healthcheck("--metrics-port", "0")
+    assert r.returncode == 2 and "no HTTP listener" in r.stderr + r.stdout

@@ -1,0 +1,107 @@
+"""Lint of the container files: hadolint on both Dockerfiles, the Kubernetes manifests
+against the Kubernetes API's JSON schemas (kubernetes-validate), compose.yaml against the
+compose specification's schema (check-jsonschema), and the pieces that tie them together."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+DOCKER = ROOT / "docker"
+KUBE = ROOT / "deploy" / "kubernetes"
+KUBE_VERSION = "1.30.0"  # the oldest Kubernetes the manifests promise to work on
+
+
+def run(*args):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_hadolint(dockerfile):
+    r = run(BIN / "hadolint", "--config", DOCKER / "hadolint.yaml", DOCKER / dockerfile)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def kube_docs():
+    docs = []
+    for path in sorted(KUBE.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in KUBE.glob("*.yaml")
+                                        if p.name != "kustomization.yaml"))
+def test_kubernetes_manifests_match_the_api_schemas(path):
+    r = run(BIN / "kubernetes-validate", "--strict", "--kubernetes-version", KUBE_VERSION,
+            KUBE / path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_kustomization_lists_every_manifest():
+    k = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
+    listed = set(k["resources"])
+    present = {p.name for p in KUBE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+
+
+def test_statefulset_wires_probes_ports_gpu_secret_and_volume():
+    docs = {d["kind"] + "/" + d["metadata"]["name"]: d for _, d in kube_docs()}
+    sts = docs["StatefulSet/vecgpu"]
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"faissx": 45678, "grpc": 8081, "metrics": 45679}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["VECGPU_ENABLE_AUTH"] == "true"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == env["VECGPU_DATA_DIR"] == "/data"
+    assert env["VECGPU_AUTH_FILE"].startswith(mounts["keys"] + "/")
+    secret = docs["Secret/vecgpu-keys"]
+    key_file = env["VECGPU_AUTH_FILE"].rsplit("/", 1)[1]
+    assert json.loads(secret["stringData"][key_file])  # the key file is valid JSON
+    keys_volume = next(v for v in pod["volumes"] if v["name"] == "keys")
+    assert keys_volume["secret"]["secretName"] == "vecgpu-keys"
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+    selector = sts["spec"]["selector"]["matchLabels"]
+    assert docs["Service/vecgpu"]["spec"]["selector"] == selector
+    assert docs["PodDisruptionBudget/vecgpu"]["spec"]["selector"]["matchLabels"] == selector
+    assert docs["Service/" + sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
+
+
+def test_compose_file_matches_the_compose_spec():
+    r = run(BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec",
+            DOCKER / "compose.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_compose_reserves_a_gpu_and_scrapes_metrics():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    gpu = services["vecgpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "cpu" in services["vecgpu-cpu"]["profiles"]
+    for name in ("vecgpu", "vecgpu-cpu"):
+        assert "vecgpu-data:/data" in services[name]["volumes"]
+        assert services[name]["environment"]["VECGPU_ENABLE_AUTH"] == "true"
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == ["vecgpu-server:45679"]
+    aliases = services["vecgpu"]["networks"]["default"]["aliases"]
+    assert "vecgpu-server" in aliases
+
+
+def test_shell_scripts_parse():
+    for script in ("build.sh", "entrypoint.sh", "collect-runtime.sh", "install-cuda-toolkit.sh"):
+        r = run("bash", "-n", DOCKER / script)
+        assert r.returncode == 0, f"{script}: {r.stderr}"
