@@ -95,7 +95,7 @@ make_rootfs() {  # a minimal Debian 12 tree, made once and kept in the cache
 import_dir() {  # import_dir DIR TAG [--change ...]
   local dir=$1 tag=$2
   shift 2
-  tar --exclude=./.complete -C "$dir" -c . | "${ENGINE[@]}" import "$@" - "$tag" > /dev/null
+  tar --exclude=./.complete -C "$dir" -c . | "${ENGINE[@]}" import --quiet "$@" - "$tag" > /dev/null
   log "imported $tag ($("${ENGINE[@]}" image inspect --format '{{.Size}}' "$tag" | numfmt --to=iec))"
 }
 

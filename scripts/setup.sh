@@ -30,6 +30,7 @@ build_dir=${VECGPU_BUILD_DIR:-build}
 
 APT_PACKAGES=(
   build-essential cmake pkg-config ninja-build
+  ccache                                  # one compiler cache for every build directory
   dpkg-dev                                # apt-get source: FAISS from Debian's source package
   libfaiss-dev libopenblas-dev            # FAISS on OpenBLAS, not the slow reference BLAS
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev

@@ -147,3 +147,18 @@ def wait_for_ping(container, endpoint, timeout=60.0):
         time.sleep(0.2)
     container.stop(signal.SIGKILL)
     raise RuntimeError(f"vecgpu did not answer on {endpoint}:\n{container.output}")
+
+
+def image_fixtures(tag):
+    """Module fixtures `image` (podman's inspection of `tag`) and `rootfs` (its filesystem,
+    unpacked once per module): `image, rootfs = image_fixtures(TAG)`."""
+    @pytest.fixture(scope="module")
+    def image():
+        require_image(tag)
+        return inspect(tag)
+
+    @pytest.fixture(scope="module")
+    def rootfs(image, tmp_path_factory):
+        return unpack(tag, tmp_path_factory.mktemp(tag.replace(":", "-")))
+
+    return image, rootfs

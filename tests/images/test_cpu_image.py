@@ -1,30 +1,19 @@
 """The CPU image, built by docker/build.sh from Debian-made bases: unpacked and run under
 chroot with its own entrypoint, environment and user, driven by the real faissx client."""
-import os
-import pathlib
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import (ChrootContainer, free_port, inspect, raw_call, require_image, unpack,
-                      wait_for_ping)
+from conftest import ChrootContainer, free_port, image_fixtures, raw_call, wait_for_ping
 
 TAG = "vecgpu:cpu"
-# The CPU runtime image: Debian slim (~75 MB), the binary and the libraries it loads. A
-# build stage, toolchain or CUDA library leaking in would blow well past this.
-MAX_CPU_IMAGE_BYTES = 400 * 1024 * 1024
+# The CPU runtime image: Debian slim (~75 MB), the binary and the libraries it loads (~70 MB
+# stripped). A toolchain, the build stage or a CUDA library leaking in would blow past this.
+MAX_CPU_IMAGE_BYTES = 250 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def image():
-    require_image(TAG)
-    return inspect(TAG)
-
-
-@pytest.fixture(scope="module")
-def rootfs(image, tmp_path_factory):
-    return unpack(TAG, tmp_path_factory.mktemp("cpu-rootfs"))
+image, rootfs = image_fixtures(TAG)
 
 
 def serve(rootfs, image, env, *args):

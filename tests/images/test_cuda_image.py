@@ -2,10 +2,8 @@
 links the CUDA libraries of its runtime base, says GPU support is compiled in, and with no
 GPU (as here) serves from the CPU and says why."""
 import numpy as np
-import pytest
 
-from conftest import (ChrootContainer, free_port, inspect, raw_call, require_image, unpack,
-                      wait_for_ping)
+from conftest import ChrootContainer, free_port, image_fixtures, raw_call, wait_for_ping
 
 TAG = "vecgpu:cuda"
 # The CUDA runtime base carries cuBLAS (libcublasLt alone is ~540 MB); a devel toolkit or
@@ -13,15 +11,7 @@ TAG = "vecgpu:cuda"
 MAX_CUDA_IMAGE_BYTES = 1400 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def image():
-    require_image(TAG)
-    return inspect(TAG)
-
-
-@pytest.fixture(scope="module")
-def rootfs(image, tmp_path_factory):
-    return unpack(TAG, tmp_path_factory.mktemp("cuda-rootfs"))
+image, rootfs = image_fixtures(TAG)
 
 
 def test_cuda_image_metadata_and_contents(image, rootfs):

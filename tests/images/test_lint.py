@@ -3,6 +3,7 @@ against the Kubernetes API's JSON schemas (kubernetes-validate), compose.yaml ag
 compose specification's schema (check-jsonschema), and the pieces that tie them together."""
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -105,3 +106,16 @@ def test_shell_scripts_parse():
     for script in ("build.sh", "entrypoint.sh", "collect-runtime.sh", "install-cuda-toolkit.sh"):
         r = run("bash", "-n", DOCKER / script)
         assert r.returncode == 0, f"{script}: {r.stderr}"
+
+
+def test_docker_readme_lists_every_serve_flag_as_a_variable():
+    binary = ROOT / "build" / "vecgpu"
+    if not binary.exists():
+        pytest.skip("build/vecgpu is not built (scripts/setup.sh)")
+    help_text = run(binary, "serve", "--help").stdout
+    flags = {f for f in re.findall(r"^\s+(--[a-z0-9-]+)", help_text, re.M) if f != "--help"}
+    assert len(flags) > 40
+    readme = (DOCKER / "README.md").read_text()
+    missing = [f for f in sorted(flags)
+               if f"`VECGPU_{f[2:].upper().replace('-', '_')}` | `{f}`" not in readme]
+    assert not missing, f"docker/README.md does not list {missing}"
