@@ -148,7 +148,8 @@ local_bases() {
 version=$(sed -n 's/^project(vecgpu VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 revision=$(git rev-parse --short=12 HEAD 2> /dev/null || echo unknown)
 [ -z "$(git status --porcelain 2> /dev/null)" ] || revision="$revision-dirty"
-created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit's time, not the clock's: an unchanged tree rebuilds from the layer cache alone.
+created=$(git log -1 --format=%cI 2> /dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 faiss_ver=$(dpkg-query -W -f='${source:Version}' libfaiss-dev 2> /dev/null ||
             apt-cache show libfaiss-dev 2> /dev/null | awk '/^Version:/ {print $2; exit}' || true)
 
