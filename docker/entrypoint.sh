@@ -49,7 +49,11 @@ if [ "$1" = serve ]; then
     127.*|localhost|::1|"[::1]") loopback=1 ;;
     *) loopback=0 ;;
   esac
-  if [ "$loopback" = 0 ] && ! truthy "${auth:-false}" && ! truthy "${allow:-false}"; then
+  # A config file may turn auth on where this script cannot read it: the binary decides then
+  # (it refuses the same way, naming the flags).
+  config=$(setting config CONFIG "$@")
+  if [ -z "$config" ] && [ "$loopback" = 0 ] && ! truthy "${auth:-false}" &&
+     ! truthy "${allow:-false}"; then
     cat >&2 <<MSG
 vecgpu: refusing to serve $bind without authentication: anyone who reaches this container's
 ports could read and change every index. Either turn authentication on:

@@ -159,6 +159,8 @@ def image_fixtures(tag):
 
     @pytest.fixture(scope="module")
     def rootfs(image, tmp_path_factory):
-        return unpack(tag, tmp_path_factory.mktemp(tag.replace(":", "-")))
+        path = unpack(tag, tmp_path_factory.mktemp(tag.replace(":", "-")))
+        yield path
+        shutil.rmtree(path, ignore_errors=True)  # up to a gigabyte: not left for pytest's keep
 
     return image, rootfs

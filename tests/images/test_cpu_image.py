@@ -150,3 +150,14 @@ def test_serves_persists_and_enforces_auth(image, rootfs):
         assert [r["indices"][0] for r in reply["results"]] == [10, 11]
     finally:
         assert c.stop() == 0, c.output
+
+
+def test_auth_from_a_config_file_is_left_to_the_binary(image, rootfs):
+    # The entrypoint cannot read the config file, so it does not refuse; the binary reads it
+    # (auth on) and here stops at the config's bad setting before binding anything.
+    (rootfs / "tmp/vecgpu.json").write_text(
+        '{"enable-auth": true, "auth-keys": "k:acme", "io-threads": 0}')
+    c = ChrootContainer(rootfs, image["Config"], env={"VECGPU_CONFIG": "/tmp/vecgpu.json"})
+    assert c.wait() == 2, c.output
+    assert "refusing" not in c.output
+    assert "io-threads" in c.output
