@@ -105,6 +105,8 @@ def test_serves_persists_and_enforces_auth(image, rootfs):
     data = rootfs / "data"
     for p in data.iterdir():  # a fresh volume
         subprocess.run(["rm", "-rf", str(p)], check=True)
+    # First with the image's default data directory and keys in the environment, then (the
+    # restart) with the FAISSx server's own FAISSX_DATA_DIR and FAISSX_AUTH_FILE.
     env = {"FAISSX_ENABLE_AUTH": "true", "FAISSX_AUTH_KEYS": "key-acme:acme,key-globex:globex",
            "VECGPU_LOG_LEVEL": "info"}
     c = serve(rootfs, image, env)
@@ -136,6 +138,9 @@ def test_serves_persists_and_enforces_auth(image, rootfs):
     assert any(data.iterdir())
     assert all(p.stat().st_uid == 10001 for p in data.iterdir())
 
+    (rootfs / "tmp/keys.json").write_text('{"key-acme": "acme"}')
+    env = {"FAISSX_ENABLE_AUTH": "true", "FAISSX_AUTH_FILE": "/tmp/keys.json",
+           "FAISSX_DATA_DIR": "/data"}
     c = serve(rootfs, image, env)
     try:
         wait_for_ping(c, c.endpoint)
