@@ -275,7 +275,7 @@ Status Engine::AddLocked(const Collection& c, Backend& b, LabelTable& t, const F
 
 StatusOr<VectorLayout> Engine::Layout(const std::string& tenant, const std::string& name) const {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  return VectorLayout{c->spec().dim, c->spec().binary};
+  return VectorLayout{c->spec().dim, c->spec().binary, c->spec().metric};
 }
 
 StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& name,

@@ -37,6 +37,7 @@ struct CollectionInfo {
 struct VectorLayout {
   int dim = 0;          // components (bits for binary indexes)
   bool binary = false;  // bit vectors
+  Metric metric = Metric::kL2;
 };
 
 struct CreateCollectionRequest {

@@ -15,6 +15,15 @@ std::string EnvName(const std::string& prefix, std::string option) {
   return prefix + option;
 }
 
+// Appends "--name=value" for FAISSX_NAME, then VECGPU_NAME (so the latter wins), when set.
+void LayerEnvironment(const std::string& name, std::vector<std::string>& layered) {
+  for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
+    if (const char* env = std::getenv(EnvName(prefix, name).c_str()); env && *env) {
+      layered.push_back("--" + name + "=" + env);
+    }
+  }
+}
+
 // Reads the JSON config file into "--name=value" arguments.
 StatusOr<std::vector<std::string>> ConfigArgs(const std::string& path, const CLI::App& serve) {
   std::ifstream in(path);
@@ -298,21 +307,9 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   const bool is_import = !cli.empty() && cli[0] == "import-faissx";
   const bool is_health = !cli.empty() && cli[0] == "healthcheck";
   if (is_health) {
-    for (const char* name : {"metrics-port", "metrics-address"}) {
-      for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
-        if (const char* env = std::getenv(EnvName(prefix, name).c_str()); env && *env) {
-          layered.push_back("--" + std::string(name) + "=" + env);
-        }
-      }
-    }
+    for (const char* name : {"metrics-port", "metrics-address"}) LayerEnvironment(name, layered);
   }
-  if (is_import) {
-    for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
-      if (const char* env = std::getenv(EnvName(prefix, "data-dir").c_str()); env && *env) {
-        layered.push_back("--data-dir=" + std::string(env));
-      }
-    }
-  }
+  if (is_import) LayerEnvironment("data-dir", layered);
   if (is_serve) {
     for (size_t i = 1; i < cli.size(); ++i) {
       if (cli[i] == "--config" && i + 1 < cli.size()) config_path = cli[i + 1];
@@ -333,11 +330,7 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     for (const CLI::Option* opt : serve->get_options()) {
       std::string name = opt->get_single_name();
       if (name.empty() || name == "help" || name == "config") continue;
-      for (const char* prefix : {"FAISSX_", "VECGPU_"}) {
-        if (const char* env = std::getenv(EnvName(prefix, name).c_str()); env && *env) {
-          layered.push_back("--" + name + "=" + env);
-        }
-      }
+      LayerEnvironment(name, layered);
     }
   }
   std::vector<std::string> args = {argv[0]};

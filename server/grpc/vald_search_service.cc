@@ -132,14 +132,15 @@ class PendingSearch {
     RETURN_IF_ERROR(CheckConfig(env, cfg));
     if (query_.vector.empty()) return InvalidArgument("vector: empty");
     SearchParams params;
-    if (linear || cfg.radius() >= 0) {
+    if (linear) {  // the full description: the kind and list count pick the exact search
       ASSIGN_OR_RETURN(CollectionInfo info, env.engine->Describe(scope.tenant, scope.collection));
       inner_product_ = info.spec.metric == Metric::kInnerProduct;
-      if (linear) {
-        ASSIGN_OR_RETURN(params, ExactParams(info, scope.collection));
+      ASSIGN_OR_RETURN(params, ExactParams(info, scope.collection));
+    } else {  // only the metric, for the radius: the lock-free layout, not Describe's stats
+      if (cfg.radius() >= 0) {
+        ASSIGN_OR_RETURN(VectorLayout layout, env.engine->Layout(scope.tenant, scope.collection));
+        inner_product_ = layout.metric == Metric::kInnerProduct;
       }
-    }
-    if (!linear) {
       if (cfg.nprobe() > 0) params.nprobe = static_cast<int>(std::min(cfg.nprobe(), 1u << 20));
       if (cfg.edge_size() > 0) params.ef_search = std::min(cfg.edge_size(), 1 << 20);
     }

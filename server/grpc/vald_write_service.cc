@@ -23,11 +23,7 @@ template <typename Request>
 Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const Request*>& reqs,
            PutMode mode, pb::Object::Locations* out) {
   if (reqs.empty()) return InvalidArgument("requests: no object given");
-  if (static_cast<int64_t>(reqs.size()) > env.limits.max_add_vectors) {
-    return InvalidArgument("requests: " + std::to_string(reqs.size()) +
-                           " objects, above the limit of " +
-                           std::to_string(env.limits.max_add_vectors) + " per call");
-  }
+  // PutMulti checks --max-add-vectors before it gathers `reqs`; the others put one object.
   for (const Request* r : reqs) {
     if (r->vector().vector().empty()) {
       return InvalidArgument("vector of id '" + r->vector().id() + "': empty");
@@ -102,10 +98,7 @@ grpc::Status PutStream(const GrpcEnv& env, ServerContext* c,
 Status RemoveIds(const GrpcEnv& env, const CallScope& scope, const std::vector<std::string>& ids,
                  pb::Object::Locations* out) {
   if (ids.empty()) return InvalidArgument("requests: no id given");
-  if (static_cast<int64_t>(ids.size()) > env.limits.max_add_vectors) {
-    return InvalidArgument("requests: " + std::to_string(ids.size()) + " ids, above the limit of " +
-                           std::to_string(env.limits.max_add_vectors) + " per call");
-  }
+  // MultiRemove checks --max-add-vectors before it copies the ids; the others remove one.
   for (const std::string& id : ids) {
     if (id.empty()) return InvalidArgument("id: must not be empty");
   }

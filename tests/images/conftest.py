@@ -1,19 +1,31 @@
 """Helpers for the container image tests: the images docker/build.sh made (podman, vfs
 storage), unpacked and run with chroot, as `podman run` cannot run in this sandbox."""
+import importlib.util
 import json
 import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
-import msgpack
 import pytest
 import zmq
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _integration_helpers():
+    """tests/python/conftest.py, loaded under another name (both files are "conftest")."""
+    spec = importlib.util.spec_from_file_location("vecgpu_integration_conftest",
+                                                  ROOT / "tests" / "python" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _integration_helpers()
+free_port, raw_call = _helpers.free_port, _helpers.raw_call
 PODMAN = ["podman", "--storage-driver", "vfs"]
 # Set by scripts/test.sh to the variants docker/build.sh built in this run ("cpu cuda"; empty
 # when it built none): those must be there, and no older image stands in for the others.
@@ -65,24 +77,6 @@ def unpack(tag, dest):
     return dest
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raw_call(endpoint, request, timeout_ms=5000):
-    s = zmq.Context.instance().socket(zmq.REQ)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, timeout_ms)
-    s.connect(endpoint)
-    try:
-        s.send(msgpack.packb(request))
-        return msgpack.unpackb(s.recv(), raw=False)
-    finally:
-        s.close()
-
-
 class ChrootContainer:
     """Runs a command of an unpacked image as the container would: its Env, its User, its
     Entrypoint, with /proc and /dev mounted in a private mount namespace (gone when the
@@ -130,6 +124,19 @@ class ChrootContainer:
         if pid:
             os.kill(pid, sig)
         return self.wait(timeout)
+
+
+def serve(rootfs, image, env):
+    """`vecgpu serve` from the unpacked image, on loopback with free ports (FAISSx through the
+    FAISSx server's own FAISSX_PORT), with `env` on top; `.endpoint`, `.metrics_port`."""
+    port, metrics, grpc = free_port(), free_port(), free_port()
+    env = {"FAISSX_PORT": str(port), "VECGPU_METRICS_PORT": str(metrics),
+           "VECGPU_GRPC_PORT": str(grpc), "VECGPU_BIND_ADDRESS": "127.0.0.1",
+           "VECGPU_METRICS_ADDRESS": "127.0.0.1", **env}
+    c = ChrootContainer(rootfs, image["Config"], env=env)
+    c.endpoint = f"tcp://127.0.0.1:{port}"
+    c.metrics_port = metrics
+    return c
 
 
 def wait_for_ping(container, endpoint, timeout=60.0):

@@ -3,7 +3,7 @@ links the CUDA libraries of its runtime base, says GPU support is compiled in, a
 GPU (as here) serves from the CPU and says why."""
 import numpy as np
 
-from conftest import ChrootContainer, free_port, image_fixtures, raw_call, wait_for_ping
+from conftest import ChrootContainer, image_fixtures, raw_call, serve, wait_for_ping
 
 TAG = "vecgpu:cuda"
 # The CUDA runtime base carries cuBLAS (libcublasLt alone is ~540 MB); a devel toolkit or
@@ -44,12 +44,9 @@ def test_version_says_gpu_support_is_compiled_in(image, rootfs):
 
 
 def test_serves_from_the_cpu_without_a_gpu_and_says_why(image, rootfs):
-    port = free_port()
-    c = ChrootContainer(rootfs, image["Config"], env={
-        "VECGPU_PORT": str(port), "VECGPU_METRICS_PORT": str(free_port()),
-        "VECGPU_GRPC_PORT": "0", "VECGPU_BIND_ADDRESS": "127.0.0.1",
-        "VECGPU_ENABLE_AUTH": "true", "VECGPU_AUTH_KEYS": "k:acme", "VECGPU_GPUS": "all"})
-    endpoint = f"tcp://127.0.0.1:{port}"
+    c = serve(rootfs, image, {"VECGPU_ENABLE_AUTH": "true", "VECGPU_AUTH_KEYS": "k:acme",
+                              "VECGPU_GPUS": "all"})
+    endpoint = c.endpoint
     try:
         wait_for_ping(c, endpoint)
         assert raw_call(endpoint, {"action": "create_index", "index_id": "v", "dimension": 8,

@@ -27,17 +27,17 @@ def test_hadolint(dockerfile):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def kube_files():
+    """The manifests in deploy/kubernetes/, kustomization.yaml aside."""
+    return sorted(p.name for p in KUBE.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
 def kube_docs():
-    docs = []
-    for path in sorted(KUBE.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return [(name, d) for name in kube_files()
+            for d in yaml.safe_load_all((KUBE / name).read_text()) if d]
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in KUBE.glob("*.yaml")
-                                        if p.name != "kustomization.yaml"))
+@pytest.mark.parametrize("path", kube_files())
 def test_kubernetes_manifests_match_the_api_schemas(path):
     r = run(BIN / "kubernetes-validate", "--strict", "--kubernetes-version", KUBE_VERSION,
             KUBE / path)
@@ -46,9 +46,7 @@ def test_kubernetes_manifests_match_the_api_schemas(path):
 
 def test_kustomization_lists_every_manifest():
     k = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
-    listed = set(k["resources"])
-    present = {p.name for p in KUBE.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == present
+    assert set(k["resources"]) == set(kube_files())
 
 
 def test_statefulset_wires_probes_ports_gpu_secret_and_volume():

@@ -45,6 +45,19 @@ def has_grpc_flag():
     return _grpc_flag
 
 
+_grpc_built = None
+
+
+def built_with_grpc():
+    """Whether this vecgpu serves gRPC (`--version` says "gRPC: yes")."""
+    global _grpc_built
+    if _grpc_built is None:
+        out = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True,
+                             timeout=20).stdout
+        _grpc_built = "gRPC: yes" in out
+    return _grpc_built
+
+
 class Server:
     """A running `vecgpu serve`; stop() sends SIGTERM and returns the exit code. Its gRPC
     port (Vald API) is a free one too: `grpc_target` is "127.0.0.1:port"."""

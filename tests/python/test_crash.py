@@ -10,7 +10,6 @@ Each client owns its collections, so a collection's operations arrive in its cli
 on both servers; a client has at most one operation in flight when the server dies."""
 import os
 import random
-import signal
 import threading
 import time
 
@@ -18,7 +17,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from conftest import kill9, start_persistent as start, BINARY, Server, ok, raw_call
+from conftest import Server, kill9, ok, raw_call, start_persistent as start
 
 CLIENTS = 3
 ROUNDS = 8

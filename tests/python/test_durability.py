@@ -1,7 +1,6 @@
 """--data-dir on the real binary: acknowledged writes survive SIGKILL, restarts replay the
 log, one server per directory, and damage refuses to start naming the file."""
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import kill9, start_persistent as start, BINARY, Server, call, fail, free_port, ok, raw_call, rows
+from conftest import (BINARY, call, fail, free_port, kill9, ok, raw_call, rows,
+                      start_persistent as start)
 
 
 def vec(i, d=8):

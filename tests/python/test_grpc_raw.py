@@ -25,7 +25,6 @@ the client's cancellation of a call in flight (the server must survive it).
 import importlib
 import pathlib
 import re
-import subprocess
 import sys
 import threading
 import types
@@ -34,7 +33,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import BINARY, ROOT, Server, uid
+from conftest import ROOT, Server, built_with_grpc, uid
 
 PROTO = ROOT / "proto"
 PKG = "vecgpu_rawpb"
@@ -42,13 +41,7 @@ DIM = 8
 C = grpc.StatusCode
 
 
-def _has_grpc():
-    out = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True,
-                         timeout=20).stdout
-    return "gRPC: yes" in out
-
-
-pytestmark = pytest.mark.skipif(not _has_grpc(), reason="vecgpu built without gRPC")
+pytestmark = pytest.mark.skipif(not built_with_grpc(), reason="vecgpu built without gRPC")
 
 
 # --- stubs ----------------------------------------------------------------------------------
@@ -220,13 +213,6 @@ def nearest(x, q, k):
 
 
 # --- servers ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def server():
-    srv = Server("--log-level", "warning")
-    yield srv
-    assert srv.stop() == 0
-
 
 @pytest.fixture(scope="module")
 def raw(pb2, server):
@@ -467,7 +453,6 @@ def test_cancelled_stream_leaves_the_server_serving(pb2, big):
 
 
 def test_stream_errors_are_status_entries_and_the_stream_goes_on(pb2, col, raw):
-    P = pb2.pb
     x = fill(col, 6, prefix="s")
     code = lambda c: c.value[0]  # noqa: E731
     out = col.stream(col.insert.StreamInsert, [

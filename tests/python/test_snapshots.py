@@ -6,7 +6,6 @@ must stay safe and distinct as file names."""
 import os
 import pathlib
 import re
-import signal
 import subprocess
 import time
 
@@ -14,7 +13,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from conftest import kill9, start_persistent as start, BINARY, Server, call, fail, free_port, ok, raw_call, rand, rows
+from conftest import (BINARY, Server, call, fail, free_port, kill9, ok, raw_call, rand, rows,
+                      start_persistent as start)
 
 STARTUP = re.compile(
     r"loaded (\d+) index snapshots .*? then replayed (\d+) log records \((\d+) refused again, "

@@ -3,7 +3,6 @@
 collections."""
 import pathlib
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -18,18 +17,12 @@ from vald.v1.payload import payload_pb2 as pb
 from vald.v1.vald import (flush_pb2_grpc, index_pb2_grpc, insert_pb2_grpc, object_pb2_grpc,
                           remove_pb2_grpc, search_pb2_grpc, update_pb2_grpc, upsert_pb2_grpc)
 
-from conftest import BINARY, Server, call, free_port, ok, uid
+from conftest import BINARY, Server, built_with_grpc, call, free_port, kill9, ok, uid
 
 DIM = 8
 
 
-def _has_grpc():
-    out = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True,
-                         timeout=20).stdout
-    return "gRPC: yes" in out
-
-
-pytestmark = pytest.mark.skipif(not _has_grpc(), reason="vecgpu built without gRPC")
+pytestmark = pytest.mark.skipif(not built_with_grpc(), reason="vecgpu built without gRPC")
 
 
 def wait_ready(channel):
@@ -107,13 +100,6 @@ def srch(v, **kw):
 
 def rm(id_):
     return pb.Remove.Request(id=pb.Object.ID(id=id_))
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = Server("--log-level", "warning")
-    yield srv
-    assert srv.stop() == 0
 
 
 @pytest.fixture
@@ -361,7 +347,7 @@ def test_results_equal_the_faissx_protocols(server, vald):
     """One collection, searched over both protocols: the same neighbours (ids mapped through
     the objects' vectors) and the same distances."""
     name = dict(vald.md)["x-vecgpu-collection"]
-    x = fill(vald, n=200, seed=3)
+    fill(vald, n=200, seed=3)
     listed = vald.object.StreamListObject(pb.Object.List.Request(), metadata=vald.md)
     key_of_vector = {np.asarray(o.vector.vector, np.float32).tobytes(): o.vector.id
                      for o in listed}
@@ -593,8 +579,7 @@ def _write_then_kill(s, data):
     v(v.update.UpdateTimestamp, pb.Update.TimestampRequest(id="k4-é", timestamp=5, force=True))
     v(v.update.Update, upd("k5-é", x[0] + 1, ts=7777))
     v.channel.close()
-    s.proc.send_signal(signal.SIGKILL)
-    s.proc.wait()
+    kill9(s)
     return x
 
 
