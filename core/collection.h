@@ -69,6 +69,13 @@ class IndexStorage {
   // Held from logging a mutation of this storage until it is applied (Engine).
   Mutex& write_order() { return order_mu_; }
 
+  // The sequence number of the last create or drop that bound a name to this storage or
+  // unbound one (its own create first; 0 for one restored from a snapshot). While it is not
+  // past an image's, the log records after that image name the same collections of this
+  // storage at replay as when they were made (Store::Snapshot keeps such an image).
+  uint64_t names_seq() const { return names_seq_.load(); }
+  void set_names_seq(uint64_t seq) { names_seq_.store(seq); }
+
   // Binds a collection name to this storage; a view gets a new id namespace (never reused,
   // even after its collection is dropped).
   LabelTable::View AddName(std::string name, std::string index_type, bool view) {
@@ -169,6 +176,7 @@ class IndexStorage {
   int64_t cached_total_ GUARDED_BY(cache_mu_) = 0;
   std::map<LabelTable::View, int64_t> cached_counts_ GUARDED_BY(cache_mu_);
   Origin origin_;
+  std::atomic<uint64_t> names_seq_{0};
   Mutex order_mu_;
   mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <regex>
 #include <unordered_set>
 
 #include "core/device/placed_backend.h"
+#include "core/util/interrupt.h"
 #include "core/util/utf8.h"
 #include "core/view_ops.h"
 
@@ -87,6 +89,34 @@ std::vector<Engine::TenantUsage> Engine::Usage() const {
   return out;
 }
 
+TenantUse Engine::UseOf(const std::string& tenant) const {
+  TenantUse use;
+  std::unordered_set<const IndexStorage*> counted;
+  for (const auto& c : registry_.List(tenant)) {
+    ++use.collections;
+    if (!counted.insert(c->storage().get()).second) continue;
+    use.vectors += c->storage()->vectors();
+    use.bytes += c->storage()->CachedInfo(LabelTable::kBaseView).memory_bytes;
+  }
+  return use;
+}
+
+Status Engine::CheckQuota(const std::string& tenant, const Collection* c, int64_t collections,
+                          int64_t vectors) const {
+  if (!quotas_ || replaying_) return Status::Ok();
+  const Quota& q = quotas_->Of(tenant);
+  if (q.max_collections == 0 && q.max_vectors == 0 && q.max_bytes == 0) return Status::Ok();
+  const TenantUse use = UseOf(tenant);
+  int64_t per_vector = 0;
+  if (c && vectors > 0) {
+    const BackendInfo info = c->storage()->CachedInfo(LabelTable::kBaseView);
+    per_vector = info.ntotal > 0 ? info.memory_bytes / info.ntotal
+                                 : int64_t{c->spec().dim} * (c->spec().binary ? 1 : 4) /
+                                       (c->spec().binary ? 8 : 1);
+  }
+  return quotas_->CheckStore(tenant, use, collections, vectors, vectors * per_vector);
+}
+
 Status Engine::CheckName(const std::string& name) const {
   if (name.empty()) return InvalidArgument("index_id: must be a non-empty string");
   if (static_cast<int>(name.size()) > limits_.max_index_id_length) {
@@ -157,16 +187,19 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   }
   ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(req.index_type, req.dim, req.metric));
   // Creates and drops hold the catalog from logging to registering, so that a snapshot's list
-  // of collections is a point in the log too (Storages).
-  MutexLock catalog(catalog_mu_);
+  // of storages is a point in the log too (Storages). A storage's write order is taken before
+  // the catalog, never after it: the catalog is held only for the log append and the
+  // registration, so a create or drop never waits on another storage's long write while
+  // holding what every other create needs.
   std::shared_ptr<IndexStorage> storage;
   const bool fresh = spec.base_index_id.empty();
+  std::shared_ptr<Collection> base;
   if (!fresh) {
     // "IDMap:{base}": a view with ids of its own over the tenant's base index, sharing its
     // storage (as FAISS's IndexIDMap shares its base), so training sent to the base serves
     // the view too.
     RETURN_IF_ERROR(CheckName(spec.base_index_id));
-    ASSIGN_OR_RETURN(auto base, registry_.Get(tenant, spec.base_index_id));
+    ASSIGN_OR_RETURN(base, registry_.Get(tenant, spec.base_index_id));
     if (base->spec().dim != req.dim) {
       return InvalidArgument("dimension: " + std::to_string(req.dim) +
                              " does not match base index '" + spec.base_index_id + "' dimension " +
@@ -183,8 +216,17 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
     storage = NewStorage(tenant, std::move(backend),
                          {0, tenant, req.name, req.index_type, req.dim, req.metric, req.device});
   }
-  RETURN_IF_ERROR(registry_.CheckInsert(tenant, req.name));  // refused: nothing logged
   MutexLock order(storage->write_order());
+  UninterruptibleScope uninterruptible;  // logged: replay must match
+  MutexLock catalog(catalog_mu_);
+  if (base) {  // dropped (or replaced) while this create waited for its storage
+    auto now = registry_.Get(tenant, spec.base_index_id);
+    if (!now.ok() || *now != base) {
+      return NotFound("base index '" + spec.base_index_id + "' was dropped meanwhile");
+    }
+  }
+  RETURN_IF_ERROR(registry_.CheckInsert(tenant, req.name));  // refused: nothing logged
+  RETURN_IF_ERROR(CheckQuota(tenant, nullptr, 1, 0));
   store::WalRecord r{.type = store::RecordType::kCreate, .tenant = tenant, .collection = req.name};
   r.index_type = req.index_type;
   r.dim = req.dim;
@@ -192,6 +234,7 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   r.device = req.device;
   ASSIGN_OR_RETURN(const uint64_t seq, LogMutation(r));
   if (fresh) storage->set_id(seq);  // not shared yet
+  storage->set_names_seq(seq);
   const LabelTable::View view =
       storage->AddName(req.name, req.index_type, spec.id_map != IdMapKind::kNone);
   auto collection = std::make_shared<Collection>(tenant, req.name, spec, std::move(storage), view);
@@ -200,12 +243,15 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
 }
 
 Status Engine::Drop(const std::string& tenant, const std::string& name) {
-  MutexLock catalog(catalog_mu_);
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  MutexLock order(c->storage()->write_order());
-  RETURN_IF_ERROR(
-      LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name})
-          .status());
+  MutexLock order(c->storage()->write_order());  // before the catalog (Create)
+  MutexLock catalog(catalog_mu_);
+  auto now = Find(tenant, name);
+  if (!now.ok() || *now != c) return NotFound("index '" + name + "' was dropped meanwhile");
+  ASSIGN_OR_RETURN(
+      const uint64_t seq,
+      LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name}));
+  c->storage()->set_names_seq(seq);
   RETURN_IF_ERROR(registry_.Remove(tenant, name).status());
   c->storage()->RemoveName(name);
   return Status::Ok();
@@ -287,7 +333,9 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
                            std::to_string(x.rows) + " vectors");
   }
   if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));  // as SubmitAdd does
+  RETURN_IF_ERROR(CheckQuota(tenant, c.get(), 0, x.rows));
   MutexLock order(c->storage()->write_order());                      // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kAdd, .tenant = tenant, .collection = name};
     r.vectors = x;
@@ -302,11 +350,36 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
   });
 }
 
+Status Engine::CheckWorkCost(const std::string& what, int64_t rows, int64_t clusters,
+                             int64_t iterations, int64_t dim) const {
+  // k-means samples at most 256 points a centroid (FAISS's max_points_per_centroid).
+  const double used = std::min<double>(static_cast<double>(rows), 256.0 * clusters);
+  const double cost = used * clusters * iterations * dim;
+  if (cost <= limits_.max_work_cost) return Status::Ok();
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g", cost);
+  char cap[64];
+  std::snprintf(cap, sizeof(cap), "%.3g", limits_.max_work_cost);
+  return ResourceExhausted(what + ": estimated cost " + buf + " (" + std::to_string(rows) +
+                           " rows x " + std::to_string(clusters) + " clusters x " +
+                           std::to_string(iterations) + " iterations x dimension " +
+                           std::to_string(dim) + ") is above the limit of " + cap +
+                           " (--max-work-cost); use fewer rows, clusters or iterations");
+}
+
 StatusOr<CollectionInfo> Engine::Train(const std::string& tenant, const std::string& name,
                                        const FloatMatrix& x) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
+  // Refused before it is logged, so a replay never meets the limit (which may change).
+  if (c->spec().nlist > 0) {  // the coarse quantizer: FAISS's IVF k-means, 10 iterations
+    RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, c->spec().nlist, 10, x.cols));
+  }
+  if (c->spec().pq_m > 0) {  // 256 codes a sub-space, 25 iterations
+    RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, 256, 25, x.cols));
+  }
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kTrain, .tenant = tenant, .collection = name};
     r.vectors = x;
@@ -325,6 +398,7 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
                            std::to_string(limits_.max_add_vectors));
   }
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kRemove, .tenant = tenant, .collection = name};
     r.ids.assign(ids.begin(), ids.end());
@@ -363,6 +437,7 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
                            "' has no id map; create it as IDMap/IDMap2 to replace by id");
   }
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kReplace, .tenant = tenant, .collection = name};
     r.vectors = vector;
@@ -381,6 +456,7 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
 Status Engine::Reset(const std::string& tenant, const std::string& name) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   RETURN_IF_ERROR(
       LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name})
           .status());
@@ -529,6 +605,7 @@ Status Engine::SetParameter(const std::string& tenant, const std::string& name,
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!std::isfinite(value)) return InvalidArgument("value: must be a finite number");
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{
         .type = store::RecordType::kSetParameter, .tenant = tenant, .collection = name};
@@ -554,7 +631,11 @@ StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std
   if (!(sample_ratio > 0 && sample_ratio <= 1)) {
     return InvalidArgument("sample_ratio: must be within (0, 1]");
   }
+  RETURN_IF_ERROR(CheckWorkCost(
+      "recluster_index", static_cast<int64_t>(sample_ratio * c->storage()->vectors()),
+      n_clusters > 0 ? n_clusters : std::max(1, c->spec().nlist), 10, c->spec().dim));
   MutexLock order(c->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     store::WalRecord r{.type = store::RecordType::kRecluster, .tenant = tenant, .collection = name};
     r.n_clusters = n_clusters;
@@ -681,6 +762,7 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
     x.rows += part.rows;
   }
   MutexLock order(dst->storage()->write_order());  // log and apply in one order
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   if (log_) {
     // The vectors themselves, not the sources' names: replaying must not depend on what the
     // sources hold by then.
@@ -729,13 +811,16 @@ StatusOr<ClusteringResult> Engine::Cluster(const FloatMatrix& x, int n_clusters,
   if (niter < 1 || niter > 1000) {
     return InvalidArgument("niter: must be within 1..1000, got " + std::to_string(niter));
   }
+  RETURN_IF_ERROR(CheckWorkCost("compute_clustering", x.rows, n_clusters, niter, x.cols));
   return factory_.Cluster(x.rows, static_cast<int>(x.cols), x.data.data(), n_clusters, metric,
                           niter);
 }
 
 Status Engine::Apply(const store::WalRecord& r, uint64_t seq) {
   replay_seq_ = seq;
+  replaying_ = true;
   Status st = ApplyRecord(r);
+  replaying_ = false;
   replay_seq_ = 0;
   return st;
 }

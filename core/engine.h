@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "core/metrics/server_metrics.h"
 #include "core/mutation_log.h"
 #include "core/options.h"
+#include "core/quota/quotas.h"
 #include "core/scheduler/scheduler.h"
 #include "core/store/snapshot.h"
 #include "core/tenant_registry.h"
@@ -203,6 +205,14 @@ class Engine {
     int64_t vectors = 0;
   };
   std::vector<TenantUsage> Usage() const;
+  // One tenant's collections, vectors and the estimated memory of its indexes (a storage
+  // shared by IDMap views counts once), from the storages' caches: never waits on a lock.
+  TenantUse UseOf(const std::string& tenant) const;
+
+  // Storage quotas (collections, vectors, bytes) checked before a create or a write is
+  // logged, so a refusal changes nothing and a replay never meets one. Null: none. Set once,
+  // before serving; must outlive the engine.
+  void set_quotas(const Quotas* quotas) { quotas_ = quotas; }
 
   const Limits& limits() const { return limits_; }
 
@@ -254,11 +264,16 @@ class Engine {
 
   // Snapshots (core/store; core/engine_snapshot.cc).
   //
-  // Runs fn on every storage that holds collections, with no create or drop in between, so
-  // that the names of all the images fn captures agree (a name moved between storages
-  // mid-snapshot would otherwise appear in two). `last_seq`: the log's last sequence number
-  // when the storages were listed; every create and drop up to it is reflected in the list.
-  Status ForEachStorage(uint64_t* last_seq, const std::function<Status(IndexStorage&)>& fn) const;
+  // Every storage that holds collections now. `last_seq`: the log's last sequence number at
+  // that moment; every create up to it is among them (creates and drops hold the catalog from
+  // logging to registering). Takes the catalog only for the listing.
+  struct StorageRef {
+    std::shared_ptr<IndexStorage> storage;
+    // IndexStorage::names_seq as listed: an older image of the storage stays valid with the
+    // log after it while this is not past the image's sequence number.
+    uint64_t names_seq = 0;
+  };
+  std::vector<StorageRef> Storages(uint64_t* last_seq) const;
   // One storage as it is now, taken under its write order, so that it reflects exactly the
   // log records about its collections up to snapshot.seq (the log's last sequence number
   // then). Searches go on meanwhile; writes to it wait for the copy of its index.
@@ -268,9 +283,11 @@ class Engine {
     bool changed = true;   // false: version == unchanged_since, and the index was not copied
     bool alive = true;     // false: no collection is bound to it any more
   };
-  // `unchanged_since`: the version of the last image taken of it, if any.
-  StatusOr<StorageImage> Capture(IndexStorage& storage,
-                                 std::optional<uint64_t> unchanged_since) const;
+  // `unchanged_since`: the version of the last image taken of it, if any. Without `wait`, a
+  // storage whose write order is held (a training run, a long add, a recluster) is not waited
+  // for: Unavailable, and nothing is copied.
+  StatusOr<StorageImage> Capture(IndexStorage& storage, std::optional<uint64_t> unchanged_since,
+                                 bool wait = true) const;
   // Recreates a storage and its collections from a snapshot (recovery, before set_log; a
   // placed index is placed again and its device copy rebuilt from the host index). Returns
   // the storage's version after it.
@@ -300,6 +317,13 @@ class Engine {
                                    const std::function<StatusOr<uint64_t>()>& log_create = {})
       REQUIRES(catalog_mu_);
   Status CheckName(const std::string& name) const;
+  // The tenant's storage quotas for a write adding `collections` and `vectors` rows to `c`
+  // (null: a new collection). Ok while replaying the log or without quotas.
+  Status CheckQuota(const std::string& tenant, const Collection* c, int64_t collections,
+                    int64_t vectors) const;
+  // ResourceExhausted when a k-means run of this shape passes Limits::max_work_cost.
+  Status CheckWorkCost(const std::string& what, int64_t rows, int64_t clusters,
+                       int64_t iterations, int64_t dim) const;
   // Checks k and the queries of a search on c.
   Status CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const;
   // Adds x under ids through c's view (upserting on IDMap views: the new vectors are added
@@ -358,6 +382,8 @@ class Engine {
   Scheduler* const scheduler_;
   DeviceManager* const devices_;
   MutationLog* log_ = nullptr;
+  const Quotas* quotas_ = nullptr;
+  std::atomic<bool> replaying_{false};  // Apply: records replay as they ran, quotas unchecked
   uint64_t replay_seq_ = 0;  // Apply's record, as LogMutation's answer without a log
   // Held by creates and drops from logging to registering, and by Storages.
   mutable Mutex catalog_mu_;

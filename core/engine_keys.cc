@@ -6,6 +6,8 @@
 #include <unordered_set>
 
 #include "core/engine.h"
+
+#include "core/util/interrupt.h"
 #include "core/view_ops.h"
 
 namespace vecgpu {
@@ -56,6 +58,7 @@ Status Engine::PutKeyed(const std::string& tenant, const std::string& name,
                         std::vector<KeyedObject> objects, PutMode mode, bool skip_strict) {
   ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
   if (objects.empty()) return InvalidArgument("requests: no object given");
+  RETURN_IF_ERROR(CheckQuota(tenant, c.get(), 0, static_cast<int64_t>(objects.size())));
   FloatMatrix x;
   x.cols = c->spec().dim;
   x.rows = static_cast<int64_t>(objects.size());
@@ -84,6 +87,7 @@ Status Engine::PutKeyed(const std::string& tenant, const std::string& name,
   }
   RETURN_IF_ERROR(CheckMatrix("vector", x, c->spec(), limits_.max_add_vectors));
   MutexLock order(c->storage()->write_order());  // nothing changes between check and apply
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   RETURN_IF_ERROR(
       c->ReadKeyed([&](const Backend& b, const LabelTable& t, const KeyTable& k) -> Status {
         if (!b.is_trained()) return NotTrained(name);
@@ -146,6 +150,7 @@ Status Engine::RemoveKeyed(const std::string& tenant, const std::string& name,
   ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
   if (keys.empty()) return InvalidArgument("requests: no id given");
   MutexLock order(c->storage()->write_order());
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   RETURN_IF_ERROR(
       c->ReadKeyed([&](const Backend& b, const LabelTable&, const KeyTable& k) -> Status {
         std::unordered_set<std::string_view> seen;
@@ -191,6 +196,7 @@ StatusOr<std::vector<std::string>> Engine::RemoveKeyedWhere(
     const std::vector<TimestampCondition>& conditions) {
   ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
   MutexLock order(c->storage()->write_order());
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   std::vector<std::string> keys =
       c->ReadKeyed([&](const Backend&, const LabelTable&, const KeyTable& k) {
         std::vector<std::string> out;
@@ -214,6 +220,7 @@ Status Engine::StampKey(const std::string& tenant, const std::string& name, cons
                         int64_t timestamp, bool force) {
   ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
   MutexLock order(c->storage()->write_order());
+  UninterruptibleScope uninterruptible;  // logged: replay must match
   RETURN_IF_ERROR(c->ReadKeyed([&](const Backend&, const LabelTable&, const KeyTable& k) -> Status {
     const KeyTable::Object* o = k.Find(c->view(), key);
     if (!o) return MissingKey(key, name);

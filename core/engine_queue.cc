@@ -6,6 +6,8 @@
 
 #include "core/device/placed_backend.h"
 #include "core/engine.h"
+
+#include "core/util/interrupt.h"
 #include "core/view_ops.h"
 
 namespace vecgpu {
@@ -181,6 +183,7 @@ Status Engine::SubmitAdd(const std::string& tenant, const std::string& name, Flo
                            std::to_string(x.rows) + " vectors");
   }
   if (c->has_ids() && !ids.empty()) RETURN_IF_ERROR(CheckIds(ids));
+  RETURN_IF_ERROR(CheckQuota(tenant, c.get(), 0, x.rows));  // on admission
   auto task = std::make_shared<AddTask>();
   task->collection = c;
   task->x = std::move(x);
@@ -239,6 +242,7 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
     // before it are applied); a failed wait refuses them all.
     const size_t group_end = end;
     MutexLock order(c.storage()->write_order());
+    UninterruptibleScope uninterruptible;  // logged: replay must match
     if (log_) {
       size_t logged = begin;
       Status refused;

@@ -7,25 +7,46 @@
 
 namespace vecgpu {
 
-Status Engine::ForEachStorage(uint64_t* last_seq,
-                              const std::function<Status(IndexStorage&)>& fn) const {
-  // Held throughout: creates and drops wait for the snapshot; writes wait only while their
-  // own storage is captured (Capture takes its write order, after the catalog, as Create
-  // and Drop do).
+std::vector<Engine::StorageRef> Engine::Storages(uint64_t* last_seq) const {
+  // Creates and drops hold the catalog from logging to registering, so every create up to
+  // last_seq is in the list. Held only for the listing: captures take no catalog lock.
   MutexLock catalog(catalog_mu_);
   *last_seq = log_ ? log_->LastSeq() : 0;
+  std::vector<StorageRef> out;
   std::unordered_set<const IndexStorage*> seen;
   for (const auto& c : registry_.All()) {
-    if (seen.insert(c->storage().get()).second) RETURN_IF_ERROR(fn(*c->storage()));
+    if (!seen.insert(c->storage().get()).second) continue;
+    out.push_back({c->storage(), c->storage()->names_seq()});
   }
-  return Status::Ok();
+  return out;
 }
 
+namespace {
+// Takes `mu` (waiting for it, or only if free); false when not taken.
+bool Take(Mutex& mu, bool wait) NO_THREAD_SAFETY_ANALYSIS {
+  if (wait) {
+    mu.Lock();
+    return true;
+  }
+  return mu.TryLock();
+}
+struct Release {
+  Mutex& mu;
+  ~Release() NO_THREAD_SAFETY_ANALYSIS { mu.Unlock(); }
+};
+}  // namespace
+
 StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
-                                               std::optional<uint64_t> unchanged_since) const {
+                                               std::optional<uint64_t> unchanged_since,
+                                               bool wait) const {
   // Under the write order no record about the storage is logged and not yet applied, so its
-  // state is exactly that of the log up to its last record.
-  MutexLock order(storage.write_order());
+  // state is exactly that of the log up to its last record. A storage whose write order is
+  // held (a training run, a large add) is not waited for unless asked: the caller keeps its
+  // previous image and the log after it.
+  if (!Take(storage.write_order(), wait)) {
+    return Unavailable("index '" + storage.origin().name + "' is being written (its write order is held)");
+  }
+  Release order{storage.write_order()};
   StorageImage img;
   store::StorageSnapshot& s = img.snapshot;
   s.seq = log_ ? log_->LastSeq() : 0;

@@ -18,6 +18,7 @@ Status Positive(const char* name, int64_t v) {
 Status Limits::Validate() {
   RETURN_IF_ERROR(Positive("max_request_bytes", max_request_bytes));
   if (max_message_bytes == 0) max_message_bytes = 2 * max_request_bytes + (1 << 20);
+  if (!(max_work_cost >= 1)) return InvalidArgument("max_work_cost: must be at least 1");
   if (max_message_bytes < max_request_bytes) {
     return InvalidArgument("max_message_bytes: must be at least max_request_bytes");
   }
@@ -41,6 +42,9 @@ Status Limits::Validate() {
 }
 
 Status SchedulerOptions::Validate() {
+  if (long_workers_per_tenant < 0) {
+    return InvalidArgument("long_workers_per_tenant: must not be negative");
+  }
   if (query_threads == 0) {
     query_threads = std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()));
   }

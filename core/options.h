@@ -43,6 +43,11 @@ struct Limits {
   int max_tenant_id_length = 128;
   // Collections one tenant may own. Default: 10,000.
   int max_collections_per_tenant = 10'000;
+  // Largest estimated cost of one clustering, training or recluster run: rows x clusters x
+  // iterations x dimension (multiply-adds of k-means). About 1e9 a second per core here, so
+  // the default, 1e12, is some minutes of the long workers. Larger requests are refused
+  // before they start. Default: 1e12.
+  double max_work_cost = 1e12;
 
   // Checks every field; fills derived defaults. Called once at start-up.
   Status Validate();
@@ -64,6 +69,10 @@ struct SchedulerOptions {
   int max_queued_per_tenant = 1024;
   // Query rows one batched search may gather; 1 turns batching off. Default: 4096.
   int max_batch_rows = 4096;
+  // Long workers one tenant may hold while another tenant's long work waits; an idle server
+  // lets one tenant use them all. 0: an even share (write_threads / tenants with long work,
+  // at least 1). Default: 0.
+  int long_workers_per_tenant = 0;
   // Adds of at least this many vectors are long work. Default: 1000.
   int long_add_rows = 1000;
   // A request still queued after this long is answered TIMEOUT instead of run; requests may

@@ -1,12 +1,23 @@
 #include "cpu_fallback/cpu_threads.h"
 
 #include <dlfcn.h>
+#include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
 #include <initializer_list>
+#include <memory>
+
+#include "core/util/interrupt.h"
 
 namespace vecgpu::cpu {
+namespace {
+// FAISS checks this between k-means iterations, in training and in IVF scans: the work on the
+// asking thread stops once its deadline passed or the server is stopping (core/util/interrupt.h).
+struct DeadlineInterrupt : faiss::InterruptCallback {
+  bool want_interrupt() override { return Interrupted(); }
+};
+}  // namespace
 
 void ConfigureCpuThreads() {
   // libblas.so.3 may be OpenBLAS (pthreads build), the reference BLAS or another; look the
@@ -22,6 +33,7 @@ void ConfigureCpuThreads() {
   // batches concurrent one-query searches and searches the batch in row chunks on every core;
   // a chunk of 16 queries scanned query by query took 6 times as long as through BLAS.
   faiss::distance_compute_blas_threshold = 4;
+  faiss::InterruptCallback::instance = std::make_unique<DeadlineInterrupt>();
 }
 
 void UseOneThreadHere() { omp_set_num_threads(1); }

@@ -32,6 +32,11 @@ Status CallFaiss(std::string_view what, F&& fn) {
     return ResourceExhausted(std::string(what) + ": out of memory");
   } catch (const std::exception& e) {
     std::string msg = FaissMessage(e.what());
+    if (msg.find("computation interrupted") != std::string::npos) {
+      // FAISS's InterruptCallback (cpu_fallback/cpu_threads.cc): the deadline, or shutdown.
+      return DeadlineExceeded(std::string(what) +
+                              ": stopped: the request's deadline passed or the server is stopping");
+    }
     if (msg.find("not implemented") != std::string::npos ||
         msg.find("not supported") != std::string::npos) {
       return Unimplemented(std::string(what) + ": not supported by this index type (" + msg + ")");

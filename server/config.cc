@@ -68,7 +68,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     ASSIGN_OR_RETURN(o.auth_keys, ParseAuthKeys(auth_keys));
   }
   if (!auth_file.empty()) {
-    ASSIGN_OR_RETURN(o.auth_keys, LoadAuthFile(auth_file));
+    RETURN_IF_ERROR(o.default_quota.Validate("tenant quotas"));
+    ASSIGN_OR_RETURN(o.auth_keys,
+                     LoadAuthFile(auth_file, &o.admin_keys, &o.tenant_quotas, o.default_quota));
   }
   if (o.enable_auth && o.auth_keys.empty()) {
     return InvalidArgument(
@@ -114,6 +116,24 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     return InvalidArgument("vald-dimension: above --max-dimension");
   }
   RETURN_IF_ERROR(o.scheduler.Validate());
+  RETURN_IF_ERROR(o.default_quota.Validate("tenant quotas"));
+  if (o.grpc_max_threads < 8 || o.grpc_max_threads > 100'000) {
+    return InvalidArgument("grpc-max-threads: must be within 8..100000");
+  }
+  if (o.grpc_max_streams_per_connection < 1 || o.grpc_max_streams_per_connection > 100'000) {
+    return InvalidArgument("grpc-max-streams-per-connection: must be within 1..100000");
+  }
+  if (o.grpc_memory_mb < 64 || o.grpc_memory_mb > 1'048'576) {
+    return InvalidArgument("grpc-memory-mb: must be within 64..1048576");
+  }
+  for (int mb : {o.max_inflight_mb, o.max_tenant_inflight_mb, o.max_connection_inflight_mb,
+                 o.max_unauthenticated_mb}) {
+    if (mb < 1 || mb > 1'048'576) {
+      return InvalidArgument(
+          "max-inflight-mb, max-tenant-inflight-mb, max-connection-inflight-mb, "
+          "max-unauthenticated-mb: each within 1..1048576");
+    }
+  }
   RETURN_IF_ERROR(o.devices.Validate());
   return Status::Ok();
 }
@@ -138,7 +158,7 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                   "Allow a non-loopback bind address without --enable-auth");
   serve->add_flag("--enable-auth", o.enable_auth, "Require API keys (all actions but ping)");
   serve->add_option("--auth-keys", auth_keys, "API keys as key1:tenant1,key2:tenant2");
-  serve->add_option("--auth-file", auth_file, "JSON file {\"key\": \"tenant\"}");
+  serve->add_option("--auth-file", auth_file, "JSON file {\"key\": \"tenant\", \"key2\": {\"tenant\": \"ops\", \"role\": \"admin\"}}");
   serve->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical")
       ->capture_default_str();
   serve->add_option("--log-file", o.log_file, "Also log to this file");
@@ -182,6 +202,17 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve->add_option("--metrics-address", o.metrics_address, "Address the metrics listener binds")
       ->capture_default_str();
   serve->add_option("--grpc-port", o.grpc_port, "gRPC port (Vald v1 API, vecgpu.v1; 0: off)")
+      ->capture_default_str();
+  serve
+      ->add_option("--grpc-max-threads", o.grpc_max_threads,
+                   "Threads serving gRPC calls (an open stream holds one); past it: "
+                   "RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  serve
+      ->add_option("--grpc-max-streams-per-connection", o.grpc_max_streams_per_connection,
+                   "gRPC calls one connection may have open at once")
+      ->capture_default_str();
+  serve->add_option("--grpc-memory-mb", o.grpc_memory_mb, "MiB gRPC may take for its buffers")
       ->capture_default_str();
   serve->add_option("--grpc-tls-cert", o.grpc_tls_cert, "PEM certificate chain for gRPC TLS");
   serve->add_option("--grpc-tls-key", o.grpc_tls_key, "PEM private key for gRPC TLS");
@@ -261,6 +292,52 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve
       ->add_option("--long-add-rows", o.scheduler.long_add_rows,
                    "Adds of at least this many vectors run on the long workers")
+      ->capture_default_str();
+  serve
+      ->add_option("--long-workers-per-tenant", o.scheduler.long_workers_per_tenant,
+                   "Long workers one tenant may hold while another tenant's long work waits "
+                   "(0: an even share)")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-work-cost", l.max_work_cost,
+                   "Largest estimated cost of one clustering, training or recluster (rows x "
+                   "clusters x iterations x dimension); larger requests are refused up front")
+      ->capture_default_str();
+  serve
+      ->add_option("--tenant-max-vectors", o.default_quota.max_vectors,
+                   "Vectors one tenant may store (0: no limit; the auth file may set a tenant's)")
+      ->capture_default_str();
+  serve
+      ->add_option("--tenant-max-bytes", o.default_quota.max_bytes,
+                   "Estimated index memory one tenant may hold, in bytes (0: no limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--tenant-max-collections", o.default_quota.max_collections,
+                   "Collections one tenant may own (0: --max-collections-per-tenant only)")
+      ->capture_default_str();
+  serve
+      ->add_option("--tenant-requests-per-second", o.default_quota.requests_per_second,
+                   "Requests a second per tenant, a token bucket of one second (0: no limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--tenant-max-inflight", o.default_quota.max_inflight,
+                   "Requests one tenant may have in flight (0: no limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-inflight-mb", o.max_inflight_mb,
+                   "MiB of requests received and not yet answered, all tenants")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-tenant-inflight-mb", o.max_tenant_inflight_mb,
+                   "MiB of one tenant's requests received and not yet answered")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-connection-inflight-mb", o.max_connection_inflight_mb,
+                   "MiB of one connection's requests received and not yet answered")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-unauthenticated-mb", o.max_unauthenticated_mb,
+                   "MiB of requests received and not yet authenticated (messages over 64 KiB)")
       ->capture_default_str();
   serve
       ->add_option("--request-timeout-ms", o.scheduler.request_timeout_ms,

@@ -6,6 +6,7 @@
 #include "core/device/device_manager.h"
 #include "core/options.h"
 #include "core/util/status.h"
+#include "core/ingress/ingress_budget.h"
 #include "server/auth.h"
 #include "server/http/healthcheck.h"
 
@@ -25,6 +26,11 @@ struct ServeOptions {
   bool enable_auth = false;
   // API key -> tenant, from --auth-keys and --auth-file.
   AuthKeys auth_keys;
+  // Per-tenant quotas: the defaults (flags --tenant-*) and tenants' own from the auth file.
+  Quota default_quota;
+  std::map<std::string, Quota> tenant_quotas;
+  // Keys with the admin role (the auth file's {"tenant": ..., "role": "admin"} entries).
+  AdminKeys admin_keys;
   // trace, debug, info, warning, error, critical (FAISSx's upper-case names too). Default: info.
   std::string log_level = "info";
   // Log to this file as well as stderr. Default: none.
@@ -64,6 +70,11 @@ struct ServeOptions {
   std::string grpc_tls_cert;
   std::string grpc_tls_key;
   std::string grpc_tls_client_ca;
+  // gRPC's bounds: threads serving calls (an open stream holds one), calls open on one
+  // connection, and memory for its buffers. Defaults: 256, 32, 1024 MiB.
+  int grpc_max_threads = 256;
+  int grpc_max_streams_per_connection = 32;
+  int grpc_memory_mb = 1024;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";
@@ -73,8 +84,23 @@ struct ServeOptions {
   int vald_dimension = 0;
   std::string vald_index_type = "Flat";
   std::string vald_metric = "L2";
+  // Request bytes received and not yet answered: all requests, one tenant's, one
+  // connection's, and requests not yet authenticated. Defaults: 2048, 1024, 512, 256 MiB.
+  int max_inflight_mb = 2048;
+  int max_tenant_inflight_mb = 1024;
+  int max_connection_inflight_mb = 512;
+  int max_unauthenticated_mb = 256;
   Limits limits;
   SchedulerOptions scheduler;
+
+  IngressOptions ingress() const {
+    IngressOptions i;
+    i.max_inflight_bytes = int64_t{max_inflight_mb} << 20;
+    i.max_tenant_inflight_bytes = int64_t{max_tenant_inflight_mb} << 20;
+    i.max_connection_inflight_bytes = int64_t{max_connection_inflight_mb} << 20;
+    i.max_unauthenticated_bytes = int64_t{max_unauthenticated_mb} << 20;
+    return i;
+  }
 };
 
 // What `vecgpu import-faissx` is given (server/import_faissx.h).

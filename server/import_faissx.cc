@@ -1,6 +1,7 @@
 #include "server/import_faissx.h"
 
 #include <cxxabi.h>
+#include <dirent.h>
 #include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHash.h>
 #include <faiss/IndexBinaryIVF.h>
@@ -14,35 +15,160 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
+#include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <span>
+#include <system_error>
 #include <typeinfo>
 #include <unordered_set>
+#include <utility>
 
 #include "core/engine.h"
 #include "core/index_spec.h"
 #include "core/label_table.h"
+#include "core/options.h"
 #include "core/store/posix_file_system.h"
 #include "core/store/store.h"
+#include "core/util/utf8.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/faiss_errors.h"
+#include "server/faiss_file_check.h"
 
 namespace vecgpu::server {
 namespace {
+
+using faissx_import::Bad;
+using faissx_import::kBinaryKinds;
+using faissx_import::kFloatKinds;
+using faissx_import::kMaxHashProbes;
+using faissx_import::kMaxNlist;
+using faissx_import::NotImported;
 
 namespace fs = std::filesystem;
 
 // Labels above the vectors' count that a plain IVF index may leave unused (removed vectors);
 // more means ids no FAISSx server hands out, and a label table that large.
 constexpr int64_t kMaxLabelGap = int64_t{1} << 24;
+
+// FAISSx writes <id>.json files of a few dozen bytes; a larger one is not one of them.
+constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 20;
+
+
+// ---- Reading the FAISSx directory -------------------------------------------------------
+//
+// The directory is the import's input, and whoever wrote it may have meant harm: its entries
+// are opened relative to the directory's descriptor, never through a symbolic link, and only
+// when they are regular files; nothing read from them goes into a message.
+
+// A file descriptor, closed with it.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string ErrnoText(int e) { return std::error_code(e, std::generic_category()).message(); }
+
+// Why `name`, of type `mode`, is not read.
+Status NotRegular(const std::string& name, mode_t mode) {
+  if (S_ISLNK(mode)) return Bad(name + ": is a symbolic link; refused");
+  const char* kind = S_ISDIR(mode)                    ? "a directory"
+                     : S_ISFIFO(mode)                 ? "a FIFO"
+                     : S_ISSOCK(mode)                 ? "a socket"
+                     : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+                                                      : "of an unknown type";
+  return Bad(name + ": not a regular file (" + std::string(kind) + "); refused");
+}
+
+// The contents of the regular file `name` in the directory open as `dir`, refused when longer
+// than `max_bytes` (before anything is allocated for it). Symbolic links, FIFOs, devices,
+// sockets and directories are refused: looked at without following or opening them first
+// (opening a FIFO waits for a writer, opening a device may act on it), then opened with
+// O_NOFOLLOW | O_NONBLOCK and checked again, so that one swapped in between is refused too.
+StatusOr<std::vector<uint8_t>> ReadRegularFile(int dir, const std::string& name,
+                                               uint64_t max_bytes) {
+  struct stat st {};
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Bad(name + ": cannot read it (" + ErrnoText(errno) + ")");
+  }
+  if (!S_ISREG(st.st_mode)) return NotRegular(name, st.st_mode);
+  Fd fd(::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    if (errno == ELOOP) return NotRegular(name, S_IFLNK);
+    return Bad(name + ": cannot open it (" + ErrnoText(errno) + ")");
+  }
+  if (::fstat(fd.get(), &st) != 0) return Bad(name + ": cannot read it (" + ErrnoText(errno) + ")");
+  if (!S_ISREG(st.st_mode)) return NotRegular(name, st.st_mode);
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return Bad(name + ": " + std::to_string(st.st_size) + " bytes, more than the " +
+               std::to_string(max_bytes) + " the import reads from such a file; refused");
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Bad(name + ": cannot read it (" + ErrnoText(errno) + ")");
+    if (n == 0) break;  // cut short since fstat: what it holds is what is checked and read
+    got += static_cast<size_t>(n);
+  }
+  bytes.resize(got);
+  return bytes;
+}
+
+// The largest FAISS file imported: a quarter of this host's memory. Importing one holds its
+// bytes, the index FAISS reads from them and the copy serialized for the snapshot at once;
+// and a sparse file declares any length without using the disk.
+uint64_t MaxIndexFileBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return uint64_t{1} << 34;  // 16 GiB when the host does not say
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 4;
+}
+
+// The names in the directory open as `dir`, without "." and "..".
+StatusOr<std::vector<std::string>> ListDirectory(int dir) {
+  // fdopendir takes its descriptor: a duplicate, so that `dir` stays open for openat.
+  const int fd = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
+  DIR* d = fd >= 0 ? ::fdopendir(fd) : nullptr;
+  if (!d) {
+    const int e = errno;
+    if (fd >= 0) ::close(fd);
+    return Internal(ErrnoText(e));
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> closer(d, ::closedir);
+  std::vector<std::string> names;
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(d);
+    if (!entry) break;
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  if (errno != 0) return Internal(ErrnoText(errno));
+  return names;
+}
+
 
 // "faiss::IndexLSH" for the dynamic type of `x`.
 template <typename T>
@@ -58,8 +184,6 @@ template <typename T, typename... Ts>
 bool IsOneOf(const std::type_info& t) {
   return ((t == typeid(T)) || ... || (t == typeid(Ts)));
 }
-
-Status Bad(const std::string& what) { return InvalidArgument(what); }
 
 // A FAISS float index's vecgpu type, without any IDMap wrapper: `shorthand` as a FAISSx client
 // names it ("IVF100_IP"), `factory` as a FAISS factory string ("IVF100,Flat").
@@ -96,9 +220,16 @@ bool IsFlat(const faiss::Index* x) {
   return x && IsOneOf<faiss::IndexFlat, faiss::IndexFlatL2, faiss::IndexFlatIP>(typeid(*x));
 }
 
+// `codes` holds exactly `ntotal` codes of `code_size` bytes (by division: a file's ntotal
+// times code_size can wrap around to the size it holds).
+bool HoldsCodes(size_t codes, int64_t ntotal, size_t code_size) {
+  return code_size > 0 && ntotal >= 0 && codes % code_size == 0 &&
+         codes / code_size == static_cast<uint64_t>(ntotal);
+}
+
 // Codes for exactly ntotal vectors.
 Status CheckCodes(const faiss::IndexFlatCodes& x, const std::string& what) {
-  if (x.codes.size() != static_cast<size_t>(x.ntotal) * x.code_size) {
+  if (!HoldsCodes(x.codes.size(), x.ntotal, x.code_size)) {
     return Bad(what + " holds " + std::to_string(x.codes.size()) + " bytes of codes for " +
                std::to_string(x.ntotal) + " vectors of " + std::to_string(x.code_size) +
                " bytes (a damaged file)");
@@ -174,7 +305,8 @@ Status CheckHnsw(const faiss::IndexHNSW& x) {
       static_cast<int64_t>(h.offsets.size()) != n + 1) {
     return bad("does not have one entry per vector");
   }
-  if (h.cum_nneighbor_per_level.empty() || h.offsets[0] != 0 ||
+  // Level 1's neighbour count (cum_nneighbor_per_level[2] - [1]) names its type.
+  if (h.cum_nneighbor_per_level.size() < 3 || h.offsets[0] != 0 ||
       h.offsets.back() != h.neighbors.size()) {
     return bad("has inconsistent offsets");
   }
@@ -192,6 +324,15 @@ Status CheckHnsw(const faiss::IndexHNSW& x) {
   if (n > 0 &&
       (h.entry_point < 0 || h.entry_point >= n || h.max_level != h.levels[h.entry_point] - 1)) {
     return bad("has a bad entry point");
+  }
+  // FAISS allocates max(efSearch, upper_beam) candidates for each search, efConstruction for
+  // each add: bounded as the server bounds the values clients set (faiss_backend.cc).
+  constexpr int kMaxEf = 1'000'000;
+  for (int ef : {h.efSearch, h.efConstruction, h.upper_beam}) {
+    if (ef < 1 || ef > kMaxEf) {
+      return Bad("its HNSW efSearch, efConstruction or upper_beam is outside 1.." +
+                 std::to_string(kMaxEf));
+    }
   }
   return Status::Ok();
 }
@@ -289,10 +430,18 @@ StatusOr<Kind> DescribeFloat(const faiss::Index& x, std::vector<int64_t>* labels
     *ivf = true;
     return kind;
   }
-  return Unimplemented("FAISS's " + TypeName(x) +
-                       " is not a kind vecgpu imports (it imports flat, IVF-Flat, IVF-PQ, "
-                       "IVF-SQ, HNSW-Flat, PQ and SQ indexes, under IndexIDMap / IndexIDMap2 "
-                       "too, and binary flat, IVF and hash indexes)");
+  return NotImported(TypeName(x), kFloatKinds);
+}
+
+// Buckets an IndexBinaryHash of b-bit hashes probes for each search: sum_{i <= nflip} C(b, i)
+// (b <= 64, 0 <= nflip <= b; saturates past kMaxHashProbes).
+uint64_t HashProbes(int b, int nflip) {
+  uint64_t total = 0, choose = 1;  // C(b, i)
+  for (int i = 0; i <= nflip && total <= kMaxHashProbes; ++i) {
+    total += choose;
+    choose = std::min<uint64_t>(choose * (b - i) / (i + 1), kMaxHashProbes + 1);
+  }
+  return total;
 }
 
 // As DescribeFloat, for binary indexes: their FAISSx type names.
@@ -305,7 +454,7 @@ StatusOr<std::string> DescribeBinary(const faiss::IndexBinary& x, std::vector<in
     return Bad("its code size is not d / 8 bytes (a damaged file)");
   }
   if (t == typeid(faiss::IndexBinaryFlat)) {
-    if (static_cast<const faiss::IndexBinaryFlat&>(x).xb.size() != x.ntotal * code_size) {
+    if (!HoldsCodes(static_cast<const faiss::IndexBinaryFlat&>(x).xb.size(), x.ntotal, code_size)) {
       return Bad("its codes do not match its ntotal (a damaged file)");
     }
     return std::string("BINARY_FLAT");
@@ -315,7 +464,7 @@ StatusOr<std::string> DescribeBinary(const faiss::IndexBinary& x, std::vector<in
     auto* q = dynamic_cast<const faiss::IndexBinaryFlat*>(b.quantizer);
     if (!q || typeid(*q) != typeid(faiss::IndexBinaryFlat) || q->d != x.d ||
         (b.is_trained && q->ntotal != static_cast<int64_t>(b.nlist)) ||
-        q->xb.size() != q->ntotal * code_size) {
+        !HoldsCodes(q->xb.size(), q->ntotal, code_size)) {
       return Bad("its coarse quantizer is not a flat binary index of its nlist");
     }
     if (!b.is_trained && b.ntotal > 0) return Bad("it holds vectors but is not trained");
@@ -325,6 +474,13 @@ StatusOr<std::string> DescribeBinary(const faiss::IndexBinary& x, std::vector<in
   }
   if (t == typeid(faiss::IndexBinaryHash)) {
     auto& h = static_cast<const faiss::IndexBinaryHash&>(x);
+    // Each search probes every bucket within nflip bits of the query's hash (vecgpu keeps the
+    // file's nflip): sum over i <= nflip of C(b, i) buckets.
+    if (h.b < 1 || h.b > 64 || h.nflip < 0 || h.nflip > h.b ||
+        HashProbes(h.b, h.nflip) > kMaxHashProbes) {
+      return Bad("its nflip (bits flipped at search) makes each search probe more than " +
+                 std::to_string(kMaxHashProbes) + " buckets");
+    }
     std::vector<int64_t> ids;
     for (const auto& [key, list] : h.invlists) {
       if (list.vecs.size() != list.ids.size() * code_size) {
@@ -341,9 +497,7 @@ StatusOr<std::string> DescribeBinary(const faiss::IndexBinary& x, std::vector<in
     }
     return "BINARY_HASH" + std::to_string(h.b);
   }
-  return Unimplemented("FAISS's " + TypeName(x) +
-                       " is not a kind vecgpu imports (binary: flat, IVF and hash indexes, "
-                       "without an IDMap)");
+  return NotImported(TypeName(x), kBinaryKinds);
 }
 
 // For IVF kinds: their ids (FAISS's labels), checked to be labels vecgpu can keep as they
@@ -359,14 +513,14 @@ StatusOr<int64_t> CheckIvfLabels(std::vector<int64_t>& labels, bool exact) {
       return Bad("its inverted lists hold id " + std::to_string(labels[i]) + " twice");
     }
   }
-  const int64_t next = n == 0 ? 0 : labels.back() + 1;
-  if (exact && next != n) {
+  const int64_t last = n == 0 ? -1 : labels.back();  // not + 1 yet: it may be INT64_MAX
+  if (exact && last != n - 1) {
     return Bad(
         "its base's ids are not 0..ntotal-1 (vectors were removed from it, which FAISS's "
         "IndexIDMap over an IVF index does not track)");
   }
-  if (next > n + kMaxLabelGap) return Bad("its ids run past " + std::to_string(n + kMaxLabelGap));
-  return next;
+  if (last >= n + kMaxLabelGap) return Bad("its ids run past " + std::to_string(n + kMaxLabelGap));
+  return last + 1;
 }
 
 // The label table of a base-view collection whose vectors have these (sorted) labels.
@@ -381,13 +535,6 @@ LabelTable BaseTable(const std::vector<int64_t>& sorted_labels) {
   return t;
 }
 
-bool IsBinaryFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  return in.gcount() == 4 && magic[0] == 'I' && magic[1] == 'B';
-}
-
 // What FAISSx's <stem>.json says (fields may be missing or null). Its base_index_id is not
 // needed: FAISS writes an IndexIDMap with its base inside.
 struct Metadata {
@@ -395,28 +542,36 @@ struct Metadata {
   int64_t dimension = -1;
 };
 
-StatusOr<Metadata> ReadMetadata(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return Bad("cannot read " + path.filename().string());
+// Reads `file` (<stem>.json) from the directory open as `dir`.
+StatusOr<Metadata> ReadMetadata(int dir, const std::string& file) {
+  ASSIGN_OR_RETURN(std::vector<uint8_t> text, ReadRegularFile(dir, file, kMaxMetadataBytes));
   nlohmann::json j;
   try {
-    in >> j;
-  } catch (const std::exception& e) {
-    return Bad(path.filename().string() + " is not valid JSON: " + e.what());
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    // Not e.what(): it quotes the bytes the parser stopped at.
+    return Bad(file + ": not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  } catch (const std::exception&) {
+    return Bad(file + ": not valid JSON");
   }
-  if (!j.is_object()) return Bad(path.filename().string() + " does not hold a JSON object");
+  if (!j.is_object()) return Bad(file + ": does not hold a JSON object");
   Metadata m;
   auto field = [&](const char* key) -> const nlohmann::json* {
     auto it = j.find(key);
     return it == j.end() || it->is_null() ? nullptr : &*it;
   };
   if (auto* v = field("index_id")) {
-    if (!v->is_string()) return Bad(path.filename().string() + ": index_id is not a string");
+    if (!v->is_string()) return Bad(file + ": index_id is not a string");
     m.index_id = v->get<std::string>();
+    // It names the index in the report: checked as the engine checks names, before then.
+    const int max_length = Limits{}.max_index_id_length;
+    if (static_cast<int64_t>(m.index_id.size()) > max_length || !IsPrintableUtf8(m.index_id)) {
+      return Bad(file + ": index_id is not a name vecgpu takes (printable UTF-8, at most " +
+                 std::to_string(max_length) + " bytes)");
+    }
   }
   if (auto* v = field("dimension")) {
-    if (!v->is_number_integer())
-      return Bad(path.filename().string() + ": dimension is not an integer");
+    if (!v->is_number_integer()) return Bad(file + ": dimension is not an integer");
     m.dimension = v->get<int64_t>();
   }
   return m;
@@ -439,12 +594,12 @@ struct Outcome {
 
 // Imports the index of `e` (one FAISSx file pair) under `tenant` and snapshots it.
 // `imported`: the index ids this run already imported, and from which file.
-Outcome ImportOne(const fs::path& dir, const Entry& e, const std::string& tenant, Engine& engine,
+Outcome ImportOne(int dir, const Entry& e, const std::string& tenant, Engine& engine,
                   store::Store& persisted, const std::map<std::string, std::string>& imported) {
   Outcome r{e.stem};
   Metadata meta;
   if (e.has_metadata) {
-    auto m = ReadMetadata(dir / (e.stem + ".json"));
+    auto m = ReadMetadata(dir, e.stem + ".json");
     if (!m.ok()) {
       r.status = m.status();
       return r;
@@ -460,9 +615,15 @@ Outcome ImportOne(const fs::path& dir, const Entry& e, const std::string& tenant
     r.status = AlreadyExists(it->second + " already held this index id");
     return r;
   }
-  auto snap = ConvertFaissxIndex((dir / (e.stem + ".faiss")).string(), r.name, meta.dimension);
+  const std::string file = e.stem + ".faiss";
+  auto bytes = ReadRegularFile(dir, file, MaxIndexFileBytes());
+  if (!bytes.ok()) {
+    r.status = bytes.status();
+    return r;
+  }
+  auto snap = ConvertFaissxIndex(std::move(*bytes), r.name, meta.dimension);
   if (!snap.ok()) {
-    r.status = snap.status();
+    r.status = snap.status().WithContext(file);
     return r;
   }
   r.index_type = snap->index_type;
@@ -491,7 +652,7 @@ Outcome ImportOne(const fs::path& dir, const Entry& e, const std::string& tenant
 
 }  // namespace
 
-StatusOr<store::StorageSnapshot> ConvertFaissxIndex(const std::string& path,
+StatusOr<store::StorageSnapshot> ConvertFaissxIndex(std::vector<uint8_t> bytes,
                                                     const std::string& name, int64_t dimension) {
   store::StorageSnapshot s;
   s.name = name;
@@ -500,17 +661,30 @@ StatusOr<store::StorageSnapshot> ConvertFaissxIndex(const std::string& path,
   bool ivf = false;
   std::unique_ptr<faiss::Index> base;
   std::unique_ptr<faiss::IndexBinary> binary;
-  if (IsBinaryFile(path)) {
-    Status st = cpu::CallFaiss("FAISS cannot read it",
-                               [&] { binary.reset(faiss::read_index_binary(path.c_str())); });
-    if (!st.ok()) return Bad(st.message());
+  // FAISS tells its binary indexes by their fourcc: "IB..".
+  const bool is_binary = bytes.size() >= 2 && bytes[0] == 'I' && bytes[1] == 'B';
+  RETURN_IF_ERROR(faissx_import::CheckFaissFile(bytes, is_binary));
+  // FAISS reads the bytes just checked (not the file again, which may have changed since).
+  faiss::VectorIOReader reader;
+  reader.data = std::move(bytes);
+  auto read = [&](auto&& fn) -> Status {
+    Status st = cpu::CallFaiss("FAISS cannot read it", fn);
+    std::vector<uint8_t>().swap(reader.data);  // read: its memory goes back before converting
+    if (st.ok()) return st;
+    // Not FAISS's own message: some quote values read from the file.
+    if (st.code() == StatusCode::kResourceExhausted) return st;
+    return Bad("FAISS cannot read it (a damaged file)");
+  };
+  if (is_binary) {
+    RETURN_IF_ERROR(read([&] { binary.reset(faiss::read_index_binary(&reader)); }));
     ASSIGN_OR_RETURN(s.index_type, DescribeBinary(*binary, &labels, &ivf));
     s.dim = binary->d;
   } else {
     std::unique_ptr<faiss::Index> file;
-    Status st = cpu::CallFaiss("FAISS cannot read it",
-                               [&] { file.reset(faiss::read_index(path.c_str())); });
-    if (!st.ok()) return Bad(st.message());
+    // The IVF-PQ table FAISS precomputes for searches is not needed to convert the index (its
+    // snapshot does not hold it), and can take 2 GB.
+    RETURN_IF_ERROR(read(
+        [&] { file.reset(faiss::read_index(&reader, faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE)); }));
     s.dim = file->d;
     // An IndexIDMap's base, unwrapped: vecgpu keeps the ids in its label table.
     std::vector<int64_t> ids;
@@ -555,9 +729,13 @@ StatusOr<store::StorageSnapshot> ConvertFaissxIndex(const std::string& path,
       ASSIGN_OR_RETURN(s.next_label, CheckIvfLabels(labels, !wrapper.empty()));
       if (wrapper.empty()) table = BaseTable(labels);
       // vecgpu's IVF backends find vectors by label through a hash table (reconstruct, remove).
+      // Built from the lists: one the file holds may point anywhere. FAISS keeps a map of the
+      // type asked for as it is, so the file's is dropped first.
       auto* ivf_index = static_cast<faiss::IndexIVF*>(base.get());
-      RETURN_IF_ERROR(cpu::CallFaiss(
-          "direct map", [&] { ivf_index->set_direct_map_type(faiss::DirectMap::Hashtable); }));
+      RETURN_IF_ERROR(cpu::CallFaiss("direct map", [&] {
+        ivf_index->set_direct_map_type(faiss::DirectMap::NoMap);
+        ivf_index->set_direct_map_type(faiss::DirectMap::Hashtable);
+      }));
     }
   }
   if (dimension >= 0 && dimension != s.dim) {
@@ -569,8 +747,10 @@ StatusOr<store::StorageSnapshot> ConvertFaissxIndex(const std::string& path,
     ASSIGN_OR_RETURN(s.next_label, CheckIvfLabels(labels, false));
     table = BaseTable(labels);
     auto* b = static_cast<faiss::IndexBinaryIVF*>(binary.get());
-    RETURN_IF_ERROR(
-        cpu::CallFaiss("direct map", [&] { b->set_direct_map_type(faiss::DirectMap::Hashtable); }));
+    RETURN_IF_ERROR(cpu::CallFaiss("direct map", [&] {
+      b->set_direct_map_type(faiss::DirectMap::NoMap);  // as above: rebuilt from the lists
+      b->set_direct_map_type(faiss::DirectMap::Hashtable);
+    }));
   }
   if (!ivf) {
     s.next_label = ntotal;
@@ -600,25 +780,34 @@ int RunImportFaissx(const ImportFaissxOptions& o, std::ostream& out, std::ostrea
   logger->set_level(spdlog::level::warn);
   spdlog::set_default_logger(logger);
 
-  std::error_code ec;
-  if (!fs::is_directory(o.faissx_dir, ec)) {
-    err << "import-faissx: " << o.faissx_dir << " is not a directory\n";
+  // Its files are opened through this descriptor: the path is looked up once.
+  Fd dir(::open(o.faissx_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) {
+      err << "import-faissx: " << o.faissx_dir << " is not a directory\n";
+    } else {
+      err << "import-faissx: cannot open " << o.faissx_dir << ": " << ErrnoText(e) << "\n";
+    }
+    return 2;
+  }
+  auto names = ListDirectory(dir.get());
+  if (!names.ok()) {
+    err << "import-faissx: cannot list " << o.faissx_dir << ": " << names.status().message()
+        << "\n";
     return 2;
   }
   // <stem>.faiss with its <stem>.json, as FAISSx's server writes them (its loader looks for the
   // json under a shorter name when the index id holds two dots; this is where it was written).
+  // Whatever their type: one that is not a regular file is refused by name when read.
   std::map<std::string, Entry> entries;
-  for (const auto& f : fs::directory_iterator(o.faissx_dir, ec)) {
-    const fs::path& p = f.path();
+  for (const std::string& name : *names) {
+    const fs::path p(name);
     const std::string ext = p.extension().string();
-    if ((ext != ".faiss" && ext != ".json") || !f.is_regular_file(ec)) continue;
+    if (ext != ".faiss" && ext != ".json") continue;
     Entry& e = entries[p.stem().string()];
     e.stem = p.stem().string();
     (ext == ".faiss" ? e.has_index : e.has_metadata) = true;
-  }
-  if (ec) {
-    err << "import-faissx: cannot list " << o.faissx_dir << ": " << ec.message() << "\n";
-    return 2;
   }
 
   cpu::CpuBackendFactory factory;
@@ -638,7 +827,7 @@ int RunImportFaissx(const ImportFaissxOptions& o, std::ostream& out, std::ostrea
   int64_t vectors = 0;
   std::map<std::string, std::string> imported;  // index id -> the file it came from
   for (const auto& [stem, e] : entries) {
-    Outcome r = ImportOne(fs::path(o.faissx_dir), e, o.tenant, engine, *persisted, imported);
+    Outcome r = ImportOne(dir.get(), e, o.tenant, engine, *persisted, imported);
     if (r.status.ok()) {
       ++loaded;
       vectors += r.vectors;

@@ -15,6 +15,7 @@
 #include "core/scheduler/scheduler.h"
 #include "core/store/posix_file_system.h"
 #include "core/store/store.h"
+#include "core/util/interrupt.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
 #include "server/auth.h"
@@ -128,7 +129,7 @@ void RegisterStoreGauges(MetricsRegistry& registry, const store::Store& st) {
 // Gauges read at scrape time: queued work, busy and total workers by class, and per-tenant
 // collections and vectors. None waits on a collection's lock.
 void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
-                    const WorkerPool& dispatch, const Engine& engine) {
+                    const WorkerPool& dispatch, const Engine& engine, const Quotas& quotas) {
   registry.AddGauge("vecgpu_queue_depth",
                     "Requests waiting: for a dispatch thread, or queued "
                     "on an index for a worker",
@@ -166,6 +167,23 @@ void RegisterGauges(MetricsRegistry& registry, const Scheduler& scheduler,
   registry.AddGauge("vecgpu_collections", "Collections (indexes), by tenant", {"tenant"},
                     usage(false));
   registry.AddGauge("vecgpu_vectors", "Vectors stored, by tenant", {"tenant"}, usage(true));
+  registry.AddGauge("vecgpu_tenant_bytes", "Estimated memory of a tenant's indexes", {"tenant"},
+                    [&engine] {
+                      std::vector<GaugeSample> out;
+                      for (const auto& u : engine.Usage()) {
+                        out.push_back({{u.tenant},
+                                       static_cast<double>(engine.UseOf(u.tenant).bytes)});
+                      }
+                      return out;
+                    });
+  registry.AddGauge("vecgpu_tenant_inflight", "A tenant's requests received and not answered",
+                    {"tenant"}, [&engine, &quotas] {
+                      std::vector<GaugeSample> out;
+                      for (const auto& u : engine.Usage()) {
+                        out.push_back({{u.tenant}, static_cast<double>(quotas.inflight(u.tenant))});
+                      }
+                      return out;
+                    });
   registry.AddGauge("vecgpu_build_info", "The vecgpu build serving", {"version"}, [] {
     return std::vector<GaugeSample>{{{"0.1.0"}, 1}};
   });
@@ -186,7 +204,7 @@ int Serve(const ServeOptions& o) {
         "and change every index",
         o.bind_address);
   }
-  auto auth = Authenticator::Create(o.enable_auth, o.auth_keys);
+  auto auth = Authenticator::Create(o.enable_auth, o.auth_keys, o.admin_keys);
   if (!auth.ok()) {
     spdlog::critical("{}", auth.status().message());
     return 2;
@@ -228,6 +246,7 @@ int Serve(const ServeOptions& o) {
   auto scheduler =
       std::make_unique<Scheduler>(o.scheduler, cpu::UseOneThreadHere, &metrics, devices.gpus());
   Engine engine(o.limits, cpu_factory, &metrics, scheduler.get(), &devices);
+  Quotas quotas(o.default_quota, o.tenant_quotas);
   // Persistence: replay the data directory's log, then log every mutation from now on.
   store::PosixFileSystem fs;
   std::unique_ptr<store::Store> persisted;
@@ -275,12 +294,16 @@ int Serve(const ServeOptions& o) {
   }
   ServiceOptions service_options{o.scheduler.request_timeout_ms, o.scheduler.long_add_rows};
   if (persisted) {
-    service_options.snapshot = [&persisted] { return persisted->Snapshot(); };
+    service_options.snapshot = [&persisted](const std::string& tenant) {
+      return persisted->Snapshot(tenant);
+    };
   }
+  engine.set_quotas(&quotas);  // after recovery: a replay never meets a quota
+  service_options.quotas = &quotas;
   FaissxService service(engine, *auth, o.limits, &metrics, service_options);
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
-  RegisterGauges(registry, *scheduler, *dispatch, engine);
+  RegisterGauges(registry, *scheduler, *dispatch, engine, quotas);
   RegisterDeviceGauges(registry, devices);
   if (persisted) RegisterStoreGauges(registry, *persisted);
   std::atomic<bool> ready{false};
@@ -293,8 +316,9 @@ int Serve(const ServeOptions& o) {
     spdlog::info("metrics on http://{}:{}/metrics (also /healthz, /readyz)", o.metrics_address,
                  metrics_server.port());
   }
+  IngressBudget ingress(o.ingress());  // outlives the front end and every reply
   FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
-                     o.limits.max_message_bytes, o.io_threads, o.poll_spin_us};
+                     o.limits.max_message_bytes, o.io_threads, o.poll_spin_us, &ingress};
   RouterFrontend frontend(service, *dispatch, fo);
   if (Status st = frontend.Start(); !st.ok()) {
     spdlog::critical("{}", st.message());
@@ -321,11 +345,14 @@ int Serve(const ServeOptions& o) {
     char host[256] = {};
     if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') env.server_name = host;
     env.snapshot = service_options.snapshot;
+    env.quotas = &quotas;
     env.metrics = &metrics;
     grpc_server = std::make_unique<GrpcServer>(
         std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,
                                           o.limits.max_request_bytes, o.grpc_tls_cert,
-                                          o.grpc_tls_key, o.grpc_tls_client_ca});
+                                          o.grpc_tls_key, o.grpc_tls_client_ca, o.grpc_max_threads,
+                                          o.grpc_max_streams_per_connection,
+                                          int64_t{o.grpc_memory_mb} << 20});
     if (Status st = grpc_server->Start(); !st.ok()) {
       spdlog::critical("{}", st.message());
       (void)frontend.Stop(std::chrono::milliseconds(0));
@@ -348,7 +375,13 @@ int Serve(const ServeOptions& o) {
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   const auto start = std::chrono::steady_clock::now();
   ready = false;
-  int abandoned = frontend.Stop(std::chrono::milliseconds(1000));
+  // Long computations stop at their next cancellation point (k-means iterations, IVF scans);
+  // queued work is answered "shutting down" instead of run; the front end reads no more
+  // requests and sends the answers still due for up to 4 s (a k-means iteration or a
+  // search ends well within it; a logged training run may not).
+  InterruptAll();
+  scheduler->Cancel();
+  int abandoned = frontend.Stop(std::chrono::milliseconds(4000));
 #if VECGPU_HAVE_GRPC
   // Before the scheduler: running gRPC searches wait on it.
   if (grpc_server) grpc_server->Stop(std::chrono::milliseconds(1000));
@@ -362,9 +395,17 @@ int Serve(const ServeOptions& o) {
     scheduler->Shutdown();
   });
   if (persisted) {
-    // With a data directory no timer cuts a write short: the running ones finish (and are
-    // logged), then a final snapshot leaves nothing for the next start to replay.
-    done.wait();
+    // Every acknowledged write is in the log. A logged write still running (training is not
+    // interrupted: replay must make the same change) gets until 7 s after the signal; the
+    // log is synced either way, and a final snapshot, which leaves nothing for the next start
+    // to replay, is taken only when the workers are done.
+    if (done.wait_until(start + std::chrono::seconds(7)) != std::future_status::ready) {
+      Status synced = persisted->Sync();
+      spdlog::warn("exiting with long writes still running (never acknowledged; the log {})",
+                   synced.ok() ? "is synced" : "failed to sync: " + synced.message());
+      spdlog::shutdown();
+      std::_Exit(0);
+    }
     auto snap = persisted->Snapshot();
     if (snap.ok()) {
       spdlog::info("data-dir {}: final snapshot: {} written, {} unchanged, {:.1f} MB in {:.3f} s",

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 
+#include "core/util/interrupt.h"
+
 namespace vecgpu {
 
 struct Scheduler::Tenant {
   std::string name;
+  int long_running = 0;                      // long workers running its long work
   std::deque<std::shared_ptr<Queue>> ready;  // runnable queues, oldest first
   int64_t queued = 0;                        // work items queued, all queues
   bool listed = false;                       // in ready_
@@ -101,10 +104,34 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
   // rather than idle; short workers take short work of CPU queues; a GPU worker takes short
   // work of its GPU's queues only. Tenants are visited round-robin.
   const int passes = kind == static_cast<int>(WorkClass::kLong) ? 2 : 1;
+  auto has_long = [](const Tenant* t) {
+    return std::any_of(t->ready.begin(), t->ready.end(),
+                       [](const auto& q) { return q->work_.front().cls == WorkClass::kLong; });
+  };
+  // A tenant's share of the long workers while other tenants' long work waits: one tenant
+  // cannot pin them all (an idle server still lets it use every one).
+  int share = thread_count_[1];
+  if (kind == static_cast<int>(WorkClass::kLong)) {
+    int tenants_with_long = 0;
+    for (const auto& [name, t] : tenants_) {
+      if (t->long_running > 0 || (t->listed && has_long(t.get()))) ++tenants_with_long;
+    }
+    share = options_.long_workers_per_tenant > 0
+                ? options_.long_workers_per_tenant
+                : std::max(1, thread_count_[1] / std::max(1, tenants_with_long));
+  }
   for (int pass = 0; pass < passes; ++pass) {
     const WorkClass want = pass == 0 && kind == 1 ? WorkClass::kLong : WorkClass::kShort;
+    // Long work: first the tenants under their share; then, when no tenant under its share
+    // has long work waiting, anyone's.
+    for (int over = 0; over < (want == WorkClass::kLong ? 2 : 1); ++over) {
     for (size_t i = 0; i < ready_.size(); ++i) {
       Tenant* t = ready_[i];
+      if (want == WorkClass::kLong) {
+        const bool under = t->long_running < share;
+        if (over == 0 && !under) continue;
+        if (over == 1 && under) continue;
+      }
       auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) {
         if (q->work_.front().cls != want) return false;
         return want == WorkClass::kLong || q->device_ == gpu;
@@ -132,8 +159,10 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
                rows + q->work_.front().rows <= options_.max_batch_rows);
       queued_ -= static_cast<int64_t>(batch->size());
       t->queued -= static_cast<int64_t>(batch->size());
+      if (want == WorkClass::kLong) ++t->long_running;
       *out = std::move(q);
       return true;
+    }
     }
   }
   return false;
@@ -144,6 +173,7 @@ void Scheduler::Run(int kind, int gpu) {
   static const char* const kKindNames[] = {"short", "long", "gpu"};
   std::shared_ptr<Queue> q;
   std::vector<Work> batch;
+  bool cancelled = false;
   for (;;) {
     {
       MutexLock lock(mu_);
@@ -152,7 +182,9 @@ void Scheduler::Run(int kind, int gpu) {
       });
       if (!q) return;  // stopping and drained
       ++busy_[c];
+      cancelled = cancelling_;
     }
+    const bool long_work = batch.front().cls == WorkClass::kLong;
     // Work whose client deadline passed while it waited is answered, not run.
     const auto now = Clock::now();
     std::vector<Work> live;
@@ -161,19 +193,32 @@ void Scheduler::Run(int kind, int gpu) {
         metrics_->queue_wait_seconds.With({kKindNames[kind]})
             .Observe(std::chrono::duration<double>(now - w.queued_at).count());
       }
-      if (w.deadline <= now) {
+      if (cancelled) {
+        w.expire(Unavailable("server is shutting down; the request was not run"));
+      } else if (w.deadline <= now) {
         w.expire(DeadlineExceeded("the request's deadline passed while it waited in the queue"));
       } else {
         live.push_back(std::move(w));
       }
     }
-    if (live.size() > 1) {
-      q->batch_(live);
-    } else if (live.size() == 1) {
-      live[0].run();
+    {
+      // Long computations (k-means, training, IVF scans) check this deadline through FAISS's
+      // InterruptCallback (core/util/interrupt.h); a batch stops at its latest deadline.
+      Clock::time_point deadline = Clock::time_point::min();
+      for (const Work& w : live) deadline = std::max(deadline, w.deadline);
+      InterruptScope interruptible(deadline);
+      if (live.size() > 1) {
+        q->batch_(live);
+      } else if (live.size() == 1) {
+        live[0].run();
+      }
     }
     {
       MutexLock lock(mu_);
+      if (long_work) {
+        auto it = tenants_.find(q->tenant());
+        if (it != tenants_.end()) --it->second->long_running;
+      }
       Release(q, c);
     }
     cv_.notify_all();
@@ -186,7 +231,8 @@ void Scheduler::Release(std::shared_ptr<Queue>& q, int kind) {
   if (!q->work_.empty()) {
     MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
   } else if (auto it = tenants_.find(q->tenant());
-             it != tenants_.end() && it->second->queued == 0 && !it->second->listed) {
+             it != tenants_.end() && it->second->queued == 0 && !it->second->listed &&
+             it->second->long_running == 0) {
     tenants_.erase(it);  // (another worker may have erased it already)
   }
   q.reset();
@@ -213,6 +259,15 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   }
   cv_.notify_all();
   return true;
+}
+
+void Scheduler::Cancel() {
+  {
+    MutexLock lock(mu_);
+    stopping_ = true;
+    cancelling_ = true;
+  }
+  cv_.notify_all();
 }
 
 void Scheduler::Shutdown() {

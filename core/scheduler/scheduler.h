@@ -89,6 +89,10 @@ class Scheduler {
 
   // Stops taking work, runs what is queued (expired work is expired), joins the workers.
   void Shutdown();
+  // Stops taking work and answers everything queued with Unavailable ("shutting down")
+  // instead of running it; running work goes on (long computations stop at their next
+  // cancellation point once InterruptAll is called). Shutdown then only joins.
+  void Cancel();
 
   // For metrics: queued work, and workers busy, by class ("short", "long"), and GPU workers.
   int64_t queued() const;
@@ -116,6 +120,7 @@ class Scheduler {
   mutable Mutex mu_;
   std::condition_variable cv_;
   bool stopping_ GUARDED_BY(mu_) = false;
+  bool cancelling_ GUARDED_BY(mu_) = false;
   int64_t queued_ GUARDED_BY(mu_) = 0;
   int busy_[3] GUARDED_BY(mu_) = {0, 0, 0};
   // Tenants with runnable queues, in round-robin order; each holds its runnable queues.

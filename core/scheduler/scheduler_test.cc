@@ -1,5 +1,7 @@
 #include "core/scheduler/scheduler.h"
 
+#include "core/util/interrupt.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -103,6 +105,66 @@ TEST(SchedulerTest, LongWorkNeverTakesTheShortWorkers) {
   gate.open.set_value();
   s.Shutdown();
   EXPECT_EQ(long_started.load(), 3);
+}
+
+// One tenant cannot keep every long worker while another tenant's long work waits: once one
+// of its jobs ends, the other tenant's job goes first, though it was queued later.
+TEST(SchedulerTest, ATenantGetsNoMoreThanItsShareOfLongWorkersWhenOthersWait) {
+  Scheduler s(Options(1, 2));
+  Gate first, rest;
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::atomic<int> started{0};
+  auto job = [&](std::string who, std::shared_future<void> wait) {
+    return Job(
+        [&, who, wait] {
+          {
+            std::lock_guard l(mu);
+            order.push_back(who);
+          }
+          started++;
+          wait.wait();
+        },
+        WorkClass::kLong);
+  };
+  // Tenant a takes both long workers (an idle server lets it), then queues a third job.
+  ASSERT_TRUE(s.Submit(s.NewQueue("a", nullptr), job("a1", first.wait)).ok());
+  ASSERT_TRUE(s.Submit(s.NewQueue("a", nullptr), job("a2", rest.wait)).ok());
+  for (int i = 0; i < 400 && started < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(started.load(), 2);
+  ASSERT_TRUE(s.Submit(s.NewQueue("a", nullptr), job("a3", rest.wait)).ok());
+  ASSERT_TRUE(s.Submit(s.NewQueue("b", nullptr), job("b1", rest.wait)).ok());
+  first.open.set_value();  // a1 ends: a still holds a2, its share of two workers
+  for (int i = 0; i < 400 && started < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  {
+    std::lock_guard l(mu);
+    ASSERT_EQ(order.size(), 3u);
+    EXPECT_EQ(order[2], "b1") << "tenant a took a second long worker while b's work waited";
+  }
+  rest.open.set_value();
+  s.Shutdown();
+  EXPECT_EQ(order.size(), 4u);
+}
+
+// The deadline of the work a worker runs is what long computations check (FAISS's
+// InterruptCallback asks Interrupted()).
+TEST(SchedulerTest, RunningWorkSeesItsDeadline) {
+  Scheduler s(Options(1, 1));
+  std::promise<std::pair<bool, bool>> seen;
+  Work w = Job([&] {
+    const bool before = Interrupted();
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+    seen.set_value({before, Interrupted()});
+  });
+  w.deadline = Clock::now() + std::chrono::milliseconds(60);
+  ASSERT_TRUE(s.Submit(s.NewQueue("t", nullptr), std::move(w)).ok());
+  auto [before, after] = seen.get_future().get();
+  EXPECT_FALSE(before);
+  EXPECT_TRUE(after);
+  EXPECT_FALSE(Interrupted());  // not on this thread
+  s.Shutdown();
 }
 
 // A tenant with a deep queue cannot starve a tenant with one request: tenants take turns.

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -86,7 +87,8 @@ Status Store::Recover(RecoveryReport* r) {
       }
       for (const SnapshotName& n : snap->names) covered[{snap->tenant, n.name}] = e.seq;
       const int64_t bytes = static_cast<int64_t>(snap->index.size() + snap->labels.size());
-      entries_[e.storage_id] = {e, *version, bytes};
+      Entry& entry = entries_[e.storage_id] = {e, *version, bytes, snap->tenant, {}};
+      for (const SnapshotName& n : snap->names) entry.names.push_back(n.name);
       snapshot_bytes_ += bytes;
       next_seq = std::max(next_seq, e.seq + 1);
       ++r->snapshots;
@@ -181,7 +183,7 @@ StatusOr<MutationLog::Ticket> Store::Append(const WalRecord& record) {
 
 Status Store::WaitDurable(const Ticket& t) { return wal_->WaitDurable({t.seq, t.generation}); }
 
-StatusOr<SnapshotReport> Store::Snapshot() {
+StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
   const auto start = SteadyClock::now();
   MutexLock lock(snapshot_mu_);
   SnapshotReport rep;
@@ -190,19 +192,34 @@ StatusOr<SnapshotReport> Store::Snapshot() {
   // A log failure healed during the snapshot would hand out again sequence numbers the
   // captures may cover: such a snapshot is abandoned (the next one starts after the heal).
   const uint64_t generation = wal_->generation();
-  const std::map<uint64_t, Entry> previous = entries_;  // for the capture callback
+  const std::map<uint64_t, Entry> previous = entries_;
+  uint64_t listed = 0;
+  const std::vector<Engine::StorageRef> storages = engine_.Storages(&listed);
+  next.cut = listed;
   std::map<uint64_t, Entry> entries;
-  int64_t total = 0;
-  RETURN_IF_ERROR(engine_.ForEachStorage(&next.cut, [&](IndexStorage& storage) -> Status {
+  std::map<uint64_t, const Engine::StorageRef*> by_id;
+
+  // Captures one storage and writes its file (or keeps the file of an unchanged one) as its
+  // entry. false: not captured, its write order is held and `wait` was not asked.
+  auto take = [&](const Engine::StorageRef& ref, bool wait) -> StatusOr<bool> {
+    IndexStorage& storage = *ref.storage;
     const uint64_t id = storage.origin().id;
     auto prev = previous.find(id);
     std::optional<uint64_t> since;
     if (prev != previous.end()) since = prev->second.version;
     const auto copy_start = SteadyClock::now();
-    ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.Capture(storage, since));
+    StatusOr<Engine::StorageImage> captured = engine_.Capture(storage, since, wait);
+    if (!captured.ok()) {
+      if (!wait && captured.status().code() == StatusCode::kUnavailable) return false;
+      return captured.status();
+    }
+    Engine::StorageImage& img = *captured;
     rep.max_pause_seconds =
         std::max(rep.max_pause_seconds, Seconds(SteadyClock::now() - copy_start).count());
-    if (!img.alive) return Status::Ok();
+    if (!img.alive) {
+      entries.erase(id);
+      return true;
+    }
     Entry e;
     if (!img.changed) {
       e = prev->second;
@@ -220,11 +237,74 @@ StatusOr<SnapshotReport> Store::Snapshot() {
       ++rep.written;
       rep.bytes += e.bytes;
     }
+    e.tenant = img.snapshot.tenant;
+    e.names.clear();
+    for (const auto& n : img.snapshot.names) e.names.push_back(n.name);
+    entries[id] = std::move(e);
+    return true;
+  };
+
+  for (const Engine::StorageRef& ref : storages) {
+    const uint64_t id = ref.storage->origin().id;
+    by_id[id] = &ref;
+    const bool in_scope = tenant.empty() || ref.storage->origin().tenant == tenant;
+    if (in_scope) {
+      ASSIGN_OR_RETURN(bool taken, take(ref, /*wait=*/false));
+      if (taken) continue;
+      ++rep.busy;
+    } else {
+      ++rep.out_of_scope;
+    }
+    // Not captured now: its last image, or none (its create and every write after it stay in
+    // the log), is valid with the log after it while no name was bound to it or unbound
+    // since; else it is waited for, by this snapshot alone.
+    auto prev = previous.find(id);
+    const uint64_t image_seq = prev != previous.end() ? prev->second.manifest.seq : id;
+    if (ref.names_seq > image_seq) {
+      ASSIGN_OR_RETURN(bool taken, take(ref, /*wait=*/true));
+      (void)taken;
+      continue;
+    }
+    if (prev != previous.end()) {
+      entries[id] = prev->second;
+    } else {
+      next.cut = std::min(next.cut, id - 1);
+    }
+  }
+  // Images taken at different moments must not both hold one collection (a name dropped from
+  // one storage and created on another in between): the older is taken again, waited for.
+  for (int round = 0;; ++round) {
+    std::map<std::pair<std::string, std::string>, uint64_t> owner;
+    std::set<uint64_t> stale;
+    for (const auto& [id, e] : entries) {
+      for (const std::string& n : e.names) {
+        auto [it, fresh] = owner.emplace(std::make_pair(e.tenant, n), id);
+        if (fresh) continue;
+        const bool older = entries.at(it->second).manifest.seq < e.manifest.seq;
+        stale.insert(older ? it->second : id);
+        if (older) it->second = id;
+      }
+    }
+    if (stale.empty()) break;
+    if (round == 3) {
+      return Unavailable("snapshot abandoned: collections kept moving between indexes");
+    }
+    for (uint64_t id : stale) {
+      auto ref = by_id.find(id);
+      if (ref == by_id.end()) {
+        entries.erase(id);
+        continue;
+      }
+      ASSIGN_OR_RETURN(bool taken, take(*ref->second, /*wait=*/true));
+      (void)taken;
+    }
+  }
+  int64_t total = 0;
+  for (const auto& [id, e] : entries) {
+    next.cut = std::min(next.cut, e.manifest.seq);
     total += e.bytes;
-    entries[id] = e;
     next.entries.push_back(e.manifest);
-    return Status::Ok();
-  }));
+  }
   // The snapshots may reflect records an async log has not synced yet: sync them first, so
   // the log never restarts below a sequence number the manifest covers.
   RETURN_IF_ERROR(wal_->Sync());

@@ -55,6 +55,8 @@ struct SnapshotReport {
   int64_t unchanged = 0;  // storages kept as they were
   int64_t bytes = 0;      // bytes written
   int64_t removed = 0;    // old snapshot files and log segments removed
+  int64_t busy = 0;       // storages being written, kept at their last image (the log after it)
+  int64_t out_of_scope = 0;  // other tenants' storages, kept as they were
   double seconds = 0;
   double max_pause_seconds = 0;  // the longest time one storage's writes waited on the copy
 };
@@ -95,8 +97,15 @@ class Store final : public MutationLog {
 
   // Makes every logged record durable (shutdown).
   Status Sync() { return wal_->Sync(); }
-  // Takes a snapshot now; one at a time (a second caller waits for the first).
-  StatusOr<SnapshotReport> Snapshot() EXCLUDES(snapshot_mu_);
+  // Takes a snapshot now; one at a time (a second caller waits for the first). `tenant`
+  // non-empty: only that tenant's storages are captured; the others keep their last image.
+  //
+  // Nothing here waits on the engine's catalog or on a storage being written: a storage whose
+  // write order is held (training, a long add) keeps its last image and the log after it, as
+  // do other tenants' storages. Only when a collection of the storage was created or dropped
+  // since such an image (its records may then name other collections at replay) is the
+  // storage waited for, by this snapshot alone.
+  StatusOr<SnapshotReport> Snapshot(const std::string& tenant = "") EXCLUDES(snapshot_mu_);
   // Starts the background snapshotter (options' size and time triggers); call once the
   // engine logs here. Stopped by the destructor.
   void StartBackground();
@@ -107,6 +116,8 @@ class Store final : public MutationLog {
     ManifestEntry manifest;
     uint64_t version = 0;  // the storage's version the file holds
     int64_t bytes = 0;     // its index and tables
+    std::string tenant;
+    std::vector<std::string> names;  // the collections the file holds
   };
   Store(FileSystem& fs, StoreOptions options, Engine& engine, std::unique_ptr<FileLock> lock)
       : fs_(fs), options_(std::move(options)), engine_(engine), lock_(std::move(lock)) {}

@@ -13,6 +13,8 @@ class CAPABILITY("mutex") Mutex {
  public:
   void Lock() ACQUIRE() { mu_.lock(); }
   void Unlock() RELEASE() { mu_.unlock(); }
+  // Takes the mutex if nobody holds it; never waits.
+  bool TryLock() TRY_ACQUIRE(true) { return mu_.try_lock(); }
 
   // Waits on `cv` with this mutex held (released while waiting), until pred() holds.
   template <typename Pred>

@@ -19,6 +19,7 @@
 #define ACQUIRE_SHARED(...) VECGPU_TSA(acquire_shared_capability(__VA_ARGS__))
 #define RELEASE(...) VECGPU_TSA(release_capability(__VA_ARGS__))
 #define RELEASE_SHARED(...) VECGPU_TSA(release_shared_capability(__VA_ARGS__))
+#define TRY_ACQUIRE(...) VECGPU_TSA(try_acquire_capability(__VA_ARGS__))
 #define RELEASE_GENERIC(...) VECGPU_TSA(release_generic_capability(__VA_ARGS__))
 #define EXCLUDES(...) VECGPU_TSA(locks_excluded(__VA_ARGS__))
 #define NO_THREAD_SAFETY_ANALYSIS VECGPU_TSA(no_thread_safety_analysis)

@@ -524,20 +524,64 @@ Status ReclusterIndex(ActionContext& c) {
   return Status::Ok();
 }
 
-// vecgpu's `snapshot` (an extension): a snapshot of the data directory now, so that the next
-// start replays no log. The whole directory (every tenant's indexes) is snapshotted; indexes
-// unchanged since the last snapshot cost nothing.
+// vecgpu's `snapshot` (an extension): a snapshot now, so that the next start replays no log
+// for it. A tenant's key snapshots that tenant's indexes; an admin key (or any caller without
+// auth) the whole directory. Indexes unchanged since the last snapshot cost nothing; an index
+// being written keeps its last snapshot and the log after it.
 Status TakeSnapshot(ActionContext& c) {
   if (!c.snapshot || !*c.snapshot) {
     return Unimplemented("snapshot: this server keeps no data directory (--data-dir)");
   }
-  ASSIGN_OR_RETURN(store::SnapshotReport r, (*c.snapshot)());
+  ASSIGN_OR_RETURN(store::SnapshotReport r, (*c.snapshot)(c.admin ? "" : c.tenant));
+  c.out.Str("scope", c.admin ? "all" : "tenant");
+  c.out.Int("busy", r.busy);
   c.out.Int("seq", static_cast<int64_t>(r.cut));
   c.out.Int("written", r.written);
   c.out.Int("unchanged", r.unchanged);
   c.out.Int("bytes", r.bytes);
   c.out.Double("seconds", r.seconds);
   c.out.Double("max_write_pause_seconds", r.max_pause_seconds);
+  return Status::Ok();
+}
+
+// vecgpu's `usage` (an extension): the caller's tenant's use of what its quotas bound, and the
+// quotas (0: no limit), as "usage"; an admin key also gets every tenant's, as "tenants".
+Status TenantUsage(ActionContext& c) {
+  auto write = [&c](msgpack::packer<msgpack::sbuffer>& p, const std::string& tenant) {
+    const TenantUse use = c.engine.UseOf(tenant);
+    const Quota q = c.quotas ? c.quotas->Of(tenant) : Quota{};
+    p.pack_map(6);
+    p.pack("tenant");
+    p.pack(tenant);
+    p.pack("collections");
+    p.pack(use.collections);
+    p.pack("vectors");
+    p.pack(use.vectors);
+    p.pack("bytes");
+    p.pack(use.bytes);
+    p.pack("inflight");
+    p.pack(c.quotas ? c.quotas->inflight(tenant) : int64_t{0});
+    p.pack("quota");
+    p.pack_map(5);
+    p.pack("max_vectors");
+    p.pack(q.max_vectors);
+    p.pack("max_bytes");
+    p.pack(q.max_bytes);
+    p.pack("max_collections");
+    p.pack(q.max_collections > 0 ? q.max_collections
+                                 : int64_t{c.limits.max_collections_per_tenant});
+    p.pack("requests_per_second");
+    p.pack(q.requests_per_second);
+    p.pack("max_inflight");
+    p.pack(q.max_inflight);
+  };
+  write(c.out.Key("usage"), c.tenant);
+  if (c.admin) {
+    const auto all = c.engine.Usage();
+    auto& p = c.out.Key("tenants");
+    p.pack_array(static_cast<uint32_t>(all.size()));
+    for (const auto& u : all) write(p, u.tenant);
+  }
   return Status::Ok();
 }
 
@@ -581,6 +625,7 @@ const std::unordered_map<std::string_view, Action>& Table() {
       {"apply_transform", {ApplyTransform, kS, kC, "index_id"}},
       {"get_transform_info", {GetTransformInfo, kS, kC, "index_id"}},
       {"snapshot", {TakeSnapshot, kL, kU, nullptr}},
+      {"usage", {TenantUsage, kS, kIn, nullptr}},
   };
   return *table;
 }

@@ -20,7 +20,11 @@ struct ActionContext {
   const Limits& limits;
   MapWriter& out;  // the action's reply fields; "success" and the envelope are added later
   // Takes a snapshot of the data directory (the `snapshot` action); null without --data-dir.
-  const std::function<StatusOr<store::SnapshotReport>()>* snapshot = nullptr;
+  const std::function<StatusOr<store::SnapshotReport>(const std::string&)>* snapshot = nullptr;
+  // The caller's key has the admin role (server/auth.h): server-wide actions.
+  bool admin = false;
+  // Per-tenant quotas and their meters (the `usage` action); null: none.
+  const Quotas* quotas = nullptr;
 };
 
 using ActionHandler = Status (*)(ActionContext&);

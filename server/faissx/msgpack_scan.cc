@@ -212,4 +212,47 @@ std::string PeekAction(std::string_view bytes) {
   return "";
 }
 
+Envelope PeekEnvelope(std::string_view bytes, int max_api_key_length,
+                      int max_tenant_id_length) {
+  Envelope e;
+  Cursor c(bytes);
+  Header h = ReadHeader(c);
+  if (h.kind != Kind::kMap) return e;
+  // Reads a string value of at most `max` bytes; nullopt (value skipped) for anything else.
+  auto string_value = [&c](uint64_t max, bool* bad) -> std::optional<std::string> {
+    Cursor at = c;
+    Header v = ReadHeader(c);
+    if (v.kind == Kind::kString && v.length <= max && c.remaining() >= v.length) {
+      return std::string(c.Take(v.length));
+    }
+    *bad = true;
+    c = at;
+    if (!ScanValue(c, ScanLimits{64, INT64_MAX}, 1).ok()) *bad = false;  // caller sees !map
+    return std::nullopt;
+  };
+  for (uint64_t i = 0; i < h.length; ++i) {
+    Header key = ReadHeader(c);
+    if (key.kind != Kind::kString || c.remaining() < key.length) return e;
+    std::string_view k = c.Take(key.length);
+    bool bad = false;
+    if (k == "action") {
+      auto v = string_value(64, &bad);
+      if (!v && !bad) return e;
+      if (v) e.action = std::move(*v);
+    } else if (k == "api_key") {
+      e.api_key = string_value(static_cast<uint64_t>(max_api_key_length), &bad);
+      if (!e.api_key && !bad) return e;
+      e.api_key_bad = bad;
+    } else if (k == "tenant_id") {
+      e.tenant_id = string_value(static_cast<uint64_t>(max_tenant_id_length), &bad);
+      if (!e.tenant_id && !bad) return e;
+      e.tenant_id_bad = bad;
+    } else if (!ScanValue(c, ScanLimits{64, INT64_MAX}, 1).ok()) {
+      return e;
+    }
+  }
+  e.map = c.done();
+  return e;
+}
+
 }  // namespace vecgpu::server

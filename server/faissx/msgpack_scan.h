@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,5 +25,19 @@ Status ScanMsgpack(std::string_view bytes, const ScanLimits& limits);
 // The string value of the top-level key "action" if `bytes` is a msgpack map that has one,
 // else "". Cheap (stops at the key), tolerant of malformed input; for routing only.
 std::string PeekAction(std::string_view bytes);
+
+// The fields a request is routed and authenticated by, read from its top-level map without
+// decoding or copying anything else (the other values are skipped by the allocation-free
+// scanner), so that a request with a missing or unknown key is refused before any allocation
+// proportional to its size.
+struct Envelope {
+  bool map = false;  // a map with string keys, walked to its end
+  std::string action;
+  std::optional<std::string> api_key;    // a string no longer than the limit
+  bool api_key_bad = false;               // present, but not such a string
+  std::optional<std::string> tenant_id;
+  bool tenant_id_bad = false;
+};
+Envelope PeekEnvelope(std::string_view bytes, int max_api_key_length, int max_tenant_id_length);
 
 }  // namespace vecgpu::server

@@ -58,23 +58,30 @@ std::string FaissxService::ErrorReply(const Status& status) { return Error(statu
 std::string FaissxService::Handle(std::string payload) const {
   std::promise<std::string> reply;
   auto future = reply.get_future();
-  Handle(std::move(payload), [&reply](std::string r) { reply.set_value(std::move(r)); });
+  Handle(std::string_view(payload), [&reply](std::string r) { reply.set_value(std::move(r)); });
   return future.get();
 }
 
 void FaissxService::Handle(std::string payload, Done done) const {
+  Handle(std::string_view(payload), std::move(done));
+}
+
+void FaissxService::Handle(std::string_view payload, Done done, const Admit& admit) const {
   // Everything the request's completion needs, kept alive until its reply is sent.
   struct Call {
     Clock::time_point start = Clock::now();
     Outcome o;
     std::optional<Request> req;
+    Principal who;
     std::string tenant;
+    std::shared_ptr<Quotas::Request> metered;  // in flight until the reply
     Done done;
   };
   auto call = std::make_shared<Call>();
   call->done = std::move(done);
   // Sends the reply and records the request's metrics.
   auto finish = [this](Call& c, std::string reply) {
+    c.metered.reset();
     if (metrics_) {
       // Label values are bounded: actions come from the action table, outcomes from the wire
       // codes, and tenants are capped by the family (past the cap they share "_other").
@@ -95,39 +102,51 @@ void FaissxService::Handle(std::string payload, Done done) const {
                                " bytes, above the limit of " +
                                std::to_string(limits_.max_request_bytes) + " (max_request_bytes)"));
   }
-  auto decoded = Request::Decode(std::move(payload), limits_);
+  // Authentication reads the envelope only: nothing proportional to the message is allocated
+  // for a request without a valid key.
+  const Envelope env =
+      PeekEnvelope(payload, limits_.max_api_key_length, limits_.max_tenant_id_length);
+  if (!env.map) {
+    Status scan = ScanMsgpack(payload, {limits_.max_depth, limits_.max_container_elements});
+    return fail(*call, scan.ok() ? InvalidArgument("Malformed request: the request must be a "
+                                                   "msgpack map with string keys")
+                                 : scan);
+  }
+  call->o.action = "unknown";
+  const Action* action = FindAction(env.action);
+  if (env.action.empty()) return fail(*call, InvalidArgument("Malformed request: no 'action' field"));
+  if (!action) return fail(*call, InvalidArgument("Unknown action"));
+  call->o.action = env.action;
+  if (env.action != "ping") {
+    if (env.api_key_bad) return fail(*call, Unauthenticated("Invalid API key"));
+    if (env.tenant_id_bad) return fail(*call, PermissionDenied("Invalid tenant ID"));
+    auto who = auth_.Authenticate(env.api_key, env.tenant_id);
+    if (!who.ok()) return fail(*call, who.status());
+    call->who = *who;
+    call->tenant = who->tenant;
+    call->o.tenant = call->tenant;
+  }
+  if (options_.quotas && !call->tenant.empty()) {
+    auto metered = options_.quotas->Start(call->tenant);
+    if (!metered.ok()) return fail(*call, metered.status());
+    call->metered = std::move(*metered);
+  }
+  if (admit) {
+    if (Status st = admit(call->who); !st.ok()) return fail(*call, st);
+  }
+
+  auto decoded = Request::Decode(std::string(payload), limits_);
   if (!decoded.ok()) return fail(*call, decoded.status());
   call->req.emplace(std::move(decoded).value());
   const Request& req = *call->req;
-  call->o.action = "unknown";
-  const Action* action = FindAction(req.action());
-  if (!action) return fail(*call, InvalidArgument("Unknown action"));
-  call->o.action = req.action();
-
-  if (req.action() != "ping") {
-    std::optional<std::string> key, tenant_id;
-    if (req.Has("api_key")) {
-      auto k = req.String("api_key", limits_.max_api_key_length);
-      if (!k.ok()) return fail(*call, Unauthenticated("Invalid API key"));
-      key = *k;
-    }
-    if (req.Has("tenant_id")) {
-      auto t = req.String("tenant_id", limits_.max_tenant_id_length);
-      if (!t.ok()) return fail(*call, PermissionDenied("Invalid tenant ID"));
-      tenant_id = *t;
-    }
-    auto who = auth_.TenantOf(key, tenant_id);
-    if (!who.ok()) return fail(*call, who.status());
-    call->tenant = *who;
-    call->o.tenant = call->tenant;
-  }
 
   // Runs the action's handler now and replies (on whichever thread calls it).
   auto run = [this, call, action, finish, fail] {
     try {
       MapWriter out;
       out.Bool("success", true);
-      ActionContext ctx{engine_, *call->req, call->tenant, limits_, out, &options_.snapshot};
+      ActionContext ctx{engine_,           *call->req, call->tenant, limits_, out,
+                        &options_.snapshot, call->who.admin, options_.quotas};
       if (Status st = action->handler(ctx); !st.ok()) return fail(*call, st);
       finish(*call, Success(out, &*call->req));
     } catch (const std::bad_alloc&) {

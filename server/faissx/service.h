@@ -20,7 +20,11 @@ struct ServiceOptions {
   // Adds of at least this many vectors run on the long workers. Default: 1000.
   int long_add_rows = 1000;
   // The `snapshot` action's work (store::Store::Snapshot); empty without a data directory.
-  std::function<StatusOr<store::SnapshotReport>()> snapshot;
+  // `tenant`: that tenant's collections only; "": every tenant's.
+  std::function<StatusOr<store::SnapshotReport>(const std::string& tenant)> snapshot;
+  // Per-tenant request rate and requests in flight, checked once a request is authenticated
+  // (storage quotas are the engine's). Null: none. Must outlive the service.
+  Quotas* quotas = nullptr;
 };
 
 // The FAISSx protocol over the Engine, independent of the transport: one request payload in,
@@ -36,8 +40,13 @@ class FaissxService {
                 ServerMetrics* metrics = nullptr, ServiceOptions options = {});
 
   using Done = std::function<void(std::string reply)>;
-  // Serves `payload`; `done` gets the reply exactly once, on this thread (errors, inline
-  // actions) or on the worker that ran the action.
+  // Called once the request is authenticated, before its payload is copied or decoded; an
+  // error is the reply (ingress bounds: server/zmq/router_frontend.cc).
+  using Admit = std::function<Status(const Principal& who)>;
+  // Serves `payload` (read only until this call returns); `done` gets the reply exactly once,
+  // on this thread (errors, inline actions) or on the worker that ran the action. The key is
+  // checked from a scan of the envelope (PeekEnvelope) before anything else.
+  void Handle(std::string_view payload, Done done, const Admit& admit = {}) const;
   void Handle(std::string payload, Done done) const;
   // Handle, waiting for the reply.
   std::string Handle(std::string payload) const;

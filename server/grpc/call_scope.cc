@@ -18,7 +18,8 @@ std::optional<std::string> Metadata(const grpc::ServerContextBase& context, std:
 
 }  // namespace
 
-StatusOr<CallScope> ScopeOf(const GrpcEnv& env, const grpc::ServerContextBase& context) {
+StatusOr<CallScope> ScopeOf(const GrpcEnv& env, const grpc::ServerContextBase& context,
+                            bool meter) {
   std::optional<std::string> key;
   // Without auth every call is the default tenant's, whatever it sends (as on ZeroMQ).
   if (auto header = env.auth->enabled() ? Metadata(context, "authorization") : std::nullopt) {
@@ -35,7 +36,12 @@ StatusOr<CallScope> ScopeOf(const GrpcEnv& env, const grpc::ServerContextBase& c
     }
   }
   CallScope scope;
-  ASSIGN_OR_RETURN(scope.tenant, env.auth->TenantOf(key, std::nullopt));
+  ASSIGN_OR_RETURN(Principal who, env.auth->Authenticate(key, std::nullopt));
+  scope.tenant = std::move(who.tenant);
+  scope.admin = who.admin;
+  if (meter && env.quotas) {
+    ASSIGN_OR_RETURN(scope.metered, env.quotas->Start(scope.tenant));
+  }
   scope.collection = Metadata(context, "x-vecgpu-collection").value_or(env.default_collection);
   if (scope.collection.empty()) {
     return InvalidArgument("x-vecgpu-collection: must not be empty");

@@ -34,11 +34,14 @@ struct GrpcEnv {
   // Object.Location.name: this server (its host name, or "vecgpu").
   std::string server_name = "vecgpu";
   // SaveIndex and Collections.Snapshot (store::Store::Snapshot); empty without --data-dir.
-  std::function<StatusOr<store::SnapshotReport>()> snapshot;
+  // `tenant`: that tenant's collections; "": every tenant's (an admin's).
+  std::function<StatusOr<store::SnapshotReport>(const std::string& tenant)> snapshot;
   // With metrics, every call is counted in vecgpu_requests_total{action = the method path,
   // tenant, outcome = "ok" or the gRPC code's name} and timed in
   // vecgpu_request_duration_seconds{action}. Must outlive the server.
   ServerMetrics* metrics = nullptr;
+  // Per-tenant request rate and requests in flight (null: none). Must outlive the server.
+  Quotas* quotas = nullptr;
 };
 
 // Who a call is for and which collection it reaches: the tenant of its `authorization:
@@ -46,9 +49,15 @@ struct GrpcEnv {
 // `x-vecgpu-collection` metadata, else the Vald default.
 struct CallScope {
   std::string tenant;
+  bool admin = false;  // the key has the admin role (server-wide actions)
+  // The call's place in its tenant's requests in flight, while the scope lives.
+  std::shared_ptr<Quotas::Request> metered;
   std::string collection;
 };
-StatusOr<CallScope> ScopeOf(const GrpcEnv& env, const grpc::ServerContextBase& context);
+// With `meter`, the call counts against its tenant's request rate and requests in flight
+// (ResourceExhausted naming the quota when over).
+StatusOr<CallScope> ScopeOf(const GrpcEnv& env, const grpc::ServerContextBase& context,
+                            bool meter = true);
 
 // The one table from vecgpu's Status to the wire: core codes are numbered as gRPC's.
 grpc::Status ToGrpc(const Status& status);

@@ -77,7 +77,7 @@ grpc::Status CollectionsService::Snapshot(grpc::ServerContext* c, const v1::Snap
   if (!env_.snapshot) {
     return ToGrpc(Unimplemented("snapshot: this server keeps no data directory (--data-dir)"));
   }
-  auto r = env_.snapshot();
+  auto r = env_.snapshot(scope->admin ? "" : scope->tenant);
   if (!r.ok()) return ToGrpc(r.status());
   out->set_seq(r->cut);
   out->set_written(r->written);

@@ -38,7 +38,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status st = methods->GetSendStatus();
       std::string tenant = "-";
-      if (auto scope = ScopeOf(env_, *info_->server_context()); scope.ok()) {
+      if (auto scope = ScopeOf(env_, *info_->server_context(), /*meter=*/false); scope.ok()) {
         tenant = scope->tenant;
       }
       const std::string action = info_->method() ? info_->method() : "unknown";
@@ -106,6 +106,14 @@ Status GrpcServer::Start() {
   // concurrent clients it ended and started about 1,500 threads a second (0.4 per search),
   // and searches took about 25% more server CPU each (bench/README.md, "gRPC").
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
+  // Threads by work, not by connections: a cap on the threads (an idle stream holds one until
+  // it ends, so streams beyond it are refused, not given more threads), on the streams one
+  // connection opens, and on gRPC's buffers.
+  grpc::ResourceQuota quota("vecgpu-grpc");
+  quota.SetMaxThreads(options_.max_threads);
+  quota.Resize(static_cast<size_t>(options_.memory_bytes));
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_streams_per_connection);
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(std::min<int64_t>(options_.max_request_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(

@@ -26,6 +26,14 @@ struct GrpcServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // Threads serving calls, all connections together: past it a new call gets
+  // RESOURCE_EXHAUSTED (the synchronous server runs each call, an open stream too, on a
+  // thread). Default: 256.
+  int max_threads = 256;
+  // Calls one connection may have open at once (HTTP/2 concurrent streams). Default: 32.
+  int max_streams_per_connection = 32;
+  // Memory gRPC may take for its buffers. Default: 1 GiB.
+  int64_t memory_bytes = int64_t{1} << 30;
 };
 
 // The gRPC front end: the Vald v1 services, core.v1.Agent, vecgpu.v1.Collections, the standard

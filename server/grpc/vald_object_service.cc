@@ -187,7 +187,7 @@ grpc::Status AgentService::SaveIndex(ServerContext* c, const pb::Empty*, pb::Emp
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   if (!env_.snapshot) return grpc::Status::OK;  // in memory only, as Vald's in-memory mode
-  return ToGrpc(env_.snapshot().status());
+  return ToGrpc(env_.snapshot(scope->admin ? "" : scope->tenant).status());
 }
 
 grpc::Status AgentService::CreateAndSaveIndex(ServerContext* c,

@@ -52,6 +52,7 @@ int RouterFrontend::Stop(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const int abandoned = in_flight_.load();
+  drain_over_ = true;
   uint64_t one = 1;
   [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
   thread_.join();
@@ -121,8 +122,10 @@ void RouterFrontend::Loop() {
       }
       --in_flight_;
     }
-    if (stopping_) break;
-    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    // Stopping: no new requests are read, and the replies still due are sent until none is
+    // left or Stop's grace ends (it then wakes this thread through the eventfd).
+    if (stopping_ && (in_flight_ == 0 || drain_over_)) break;
+    if (stopping_ || !(items[0].revents & ZMQ_POLLIN)) continue;
 
     // Read every request waiting on the socket.
     while (true) {
@@ -151,11 +154,34 @@ void RouterFrontend::Loop() {
                                            std::to_string(parts))));
         continue;
       }
-      std::string payload = frames[2].to_string();
-      auto task = [this, identity, payload = std::move(payload)]() mutable {
-        service_.Handle(std::move(payload), [this, identity](std::string reply) {
-          PushReply(identity, std::move(reply));
-        });
+      // The payload stays in ZeroMQ's message, uncopied, until the request is authenticated
+      // (FaissxService::Handle). Its bytes count against the ingress bounds from here until
+      // the reply is queued.
+      std::shared_ptr<IngressBudget::Hold> hold;
+      if (options_.ingress) {
+        auto admitted = options_.ingress->Admit(identity, static_cast<int64_t>(frames[2].size()));
+        if (!admitted.ok()) {
+          PushReply(std::move(identity), FaissxService::ErrorReply(admitted.status()));
+          continue;
+        }
+        hold = std::move(*admitted);
+      }
+      auto message = std::make_shared<zmq::message_t>(std::move(frames[2]));
+      auto task = [this, identity, message, hold]() mutable {
+        IngressBudget* budget = options_.ingress;
+        auto admit = [budget, &hold](const Principal& who) {
+          if (!budget || !hold) return Status::Ok();
+          return budget->Authenticated(*hold, who.tenant.empty() ? "-" : who.tenant);
+        };
+        service_.Handle(
+            std::string_view(static_cast<const char*>(message->data()), message->size()),
+            [this, identity, hold](std::string reply) mutable {
+              PushReply(identity, std::move(reply));
+              hold.reset();
+            },
+            admit);
+        message.reset();
+        hold.reset();
       };
       Status st = dispatch_.Submit(std::move(task));
       if (!st.ok()) PushReply(std::move(identity), FaissxService::ErrorReply(st));

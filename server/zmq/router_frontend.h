@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "core/ingress/ingress_budget.h"
 #include "core/scheduler/worker_pool.h"
 #include "core/util/mutex.h"
 #include "core/util/status.h"
@@ -22,6 +23,9 @@ struct FrontendOptions {
   // this long before it blocks: a reply that comes back within it is sent without waking the
   // thread (about 60 us of a one-query round trip on a small VM). 0: always block.
   int poll_spin_us = 0;
+  // Request bytes in flight, by connection, tenant, unauthenticated and in total (null: not
+  // bounded but by the dispatch queue's count). Must outlive the front end's replies.
+  IngressBudget* ingress = nullptr;
 };
 
 // The FAISSx ZeroMQ front end. One thread owns the ROUTER socket (REQ clients see plain
@@ -52,6 +56,7 @@ class RouterFrontend {
   int event_fd_ = -1;  // written by workers under mu_; closed by Stop under mu_
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> drain_over_{false};  // Stop's grace has ended
   std::atomic<int> in_flight_{0};
   Mutex mu_;
   bool closed_ GUARDED_BY(mu_) = false;  // replies pushed after Stop are dropped

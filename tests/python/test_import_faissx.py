@@ -9,8 +9,11 @@ are added with FAISS itself, as are damaged ones, which must be refused with the
 while the rest loads.
 """
 import os
+import resource
 import shutil
+import struct
 import subprocess
+import threading
 import time
 
 import faiss
@@ -200,14 +203,15 @@ def add_foreign_files(src):
     return expected
 
 
+# What each refusal starts with: the file at fault, then why.
 REFUSED = {
-    "broken": "FAISS cannot read it",
-    "garbage": "FAISS cannot read it",
-    "wrongdim": "its .json says dimension 99, its index holds 16",
+    "broken": "broken.faiss: it declares more data than the file holds",
+    "garbage": "garbage.faiss: not a FAISS index file FAISSx writes (unknown index type)",
+    "wrongdim": "wrongdim.faiss: its .json says dimension 99, its index holds 16",
     "orphan": "there is no orphan.faiss beside orphan.json",
-    "lsh": "IndexLSH is not a kind vecgpu imports",
-    "dupids": "holds id 2 twice",
-    "mixed": "its IndexIDMap holds 2 ids for 5 vectors",
+    "lsh": "lsh.faiss: FAISS's faiss::IndexLSH is not a kind vecgpu imports",
+    "dupids": "dupids.faiss: it holds id 2 twice",
+    "mixed": "mixed.faiss: its IndexIDMap holds 2 ids for 5 vectors",
 }
 
 
@@ -246,7 +250,8 @@ def test_import_serves_what_faissx_served(faissx, tmp_path):
     assert set(report) == files | {"bin", "holes", "lsh", "dupids", "broken", "garbage",
                                    "wrongdim", "orphan"}, first.stdout
     for name, why in REFUSED.items():
-        assert report[name][0] == "refused" and why in report[name][1], (name, first.stdout)
+        assert report[name][0] == "refused" and report[name][1].startswith(why), \
+            (name, first.stdout)
     loaded = {n for n, (verb, _) in report.items() if verb == "loaded"}
     assert loaded == files - {"mixed"} | {"bin", "holes"}, first.stdout
     assert report["idmap"][1] == "IDMap,Flat, 120 vectors"
@@ -364,3 +369,265 @@ def test_usage_errors(tmp_path):
                                    str(tmp_path / "env-data")})
     assert from_env.returncode == 0, from_env.stdout + from_env.stderr
     assert (tmp_path / "env-data" / "LOCK").exists()
+
+
+# ---- Directories written to do harm -------------------------------------------------------
+# The import reads whatever the directory holds: files that declare sizes they do not hold,
+# symbolic links out of it, FIFOs. None may take the host's memory, read outside the
+# directory, block, or have its bytes quoted back in a message.
+
+SECRET = b"SECRETXY"
+
+
+def index_header(d, ntotal, metric=1):
+    """FAISS's index header: d, ntotal, two unused fields, is_trained, metric type (L2)."""
+    return struct.pack("<iqqq?i", d, ntotal, 1 << 20, 1 << 20, True, metric)
+
+
+def binary_header(d, ntotal):
+    """A binary index's: d, code_size, ntotal, is_trained, metric type."""
+    return struct.pack("<iiq?i", d, d // 8, ntotal, True, 1)
+
+
+def oversized_files():
+    """{file name: bytes}: FAISS files that declare far more data than they hold, each where
+    FAISS 1.7.3 allocates (and zeroes) what is declared before reading any of it."""
+    quantizer = b"IxF2" + index_header(16, 1) + struct.pack("<Q", 16) + bytes(64)
+    return {
+        # An IndexFlatL2 declaring 2e9 floats (8 GB), with none of them.
+        "flat8g.faiss": b"IxF2" + index_header(16, 125_000_000)
+                        + struct.pack("<Q", 2_000_000_000),
+        # 1e8 floats (400 MB): under the cap the test runs with, so FAISS would allocate them.
+        "flat400m.faiss": b"IxF2" + index_header(16, 6_250_000) + struct.pack("<Q", 100_000_000),
+        # An IVF-Flat index whose one inverted list declares 5e6 vectors (360 MB of codes and
+        # ids), allocated before any list is read.
+        "lists.faiss": b"IwFl" + index_header(16, 5_000_000) + struct.pack("<QQ", 1, 1)
+                       + quantizer + b"\x00" + struct.pack("<Q", 0)  # no direct map
+                       + b"ilar" + struct.pack("<QQ", 1, 64)
+                       + b"full" + struct.pack("<QQ", 1, 5_000_000),
+        # A product quantizer of 2^16 centroids of 1024 dimensions (256 MB).
+        "pq.faiss": b"IxPq" + index_header(1024, 0) + struct.pack("<QQQ", 1024, 8, 16),
+        # A binary hash index of 1e7 buckets: 65 bytes each for their bit strings (650 MB).
+        "hash.faiss": b"IBHh" + binary_header(64, 0) + struct.pack("<ii", 64, 0)
+                      + struct.pack("<Qi", 10_000_000, 1),
+    }
+
+
+def run_import_capped(src, data, scratch, address_space=2 << 30):
+    """run_import with the address space capped, so that an allocation of what a file declares
+    fails rather than takes the host's memory. Returns the finished process and its peak
+    resident memory in bytes."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    args = [str(BINARY), "import-faissx", str(src), "--data-dir", str(data), "--tenant", "default"]
+    out_path, err_path = scratch / "import.out", scratch / "import.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env_without_data_dir(),
+                                preexec_fn=cap)
+    timer = threading.Timer(60, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own rusage
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done = subprocess.CompletedProcess(args, proc.returncode, out_path.read_text(),
+                                       err_path.read_text())
+    return done, usage.ru_maxrss * 1024
+
+
+def test_sizes_declared_past_the_end_of_the_file_are_refused_before_allocating(faissx, tmp_path):
+    src = tmp_path / "faissx"
+    src.mkdir()
+    shutil.copy(faissx.dir / "flat.faiss", src / "flat.faiss")
+    # What the import takes for a valid index alone (the libraries it maps, CUDA's included).
+    alone, baseline = run_import_capped(src, tmp_path / "baseline", tmp_path)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    for name, data in oversized_files().items():
+        (src / name).write_bytes(data)
+    # A sparse file: a length that takes no disk, far past what the host could hold.
+    with open(src / "sparse.faiss", "wb") as f:
+        f.truncate(1 << 40)
+
+    started = time.monotonic()
+    done, peak = run_import_capped(src, tmp_path / "vecgpu", tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = lines(done)
+    assert report.pop("flat") == ("loaded", "L2, 300 vectors"), done.stdout
+    verb, why = report.pop("sparse")
+    assert verb == "refused" and why.startswith(
+        f"sparse.faiss: {1 << 40} bytes, more than the "), done.stdout
+    assert set(report) == {name.removesuffix(".faiss") for name in oversized_files()}
+    declares = "it declares more data than the file holds (at byte "
+    for stem, (verb, why) in report.items():
+        assert verb == "refused" and why.startswith(f"{stem}.faiss: {declares}"), done.stdout
+    # FAISS would have allocated 256 MB or more for each but the first (which fails the cap).
+    assert peak - baseline < 100 << 20, f"peak {peak >> 20} MiB, {baseline >> 20} MiB alone"
+    assert time.monotonic() - started < 30
+
+
+def test_symbolic_links_are_refused_without_reading_their_targets(faissx, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET * 64)
+    valid_elsewhere = tmp_path / "elsewhere.faiss"
+    shutil.copy(faissx.dir / "flat.faiss", valid_elsewhere)
+    metadata_elsewhere = tmp_path / "elsewhere.json"
+    metadata_elsewhere.write_text('{"index_id": "%s", "dimension": 16}' % SECRET.decode())
+    src = tmp_path / "faissx"
+    src.mkdir()
+    (src / "leak.faiss").symlink_to(secret)
+    (src / "alias.faiss").symlink_to(valid_elsewhere)  # an index, but not one in the directory
+    shutil.copy(faissx.dir / "flat.faiss", src / "named.faiss")
+    (src / "named.json").symlink_to(metadata_elsewhere)
+    (src / "dangling.faiss").symlink_to(tmp_path / "absent")
+
+    done = run_import(src, tmp_path / "vecgpu")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines(done) == {
+        "leak": ("refused", "leak.faiss: is a symbolic link; refused"),
+        "alias": ("refused", "alias.faiss: is a symbolic link; refused"),
+        "named": ("refused", "named.json: is a symbolic link; refused"),
+        "dangling": ("refused", "dangling.faiss: is a symbolic link; refused"),
+    }, done.stdout
+    assert SECRET[:4].decode() not in done.stdout + done.stderr
+
+
+def test_fifos_and_directories_are_refused_without_blocking(faissx, tmp_path):
+    src = tmp_path / "faissx"
+    src.mkdir()
+    os.mkfifo(src / "pipe.faiss")  # opened for reading, it would wait for a writer
+    shutil.copy(faissx.dir / "flat.faiss", src / "meta.faiss")
+    os.mkfifo(src / "meta.json")
+    (src / "folder.faiss").mkdir()
+
+    done = subprocess.run(
+        [str(BINARY), "import-faissx", str(src), "--data-dir", str(tmp_path / "vecgpu"),
+         "--tenant", "default"],
+        capture_output=True, text=True, timeout=20, env=env_without_data_dir())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines(done) == {
+        "pipe": ("refused", "pipe.faiss: not a regular file (a FIFO); refused"),
+        "meta": ("refused", "meta.json: not a regular file (a FIFO); refused"),
+        "folder": ("refused", "folder.faiss: not a regular file (a directory); refused"),
+    }, done.stdout
+
+
+def test_unknown_index_types_are_refused_without_quoting_the_file(tmp_path):
+    src = tmp_path / "faissx"
+    src.mkdir()
+    (src / "odd.faiss").write_bytes(SECRET * 64)
+    (src / "oddbinary.faiss").write_bytes(b"IB" + SECRET * 64)  # "IB": read as a binary index
+    # An IndexIDMap around an index of no kind FAISS knows.
+    (src / "nested.faiss").write_bytes(b"IxMp" + index_header(16, 0) + SECRET * 64)
+
+    done = run_import(src, tmp_path / "vecgpu")
+    assert done.returncode == 1, done.stdout + done.stderr
+    unknown = "not a FAISS index file FAISSx writes (unknown index type)"
+    assert lines(done) == {
+        "odd": ("refused", f"odd.faiss: {unknown}"),
+        "oddbinary": ("refused", f"oddbinary.faiss: {unknown}"),
+        "nested": ("refused",
+                   "nested.faiss: it holds an index of an unknown type (a damaged file)"),
+    }, done.stdout
+    text = done.stdout + done.stderr
+    # FAISS's own message quotes the fourcc, as text and in hex.
+    for quoted in ("SECR", "RETX", "52434553", "53454352"):
+        assert quoted not in text, text
+
+
+def test_metadata_is_read_within_bounds_and_never_quoted(faissx, tmp_path):
+    src = tmp_path / "faissx"
+    src.mkdir()
+    for stem in ("cut", "huge", "escape"):
+        shutil.copy(faissx.dir / "flat.faiss", src / f"{stem}.faiss")
+    (src / "cut.json").write_text('{"index_id": "%s' % SECRET.decode())  # no closing quote
+    (src / "huge.json").write_bytes(b" " * (2 << 20) + b"{}")
+    # A name that would put terminal escapes in the report.
+    (src / "escape.json").write_text('{"index_id": "a\\u001b[2Jb"}')
+
+    done = run_import(src, tmp_path / "vecgpu")
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = lines(done)
+    assert set(report) == {"cut", "huge", "escape"}, done.stdout
+    assert report["cut"][0] == "refused"
+    assert report["cut"][1].startswith("cut.json: not valid JSON (at byte "), done.stdout
+    assert report["huge"] == ("refused", f"huge.json: {(2 << 20) + 2} bytes, more than the "
+                                         f"{1 << 20} the import reads from such a file; refused")
+    assert report["escape"] == ("refused", "escape.json: index_id is not a name vecgpu takes "
+                                           "(printable UTF-8, at most 256 bytes)")
+    assert SECRET.decode() not in done.stdout + done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
+
+
+def test_a_direct_map_in_the_file_is_rebuilt_not_trusted(tmp_path):
+    x = np.random.default_rng(7).standard_normal((40, D)).astype(np.float32)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(D), D, 4)
+    ivf.train(x)
+    ivf.add(x)
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    data = bytearray(faiss.serialize_index(ivf).tobytes())
+    # The direct map follows the IVF header (fourcc, header, nlist, nprobe) and the flat
+    # quantizer (fourcc, header, float count, centroids): its type, an empty array, then
+    # (id, list << 32 | offset) pairs. Each is pointed far past the end of list 3.
+    at = 4 + 33 + 16 + 4 + 33 + 8 + 4 * D * 4
+    assert data[:4] == b"IwFl" and data[at] == 2, bytes(data[:8])
+    assert struct.unpack_from("<QQ", data, at + 1) == (0, len(x))
+    for i in range(len(x)):
+        struct.pack_into("<qq", data, at + 17 + 16 * i, i, (3 << 32) | 10_000_000)
+    src = tmp_path / "faissx"
+    src.mkdir()
+    (src / "mapped.faiss").write_bytes(bytes(data))
+    data_dir = tmp_path / "vecgpu"
+    done = run_import(src, data_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    srv = Server("--data-dir", str(data_dir), "--log-level", "warning")
+    try:
+        for i in (0, 17, len(x) - 1):
+            got = ok(call(srv, action="reconstruct", index_id="mapped", id=i))["vector"]
+            np.testing.assert_array_equal(np.float32(got), x[i])
+    finally:
+        assert srv.stop() == 0
+
+
+def test_counts_and_parameters_the_served_index_would_trust_are_refused(tmp_path):
+    x = np.random.default_rng(9).standard_normal((20, D)).astype(np.float32)
+    src = tmp_path / "faissx"
+    src.mkdir()
+    # An IndexFlatL2 whose ntotal times its code size (64 bytes) wraps around to the 0 bytes
+    # it holds: FAISS's own check passes, and searches would read 2^58 vectors.
+    (src / "wrapped.faiss").write_bytes(b"IxF2" + index_header(D, 1 << 58) + struct.pack("<Q", 0))
+    # An IndexIDMap2 counting more vectors than it has ids: FAISS builds its reverse map from
+    # that many ids, reading past them.
+    idmap2 = faiss.IndexIDMap2(faiss.IndexFlatL2(D))
+    idmap2.add_with_ids(x, np.arange(len(x)) + 100)
+    data = bytearray(faiss.serialize_index(idmap2).tobytes())
+    assert data[:4] == b"IxM2"
+    struct.pack_into("<q", data, 8, 1 << 40)  # its ntotal, after fourcc and d
+    (src / "idmap2.faiss").write_bytes(bytes(data))
+    # An HNSW index searching with 2^31 - 1 candidates: each search would allocate 16 GB.
+    hnsw = faiss.IndexHNSWFlat(D, 16)
+    hnsw.add(x)
+    hnsw.hnsw.efSearch = 2 ** 31 - 1
+    faiss.write_index(hnsw, str(src / "hnsw.faiss"))
+    # A binary hash index flipping all 64 bits of its hashes: each search would probe 2^64
+    # buckets.
+    bhash = faiss.IndexBinaryHash(64, 64)
+    bhash.add(np.random.default_rng(9).integers(0, 256, (20, 8), dtype=np.uint8))
+    bhash.nflip = 64
+    faiss.write_index_binary(bhash, str(src / "bhash.faiss"))
+
+    done = run_import(src, tmp_path / "vecgpu")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines(done) == {
+        "wrapped": ("refused", f"wrapped.faiss: it holds 0 bytes of codes for {1 << 58} vectors "
+                               "of 64 bytes (a damaged file)"),
+        "idmap2": ("refused", "idmap2.faiss: its IndexIDMap2 counts more vectors than it holds "
+                              "ids for (vectors were added to its base directly, or a damaged "
+                              "file)"),
+        "hnsw": ("refused", "hnsw.faiss: its HNSW efSearch, efConstruction or upper_beam is "
+                            "outside 1..1000000"),
+        "bhash": ("refused", "bhash.faiss: its nflip (bits flipped at search) makes each search "
+                             "probe more than 1048576 buckets"),
+    }, done.stdout
