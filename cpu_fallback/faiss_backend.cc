@@ -18,6 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -48,10 +49,20 @@ Status ParallelRows(int64_t n, const std::function<Status(int64_t, int64_t)>& fn
   const int chunks = static_cast<int>(std::min<int64_t>(cores, n / kMinRowsPerChunk));
   if (chunks <= 1) return fn(0, n);
   std::vector<Status> st(chunks);
+  // An exception must not leave an OpenMP region (std::terminate): FAISS throws when a search
+  // is interrupted (its deadline, shutdown), so each chunk keeps its own and one is rethrown.
+  std::vector<std::exception_ptr> thrown(chunks);
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
   for (int c = 0; c < chunks; ++c) {
     const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
-    st[c] = fn(begin, end - begin);
+    try {
+      st[c] = fn(begin, end - begin);
+    } catch (...) {
+      thrown[c] = std::current_exception();
+    }
+  }
+  for (const auto& e : thrown) {
+    if (e) return CallFaiss("search", [&] { std::rethrow_exception(e); });
   }
   for (const Status& s : st) RETURN_IF_ERROR(s);
   return Status::Ok();
@@ -66,20 +77,29 @@ void FlatSearchByBlocks(const faiss::IndexFlat& index, int64_t n, const float* x
   const bool ip = index.metric_type == faiss::METRIC_INNER_PRODUCT;
   std::vector<float> dist(static_cast<size_t>(blocks) * n * k);
   std::vector<int64_t> ids(dist.size());
+  std::vector<std::exception_ptr> thrown(blocks);  // none may leave the region (ParallelRows)
 #pragma omp parallel for num_threads(blocks) schedule(static, 1)
   for (int b = 0; b < blocks; ++b) {
     const int64_t begin = nb * b / blocks, end = nb * (b + 1) / blocks;
     float* db = dist.data() + static_cast<size_t>(b) * n * k;
     int64_t* ib = ids.data() + static_cast<size_t>(b) * n * k;
     const float* y = index.get_xb() + begin * d;
-    if (ip) {
-      faiss::knn_inner_product(x, y, d, n, end - begin, k, db, ib);
-    } else {
-      faiss::knn_L2sqr(x, y, d, n, end - begin, k, db, ib);
+    try {
+      if (ip) {
+        faiss::knn_inner_product(x, y, d, n, end - begin, k, db, ib);
+      } else {
+        faiss::knn_L2sqr(x, y, d, n, end - begin, k, db, ib);
+      }
+    } catch (...) {
+      thrown[b] = std::current_exception();
+      continue;
     }
     for (int64_t i = 0; i < n * k; ++i) {
       if (ib[i] >= 0) ib[i] += begin;
     }
+  }
+  for (const auto& e : thrown) {
+    if (e) std::rethrow_exception(e);
   }
   // Merge: each block's list is sorted, best first.
   std::vector<int> at(blocks);

@@ -201,6 +201,8 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->capture_default_str();
   serve->add_option("--metrics-address", o.metrics_address, "Address the metrics listener binds")
       ->capture_default_str();
+  serve->add_option("--metrics-token", o.metrics_token,
+                    "Bearer token /metrics requires (none: open; /healthz and /readyz stay open)");
   serve->add_option("--grpc-port", o.grpc_port, "gRPC port (Vald v1 API, vecgpu.v1; 0: off)")
       ->capture_default_str();
   serve

@@ -48,6 +48,9 @@ struct ServeOptions {
   // Address the metrics listener binds. Default: 127.0.0.1 (it serves no data, but exposing it
   // is a choice to make).
   std::string metrics_address = "127.0.0.1";
+  // A bearer token /metrics requires (it names tenants in labels); empty: none. /healthz and
+  // /readyz stay open. Default: none.
+  std::string metrics_token;
   // Where indexes persist (empty: in memory only), and when a write counts as durable:
   // "sync" (after an fsync, shared by concurrent writers) or "async" (an fsync every
   // sync_interval_ms; a crash can lose that window). Defaults: none, sync, 100.

@@ -307,7 +307,7 @@ int Serve(const ServeOptions& o) {
   RegisterDeviceGauges(registry, devices);
   if (persisted) RegisterStoreGauges(registry, *persisted);
   std::atomic<bool> ready{false};
-  MetricsServer metrics_server(registry, [&] { return ready.load(); });
+  MetricsServer metrics_server(registry, [&] { return ready.load(); }, o.metrics_token);
   if (o.metrics_port != 0) {
     if (Status st = metrics_server.Start(o.metrics_address, o.metrics_port); !st.ok()) {
       spdlog::critical("{}", st.message());

@@ -218,11 +218,12 @@ Envelope PeekEnvelope(std::string_view bytes, int max_api_key_length,
   Cursor c(bytes);
   Header h = ReadHeader(c);
   if (h.kind != Kind::kMap) return e;
-  // Reads a string value of at most `max` bytes; nullopt (value skipped) for anything else.
+  // Reads a non-empty string value of at most `max` bytes; nullopt (value skipped) for
+  // anything else.
   auto string_value = [&c](uint64_t max, bool* bad) -> std::optional<std::string> {
     Cursor at = c;
     Header v = ReadHeader(c);
-    if (v.kind == Kind::kString && v.length <= max && c.remaining() >= v.length) {
+    if (v.kind == Kind::kString && v.length >= 1 && v.length <= max && c.remaining() >= v.length) {
       return std::string(c.Take(v.length));
     }
     *bad = true;
@@ -247,6 +248,18 @@ Envelope PeekEnvelope(std::string_view bytes, int max_api_key_length,
       e.tenant_id = string_value(static_cast<uint64_t>(max_tenant_id_length), &bad);
       if (!e.tenant_id && !bad) return e;
       e.tenant_id_bad = bad;
+    } else if (k == "request_id") {
+      // Echoed on errors found before the request is decoded: a string or an integer.
+      const size_t start = c.pos();
+      Cursor peek = c;
+      uint8_t type = 0;
+      const bool has = peek.Byte(&type);
+      if (!ScanValue(c, ScanLimits{64, INT64_MAX}, 1).ok()) return e;
+      const bool str = (type >= 0xa0 && type <= 0xbf) || (type >= 0xd9 && type <= 0xdb);
+      const bool integer = type <= 0x7f || type >= 0xe0 || (type >= 0xcc && type <= 0xd3);
+      if (has && (str || integer) && c.pos() - start <= 300) {
+        e.request_id = std::string(bytes.substr(start, c.pos() - start));
+      }
     } else if (!ScanValue(c, ScanLimits{64, INT64_MAX}, 1).ok()) {
       return e;
     }

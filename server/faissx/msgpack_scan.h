@@ -33,10 +33,11 @@ std::string PeekAction(std::string_view bytes);
 struct Envelope {
   bool map = false;  // a map with string keys, walked to its end
   std::string action;
-  std::optional<std::string> api_key;    // a string no longer than the limit
+  std::optional<std::string> api_key;    // a non-empty string no longer than the limit
   bool api_key_bad = false;               // present, but not such a string
   std::optional<std::string> tenant_id;
   bool tenant_id_bad = false;
+  std::string request_id;  // its msgpack bytes when a string or an integer, else empty
 };
 Envelope PeekEnvelope(std::string_view bytes, int max_api_key_length, int max_tenant_id_length);
 

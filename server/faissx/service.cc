@@ -32,7 +32,7 @@ void EchoRequestId(const Request* req, MapWriter& out) {
   }
 }
 
-std::string Error(const Status& st, const Request* req) {
+std::string Error(const Status& st, const Request* req, const std::string& raw_request_id = "") {
   MapWriter out;
   out.Bool("success", false);
   out.Str("error", EscapeInvalidUtf8(st.message()));
@@ -43,7 +43,11 @@ std::string Error(const Status& st, const Request* req) {
   details.pack(std::string(StatusCodeName(st.code())));
   out.Double("timestamp", Now());
   out.Str("version", kVersion);
-  EchoRequestId(req, out);
+  if (req) {
+    EchoRequestId(req, out);
+  } else if (!raw_request_id.empty()) {
+    out.Raw("request_id", raw_request_id);  // from the envelope (PeekEnvelope)
+  }
   return out.Finish();
 }
 
@@ -74,6 +78,7 @@ void FaissxService::Handle(std::string_view payload, Done done, const Admit& adm
     std::optional<Request> req;
     Principal who;
     std::string tenant;
+    std::string request_id;  // from the envelope, until the request is decoded
     std::shared_ptr<Quotas::Request> metered;  // in flight until the reply
     Done done;
   };
@@ -93,7 +98,7 @@ void FaissxService::Handle(std::string_view payload, Done done, const Admit& adm
   };
   auto fail = [finish](Call& c, const Status& st) {
     c.o.code = std::string(WireErrorCode(st.code()));
-    finish(c, Error(st, c.req ? &*c.req : nullptr));
+    finish(c, Error(st, c.req ? &*c.req : nullptr, c.request_id));
   };
 
   if (static_cast<int64_t>(payload.size()) > limits_.max_request_bytes) {
@@ -112,6 +117,7 @@ void FaissxService::Handle(std::string_view payload, Done done, const Admit& adm
                                                    "msgpack map with string keys")
                                  : scan);
   }
+  call->request_id = env.request_id;
   call->o.action = "unknown";
   const Action* action = FindAction(env.action);
   if (env.action.empty()) return fail(*call, InvalidArgument("Malformed request: no 'action' field"));

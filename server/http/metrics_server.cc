@@ -10,14 +10,39 @@ struct MetricsServer::Impl {
   httplib::Server http;
 };
 
-MetricsServer::MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready)
-    : registry_(registry), ready_(std::move(ready)), impl_(std::make_unique<Impl>()) {}
+namespace {
+// Compares in time independent of where the strings differ.
+bool SameSecret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
+  return diff == 0 && !b.empty();
+}
+}  // namespace
+
+MetricsServer::MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready,
+                             std::string token)
+    : registry_(registry),
+      ready_(std::move(ready)),
+      token_(std::move(token)),
+      impl_(std::make_unique<Impl>()) {}
 
 MetricsServer::~MetricsServer() { Stop(); }
 
 Status MetricsServer::Start(const std::string& address, int port) {
   httplib::Server& http = impl_->http;
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!token_.empty()) {
+      const std::string auth = req.get_header_value("Authorization");
+      constexpr std::string_view kBearer = "Bearer ";
+      if (auth.size() <= kBearer.size() || auth.compare(0, kBearer.size(), kBearer) != 0 ||
+          !SameSecret(auth.substr(kBearer.size()), token_)) {
+        res.status = 401;
+        res.set_header("WWW-Authenticate", "Bearer");
+        res.set_content("unauthorized: /metrics needs \"Authorization: Bearer <metrics-token>\"\n",
+                        "text/plain");
+        return;
+      }
+    }
     res.set_content(registry_.Render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {

@@ -16,8 +16,11 @@ namespace vecgpu::server {
 // no data, no administration. Runs its own thread. Start and Stop from one thread.
 class MetricsServer {
  public:
-  // `registry` must outlive the server; `ready` is polled by /readyz.
-  MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready);
+  // `registry` must outlive the server; `ready` is polled by /readyz. A non-empty `token`
+  // protects /metrics (tenant names are in its labels): requests must send
+  // "Authorization: Bearer <token>", else 401. /healthz and /readyz stay open for probes.
+  MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready,
+                std::string token = "");
   ~MetricsServer();
 
   // Binds address:port (port 0 picks a free one) and serves; Unavailable names the endpoint.
@@ -30,6 +33,7 @@ class MetricsServer {
   struct Impl;
   const MetricsRegistry& registry_;
   const std::function<bool()> ready_;
+  const std::string token_;
   std::unique_ptr<Impl> impl_;
   std::thread thread_;
   int port_ = 0;

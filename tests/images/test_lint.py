@@ -73,6 +73,12 @@ def test_statefulset_wires_probes_ports_gpu_secret_and_volume():
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
     selector = sts["spec"]["selector"]["matchLabels"]
     assert docs["Service/vecgpu"]["spec"]["selector"] == selector
+    # The metrics port is on a Service of its own, never behind the client Service.
+    client_ports = {p["name"] for p in docs["Service/vecgpu"]["spec"]["ports"]}
+    assert client_ports == {"faissx", "grpc"}
+    metrics = docs["Service/vecgpu-metrics"]["spec"]
+    assert metrics["selector"] == selector
+    assert [p["targetPort"] for p in metrics["ports"]] == ["metrics"]
     assert docs["PodDisruptionBudget/vecgpu"]["spec"]["selector"]["matchLabels"] == selector
     assert docs["Service/" + sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
 

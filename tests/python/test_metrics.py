@@ -143,3 +143,28 @@ def test_default_listener_logs_its_address_and_binds_loopback():
     finally:
         assert s.stop() == 0
     assert f"metrics on http://127.0.0.1:{s.metrics_port}/metrics" in s.output
+
+
+def test_metrics_token_protects_metrics_but_not_the_probes():
+    """/metrics names tenants: with --metrics-token it needs the bearer token; the probes
+    stay open for Kubernetes."""
+    srv = Server("--metrics-token", "s3cret", "--log-level", "warning")
+    try:
+        def get(path, token=None):
+            req = urllib.request.Request(srv.metrics_url + path)
+            if token is not None:
+                req.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+        assert get("/metrics")[0] == 401
+        assert get("/metrics", "wrong")[0] == 401
+        assert get("/metrics", "s3cre")[0] == 401
+        status, body = get("/metrics", "s3cret")
+        assert status == 200 and "vecgpu_requests_total" in body
+        assert get("/healthz")[0] == 200
+        assert get("/readyz")[0] == 200
+    finally:
+        assert srv.stop() == 0
