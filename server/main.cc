@@ -346,6 +346,7 @@ int Serve(const ServeOptions& o) {
     if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') env.server_name = host;
     env.snapshot = service_options.snapshot;
     env.quotas = &quotas;
+    env.long_add_rows = o.scheduler.long_add_rows;
     env.metrics = &metrics;
     grpc_server = std::make_unique<GrpcServer>(
         std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "core/index_spec.h"
+#include "server/grpc/queued.h"
 
 namespace vecgpu::server {
 namespace {
@@ -61,7 +62,8 @@ google::rpc::Status ToRpcStatus(const Status& status) {
   return out;
 }
 
-Status EnsureCollection(const GrpcEnv& env, const CallScope& scope, int dim) {
+Status EnsureCollection(const GrpcEnv& env, const grpc::ServerContextBase& context,
+                        const CallScope& scope, int dim) {
   auto layout = env.engine->Layout(scope.tenant, scope.collection);
   if (layout.ok() || layout.status().code() != StatusCode::kNotFound) return layout.status();
   CreateCollectionRequest req;
@@ -79,7 +81,10 @@ Status EnsureCollection(const GrpcEnv& env, const CallScope& scope, int dim) {
     req.index_type = "IDMap2," + spec.factory;
   }
   req.metric = std::string(MetricName(spec.metric));
-  auto created = env.engine->Create(scope.tenant, req);
+  auto created = Queued<CollectionInfo>(env, context, scope.tenant, nullptr, WorkClass::kShort,
+                                        [&env, &scope, req] {
+                                          return env.engine->Create(scope.tenant, req);
+                                        });
   // Two first inserts racing: the loser finds the winner's collection.
   if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists) {
     return created.status().WithContext("creating collection '" + scope.collection + "'");

@@ -29,8 +29,11 @@ struct GrpcEnv {
   int vald_dimension = 0;
   std::string vald_index_type = "Flat";
   std::string vald_metric = "L2";
-  // A search's deadline when its Search.Config sets no timeout (0: none).
+  // A search's deadline when its Search.Config sets no timeout (0: none); every call's when
+  // its client sets none.
   int request_timeout_ms = 0;
+  // Writes of at least this many objects run on the long workers (--long-add-rows).
+  int64_t long_add_rows = 1000;
   // Object.Location.name: this server (its host name, or "vecgpu").
   std::string server_name = "vecgpu";
   // SaveIndex and Collections.Snapshot (store::Store::Snapshot); empty without --data-dir.
@@ -67,6 +70,8 @@ google::rpc::Status ToRpcStatus(const Status& status);
 // Creates the scope's collection if it does not exist (Vald's Insert/Upsert on an empty
 // agent): --vald-dimension (0: `dim`, the first vector's length), --vald-index-type wrapped in
 // an IDMap2 so that string ids work, --vald-metric. Through Engine::Create, so it is logged.
-Status EnsureCollection(const GrpcEnv& env, const CallScope& scope, int dim);
+// The create runs on the scheduler (server/grpc/queued.h), within the call's deadline.
+Status EnsureCollection(const GrpcEnv& env, const grpc::ServerContextBase& context,
+                        const CallScope& scope, int dim);
 
 }  // namespace vecgpu::server

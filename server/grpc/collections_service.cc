@@ -1,5 +1,7 @@
 #include "server/grpc/collections_service.h"
 
+#include "server/grpc/queued.h"
+
 namespace vecgpu::server {
 namespace {
 
@@ -37,7 +39,8 @@ grpc::Status CollectionsService::Create(grpc::ServerContext* c, const v1::Create
   r.dim = req->dimension();
   r.metric = req->metric();
   r.device = req->device();
-  auto info = env_.engine->Create(scope->tenant, r);
+  auto info = Queued<CollectionInfo>(env_, *c, scope->tenant, nullptr, WorkClass::kShort,
+                                     [&] { return env_.engine->Create(scope->tenant, r); });
   if (!info.ok()) return ToGrpc(info.status());
   Fill(*info, out);
   return grpc::Status::OK;
@@ -47,7 +50,9 @@ grpc::Status CollectionsService::Delete(grpc::ServerContext* c, const v1::NameRe
                                         v1::DeleteResponse*) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  return ToGrpc(env_.engine->Drop(scope->tenant, req->name()));
+  const std::string name = req->name();
+  return ToGrpc(QueuedStatus(env_, *c, scope->tenant, &name, WorkClass::kShort,
+                             [&] { return env_.engine->Drop(scope->tenant, name); }));
 }
 
 grpc::Status CollectionsService::List(grpc::ServerContext* c, const v1::ListRequest*,
@@ -77,7 +82,9 @@ grpc::Status CollectionsService::Snapshot(grpc::ServerContext* c, const v1::Snap
   if (!env_.snapshot) {
     return ToGrpc(Unimplemented("snapshot: this server keeps no data directory (--data-dir)"));
   }
-  auto r = env_.snapshot(scope->admin ? "" : scope->tenant);
+  auto r = Queued<store::SnapshotReport>(env_, *c, scope->tenant, nullptr, WorkClass::kLong, [&] {
+    return env_.snapshot(scope->admin ? "" : scope->tenant);
+  });
   if (!r.ok()) return ToGrpc(r.status());
   out->set_seq(r->cut);
   out->set_written(r->written);

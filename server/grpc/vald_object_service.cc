@@ -1,6 +1,7 @@
 // vald.v1 Object, Flush and Index, and core.v1.Agent, over the Engine's string-id API.
 // vecgpu writes are searchable when acknowledged: nothing is ever uncommitted, so CreateIndex
 // has nothing to do, and SaveIndex takes a snapshot of the data directory (--data-dir).
+#include "server/grpc/queued.h"
 #include "server/grpc/vald_services.h"
 
 namespace vecgpu::server {
@@ -122,7 +123,8 @@ grpc::Status ValdFlushService::Flush(ServerContext* c, const pb::Flush::Request*
                                      pb::Info::Index::Count* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  Status st = env_.engine->Reset(scope->tenant, scope->collection);
+  Status st = QueuedStatus(env_, *c, scope->tenant, &scope->collection, WorkClass::kShort,
+                           [&] { return env_.engine->Reset(scope->tenant, scope->collection); });
   if (!st.ok() && st.code() != StatusCode::kNotFound) return ToGrpc(st);
   return ToGrpc(CountOf(env_, *scope, out));
 }
@@ -187,7 +189,9 @@ grpc::Status AgentService::SaveIndex(ServerContext* c, const pb::Empty*, pb::Emp
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   if (!env_.snapshot) return grpc::Status::OK;  // in memory only, as Vald's in-memory mode
-  return ToGrpc(env_.snapshot(scope->admin ? "" : scope->tenant).status());
+  return ToGrpc(QueuedStatus(env_, *c, scope->tenant, nullptr, WorkClass::kLong, [&] {
+    return env_.snapshot(scope->admin ? "" : scope->tenant).status();
+  }));
 }
 
 grpc::Status AgentService::CreateAndSaveIndex(ServerContext* c,

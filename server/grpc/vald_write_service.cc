@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "server/grpc/queued.h"
 #include "server/grpc/vald_services.h"
 
 namespace vecgpu::server {
@@ -20,7 +21,8 @@ void SetLocation(const GrpcEnv& env, const std::string& id, pb::Object::Location
 // Writes `reqs` (Insert/Update/Upsert.Request) as one all-or-nothing PutKeyed, each with its
 // own skip_strict_exist_check.
 template <typename Request>
-Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const Request*>& reqs,
+Status Put(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+           const std::vector<const Request*>& reqs,
            PutMode mode, pb::Object::Locations* out) {
   if (reqs.empty()) return InvalidArgument("requests: no object given");
   // PutMulti checks --max-add-vectors before it gathers `reqs`; the others put one object.
@@ -34,7 +36,7 @@ Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const R
   }
   if (mode != PutMode::kUpdate) {
     RETURN_IF_ERROR(
-        EnsureCollection(env, scope, static_cast<int>(reqs[0]->vector().vector_size())));
+        EnsureCollection(env, c, scope, static_cast<int>(reqs[0]->vector().vector_size())));
   }
   std::vector<KeyedObject> objects;
   objects.reserve(reqs.size());
@@ -43,8 +45,16 @@ Status Put(const GrpcEnv& env, const CallScope& scope, const std::vector<const R
     objects.push_back({r->vector().id(), std::vector<float>(v.begin(), v.end()),
                        r->config().timestamp(), r->config().skip_strict_exist_check()});
   }
-  RETURN_IF_ERROR(env.engine->PutKeyed(scope.tenant, scope.collection, std::move(objects), mode,
-                                       /*skip_strict=*/false));
+  // On the collection's queue, in order with its other writes and searches (FAISSx's too).
+  auto shared = std::make_shared<std::vector<KeyedObject>>(std::move(objects));
+  const WorkClass cls = static_cast<int64_t>(shared->size()) >= env.long_add_rows
+                            ? WorkClass::kLong
+                            : WorkClass::kShort;
+  RETURN_IF_ERROR(QueuedStatus(env, c, scope.tenant, &scope.collection, cls, [&env, &scope, shared,
+                                                                              mode] {
+    return env.engine->PutKeyed(scope.tenant, scope.collection, std::move(*shared), mode,
+                                /*skip_strict=*/false);
+  }));
   for (const Request* r : reqs) SetLocation(env, r->vector().id(), out->add_locations());
   return Status::Ok();
 }
@@ -55,7 +65,7 @@ grpc::Status PutOne(const GrpcEnv& env, ServerContext* c, const Request& req, Pu
   auto scope = ScopeOf(env, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   pb::Object::Locations locs;
-  Status st = Put<Request>(env, *scope, {&req}, mode, &locs);
+  Status st = Put<Request>(env, *c, *scope, {&req}, mode, &locs);
   if (st.ok()) *out = locs.locations(0);
   return ToGrpc(st);
 }
@@ -72,7 +82,7 @@ grpc::Status PutMulti(const GrpcEnv& env, ServerContext* c, const MultiRequest& 
   }
   std::vector<const std::remove_cvref_t<decltype(req.requests(0))>*> reqs;
   for (const auto& r : req.requests()) reqs.push_back(&r);
-  return ToGrpc(Put(env, *scope, reqs, mode, out));
+  return ToGrpc(Put(env, *c, *scope, reqs, mode, out));
 }
 
 template <typename Request>
@@ -83,7 +93,7 @@ grpc::Status PutStream(const GrpcEnv& env, ServerContext* c,
   Request req;
   while (s->Read(&req)) {
     pb::Object::Locations locs;
-    Status st = Put<Request>(env, *scope, {&req}, mode, &locs);
+    Status st = Put<Request>(env, *c, *scope, {&req}, mode, &locs);
     pb::Object::StreamLocation resp;
     if (st.ok()) {
       *resp.mutable_location() = locs.locations(0);
@@ -95,14 +105,17 @@ grpc::Status PutStream(const GrpcEnv& env, ServerContext* c,
   return grpc::Status::OK;
 }
 
-Status RemoveIds(const GrpcEnv& env, const CallScope& scope, const std::vector<std::string>& ids,
-                 pb::Object::Locations* out) {
+Status RemoveIds(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+                 const std::vector<std::string>& ids, pb::Object::Locations* out) {
   if (ids.empty()) return InvalidArgument("requests: no id given");
   // MultiRemove checks --max-add-vectors before it copies the ids; the others remove one.
   for (const std::string& id : ids) {
     if (id.empty()) return InvalidArgument("id: must not be empty");
   }
-  RETURN_IF_ERROR(env.engine->RemoveKeyed(scope.tenant, scope.collection, ids));
+  RETURN_IF_ERROR(QueuedStatus(env, c, scope.tenant, &scope.collection, WorkClass::kShort,
+                               [&env, &scope, &ids] {
+                                 return env.engine->RemoveKeyed(scope.tenant, scope.collection, ids);
+                               }));
   for (const std::string& id : ids) SetLocation(env, id, out->add_locations());
   return Status::Ok();
 }
@@ -147,7 +160,9 @@ grpc::Status ValdUpdateService::UpdateTimestamp(ServerContext* c,
              std::chrono::system_clock::now().time_since_epoch())
              .count();
   }
-  Status st = env_.engine->StampKey(scope->tenant, scope->collection, req->id(), ts, req->force());
+  Status st = QueuedStatus(env_, *c, scope->tenant, &scope->collection, WorkClass::kShort, [&] {
+    return env_.engine->StampKey(scope->tenant, scope->collection, req->id(), ts, req->force());
+  });
   if (st.ok()) SetLocation(env_, req->id(), out);
   return ToGrpc(st);
 }
@@ -170,7 +185,7 @@ grpc::Status ValdRemoveService::Remove(ServerContext* c, const pb::Remove::Reque
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   pb::Object::Locations locs;
-  Status st = RemoveIds(env_, *scope, {req->id().id()}, &locs);
+  Status st = RemoveIds(env_, *c, *scope, {req->id().id()}, &locs);
   if (st.ok()) *out = locs.locations(0);
   return ToGrpc(st);
 }
@@ -192,7 +207,11 @@ grpc::Status ValdRemoveService::RemoveByTimestamp(ServerContext* c,
     // Vald's operator numbers (Eq..Lt) are TimestampCondition's.
     conditions.push_back({static_cast<TimestampCondition::Op>(t.operator_()), t.timestamp()});
   }
-  auto removed = env_.engine->RemoveKeyedWhere(scope->tenant, scope->collection, conditions);
+  auto removed = Queued<std::vector<std::string>>(
+      env_, *c, scope->tenant, &scope->collection, WorkClass::kShort,
+      [&]() -> StatusOr<std::vector<std::string>> {
+        return env_.engine->RemoveKeyedWhere(scope->tenant, scope->collection, conditions);
+      });
   if (!removed.ok()) return ToGrpc(removed.status());
   if (removed->empty()) return ToGrpc(NotFound("no object matches the timestamps"));
   for (const std::string& id : *removed) SetLocation(env_, id, out->add_locations());
@@ -206,7 +225,7 @@ grpc::Status ValdRemoveService::StreamRemove(
   pb::Remove::Request req;
   while (s->Read(&req)) {
     pb::Object::Locations locs;
-    Status st = RemoveIds(env_, *scope, {req.id().id()}, &locs);
+    Status st = RemoveIds(env_, *c, *scope, {req.id().id()}, &locs);
     pb::Object::StreamLocation resp;
     if (st.ok()) {
       *resp.mutable_location() = locs.locations(0);
@@ -229,7 +248,7 @@ grpc::Status ValdRemoveService::MultiRemove(ServerContext* c, const pb::Remove::
   }
   std::vector<std::string> ids;
   for (const auto& r : req->requests()) ids.push_back(r.id().id());
-  return ToGrpc(RemoveIds(env_, *scope, ids, out));
+  return ToGrpc(RemoveIds(env_, *c, *scope, ids, out));
 }
 
 }  // namespace vecgpu::server

@@ -330,3 +330,42 @@ def test_auth_file_roles_are_checked(tmp_path):
                          capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     assert "role 'root'" in out.stdout + out.stderr
+
+
+def queued_count(srv):
+    """Requests that went through the scheduler's queues (vecgpu_queue_wait_seconds)."""
+    import urllib.request
+    with urllib.request.urlopen(srv.metrics_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vecgpu_queue_wait_seconds_count"))
+
+
+def test_grpc_writes_creates_drops_and_snapshots_run_on_the_scheduler(tmp_path):
+    """Vald writes, the create a first insert makes, Flush and SaveIndex (a snapshot) are queued
+    like FAISSx requests (in order on their collection, fairly, within their deadline), not run
+    on the gRPC thread."""
+    from conftest import built_with_grpc
+    if not built_with_grpc():
+        pytest.skip("built without gRPC")
+    from test_vald import Vald, ins, pb
+    srv = start_persistent(tmp_path)
+    try:
+        vald = Vald(srv.grpc_target)
+        steps = []
+        before = queued_count(srv)
+        vald(vald.insert.Insert, ins("a", np.ones(8, dtype=np.float32)))  # creates, then writes
+        steps.append(queued_count(srv) - before)
+        vald(vald.insert.MultiInsert, pb.Insert.MultiRequest(
+            requests=[ins(f"m{i}", np.full(8, i, dtype=np.float32)) for i in range(5)]))
+        steps.append(queued_count(srv) - before)
+        vald(vald.remove.Remove, pb.Remove.Request(id=pb.Object.ID(id="a")))
+        steps.append(queued_count(srv) - before)
+        vald(vald.agent.SaveIndex, pb.Empty())
+        steps.append(queued_count(srv) - before)
+        vald(vald.flush.Flush, pb.Flush.Request())
+        steps.append(queued_count(srv) - before)
+        assert steps[0] >= 2, steps  # the create and the insert
+        assert all(b > a for a, b in zip(steps, steps[1:])), steps
+    finally:
+        assert srv.stop() == 0
