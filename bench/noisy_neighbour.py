@@ -15,11 +15,13 @@ within 2x of alone, its max under max(10x alone p99, 250 ms), RSS within the con
 bounds plus the data, threads bounded.
 
   .venv/bin/python bench/noisy_neighbour.py [--seconds 8] [--snapshot-mb 1536] \
-      [--out bench/results/noisy.json] [--plot bench/results/noisy.png] [--rows flood,...]
+      [--idle-streams 3000] [--flood-clients 3] [--out bench/results/noisy.json] \
+      [--plot bench/results/noisy.png] [--rows flood,...]
 """
 import argparse
+import itertools
 import json
-import os
+import multiprocessing
 import pathlib
 import shutil
 import sys
@@ -40,7 +42,10 @@ ROWS = ["train+snapshot", "big-snapshot", "clustering", "flood", "idle-streams",
 
 
 def req(srv, key, timeout_ms=120_000, **fields):
-    return raw_call(srv.endpoint, {"api_key": key, **fields}, timeout_ms=timeout_ms)
+    try:
+        return raw_call(srv.endpoint, {"api_key": key, **fields}, timeout_ms=timeout_ms)
+    except zmq.Again:
+        return {"success": False, "error": "no reply within the client's timeout"}
 
 
 def f4(x):
@@ -111,23 +116,40 @@ def summary(search, create):
             "create_p50_ms": float(np.percentile(c, 50)), "create_max_ms": float(c.max())}
 
 
-class Background(threading.Thread):
-    """Runs fn(stop) until told to stop."""
+class Background:
+    """Runs fn(stop) in a process of its own until told to stop: the aggressor is another
+    client process, as a tenant is (in this process it would share the interpreter's lock with
+    tenant B's measurements). Forked before this process uses gRPC; `go=False` holds it until
+    start_work()."""
 
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.stopped, self.error = fn, False, None
-        self.start()
+    def __init__(self, fn, go=True):
+        ctx = multiprocessing.get_context("fork")
+        self.stop_ev, self.go_ev, self.errors = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.error = None
+        if go:
+            self.go_ev.set()
+        self.proc = ctx.Process(target=self._run, args=(fn,), daemon=True)
+        self.proc.start()
 
-    def run(self):
+    def _run(self, fn):
+        self.go_ev.wait()
         try:
-            self.fn(lambda: self.stopped)
+            fn(self.stop_ev.is_set)
         except Exception as e:  # noqa: BLE001  (reported with the row)
-            self.error = repr(e)
+            self.errors.put(repr(e))
+
+    def start_work(self):
+        self.go_ev.set()
 
     def halt(self, timeout=120):
-        self.stopped = True
-        self.join(timeout)
+        self.go_ev.set()
+        self.stop_ev.set()
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join()
+        if not self.errors.empty():
+            self.error = self.errors.get()
 
 
 def row_train_snapshot(srv, args):
@@ -207,7 +229,8 @@ def row_flood(srv, args):
         s.close()
 
     def work(stop):
-        ts = [threading.Thread(target=one, args=(stop,), daemon=True) for _ in range(3)]
+        ts = [threading.Thread(target=one, args=(stop,), daemon=True)
+              for _ in range(args.flood_clients)]
         for t in ts:
             t.start()
         for t in ts:
@@ -257,16 +280,17 @@ def row_idle_streams(srv, args):
     return work
 
 
+INSERTED = itertools.count()
+
+
 def row_grpc_insert(srv, args):
     def work(stop):
         ch, pb, insert, _, md = vald(srv, "key-a")
         rng = np.random.default_rng(5)
-        n = 0
         while not stop():
             x = rng.standard_normal((500, 64)).astype(np.float32)
-            reqs = [pb.Insert.Request(vector=pb.Object.Vector(id=f"a{n + i}", vector=list(v)))
-                    for i, v in enumerate(x)]
-            n += len(reqs)
+            reqs = [pb.Insert.Request(vector=pb.Object.Vector(id=f"a{next(INSERTED)}",
+                                                              vector=list(v))) for v in x]
             insert.MultiInsert(pb.Insert.MultiRequest(requests=reqs), metadata=md, timeout=60)
         ch.close()
     return work
@@ -287,7 +311,7 @@ def b_grpc(srv):
             for j, v in enumerate(x[i:i + 500])]), metadata=md, timeout=60)
 
     def one(q):
-        search.Search(pb.Search.Request(vector=list(q), config=pb.Search.Config(num=10)),
+        search.Search(pb.Search.Request(vector=list(q), config=pb.Search.Config(num=10, radius=-1.0, epsilon=0.01)),
                       metadata=md, timeout=30)
     return ch, one
 
@@ -297,6 +321,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--snapshot-mb", type=int, default=1536)
     ap.add_argument("--idle-streams", type=int, default=3000)
+    ap.add_argument("--flood-clients", type=int, default=3)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--out", default="")
     ap.add_argument("--plot", default="")
@@ -325,21 +350,21 @@ def main():
         grpc_alone = None
         for name in rows:
             work = MAKERS[name](srv, args)
-            watch = Watch(srv.proc.pid)
-            bg = Background(work)
-            time.sleep(1.0)  # let it start
             if name == "grpc-insert":
+                # B over gRPC, alone and then beside A's inserts (A's process is forked first).
+                bg = Background(work, go=False)
                 ch, one = b_grpc(srv)
-                if grpc_alone is None:
-                    bg.stopped = True
-                    bg.join(120)
-                    grpc_alone = summary(*measure_b(srv, args.seconds, one))
-                    report["rows"]["alone (gRPC)"] = grpc_alone
-                    bg = Background(work)
-                    time.sleep(1.0)
+                grpc_alone = summary(*measure_b(srv, args.seconds, one))
+                report["rows"]["alone (gRPC)"] = grpc_alone
+                watch = Watch(srv.proc.pid)
+                bg.start_work()
+                time.sleep(1.0)
                 s = summary(*measure_b(srv, args.seconds, one))
                 ch.close()
             else:
+                watch = Watch(srv.proc.pid)
+                bg = Background(work)
+                time.sleep(1.0)  # let it start
                 s = summary(*measure_b(srv, args.seconds))
             bg.halt()
             watch.stop = True

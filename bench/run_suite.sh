@@ -14,6 +14,18 @@ B=${VECGPU_BENCH_BUILD:-build}
 [ -x "$B/vecgpu-bench" ] || { echo "run scripts/setup.sh first (no $B/vecgpu-bench)"; exit 1; }
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(standard)
+# "noisy-neighbour" (also part of "standard") is bench/noisy_neighbour.py: it starts servers of
+# its own, with auth and a data directory.
+noisy=0
+rest=()
+for n in "${names[@]}"; do
+  case "$n" in
+    noisy-neighbour) noisy=1 ;;
+    standard) noisy=1; rest+=("$n") ;;
+    *) rest+=("$n") ;;
+  esac
+done
+names=("${rest[@]}")
 
 # Three distinct free ports (ZeroMQ, gRPC, FAISSx), bound at once: two binds in a row can get
 # the same port.
@@ -63,7 +75,18 @@ if [ "${VECGPU_BENCH_NO_FAISSX:-0}" != 1 ]; then
 fi
 wait_ping "tcp://127.0.0.1:$vport" || { echo "vecgpu did not start"; exit 1; }
 
-"$B/vecgpu-bench" run "${names[@]}" "${args[@]}" --data-dir bench/data \
-  --time-scale "${VECGPU_BENCH_TIME_SCALE:-1}" --out "bench/results/$stamp.json"
-.venv/bin/python bench/plot.py "bench/results/$stamp.json" --out "bench/results/$stamp"
-echo "report: bench/results/$stamp.json, plots: bench/results/$stamp/"
+if [ ${#names[@]} -gt 0 ]; then
+  "$B/vecgpu-bench" run "${names[@]}" "${args[@]}" --data-dir bench/data \
+    --time-scale "${VECGPU_BENCH_TIME_SCALE:-1}" --out "bench/results/$stamp.json"
+  .venv/bin/python bench/plot.py "bench/results/$stamp.json" --out "bench/results/$stamp"
+  echo "report: bench/results/$stamp.json, plots: bench/results/$stamp/"
+fi
+if [ "$noisy" = 1 ]; then
+  cleanup  # the suite's servers stop first: the scenario measures a quiet machine
+  mkdir -p "bench/results/$stamp"
+  VECGPU_BIN="$B/vecgpu" .venv/bin/python bench/noisy_neighbour.py \
+    --seconds "$(.venv/bin/python -c "print(8 * float('${VECGPU_BENCH_TIME_SCALE:-1}'))")" \
+    --out "bench/results/$stamp-noisy-neighbour.json" \
+    --plot "bench/results/$stamp/noisy-neighbour.png"
+  echo "noisy neighbour: bench/results/$stamp-noisy-neighbour.json, plot bench/results/$stamp/noisy-neighbour.png"
+fi

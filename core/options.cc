@@ -42,6 +42,9 @@ Status Limits::Validate() {
 }
 
 Status SchedulerOptions::Validate() {
+  if (long_worker_nice < 0 || long_worker_nice > 19) {
+    return InvalidArgument("long_worker_nice: must be within 0..19");
+  }
   if (long_workers_per_tenant < 0) {
     return InvalidArgument("long_workers_per_tenant: must not be negative");
   }

@@ -73,6 +73,10 @@ struct SchedulerOptions {
   // lets one tenant use them all. 0: an even share (write_threads / tenants with long work,
   // at least 1). Default: 0.
   int long_workers_per_tenant = 0;
+  // Nice value of the long workers' threads (Linux: per thread), so that training, clustering
+  // and snapshots yield the cores to searches when both want them, and use them fully when
+  // nothing else runs. 0: the process's. Default: 10.
+  int long_worker_nice = 10;
   // Adds of at least this many vectors are long work. Default: 1000.
   int long_add_rows = 1000;
   // A request still queued after this long is answered TIMEOUT instead of run; requests may

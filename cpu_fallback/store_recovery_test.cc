@@ -213,6 +213,16 @@ std::shared_ptr<IndexStorage> StorageOf(Engine& e, const std::string& name) {
   return nullptr;
 }
 
+// Holds a storage's write order for its lifetime, as a long write (a training run) does.
+class Writing {
+ public:
+  explicit Writing(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS : mu_(mu) { mu_.Lock(); }
+  ~Writing() NO_THREAD_SAFETY_ANALYSIS { mu_.Unlock(); }
+
+ private:
+  Mutex& mu_;
+};
+
 TEST(StoreRecoveryTest, ASnapshotNeverWaitsForAStorageBeingWritten) {
   MemoryFileSystem fs;
   Node a(fs);
@@ -228,13 +238,13 @@ TEST(StoreRecoveryTest, ASnapshotNeverWaitsForAStorageBeingWritten) {
   // x and z are being written (as by a training run): their write orders are held.
   auto x = StorageOf(*a.engine, "x");
   auto z = StorageOf(*a.engine, "z");
-  x->write_order().Lock();
-  z->write_order().Lock();
+  auto writing_x = std::make_unique<Writing>(x->write_order());
+  auto writing_z = std::make_unique<Writing>(z->write_order());
   ASSERT_TRUE(a.engine->Add(kTenant, "y", Rows(data, 30, 7), {}).ok());
   ASSERT_TRUE(a.engine->Create(kTenant, {"w", "L2", kStateDim, ""}).ok());  // no catalog wait
   auto rep = a.store->Snapshot();  // returns with x and z held
-  x->write_order().Unlock();
-  z->write_order().Unlock();
+  writing_x.reset();
+  writing_z.reset();
   ASSERT_TRUE(rep.ok()) << rep.status().message();
   EXPECT_EQ(rep->busy, 2);
   EXPECT_EQ(rep->written, 2);  // y and w

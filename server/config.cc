@@ -296,6 +296,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "Adds of at least this many vectors run on the long workers")
       ->capture_default_str();
   serve
+      ->add_option("--long-worker-nice", o.scheduler.long_worker_nice,
+                   "Nice value of the long workers' threads, so long work yields the cores to "
+                   "searches (0: none)")
+      ->capture_default_str();
+  serve
       ->add_option("--long-workers-per-tenant", o.scheduler.long_workers_per_tenant,
                    "Long workers one tenant may hold while another tenant's long work waits "
                    "(0: an even share)")

@@ -319,7 +319,11 @@ int Serve(const ServeOptions& o) {
   IngressBudget ingress(o.ingress());  // outlives the front end and every reply
   FrontendOptions fo{"tcp://" + o.bind_address + ":" + std::to_string(o.port),
                      o.limits.max_message_bytes, o.io_threads, o.poll_spin_us, &ingress};
-  RouterFrontend frontend(service, *dispatch, fo);
+  // Large requests (adds, training sets, keyless floods) are decoded on a pool of their own, so
+  // that small ones never wait behind them.
+  auto bulk = std::make_unique<WorkerPool>("bulk", 1, o.scheduler.max_queued,
+                                           cpu::UseOneThreadHere);
+  RouterFrontend frontend(service, *dispatch, fo, bulk.get());
   if (Status st = frontend.Start(); !st.ok()) {
     spdlog::critical("{}", st.message());
     return 1;
@@ -393,6 +397,7 @@ int Serve(const ServeOptions& o) {
   // running was never acknowledged.
   auto done = std::async(std::launch::async, [&] {
     dispatch->Shutdown();
+    bulk->Shutdown();
     scheduler->Shutdown();
   });
   if (persisted) {

@@ -1,5 +1,9 @@
 #include "core/scheduler/scheduler.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "core/util/interrupt.h"
@@ -24,6 +28,11 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_w
     for (int i = 0; i < thread_count_[kind]; ++i) {
       threads_.emplace_back([this, kind, on_worker_start] {
         if (on_worker_start) on_worker_start();
+        if (kind == 1 && options_.long_worker_nice > 0) {
+          // Best effort: long work yields the cores to searches when both want them.
+          (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)),
+                            options_.long_worker_nice);
+        }
         Run(kind, -1);
       });
     }

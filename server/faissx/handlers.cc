@@ -592,7 +592,8 @@ const std::unordered_map<std::string_view, Action>& Table() {
                       kU = Placement::kUnbound, kSe = Placement::kSearch, kA = Placement::kAdd;
   static const auto* table = new std::unordered_map<std::string_view, Action>{
       {"ping", {Ping, kS, kIn, nullptr}},
-      {"create_index", {CreateIndex, kS, kIn, nullptr}},  // an IDMap view: its base's queue
+      // A queue of its own (it logs, waiting for an fsync); an IDMap view: its base's queue.
+      {"create_index", {CreateIndex, kS, kU, nullptr}},
       // Adds and searches have no handler: the service decodes them (DecodeAdd,
       // DecodeSearch) and the engine queues, merges or batches them.
       {"add_vectors", {nullptr, kS, kA, "index_id"}},

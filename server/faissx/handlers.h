@@ -31,9 +31,9 @@ using ActionHandler = Status (*)(ActionContext&);
 
 // Where an action runs.
 enum class Placement {
-  kInline,      // on the dispatch thread, at once (ping, list, create)
+  kInline,      // on the dispatch thread, at once (ping, list, usage: cached reads only)
   kCollection,  // on the queue of the index named by `collection_key`, in order
-  kUnbound,     // on a queue of its own (clustering: bound to no index)
+  kUnbound,     // on a queue of its own (clustering, create, snapshot: bound to no index)
   kSearch,      // a search: queued on its index and batched with the searches behind it
   kAdd,         // an add: queued on its index and merged with the adds behind it
 };

@@ -65,5 +65,35 @@ TEST(MsgpackScanTest, PeekActionIsTolerant) {
   EXPECT_EQ(PeekAction(PackMap({{"index_id", "x"}, {"action", "train_index"}})), "train_index");
 }
 
+// Vectors as FAISSx sends them (arrays of float64), mixed with other values and cut short:
+// the fast skip over runs of floats checks exactly what one-by-one scanning did.
+TEST(MsgpackScanTest, RunsOfFloatsAreCheckedLikeAnyValue) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> p(b);
+  p.pack_map(3);
+  p.pack("action"), p.pack("add_vectors");
+  p.pack("vectors");
+  p.pack_array(3);
+  for (int r = 0; r < 3; ++r) {
+    p.pack_array(4);
+    p.pack_double(0.5), p.pack_float(1.5f), p.pack(7), p.pack_double(-2);
+  }
+  p.pack("api_key"), p.pack("k1");
+  const std::string ok(b.data(), b.size());
+  EXPECT_TRUE(ScanMsgpack(ok, {}).ok());
+  for (size_t cut = 1; cut < ok.size(); ++cut) {
+    EXPECT_FALSE(ScanMsgpack(ok.substr(0, cut), {}).ok()) << cut;
+  }
+  // A float type byte where a row ends: one element too many for its array.
+  std::string bad = ok;
+  bad[bad.find('\x94')] = '\x93';
+  EXPECT_FALSE(ScanMsgpack(bad, {}).ok());
+  const Envelope e = PeekEnvelope(ok, 256, 128);
+  EXPECT_TRUE(e.map);
+  EXPECT_EQ(e.action, "add_vectors");
+  EXPECT_EQ(e.api_key.value_or(""), "k1");
+  EXPECT_FALSE(PeekEnvelope(ok.substr(0, ok.size() - 1), 256, 128).map);
+}
+
 }  // namespace
 }  // namespace vecgpu::server

@@ -21,8 +21,8 @@ struct RouterFrontend::Impl {
 };
 
 RouterFrontend::RouterFrontend(const FaissxService& service, WorkerPool& dispatch,
-                               FrontendOptions options)
-    : service_(service), dispatch_(dispatch), options_(std::move(options)) {}
+                               FrontendOptions options, WorkerPool* bulk)
+    : service_(service), dispatch_(dispatch), bulk_(bulk), options_(std::move(options)) {}
 
 RouterFrontend::~RouterFrontend() { Stop(std::chrono::milliseconds(0)); }
 
@@ -166,6 +166,8 @@ void RouterFrontend::Loop() {
         }
         hold = std::move(*admitted);
       }
+      const bool large = static_cast<int64_t>(frames[2].size()) > options_.bulk_bytes;
+      WorkerPool& pool = large && bulk_ ? *bulk_ : dispatch_;
       auto message = std::make_shared<zmq::message_t>(std::move(frames[2]));
       auto task = [this, identity, message, hold]() mutable {
         IngressBudget* budget = options_.ingress;
@@ -183,7 +185,7 @@ void RouterFrontend::Loop() {
         message.reset();
         hold.reset();
       };
-      Status st = dispatch_.Submit(std::move(task));
+      Status st = pool.Submit(std::move(task));
       if (!st.ok()) PushReply(std::move(identity), FaissxService::ErrorReply(st));
     }
   }

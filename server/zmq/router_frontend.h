@@ -26,6 +26,10 @@ struct FrontendOptions {
   // Request bytes in flight, by connection, tenant, unauthenticated and in total (null: not
   // bounded but by the dispatch queue's count). Must outlive the front end's replies.
   IngressBudget* ingress = nullptr;
+  // Requests larger than this many bytes are decoded on the bulk pool (if one is given), so
+  // that a one-query search never waits behind the decoding of a large add or a keyless
+  // 99 MB message. Default: 1 MiB.
+  int64_t bulk_bytes = int64_t{1} << 20;
 };
 
 // The FAISSx ZeroMQ front end. One thread owns the ROUTER socket (REQ clients see plain
@@ -35,7 +39,9 @@ struct FrontendOptions {
 // thread.
 class RouterFrontend {
  public:
-  RouterFrontend(const FaissxService& service, WorkerPool& dispatch, FrontendOptions options);
+  // `bulk` (may be null): the pool that decodes requests larger than options.bulk_bytes.
+  RouterFrontend(const FaissxService& service, WorkerPool& dispatch, FrontendOptions options,
+                 WorkerPool* bulk = nullptr);
   ~RouterFrontend();
 
   // Binds the socket and starts serving; an error names the endpoint.
@@ -51,6 +57,7 @@ class RouterFrontend {
 
   const FaissxService& service_;
   WorkerPool& dispatch_;
+  WorkerPool* const bulk_;
   const FrontendOptions options_;
   std::unique_ptr<Impl> impl_;
   int event_fd_ = -1;  // written by workers under mu_; closed by Stop under mu_
