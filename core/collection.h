@@ -70,9 +70,8 @@ class IndexStorage {
   Mutex& write_order() { return order_mu_; }
 
   // The sequence number of the last create or drop that bound a name to this storage or
-  // unbound one (its own create first; 0 for one restored from a snapshot). While it is not
-  // past an image's, the log records after that image name the same collections of this
-  // storage at replay as when they were made (Store::Snapshot keeps such an image).
+  // unbound one (its own create first; 0 for one restored from a snapshot). Set with the
+  // write order held (Engine::Create, Drop); read by Store::Snapshot.
   uint64_t names_seq() const { return names_seq_.load(); }
   void set_names_seq(uint64_t seq) { names_seq_.store(seq); }
 

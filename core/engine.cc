@@ -252,6 +252,7 @@ Status Engine::Drop(const std::string& tenant, const std::string& name) {
       const uint64_t seq,
       LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name}));
   c->storage()->set_names_seq(seq);
+  last_drop_seq_ = seq;
   RETURN_IF_ERROR(registry_.Remove(tenant, name).status());
   c->storage()->RemoveName(name);
   return Status::Ok();

@@ -264,16 +264,24 @@ class Engine {
 
   // Snapshots (core/store; core/engine_snapshot.cc).
   //
-  // Every storage that holds collections now. `last_seq`: the log's last sequence number at
-  // that moment; every create up to it is among them (creates and drops hold the catalog from
-  // logging to registering). Takes the catalog only for the listing.
-  struct StorageRef {
-    std::shared_ptr<IndexStorage> storage;
-    // IndexStorage::names_seq as listed: an older image of the storage stays valid with the
-    // log after it while this is not past the image's sequence number.
-    uint64_t names_seq = 0;
+  // The start of a snapshot: under the catalog lock (so no create or drop is between being
+  // logged and registered), the log's last sequence number and every storage that holds
+  // collections, each with its write order taken if it was free at once. A held storage's state
+  // is exactly the log's up to last_seq and its names cannot change until the caller releases
+  // it (CaptureHeld, ReleaseHeld), so images taken from held storages agree with one another.
+  // The catalog is released before this returns: creates and drops wait only for the listing.
+  struct Frozen {
+    uint64_t last_seq = 0;
+    uint64_t last_drop_seq = 0;  // the sequence number of the last drop, at most last_seq
+    std::vector<std::shared_ptr<IndexStorage>> held;  // write order held for the caller
+    std::vector<std::shared_ptr<IndexStorage>> busy;  // write order was held by a write
   };
-  std::vector<StorageRef> Storages(uint64_t* last_seq) const;
+  Frozen Freeze() const;
+  // Tries for up to a quarter of a second to take a busy storage's write order; true when
+  // taken (the caller then owns it, as for Frozen::held).
+  static bool TakeBusy(IndexStorage& storage);
+  // Releases a held storage's write order without capturing it.
+  static void ReleaseHeld(IndexStorage& storage);
   // One storage as it is now, taken under its write order, so that it reflects exactly the
   // log records about its collections up to snapshot.seq (the log's last sequence number
   // then). Searches go on meanwhile; writes to it wait for the copy of its index.
@@ -283,11 +291,12 @@ class Engine {
     bool changed = true;   // false: version == unchanged_since, and the index was not copied
     bool alive = true;     // false: no collection is bound to it any more
   };
-  // `unchanged_since`: the version of the last image taken of it, if any. Without `wait`, a
-  // storage whose write order is held (a training run, a long add, a recluster) is not waited
-  // for: Unavailable, and nothing is copied.
-  StatusOr<StorageImage> Capture(IndexStorage& storage, std::optional<uint64_t> unchanged_since,
-                                 bool wait = true) const;
+  // `unchanged_since`: the version of the last image taken of it, if any.
+  StatusOr<StorageImage> Capture(IndexStorage& storage,
+                                 std::optional<uint64_t> unchanged_since) const;
+  // Capture of a storage whose write order the caller holds (Freeze, TakeBusy); releases it.
+  StatusOr<StorageImage> CaptureHeld(IndexStorage& storage,
+                                     std::optional<uint64_t> unchanged_since) const;
   // Recreates a storage and its collections from a snapshot (recovery, before set_log; a
   // placed index is placed again and its device copy rebuilt from the host index). Returns
   // the storage's version after it.
@@ -384,6 +393,7 @@ class Engine {
   MutationLog* log_ = nullptr;
   const Quotas* quotas_ = nullptr;
   std::atomic<bool> replaying_{false};  // Apply: records replay as they ran, quotas unchecked
+  std::atomic<uint64_t> last_drop_seq_{0};  // Frozen::last_drop_seq
   uint64_t replay_seq_ = 0;  // Apply's record, as LogMutation's answer without a log
   // Held by creates and drops from logging to registering, and by Storages.
   mutable Mutex catalog_mu_;

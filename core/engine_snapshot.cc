@@ -1,51 +1,64 @@
 // The Engine's side of snapshots: listing storages, capturing one at a point of the log, and
 // restoring one at recovery (core/store/store.cc drives them).
+#include <chrono>
 #include <functional>
+#include <thread>
 #include <unordered_set>
 
 #include "core/engine.h"
 
 namespace vecgpu {
 
-std::vector<Engine::StorageRef> Engine::Storages(uint64_t* last_seq) const {
-  // Creates and drops hold the catalog from logging to registering, so every create up to
-  // last_seq is in the list. Held only for the listing: captures take no catalog lock.
-  MutexLock catalog(catalog_mu_);
-  *last_seq = log_ ? log_->LastSeq() : 0;
-  std::vector<StorageRef> out;
-  std::unordered_set<const IndexStorage*> seen;
-  for (const auto& c : registry_.All()) {
-    if (!seen.insert(c->storage().get()).second) continue;
-    out.push_back({c->storage(), c->storage()->names_seq()});
-  }
-  return out;
-}
-
 namespace {
-// Takes `mu` (waiting for it, or only if free); false when not taken.
-bool Take(Mutex& mu, bool wait) NO_THREAD_SAFETY_ANALYSIS {
-  if (wait) {
-    mu.Lock();
-    return true;
-  }
-  return mu.TryLock();
-}
+// How long TakeBusy tries for a storage's write order: a short write (an add acknowledged a
+// moment ago) releases it well within this; a training run does not.
+constexpr auto kBusyPatience = std::chrono::milliseconds(250);
+
+// The snapshot owns a held storage's write order across calls, which clang's analysis cannot
+// follow.
+bool TryTake(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { return mu.TryLock(); }
+void Give(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { mu.Unlock(); }
+void Hold(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { mu.Lock(); }
 struct Release {
   Mutex& mu;
-  ~Release() NO_THREAD_SAFETY_ANALYSIS { mu.Unlock(); }
+  ~Release() { Give(mu); }
 };
 }  // namespace
 
-StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
-                                               std::optional<uint64_t> unchanged_since,
-                                               bool wait) const {
-  // Under the write order no record about the storage is logged and not yet applied, so its
-  // state is exactly that of the log up to its last record. A storage whose write order is
-  // held (a training run, a large add) is not waited for unless asked: the caller keeps its
-  // previous image and the log after it.
-  if (!Take(storage.write_order(), wait)) {
-    return Unavailable("index '" + storage.origin().name + "' is being written (its write order is held)");
+Engine::Frozen Engine::Freeze() const {
+  Frozen f;
+  MutexLock catalog(catalog_mu_);
+  f.last_seq = log_ ? log_->LastSeq() : 0;
+  f.last_drop_seq = last_drop_seq_;
+  std::unordered_set<const IndexStorage*> seen;
+  for (const auto& c : registry_.All()) {
+    if (!seen.insert(c->storage().get()).second) continue;
+    (TryTake(c->storage()->write_order()) ? f.held : f.busy).push_back(c->storage());
   }
+  return f;
+}
+
+bool Engine::TakeBusy(IndexStorage& storage) {
+  const auto until = std::chrono::steady_clock::now() + kBusyPatience;
+  for (;;) {
+    if (TryTake(storage.write_order())) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void Engine::ReleaseHeld(IndexStorage& storage) { Give(storage.write_order()); }
+
+StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
+                                               std::optional<uint64_t> unchanged_since) const {
+  Hold(storage.write_order());
+  return CaptureHeld(storage, unchanged_since);
+}
+
+StatusOr<Engine::StorageImage> Engine::CaptureHeld(IndexStorage& storage,
+                                                   std::optional<uint64_t> unchanged_since) const {
+  // Under the write order no record about the storage is logged and not yet applied, so its
+  // state is exactly that of the log up to its last record.
   Release order{storage.write_order()};
   StorageImage img;
   store::StorageSnapshot& s = img.snapshot;

@@ -206,11 +206,16 @@ TEST(StoreRecoveryTest, WritesRacingSnapshotsAreKept) {
 
 // The storage of `name`, found through the engine's listing.
 std::shared_ptr<IndexStorage> StorageOf(Engine& e, const std::string& name) {
-  uint64_t seq = 0;
-  for (const auto& ref : e.Storages(&seq)) {
-    if (ref.storage->origin().name == name) return ref.storage;
+  Engine::Frozen f = e.Freeze();
+  std::shared_ptr<IndexStorage> out;
+  for (auto& s : f.held) {
+    if (s->origin().name == name) out = s;
+    Engine::ReleaseHeld(*s);
   }
-  return nullptr;
+  for (auto& s : f.busy) {
+    if (s->origin().name == name) out = s;
+  }
+  return out;
 }
 
 // Holds a storage's write order for its lifetime, as a long write (a training run) does.
@@ -290,7 +295,12 @@ TEST(StoreRecoveryTest, NamesMovingBetweenStoragesDuringSnapshotsAreKept) {
   int taken = 0;
   while (!stop || taken < 3) {
     auto rep = a.store->Snapshot();
-    ASSERT_TRUE(rep.ok()) << rep.status().message();
+    // Under this churn a snapshot may be abandoned (a storage busy while a collection was
+    // dropped); it never records a state the log cannot complete.
+    if (!rep.ok()) {
+      ASSERT_EQ(rep.status().code(), StatusCode::kUnavailable) << rep.status().message();
+      continue;
+    }
     ++taken;
   }
   mover.join();

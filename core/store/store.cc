@@ -87,8 +87,7 @@ Status Store::Recover(RecoveryReport* r) {
       }
       for (const SnapshotName& n : snap->names) covered[{snap->tenant, n.name}] = e.seq;
       const int64_t bytes = static_cast<int64_t>(snap->index.size() + snap->labels.size());
-      Entry& entry = entries_[e.storage_id] = {e, *version, bytes, snap->tenant, {}};
-      for (const SnapshotName& n : snap->names) entry.names.push_back(n.name);
+      entries_[e.storage_id] = {e, *version, bytes};
       snapshot_bytes_ += bytes;
       next_seq = std::max(next_seq, e.seq + 1);
       ++r->snapshots;
@@ -193,33 +192,99 @@ StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
   // captures may cover: such a snapshot is abandoned (the next one starts after the heal).
   const uint64_t generation = wal_->generation();
   const std::map<uint64_t, Entry> previous = entries_;
-  uint64_t listed = 0;
-  const std::vector<Engine::StorageRef> storages = engine_.Storages(&listed);
-  next.cut = listed;
+  // Held storages are exactly the log up to the freeze, their names fixed until captured:
+  // their images agree. Captured smallest first, each released once copied, so a small
+  // index's writes wait only for its own copy; files are written after every release.
+  struct Held {
+    std::shared_ptr<IndexStorage> storage;
+    bool held = true;
+  };
+  std::vector<Held> held;
+  // Whatever happens below, no write order stays taken.
+  struct ReleaseAll {
+    std::vector<Held>& held;
+    void operator()() {
+      for (Held& h : held) {
+        if (h.held) Engine::ReleaseHeld(*h.storage);
+      }
+      held.clear();
+    }
+    ~ReleaseAll() { (*this)(); }
+  } release_all{held};
+  Engine::Frozen frozen;
   std::map<uint64_t, Entry> entries;
-  std::map<uint64_t, const Engine::StorageRef*> by_id;
-
-  // Captures one storage and writes its file (or keeps the file of an unchanged one) as its
-  // entry. false: not captured, its write order is held and `wait` was not asked.
-  auto take = [&](const Engine::StorageRef& ref, bool wait) -> StatusOr<bool> {
-    IndexStorage& storage = *ref.storage;
+  // A storage being written gets a quarter of a second; then it keeps its last image (or none:
+  // its create and every write after it stay in the log) while that is safe: records up to an
+  // image are skipped at replay by collection name, so no collection may have been dropped
+  // since (its name could then belong to another image, or to none while its records are in
+  // one).
+  auto keep_image = [&](const IndexStorage& s) -> bool {
+    const uint64_t id = s.origin().id;
+    auto prev = previous.find(id);
+    const uint64_t image_seq = prev != previous.end() ? prev->second.manifest.seq : id - 1;
+    if (frozen.last_drop_seq > image_seq) return false;
+    if (prev != previous.end()) entries[id] = prev->second;
+    next.cut = std::min(next.cut, image_seq);
+    return true;
+  };
+  for (int attempt = 1;; ++attempt) {
+    release_all();
+    entries.clear();
+    rep.busy = 0;
+    frozen = engine_.Freeze();
+    next.cut = frozen.last_seq;
+    for (auto& s : frozen.held) held.push_back({std::move(s), true});
+    std::string refused;  // a busy storage that cannot keep its image
+    for (auto& s : frozen.busy) {
+      if (Engine::TakeBusy(*s)) {
+        if (s->names_seq() <= frozen.last_seq) {
+          held.push_back({std::move(s), true});
+          continue;
+        }
+        Engine::ReleaseHeld(*s);  // a collection moved on it meanwhile: as if still busy
+      }
+      if (!keep_image(*s)) {
+        refused = "index '" + s->origin().name + "' of tenant '" + s->origin().tenant + "'";
+        break;
+      }
+      ++rep.busy;
+    }
+    if (refused.empty()) break;
+    if (attempt == 5) {
+      return Unavailable("snapshot abandoned: " + refused +
+                         " is being written and a collection was dropped since its last "
+                         "snapshot; the next snapshot will try again");
+    }
+  }
+  std::stable_sort(held.begin(), held.end(), [](const Held& a, const Held& b) {
+    return a.storage->vectors() < b.storage->vectors();
+  });
+  std::vector<Engine::StorageImage> images;
+  for (Held& h : held) {
+    IndexStorage& storage = *h.storage;
     const uint64_t id = storage.origin().id;
+    if (!tenant.empty() && storage.origin().tenant != tenant) {
+      // Another tenant's: kept as it was when that is safe (as for busy ones), else captured.
+      if (keep_image(storage)) {
+        h.held = false;
+        Engine::ReleaseHeld(storage);
+        ++rep.out_of_scope;
+        continue;
+      }
+    }
     auto prev = previous.find(id);
     std::optional<uint64_t> since;
     if (prev != previous.end()) since = prev->second.version;
     const auto copy_start = SteadyClock::now();
-    StatusOr<Engine::StorageImage> captured = engine_.Capture(storage, since, wait);
-    if (!captured.ok()) {
-      if (!wait && captured.status().code() == StatusCode::kUnavailable) return false;
-      return captured.status();
-    }
-    Engine::StorageImage& img = *captured;
+    h.held = false;  // CaptureHeld releases it, whatever it returns
+    ASSIGN_OR_RETURN(Engine::StorageImage img, engine_.CaptureHeld(storage, since));
     rep.max_pause_seconds =
         std::max(rep.max_pause_seconds, Seconds(SteadyClock::now() - copy_start).count());
-    if (!img.alive) {
-      entries.erase(id);
-      return true;
-    }
+    if (img.alive) images.push_back(std::move(img));
+  }
+  for (Engine::StorageImage& img : images) {
+    const uint64_t id = img.snapshot.storage_id;
+    auto prev = previous.find(id);
     Entry e;
     if (!img.changed) {
       e = prev->second;
@@ -237,67 +302,8 @@ StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
       ++rep.written;
       rep.bytes += e.bytes;
     }
-    e.tenant = img.snapshot.tenant;
-    e.names.clear();
-    for (const auto& n : img.snapshot.names) e.names.push_back(n.name);
     entries[id] = std::move(e);
-    return true;
-  };
-
-  for (const Engine::StorageRef& ref : storages) {
-    const uint64_t id = ref.storage->origin().id;
-    by_id[id] = &ref;
-    const bool in_scope = tenant.empty() || ref.storage->origin().tenant == tenant;
-    if (in_scope) {
-      ASSIGN_OR_RETURN(bool taken, take(ref, /*wait=*/false));
-      if (taken) continue;
-      ++rep.busy;
-    } else {
-      ++rep.out_of_scope;
-    }
-    // Not captured now: its last image, or none (its create and every write after it stay in
-    // the log), is valid with the log after it while no name was bound to it or unbound
-    // since; else it is waited for, by this snapshot alone.
-    auto prev = previous.find(id);
-    const uint64_t image_seq = prev != previous.end() ? prev->second.manifest.seq : id;
-    if (ref.names_seq > image_seq) {
-      ASSIGN_OR_RETURN(bool taken, take(ref, /*wait=*/true));
-      (void)taken;
-      continue;
-    }
-    if (prev != previous.end()) {
-      entries[id] = prev->second;
-    } else {
-      next.cut = std::min(next.cut, id - 1);
-    }
-  }
-  // Images taken at different moments must not both hold one collection (a name dropped from
-  // one storage and created on another in between): the older is taken again, waited for.
-  for (int round = 0;; ++round) {
-    std::map<std::pair<std::string, std::string>, uint64_t> owner;
-    std::set<uint64_t> stale;
-    for (const auto& [id, e] : entries) {
-      for (const std::string& n : e.names) {
-        auto [it, fresh] = owner.emplace(std::make_pair(e.tenant, n), id);
-        if (fresh) continue;
-        const bool older = entries.at(it->second).manifest.seq < e.manifest.seq;
-        stale.insert(older ? it->second : id);
-        if (older) it->second = id;
-      }
-    }
-    if (stale.empty()) break;
-    if (round == 3) {
-      return Unavailable("snapshot abandoned: collections kept moving between indexes");
-    }
-    for (uint64_t id : stale) {
-      auto ref = by_id.find(id);
-      if (ref == by_id.end()) {
-        entries.erase(id);
-        continue;
-      }
-      ASSIGN_OR_RETURN(bool taken, take(*ref->second, /*wait=*/true));
-      (void)taken;
-    }
+    img.snapshot = {};  // written: its copy goes
   }
   int64_t total = 0;
   for (const auto& [id, e] : entries) {

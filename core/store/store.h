@@ -100,11 +100,11 @@ class Store final : public MutationLog {
   // Takes a snapshot now; one at a time (a second caller waits for the first). `tenant`
   // non-empty: only that tenant's storages are captured; the others keep their last image.
   //
-  // Nothing here waits on the engine's catalog or on a storage being written: a storage whose
-  // write order is held (training, a long add) keeps its last image and the log after it, as
-  // do other tenants' storages. Only when a collection of the storage was created or dropped
-  // since such an image (its records may then name other collections at replay) is the
-  // storage waited for, by this snapshot alone.
+  // The catalog is held only while the storages are listed (Engine::Freeze); files are written
+  // holding no lock. A storage being written (training, a long add) is not waited for: it
+  // keeps its last image and the log after it, as other tenants' storages do, while no
+  // collection was dropped since that image (else the snapshot is abandoned: Unavailable, and
+  // the next one tries again). Each storage's writes wait only while its own index is copied.
   StatusOr<SnapshotReport> Snapshot(const std::string& tenant = "") EXCLUDES(snapshot_mu_);
   // Starts the background snapshotter (options' size and time triggers); call once the
   // engine logs here. Stopped by the destructor.
@@ -116,8 +116,6 @@ class Store final : public MutationLog {
     ManifestEntry manifest;
     uint64_t version = 0;  // the storage's version the file holds
     int64_t bytes = 0;     // its index and tables
-    std::string tenant;
-    std::vector<std::string> names;  // the collections the file holds
   };
   Store(FileSystem& fs, StoreOptions options, Engine& engine, std::unique_ptr<FileLock> lock)
       : fs_(fs), options_(std::move(options)), engine_(engine), lock_(std::move(lock)) {}

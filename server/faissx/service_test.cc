@@ -125,10 +125,14 @@ TEST(ActionTableTest, ClassesAndPlacement) {
     EXPECT_EQ(FindAction(a)->where, Placement::kSearch) << a;
     EXPECT_EQ(FindAction(a)->cls, WorkClass::kShort) << a;
   }
-  for (const char* a : {"ping", "list_indexes", "list_indices", "create_index"}) {
-    EXPECT_EQ(FindAction(a)->where, Placement::kInline) << a;
+  for (const char* a : {"ping", "list_indexes", "list_indices", "usage"}) {
+    EXPECT_EQ(FindAction(a)->where, Placement::kInline) << a;  // cached reads only
   }
-  EXPECT_EQ(FindAction("compute_clustering")->where, Placement::kUnbound);
+  // Bound to no index: a queue of their own (a create logs and waits for an fsync; an IDMap
+  // view's create goes to its base's queue, service.cc).
+  for (const char* a : {"compute_clustering", "create_index", "snapshot"}) {
+    EXPECT_EQ(FindAction(a)->where, Placement::kUnbound) << a;
+  }
   EXPECT_STREQ(FindAction("merge_indices")->collection_key, "target_index_id");
   for (const char* a : {"add_vectors", "add_with_ids", "batch_add_with_ids"}) {
     EXPECT_EQ(FindAction(a)->where, Placement::kAdd) << a;  // merged with the adds behind it

@@ -26,6 +26,8 @@ def test_noisy_neighbour_short_run(tmp_path):
     for name, row in report.items():
         assert row["n"] > 5, (name, row)  # B was answered throughout
         assert row.get("error") is None, (name, row)
+        if name.startswith("alone"):
+            continue
         assert row["rss_mb"] < 4000, (name, row)
         assert row["threads"] < 400, (name, row)  # 300 idle streams do not take 300 threads
     assert (tmp_path / "n.png").stat().st_size > 0
