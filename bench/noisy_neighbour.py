@@ -200,13 +200,16 @@ def row_clustering(srv, args):
             req(srv, "key-a", action="compute_clustering", vectors=f4(x), dimension=64,
                 n_clusters=2000, niter=100, timeout_ms=int(args.seconds * 1000))
 
-    def work(stop):
-        ts = [threading.Thread(target=one, args=(stop, s), daemon=True) for s in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    return work
+    return lambda stop: in_threads(4, lambda i: one(stop, i))
+
+
+def in_threads(n, fn):
+    """fn(0..n-1), each on a thread of its own; returns when all have."""
+    ts = [threading.Thread(target=fn, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
 
 
 def row_flood(srv, args):
@@ -228,14 +231,7 @@ def row_flood(srv, args):
                 inflight -= 1
         s.close()
 
-    def work(stop):
-        ts = [threading.Thread(target=one, args=(stop,), daemon=True)
-              for _ in range(args.flood_clients)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    return work
+    return lambda stop: in_threads(args.flood_clients, lambda i: one(stop))
 
 
 def vald(srv, key):

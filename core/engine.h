@@ -291,10 +291,8 @@ class Engine {
     bool changed = true;   // false: version == unchanged_since, and the index was not copied
     bool alive = true;     // false: no collection is bound to it any more
   };
+  // Of a storage whose write order the caller holds (Freeze, TakeBusy); releases it.
   // `unchanged_since`: the version of the last image taken of it, if any.
-  StatusOr<StorageImage> Capture(IndexStorage& storage,
-                                 std::optional<uint64_t> unchanged_since) const;
-  // Capture of a storage whose write order the caller holds (Freeze, TakeBusy); releases it.
   StatusOr<StorageImage> CaptureHeld(IndexStorage& storage,
                                      std::optional<uint64_t> unchanged_since) const;
   // Recreates a storage and its collections from a snapshot (recovery, before set_log; a

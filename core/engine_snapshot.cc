@@ -18,7 +18,6 @@ constexpr auto kBusyPatience = std::chrono::milliseconds(250);
 // follow.
 bool TryTake(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { return mu.TryLock(); }
 void Give(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { mu.Unlock(); }
-void Hold(Mutex& mu) NO_THREAD_SAFETY_ANALYSIS { mu.Lock(); }
 struct Release {
   Mutex& mu;
   ~Release() { Give(mu); }
@@ -48,12 +47,6 @@ bool Engine::TakeBusy(IndexStorage& storage) {
 }
 
 void Engine::ReleaseHeld(IndexStorage& storage) { Give(storage.write_order()); }
-
-StatusOr<Engine::StorageImage> Engine::Capture(IndexStorage& storage,
-                                               std::optional<uint64_t> unchanged_since) const {
-  Hold(storage.write_order());
-  return CaptureHeld(storage, unchanged_since);
-}
 
 StatusOr<Engine::StorageImage> Engine::CaptureHeld(IndexStorage& storage,
                                                    std::optional<uint64_t> unchanged_since) const {

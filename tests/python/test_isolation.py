@@ -39,20 +39,21 @@ class Timed(threading.Thread):
         self.ended = time.monotonic()
 
 
-def vm_hwm_mb(pid):
+def status_mb(pid, field):
+    """A memory field of /proc/PID/status ("VmHWM": peak RSS, "VmRSS"), in MB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0
+
+
+def vm_hwm_mb(pid):
+    return status_mb(pid, "VmHWM")
 
 
 def vm_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
+    return status_mb(pid, "VmRSS")
 
 
 def start_training(srv, tenant, name, n=100_000, d=64, nlist=1024):
