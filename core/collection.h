@@ -75,6 +75,12 @@ class IndexStorage {
   uint64_t names_seq() const { return names_seq_.load(); }
   void set_names_seq(uint64_t seq) { names_seq_.store(seq); }
 
+  // How many log records are about this storage (its create the first): the storage's own
+  // sequence (WalRecord::storage_seq). Advanced with the write order held as each record is
+  // logged (or replayed); captured in its snapshot.
+  uint64_t log_seq() const { return log_seq_.load(); }
+  void set_log_seq(uint64_t seq) { log_seq_.store(seq); }
+
   // Binds a collection name to this storage; a view gets a new id namespace (never reused,
   // even after its collection is dropped).
   LabelTable::View AddName(std::string name, std::string index_type, bool view) {
@@ -176,6 +182,7 @@ class IndexStorage {
   std::map<LabelTable::View, int64_t> cached_counts_ GUARDED_BY(cache_mu_);
   Origin origin_;
   std::atomic<uint64_t> names_seq_{0};
+  std::atomic<uint64_t> log_seq_{0};
   Mutex order_mu_;
   mutable SharedMutex mu_;
   // Replaced only by a rebuild (recluster_index), under mu_ held exclusively.

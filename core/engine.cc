@@ -47,8 +47,43 @@ Status CannotRemove(const Collection& c, std::string_view what) {
 
 }  // namespace
 
-StatusOr<uint64_t> Engine::LogMutation(const store::WalRecord& r) const {
-  return log_ ? log_->Log(r) : StatusOr<uint64_t>(replay_seq_);
+StatusOr<Engine::Logged> Engine::LogFor(IndexStorage& s,
+                                        const std::function<store::WalRecord()>& make) const {
+  Logged l{replay_seq_, s.log_seq() + 1};
+  if (log_) {
+    store::WalRecord r = make();
+    r.storage_id = s.origin().id;  // 0 for a storage being created: this record names it
+    r.storage_seq = l.storage_seq;
+    ASSIGN_OR_RETURN(l.seq, log_->Log(r));
+  }
+  s.set_log_seq(l.storage_seq);
+  return l;
+}
+
+Status Engine::Outcome(IndexStorage& s, const Logged& l, const std::string& tenant,
+                       const std::string& name, Status result) const {
+  if (result.ok() || !log_) return result;
+  store::WalRecord f{.type = store::RecordType::kFailed, .tenant = tenant, .collection = name};
+  f.storage_id = s.origin().id;
+  f.storage_seq = l.storage_seq;
+  f.error = result.message();
+  // Best effort: should it not reach the disk, a replay applies the record again, and a
+  // mutation that fails for what it asks (not for a passing fault) fails again.
+  (void)log_->Log(f);
+  return result;
+}
+
+std::shared_ptr<IndexStorage> Engine::StorageById(uint64_t id) const {
+  MutexLock catalog(catalog_mu_);
+  auto it = storages_by_id_.find(id);
+  return it == storages_by_id_.end() ? nullptr : it->second.lock();
+}
+
+void Engine::RegisterStorage(const std::shared_ptr<IndexStorage>& s) {
+  storages_by_id_[s->origin().id] = s;
+  if (storages_by_id_.size() < 2 * storages_swept_at_) return;
+  std::erase_if(storages_by_id_, [](const auto& e) { return e.second.expired(); });
+  storages_swept_at_ = std::max<size_t>(64, storages_by_id_.size());
 }
 
 Status Engine::NotTrained(const std::string& name) {
@@ -232,8 +267,12 @@ StatusOr<CollectionInfo> Engine::Create(const std::string& tenant,
   r.dim = req.dim;
   r.metric = req.metric;
   r.device = req.device;
-  ASSIGN_OR_RETURN(const uint64_t seq, LogMutation(r));
-  if (fresh) storage->set_id(seq);  // not shared yet
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*storage, [&] { return r; }));
+  const uint64_t seq = logged.seq;
+  if (fresh) {
+    storage->set_id(seq);  // not shared yet
+    RegisterStorage(storage);
+  }
   storage->set_names_seq(seq);
   const LabelTable::View view =
       storage->AddName(req.name, req.index_type, spec.id_map != IdMapKind::kNone);
@@ -248,9 +287,11 @@ Status Engine::Drop(const std::string& tenant, const std::string& name) {
   MutexLock catalog(catalog_mu_);
   auto now = Find(tenant, name);
   if (!now.ok() || *now != c) return NotFound("index '" + name + "' was dropped meanwhile");
-  ASSIGN_OR_RETURN(
-      const uint64_t seq,
-      LogMutation({.type = store::RecordType::kDrop, .tenant = tenant, .collection = name}));
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     return store::WalRecord{
+                         .type = store::RecordType::kDrop, .tenant = tenant, .collection = name};
+                   }));
+  const uint64_t seq = logged.seq;
   c->storage()->set_names_seq(seq);
   last_drop_seq_ = seq;
   RETURN_IF_ERROR(registry_.Remove(tenant, name).status());
@@ -337,18 +378,20 @@ StatusOr<AddResult> Engine::Add(const std::string& tenant, const std::string& na
   RETURN_IF_ERROR(CheckQuota(tenant, c.get(), 0, x.rows));
   MutexLock order(c->storage()->write_order());                      // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{.type = store::RecordType::kAdd, .tenant = tenant, .collection = name};
-    r.vectors = x;
-    r.ids.assign(ids.begin(), ids.end());
-    RETURN_IF_ERROR(LogMutation(r).status());
-  }
-  return c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
-    RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
-    c->stats().adds++;
-    c->stats().vectors_added += x.rows;
-    return AddResult{x.rows, t.CountOf(c->view())};
-  });
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kAdd, .tenant = tenant, .collection = name};
+                     r.vectors = x;
+                     r.ids.assign(ids.begin(), ids.end());
+                     return r;
+                   }));
+  return Outcome(*c->storage(), logged, tenant, name,
+                 c->Write([&](Backend& b, LabelTable& t) -> StatusOr<AddResult> {
+                   RETURN_IF_ERROR(AddLocked(*c, b, t, x, ids));
+                   c->stats().adds++;
+                   c->stats().vectors_added += x.rows;
+                   return AddResult{x.rows, t.CountOf(c->view())};
+                 }));
 }
 
 Status Engine::CheckWorkCost(const std::string& what, int64_t rows, int64_t clusters,
@@ -370,24 +413,82 @@ Status Engine::CheckWorkCost(const std::string& what, int64_t rows, int64_t clus
 
 StatusOr<CollectionInfo> Engine::Train(const std::string& tenant, const std::string& name,
                                        const FloatMatrix& x) {
+  return TrainWith(tenant, name, x, nullptr);
+}
+
+StatusOr<CollectionInfo> Engine::TrainWith(const std::string& tenant, const std::string& name,
+                                           const FloatMatrix& x, const std::string* artefact) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
-  RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
-  // Refused before it is logged, so a replay never meets the limit (which may change).
-  if (c->spec().nlist > 0) {  // the coarse quantizer: FAISS's IVF k-means, 10 iterations
-    RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, c->spec().nlist, 10, x.cols));
+  if (!artefact) {
+    RETURN_IF_ERROR(CheckMatrix("training_vectors", x, c->spec(), limits_.max_train_vectors));
+    // Refused before it is logged, so a replay never meets the limit (which may change).
+    if (c->spec().nlist > 0) {  // the coarse quantizer: FAISS's IVF k-means, 10 iterations
+      RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, c->spec().nlist, 10, x.cols));
+    }
+    if (c->spec().pq_m > 0) {  // 256 codes a sub-space, 25 iterations
+      RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, 256, 25, x.cols));
+    }
   }
-  if (c->spec().pq_m > 0) {  // 256 codes a sub-space, 25 iterations
-    RETURN_IF_ERROR(CheckWorkCost("train_index", x.rows, 256, 25, x.cols));
+  IndexStorage& storage = *c->storage();
+  MutexLock order(storage.write_order());  // log and apply in one order
+  struct Before {
+    bool empty = false;  // no vector yet, not trained: what training makes is all it holds
+    IndexSpec spec;
+    std::string hint;
+    int64_t next_label = 0;
+  };
+  const Before before = c->Read([](const Backend& b, const LabelTable& t) {
+    const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
+    return Before{t.size() == 0 && !b.is_trained(), b.spec(), placed ? placed->hint() : "",
+                  b.next_label()};
+  });
+  // An empty index trains a copy of itself: the trained copy's bytes are logged and installed,
+  // here and at replay alike, so a replay never trains again (and cannot come out otherwise).
+  // An interruption (deadline, shutdown) stops the training with nothing logged or changed.
+  // An index holding vectors trains in place, and replay trains it again from the vectors.
+  std::string trained = artefact ? *artefact : std::string();
+  if (!artefact && before.empty) {
+    auto copy = [&]() -> StatusOr<std::unique_ptr<Backend>> {
+      ASSIGN_OR_RETURN(auto bytes, c->Read([](const Backend& b, const LabelTable&) {
+                         return b.Serialize();
+                       }));
+      return factory_.Load(before.spec,
+                           {reinterpret_cast<const char*>(bytes.data()), bytes.size()},
+                           before.next_label);
+    }();
+    if (copy.ok()) {
+      RETURN_IF_ERROR((*copy)->Train(x.rows, x.data.data()));
+      auto bytes = (*copy)->Serialize();
+      if (bytes.ok()) trained.assign(bytes->begin(), bytes->end());
+    }
   }
-  MutexLock order(c->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{.type = store::RecordType::kTrain, .tenant = tenant, .collection = name};
-    r.vectors = x;
-    RETURN_IF_ERROR(LogMutation(r).status());
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(storage, [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kTrain, .tenant = tenant, .collection = name};
+                     if (trained.empty()) {
+                       r.vectors = x;
+                     } else {
+                       r.vectors.cols = x.cols;
+                       r.artefact = trained;
+                     }
+                     return r;
+                   }));
+  Status st;
+  if (trained.empty()) {
+    st = c->Write([&](Backend& b, LabelTable&) { return b.Train(x.rows, x.data.data()); });
+  } else {
+    auto installed =
+        LoadBackend(before.spec, trained, before.next_label, before.hint, tenant + "/" + name);
+    st = installed.status();
+    if (installed.ok()) {
+      c->Rebuild([&](std::unique_ptr<Backend>& b, const LabelTable&) {
+        b = std::move(*installed);
+        return 0;
+      });
+    }
   }
-  RETURN_IF_ERROR(
-      c->Write([&](Backend& b, LabelTable&) { return b.Train(x.rows, x.data.data()); }));
+  RETURN_IF_ERROR(Outcome(storage, logged, tenant, name, st));
   return Snapshot(*c);
 }
 
@@ -400,11 +501,12 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
   }
   MutexLock order(c->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{.type = store::RecordType::kRemove, .tenant = tenant, .collection = name};
-    r.ids.assign(ids.begin(), ids.end());
-    RETURN_IF_ERROR(LogMutation(r).status());
-  }
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kRemove, .tenant = tenant, .collection = name};
+                     r.ids.assign(ids.begin(), ids.end());
+                     return r;
+                   }));
   auto removed = c->WriteKeyed([&](Backend& b, LabelTable& t, KeyTable& k) -> StatusOr<int64_t> {
     if (!b.can_remove()) return CannotRemove(*c, "remove_ids");
     std::vector<int64_t> labels;
@@ -425,6 +527,7 @@ StatusOr<int64_t> Engine::Remove(const std::string& tenant, const std::string& n
     t.Erase(labels, b.labels_shift_on_remove());
     return n;
   });
+  removed = Outcome(*c->storage(), logged, tenant, name, std::move(removed));
   if (removed.ok()) c->stats().removals += *removed;
   return removed;
 }
@@ -439,29 +542,36 @@ Status Engine::Replace(const std::string& tenant, const std::string& name, int64
   }
   MutexLock order(c->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{.type = store::RecordType::kReplace, .tenant = tenant, .collection = name};
-    r.vectors = vector;
-    r.ids = {id};
-    RETURN_IF_ERROR(LogMutation(r).status());
-  }
-  return c->Write([&](Backend& b, LabelTable& t) -> Status {
+  // A missing id refuses the replace before anything is logged.
+  RETURN_IF_ERROR(c->Read([&](const Backend&, const LabelTable& t) -> Status {
     if (t.LabelOf(c->view(), id) < 0) {
       return NotFound("id " + std::to_string(id) + " is not in index '" + name + "'");
     }
-    const int64_t ids[] = {id};
-    return AddLocked(*c, b, t, vector, ids);
-  });
+    return Status::Ok();
+  }));
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kReplace, .tenant = tenant, .collection = name};
+                     r.vectors = vector;
+                     r.ids = {id};
+                     return r;
+                   }));
+  return Outcome(*c->storage(), logged, tenant, name,
+                 c->Write([&](Backend& b, LabelTable& t) -> Status {
+                   const int64_t ids[] = {id};
+                   return AddLocked(*c, b, t, vector, ids);
+                 }));
 }
 
 Status Engine::Reset(const std::string& tenant, const std::string& name) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   MutexLock order(c->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  RETURN_IF_ERROR(
-      LogMutation({.type = store::RecordType::kReset, .tenant = tenant, .collection = name})
-          .status());
-  return c->WriteKeyed([&](Backend& b, LabelTable& t, KeyTable& k) -> Status {
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     return store::WalRecord{
+                         .type = store::RecordType::kReset, .tenant = tenant, .collection = name};
+                   }));
+  return Outcome(*c->storage(), logged, tenant, name, c->WriteKeyed([&](Backend& b, LabelTable& t, KeyTable& k) -> Status {
     if (!c->has_ids()) {
       RETURN_IF_ERROR(b.Reset());
       t.Clear();
@@ -484,7 +594,7 @@ Status Engine::Reset(const std::string& tenant, const std::string& name) {
     t.Erase(own, b.labels_shift_on_remove());
     k.Clear(c->view());
     return Status::Ok();
-  });
+  }));
 }
 
 Status Engine::CheckSearch(const Collection& c, const FloatMatrix& queries, int k) const {
@@ -607,14 +717,17 @@ Status Engine::SetParameter(const std::string& tenant, const std::string& name,
   if (!std::isfinite(value)) return InvalidArgument("value: must be a finite number");
   MutexLock order(c->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{
-        .type = store::RecordType::kSetParameter, .tenant = tenant, .collection = name};
-    r.name = std::string(param);
-    r.value = value;
-    RETURN_IF_ERROR(LogMutation(r).status());
-  }
-  return c->Write([&](Backend& b, LabelTable&) { return b.SetParameter(param, value); });
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{.type = store::RecordType::kSetParameter,
+                                        .tenant = tenant,
+                                        .collection = name};
+                     r.name = std::string(param);
+                     r.value = value;
+                     return r;
+                   }));
+  return Outcome(
+      *c->storage(), logged, tenant, name,
+      c->Write([&](Backend& b, LabelTable&) { return b.SetParameter(param, value); }));
 }
 
 StatusOr<double> Engine::GetParameter(const std::string& tenant, const std::string& name,
@@ -628,74 +741,122 @@ StatusOr<double> Engine::GetParameter(const std::string& tenant, const std::stri
 
 StatusOr<ReclusterResult> Engine::Recluster(const std::string& tenant, const std::string& name,
                                             int n_clusters, double sample_ratio) {
+  return ReclusterWith(tenant, name, n_clusters, sample_ratio, nullptr);
+}
+
+StatusOr<ReclusterResult> Engine::ReclusterWith(const std::string& tenant, const std::string& name,
+                                                int n_clusters, double sample_ratio,
+                                                const std::string* artefact) {
   ASSIGN_OR_RETURN(auto c, Find(tenant, name));
   if (!(sample_ratio > 0 && sample_ratio <= 1)) {
     return InvalidArgument("sample_ratio: must be within (0, 1]");
   }
-  RETURN_IF_ERROR(CheckWorkCost(
-      "recluster_index", static_cast<int64_t>(sample_ratio * c->storage()->vectors()),
-      n_clusters > 0 ? n_clusters : std::max(1, c->spec().nlist), 10, c->spec().dim));
-  MutexLock order(c->storage()->write_order());  // log and apply in one order
-  UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    store::WalRecord r{.type = store::RecordType::kRecluster, .tenant = tenant, .collection = name};
-    r.n_clusters = n_clusters;
-    r.sample_ratio = sample_ratio;
-    RETURN_IF_ERROR(LogMutation(r).status());
+  if (!artefact) {
+    RETURN_IF_ERROR(CheckWorkCost(
+        "recluster_index", static_cast<int64_t>(sample_ratio * c->storage()->vectors()),
+        n_clusters > 0 ? n_clusters : std::max(1, c->spec().nlist), 10, c->spec().dim));
   }
-  return c->Rebuild([&](std::unique_ptr<Backend>& b,
-                        const LabelTable& t) -> StatusOr<ReclusterResult> {
-    const IndexSpec old = b->spec();
-    const BackendInfo info = b->Info();
-    if (old.nlist <= 0 || old.binary) {
-      return InvalidArgument("index_id: '" + name + "' is not an IVF index; only IVF indexes " +
-                             "are reclustered");
-    }
-    if (!info.is_trained) return NotTrained(name);
-    const int nlist = n_clusters > 0 ? n_clusters : old.nlist;
-    const int64_t n = info.ntotal;
-    if (n < nlist) {
-      return InvalidArgument("n_clusters: " + std::to_string(nlist) + " lists need at least as " +
-                             "many vectors; the index holds " + std::to_string(n));
-    }
-    if (old.pq_nbits > 0 && n < (int64_t{1} << old.pq_nbits)) {
-      return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
-                             " vectors; retraining its " + std::to_string(old.pq_nbits) +
-                             "-bit product quantizer needs at least " +
-                             std::to_string(1 << old.pq_nbits));
-    }
-    if (n > limits_.max_train_vectors) {
-      return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
-                             " vectors, above the recluster limit of " +
-                             std::to_string(limits_.max_train_vectors) + " (max_train_vectors)");
-    }
-    const std::string factory =
-        std::regex_replace(old.factory, std::regex(R"(IVF\d+)"), "IVF" + std::to_string(nlist),
-                           std::regex_constants::format_first_only);
-    ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(factory, old.dim, MetricName(old.metric)));
-    spec.index_type = old.index_type;
-    const auto* placed = dynamic_cast<const PlacedBackend*>(b.get());
-    ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh,
-                     MakeBackend(spec, placed ? placed->hint() : "", tenant + "/" + name));
-    // Every label of the storage (all views), so the table stays true for every view.
-    const std::vector<int64_t> labels = t.LabelsOf(LabelTable::kBaseView);
-    std::vector<float> x(n * old.dim);
-    RETURN_IF_ERROR(ReconstructIds(*b, t, LabelTable::kBaseView, labels, x.data()));
-    // Train on an even sample of at least nlist vectors.
+  IndexStorage& storage = *c->storage();
+  MutexLock order(storage.write_order());  // no other write until the new index is in place
+  // What the rebuild needs, read with shared access: searches go on while it trains.
+  struct Plan {
+    IndexSpec spec;
+    std::string hint;
+    int old_nlist = 0;
+    int nlist = 0;
+    int nprobe = 0;
+    int64_t next_label = 0;
+    std::vector<int64_t> labels;
+    std::vector<float> x;
+  };
+  ASSIGN_OR_RETURN(
+      Plan p, c->Read([&](const Backend& b, const LabelTable& t) -> StatusOr<Plan> {
+        const IndexSpec old = b.spec();
+        const BackendInfo info = b.Info();
+        if (old.nlist <= 0 || old.binary) {
+          return InvalidArgument("index_id: '" + name + "' is not an IVF index; only IVF " +
+                                 "indexes are reclustered");
+        }
+        if (!info.is_trained) return NotTrained(name);
+        Plan p;
+        p.old_nlist = old.nlist;
+        p.nlist = n_clusters > 0 ? n_clusters : old.nlist;
+        p.nprobe = info.nprobe;
+        p.next_label = b.next_label();
+        const int64_t n = info.ntotal;
+        if (n < p.nlist) {
+          return InvalidArgument("n_clusters: " + std::to_string(p.nlist) +
+                                 " lists need at least as many vectors; the index holds " +
+                                 std::to_string(n));
+        }
+        if (old.pq_nbits > 0 && n < (int64_t{1} << old.pq_nbits)) {
+          return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
+                                 " vectors; retraining its " + std::to_string(old.pq_nbits) +
+                                 "-bit product quantizer needs at least " +
+                                 std::to_string(1 << old.pq_nbits));
+        }
+        if (n > limits_.max_train_vectors) {
+          return InvalidArgument("index_id: '" + name + "' holds " + std::to_string(n) +
+                                 " vectors, above the recluster limit of " +
+                                 std::to_string(limits_.max_train_vectors) +
+                                 " (max_train_vectors)");
+        }
+        const std::string factory = std::regex_replace(
+            old.factory, std::regex(R"(IVF\d+)"), "IVF" + std::to_string(p.nlist),
+            std::regex_constants::format_first_only);
+        ASSIGN_OR_RETURN(p.spec, ParseIndexType(factory, old.dim, MetricName(old.metric)));
+        p.spec.index_type = old.index_type;
+        const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
+        if (placed) p.hint = placed->hint();
+        // Every label of the storage (all views), so the table stays true for every view.
+        p.labels = t.LabelsOf(LabelTable::kBaseView);
+        p.x.resize(n * old.dim);
+        RETURN_IF_ERROR(ReconstructIds(b, t, LabelTable::kBaseView, p.labels, p.x.data()));
+        return p;
+      }));
+  const int64_t n = static_cast<int64_t>(p.labels.size());
+  const int dim = p.spec.dim;
+  std::string trained;
+  if (artefact) {
+    trained = *artefact;
+  } else {
+    // Train on an even sample of at least nlist vectors, on a host index of the new shape:
+    // an interruption (deadline, shutdown) stops it with nothing logged or changed.
     const int64_t m =
-        std::clamp<int64_t>(static_cast<int64_t>(std::ceil(sample_ratio * n)), nlist, n);
-    std::vector<float> sample(m * old.dim);
+        std::clamp<int64_t>(static_cast<int64_t>(std::ceil(sample_ratio * n)), p.nlist, n);
+    std::vector<float> sample(m * dim);
     for (int64_t i = 0; i < m; ++i) {
       const int64_t row = i * n / m;
-      std::copy(x.begin() + row * old.dim, x.begin() + (row + 1) * old.dim,
-                sample.begin() + i * old.dim);
+      std::copy(p.x.begin() + row * dim, p.x.begin() + (row + 1) * dim, sample.begin() + i * dim);
     }
-    RETURN_IF_ERROR(fresh->Train(m, sample.data()));
-    RETURN_IF_ERROR(fresh->AddLabeled(n, x.data(), labels.data(), b->next_label()));
-    RETURN_IF_ERROR(fresh->SetParameter("nprobe", std::min(info.nprobe, nlist)));
-    b = std::move(fresh);  // every collection sharing this storage sees the new index
-    return ReclusterResult{old.nlist, nlist, n};
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, factory_.Create(p.spec));
+    RETURN_IF_ERROR(host->Train(m, sample.data()));
+    ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, host->Serialize());
+    trained.assign(bytes.begin(), bytes.end());
+  }
+  UninterruptibleScope uninterruptible;  // logged: replay must match
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(storage, [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kRecluster, .tenant = tenant, .collection = name};
+                     r.n_clusters = n_clusters;
+                     r.sample_ratio = sample_ratio;
+                     r.artefact = trained;
+                     return r;
+                   }));
+  // Live and at replay alike, the new index is the logged training plus the vectors.
+  auto built = [&]() -> StatusOr<std::unique_ptr<Backend>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh,
+                     LoadBackend(p.spec, trained, 0, p.hint, tenant + "/" + name));
+    RETURN_IF_ERROR(fresh->AddLabeled(n, p.x.data(), p.labels.data(), p.next_label));
+    RETURN_IF_ERROR(fresh->SetParameter("nprobe", std::min(p.nprobe, p.nlist)));
+    return fresh;
+  }();
+  RETURN_IF_ERROR(Outcome(storage, logged, tenant, name, built.status()));
+  c->Rebuild([&](std::unique_ptr<Backend>& b, const LabelTable&) {
+    b = std::move(*built);  // every collection sharing this storage sees the new index
+    return 0;
   });
+  return ReclusterResult{p.old_nlist, p.nlist, n};
 }
 
 StatusOr<std::vector<TransformStep>> Engine::Transforms(const std::string& tenant,
@@ -764,16 +925,17 @@ StatusOr<int64_t> Engine::Merge(const std::string& tenant, const std::string& ta
   }
   MutexLock order(dst->storage()->write_order());  // log and apply in one order
   UninterruptibleScope uninterruptible;  // logged: replay must match
-  if (log_) {
-    // The vectors themselves, not the sources' names: replaying must not depend on what the
-    // sources hold by then.
-    store::WalRecord r{.type = store::RecordType::kMerge, .tenant = tenant, .collection = target};
-    r.sources = sources;
-    r.vectors = x;
-    r.ids = ids;
-    RETURN_IF_ERROR(LogMutation(r).status());
-  }
-  return MergeVectors(*dst, x, ids, &owner);
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*dst->storage(), [&] {
+                     // The vectors themselves, not the sources' names: replaying must not
+                     // depend on what the sources hold by then.
+                     store::WalRecord r{
+                         .type = store::RecordType::kMerge, .tenant = tenant, .collection = target};
+                     r.sources = sources;
+                     r.vectors = x;
+                     r.ids = ids;
+                     return r;
+                   }));
+  return Outcome(*dst->storage(), logged, tenant, target, MergeVectors(*dst, x, ids, &owner));
 }
 
 StatusOr<int64_t> Engine::MergeVectors(Collection& dst, const FloatMatrix& x,
@@ -826,6 +988,54 @@ Status Engine::Apply(const store::WalRecord& r, uint64_t seq) {
   return st;
 }
 
+StatusOr<Engine::Replayed> Engine::Replay(const store::WalRecord& r, uint64_t seq,
+                                          bool failed_when_made) {
+  std::shared_ptr<IndexStorage> s;
+  if (r.type == store::RecordType::kCreate && r.storage_id == 0) {
+    if (StorageById(seq)) return Replayed::kSkipped;  // its storage's snapshot was loaded
+    if (r.storage_seq != 1) {
+      return DataLoss("log record " + std::to_string(seq) + ": a create that makes a storage " +
+                      "is its record 1, not " + std::to_string(r.storage_seq));
+    }
+    if (failed_when_made) return Replayed::kSkipped;
+  } else {
+    s = StorageById(r.storage_id);
+    if (!s) return Replayed::kSkipped;  // every name of it was dropped later
+    const uint64_t at = s->log_seq();
+    if (r.storage_seq <= at) return Replayed::kSkipped;  // in its snapshot
+    if (r.storage_seq != at + 1) {
+      return DataLoss("log record " + std::to_string(seq) + " is record " +
+                      std::to_string(r.storage_seq) + " of the storage of index '" +
+                      s->origin().name + "' (tenant '" + s->origin().tenant + "'), whose last " +
+                      "record was " + std::to_string(at) + ": records are missing");
+    }
+    bool named = r.type == store::RecordType::kCreate;  // a view: its name is new
+    if (!named) {
+      auto c = registry_.Get(r.tenant, r.collection);
+      named = c.ok() && (*c)->storage() == s;
+    }
+    if (failed_when_made || !named) {
+      // It changed nothing when made (or, written after its collection was dropped, nothing
+      // that any collection sees): its place in the storage's order passes.
+      s->set_log_seq(r.storage_seq);
+      return Replayed::kSkipped;
+    }
+  }
+  const Status st = Apply(r, seq);
+  // A record refused now before it was logged again still takes its place.
+  if (s && s->log_seq() < r.storage_seq) s->set_log_seq(r.storage_seq);
+  return st.ok() ? Replayed::kApplied : Replayed::kRefused;
+}
+
+StatusOr<std::unique_ptr<Backend>> Engine::LoadBackend(const IndexSpec& spec,
+                                                       std::string_view bytes,
+                                                       int64_t next_label,
+                                                       const std::string& hint,
+                                                       const std::string& who) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, factory_.Load(spec, bytes, next_label));
+  return Place(std::move(host), hint, who);
+}
+
 Status Engine::ApplyRecord(const store::WalRecord& r) {
   using store::RecordType;
   const std::string& t = r.tenant;
@@ -844,7 +1054,7 @@ Status Engine::ApplyRecord(const store::WalRecord& r) {
         return DataLoss("log record: replace names " + std::to_string(r.ids.size()) + " ids");
       return Replace(t, n, r.ids[0], r.vectors);
     case RecordType::kTrain:
-      return Train(t, n, r.vectors).status();
+      return TrainWith(t, n, r.vectors, r.artefact.empty() ? nullptr : &r.artefact).status();
     case RecordType::kReset:
       return Reset(t, n);
     case RecordType::kMerge: {
@@ -852,7 +1062,9 @@ Status Engine::ApplyRecord(const store::WalRecord& r) {
       return MergeVectors(*dst, r.vectors, r.ids, nullptr).status();
     }
     case RecordType::kRecluster:
-      return Recluster(t, n, r.n_clusters, r.sample_ratio).status();
+      return ReclusterWith(t, n, r.n_clusters, r.sample_ratio,
+                           r.artefact.empty() ? nullptr : &r.artefact)
+          .status();
     case RecordType::kSetParameter:
       return SetParameter(t, n, r.name, r.value);
     case RecordType::kPutKeys: {
@@ -873,6 +1085,8 @@ Status Engine::ApplyRecord(const store::WalRecord& r) {
         return DataLoss("log record: stamp_key names " + std::to_string(r.keys.size()) + " ids");
       }
       return StampKey(t, n, r.keys[0], r.timestamps[0], /*force=*/true);
+    case RecordType::kFailed:
+      return Status::Ok();  // read by the store, never applied
   }
   return DataLoss("log record: unknown type");
 }

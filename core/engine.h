@@ -224,6 +224,13 @@ class Engine {
   // `seq`: the record's sequence number (a replayed create gives its storage that id). Call
   // before set_log, from one thread.
   Status Apply(const store::WalRecord& record, uint64_t seq = 0);
+  // Replays a format-2 record (one that names its storage), checking its place in its
+  // storage's own order: kSkipped when the storage's snapshot already holds it, when its
+  // storage or its collection was dropped later, or when `failed_when_made` (a kFailed record
+  // names it: it changed nothing then); kApplied or kRefused otherwise. DataLoss when records
+  // of its storage are missing before it.
+  enum class Replayed { kApplied, kRefused, kSkipped };
+  StatusOr<Replayed> Replay(const store::WalRecord& record, uint64_t seq, bool failed_when_made);
 
   // String ids (the Vald API; core/engine_keys.cc), on collections with an id map: each key
   // names an id of the collection (core/key_table.h), so both protocols see the same vectors.
@@ -343,9 +350,41 @@ class Engine {
   Status CheckMatrix(const char* field, const FloatMatrix& x, const IndexSpec& spec,
                      int64_t max_rows) const;
 
-  // Records a mutation before it is applied, returning its sequence number once durable (0
-  // without a log). REQUIRES: the write order of the storage it changes held.
-  StatusOr<uint64_t> LogMutation(const store::WalRecord& r) const;
+  // Where a mutation went in the log: its sequence number (Apply's record without a log) and
+  // its place in its storage's own order.
+  struct Logged {
+    uint64_t seq = 0;
+    uint64_t storage_seq = 0;
+  };
+  // Records a mutation of `s` before it is applied, as the storage's next record, once
+  // durable: `make` builds the record (called only when there is a log). Advances the
+  // storage's order even without a log (replay). REQUIRES: s's write order held.
+  StatusOr<Logged> LogFor(IndexStorage& s, const std::function<store::WalRecord()>& make) const;
+  // After a logged mutation was applied: when it failed, logs a kFailed record for it, so that
+  // replay skips it too (it changed nothing). Returns `result`.
+  Status Outcome(IndexStorage& s, const Logged& l, const std::string& tenant,
+                 const std::string& name, Status result) const;
+  template <typename T>
+  StatusOr<T> Outcome(IndexStorage& s, const Logged& l, const std::string& tenant,
+                      const std::string& name, StatusOr<T> result) const {
+    if (!result.ok()) (void)Outcome(s, l, tenant, name, result.status());
+    return result;
+  }
+  // The storage named by `id` (the sequence number of its create), if it lives.
+  std::shared_ptr<IndexStorage> StorageById(uint64_t id) const EXCLUDES(catalog_mu_);
+  void RegisterStorage(const std::shared_ptr<IndexStorage>& s) REQUIRES(catalog_mu_);
+  // A host backend rebuilt from `bytes` (Backend::Serialize), placed as MakeBackend places.
+  StatusOr<std::unique_ptr<Backend>> LoadBackend(const IndexSpec& spec, std::string_view bytes,
+                                                 int64_t next_label, const std::string& hint,
+                                                 const std::string& who);
+  StatusOr<std::unique_ptr<Backend>> Place(std::unique_ptr<Backend> host, const std::string& hint,
+                                           const std::string& who);
+  // Train and Recluster, with the artefact of a replayed record (null: live).
+  StatusOr<CollectionInfo> TrainWith(const std::string& tenant, const std::string& name,
+                                     const FloatMatrix& x, const std::string* artefact);
+  StatusOr<ReclusterResult> ReclusterWith(const std::string& tenant, const std::string& name,
+                                          int n_clusters, double sample_ratio,
+                                          const std::string* artefact);
   // The last step of a merge: adds x under ids to dst (ids empty unless dst has an id map).
   // `owner` names the source of each id for messages (null in recovery).
   StatusOr<int64_t> MergeVectors(Collection& dst, const FloatMatrix& x,
@@ -395,6 +434,10 @@ class Engine {
   uint64_t replay_seq_ = 0;  // Apply's record, as LogMutation's answer without a log
   // Held by creates and drops from logging to registering, and by Storages.
   mutable Mutex catalog_mu_;
+  // Storages by id (Replay); expired entries are swept as it grows.
+  std::unordered_map<uint64_t, std::weak_ptr<IndexStorage>> storages_by_id_
+      GUARDED_BY(catalog_mu_);
+  size_t storages_swept_at_ GUARDED_BY(catalog_mu_) = 64;
   TenantRegistry registry_;
 };
 

@@ -113,12 +113,16 @@ Status Engine::PutKeyed(const std::string& tenant, const std::string& name,
         }
         return Status::Ok();
       }));
-  store::WalRecord r{.type = store::RecordType::kPutKeys, .tenant = tenant, .collection = name};
-  r.keys = keys;
-  r.timestamps = stamps;
-  if (log_) r.vectors = x;
-  RETURN_IF_ERROR(LogMutation(r).status());
-  RETURN_IF_ERROR(PutKeysLocked(*c, keys, x, stamps));
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kPutKeys, .tenant = tenant, .collection = name};
+                     r.keys = keys;
+                     r.timestamps = stamps;
+                     r.vectors = x;
+                     return r;
+                   }));
+  RETURN_IF_ERROR(
+      Outcome(*c->storage(), logged, tenant, name, PutKeysLocked(*c, keys, x, stamps)));
   c->stats().adds++;
   c->stats().vectors_added += x.rows;
   return Status::Ok();
@@ -166,10 +170,14 @@ Status Engine::RemoveKeyed(const std::string& tenant, const std::string& name,
         }
         return Status::Ok();
       }));
-  store::WalRecord r{.type = store::RecordType::kRemoveKeys, .tenant = tenant, .collection = name};
-  r.keys = keys;
-  RETURN_IF_ERROR(LogMutation(r).status());
-  RETURN_IF_ERROR(RemoveKeysLocked(*c, keys));
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{.type = store::RecordType::kRemoveKeys,
+                                        .tenant = tenant,
+                                        .collection = name};
+                     r.keys = keys;
+                     return r;
+                   }));
+  RETURN_IF_ERROR(Outcome(*c->storage(), logged, tenant, name, RemoveKeysLocked(*c, keys)));
   c->stats().removals += static_cast<int64_t>(keys.size());
   return Status::Ok();
 }
@@ -208,10 +216,14 @@ StatusOr<std::vector<std::string>> Engine::RemoveKeyedWhere(
         return out;
       });
   if (keys.empty()) return keys;
-  store::WalRecord r{.type = store::RecordType::kRemoveKeys, .tenant = tenant, .collection = name};
-  r.keys = keys;
-  RETURN_IF_ERROR(LogMutation(r).status());
-  RETURN_IF_ERROR(RemoveKeysLocked(*c, keys));
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{.type = store::RecordType::kRemoveKeys,
+                                        .tenant = tenant,
+                                        .collection = name};
+                     r.keys = keys;
+                     return r;
+                   }));
+  RETURN_IF_ERROR(Outcome(*c->storage(), logged, tenant, name, RemoveKeysLocked(*c, keys)));
   c->stats().removals += static_cast<int64_t>(keys.size());
   return keys;
 }
@@ -231,16 +243,20 @@ Status Engine::StampKey(const std::string& tenant, const std::string& name, cons
     }
     return Status::Ok();
   }));
-  store::WalRecord r{.type = store::RecordType::kStampKey, .tenant = tenant, .collection = name};
-  r.keys = {key};
-  r.timestamps = {timestamp};
-  RETURN_IF_ERROR(LogMutation(r).status());
-  return c->WriteKeyed([&](Backend&, LabelTable&, KeyTable& k) -> Status {
-    const KeyTable::Object* o = k.Find(c->view(), key);
-    if (!o) return MissingKey(key, name);
-    k.Put(c->view(), key, o->id, timestamp);
-    return Status::Ok();
-  });
+  ASSIGN_OR_RETURN(const Logged logged, LogFor(*c->storage(), [&] {
+                     store::WalRecord r{
+                         .type = store::RecordType::kStampKey, .tenant = tenant, .collection = name};
+                     r.keys = {key};
+                     r.timestamps = {timestamp};
+                     return r;
+                   }));
+  return Outcome(*c->storage(), logged, tenant, name,
+                 c->WriteKeyed([&](Backend&, LabelTable&, KeyTable& k) -> Status {
+                   const KeyTable::Object* o = k.Find(c->view(), key);
+                   if (!o) return MissingKey(key, name);
+                   k.Put(c->view(), key, o->id, timestamp);
+                   return Status::Ok();
+                 }));
 }
 
 StatusOr<int64_t> Engine::KeyTimestamp(const std::string& tenant, const std::string& name,

@@ -40,6 +40,12 @@ StatusOr<std::unique_ptr<Backend>> Engine::MakeBackend(const IndexSpec& spec,
                            "index on a GPU");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, factory_.Create(spec));
+  return Place(std::move(host), hint, who);
+}
+
+StatusOr<std::unique_ptr<Backend>> Engine::Place(std::unique_ptr<Backend> host,
+                                                 const std::string& hint,
+                                                 const std::string& who) {
   if (!devices_) return host;
   ASSIGN_OR_RETURN(auto placed, PlacedBackend::Create(std::move(host), *devices_, hint, who));
   return std::unique_ptr<Backend>(std::move(placed));
@@ -241,8 +247,12 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
     // An add the log refuses is answered with that error and ends the group (the ones logged
     // before it are applied); a failed wait refuses them all.
     const size_t group_end = end;
-    MutexLock order(c.storage()->write_order());
+    IndexStorage& storage = *c.storage();
+    MutexLock order(storage.write_order());
     UninterruptibleScope uninterruptible;  // logged: replay must match
+    // Task i is the storage's record base + 1 + (i - begin).
+    const uint64_t base = storage.log_seq();
+    auto logged_as = [&](size_t i) { return Logged{0, base + 1 + (i - begin)}; };
     if (log_) {
       size_t logged = begin;
       Status refused;
@@ -250,6 +260,8 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
       for (; logged < end; ++logged) {
         store::WalRecord r{
             .type = store::RecordType::kAdd, .tenant = c.tenant(), .collection = c.name()};
+        r.storage_id = storage.origin().id;
+        r.storage_seq = logged_as(logged).storage_seq;
         r.vectors = tasks[logged]->x;
         r.ids = tasks[logged]->ids;
         auto ticket = log_->Append(r);
@@ -274,6 +286,8 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
         end = logged;
       }
     }
+    // Durable (or no log): these records take their places in the storage's order.
+    storage.set_log_seq(base + (end - begin));
     auto merged = apply(begin, end);
     if (!merged.ok() && end - begin > 1) {
       // One of them is refused: apply each alone, so each gets its own answer.
@@ -284,13 +298,13 @@ void Engine::RunAdds(const std::vector<AddTask*>& tasks) {
           c.stats().vectors_added += tasks[i]->x.rows;
           tasks[i]->done(AddResult{tasks[i]->x.rows, *r});
         } else {
-          tasks[i]->done(r.status());
+          tasks[i]->done(Outcome(storage, logged_as(i), c.tenant(), c.name(), r.status()));
         }
       }
     } else {
       for (size_t i = begin; i < end; ++i) {
         if (!merged.ok()) {
-          tasks[i]->done(merged.status());
+          tasks[i]->done(Outcome(storage, logged_as(i), c.tenant(), c.name(), merged.status()));
           continue;
         }
         c.stats().adds++;

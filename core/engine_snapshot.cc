@@ -58,6 +58,7 @@ StatusOr<Engine::StorageImage> Engine::CaptureHeld(IndexStorage& storage,
   s.seq = log_ ? log_->LastSeq() : 0;
   const IndexStorage::Origin& o = storage.origin();
   s.storage_id = o.id;
+  s.storage_seq = storage.log_seq();
   s.tenant = o.tenant;
   s.name = o.name;
   s.index_type = o.index_type;
@@ -105,7 +106,10 @@ StatusOr<CollectionInfo> Engine::Import(const std::string& tenant, store::Storag
   r.metric = snap.metric;
   r.device = snap.device;
   // Logged only once everything in it checks out, so a refused import logs nothing.
-  RETURN_IF_ERROR(RestoreLocked(snap, [&] { return LogMutation(r); }).status());
+  r.storage_seq = 1;  // the create of a new storage (storage id 0: this record names it)
+  RETURN_IF_ERROR(RestoreLocked(snap, [&]() -> StatusOr<uint64_t> {
+                    return log_ ? log_->Log(r) : StatusOr<uint64_t>(replay_seq_);
+                  }).status());
   return Describe(tenant, snap.name);
 }
 
@@ -171,6 +175,8 @@ StatusOr<uint64_t> Engine::RestoreLocked(const store::StorageSnapshot& snap,
       NewStorage(snap.tenant, std::move(backend),
                  {id, snap.tenant, snap.name, snap.index_type, snap.dim, snap.metric, snap.device});
   storage->RestoreNames(names, std::move(*labels), std::move(*keys));
+  storage->set_log_seq(log_create ? 1 : snap.storage_seq);
+  RegisterStorage(storage);
   std::shared_ptr<Collection> first;
   for (size_t i = 0; i < names.size(); ++i) {
     auto c =

@@ -8,7 +8,8 @@ namespace vecgpu::store {
 namespace {
 
 constexpr char kMagic[8] = {'V', 'E', 'C', 'G', 'P', 'U', 'S', 'N'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kOldestVersion = 1;  // format 1: no storage seq
 
 void PutBytes(std::string* out, const void* p, size_t n) {
   out->append(static_cast<const char*>(p), n);
@@ -63,7 +64,7 @@ class Reader {
 };
 
 // Everything before the index bytes: magic, version u32, flags u32, seq u64, storage_id u64,
-// tenant, name, index_type, dim i32, metric, device, factory, next_label i64, name count u32,
+// storage_seq u64 (version 2 on), tenant, name, index_type, dim i32, metric, device, factory, next_label i64, name count u32,
 // names (name, index_type, view u32), labels, keys, index length u64. Then the index bytes and the
 // CRC32C u32 of every byte before it. Strings: u64 length + bytes.
 std::string EncodeHead(const StorageSnapshot& s) {
@@ -72,6 +73,7 @@ std::string EncodeHead(const StorageSnapshot& s) {
   Put<uint32_t>(&out, 0);
   Put<uint64_t>(&out, s.seq);
   Put<uint64_t>(&out, s.storage_id);
+  Put<uint64_t>(&out, s.storage_seq);
   PutStr(&out, s.tenant);
   PutStr(&out, s.name);
   PutStr(&out, s.index_type);
@@ -117,13 +119,14 @@ StatusOr<StorageSnapshot> DecodeSnapshot(std::string_view bytes, const std::stri
   uint32_t version = 0, flags = 0, nnames = 0;
   in.Skip(sizeof(kMagic));  // checked above
   RETURN_IF_ERROR(in.Get("version", &version));
-  if (version != kVersion) {
-    return bad("format version " + std::to_string(version) + " (this vecgpu reads version " +
-               std::to_string(kVersion) + ")");
+  if (version < kOldestVersion || version > kVersion) {
+    return bad("format version " + std::to_string(version) + " (this vecgpu reads versions " +
+               std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) + ")");
   }
   RETURN_IF_ERROR(in.Get("flags", &flags));
   RETURN_IF_ERROR(in.Get("seq", &s.seq));
   RETURN_IF_ERROR(in.Get("storage id", &s.storage_id));
+  if (version >= 2) RETURN_IF_ERROR(in.Get("storage seq", &s.storage_seq));
   RETURN_IF_ERROR(in.Str("tenant", &s.tenant));
   RETURN_IF_ERROR(in.Str("name", &s.name));
   RETURN_IF_ERROR(in.Str("index_type", &s.index_type));

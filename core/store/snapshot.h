@@ -25,6 +25,9 @@ struct StorageSnapshot {
   // collections up to here and none after.
   uint64_t seq = 0;
   uint64_t storage_id = 0;  // the sequence number of the record that created the storage
+  // How many log records about the storage it reflects (WalRecord::storage_seq of the last;
+  // 0 in a format-1 file, which did not count them).
+  uint64_t storage_seq = 0;
   // The create request of the collection that made the storage (which may since be dropped,
   // its views living on).
   std::string tenant;

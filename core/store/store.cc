@@ -97,6 +97,18 @@ Status Store::Recover(RecoveryReport* r) {
   r->snapshot_seconds = Seconds(SteadyClock::now() - start).count();
 
   const std::string wal_dir = dir + "/wal";
+  // First the records that failed when made (a kFailed record follows each): they changed
+  // nothing then, so replay skips them even should they succeed now. Damage is met again and
+  // handled below.
+  std::set<std::pair<uint64_t, uint64_t>> failed;  // (storage id, storage seq)
+  const char failed_type =
+      static_cast<char>(kStorageHeaderBit | static_cast<uint8_t>(RecordType::kFailed));
+  (void)ReadWal(fs_, wal_dir, cut_ + 1, [&](uint64_t, std::string_view payload) -> Status {
+    if (payload.empty() || payload[0] != failed_type) return Status::Ok();
+    auto f = DecodeRecord(payload);
+    if (f.ok()) failed.insert({f->storage_id, f->storage_seq});
+    return Status::Ok();
+  });
   WalReadResult read;
   int64_t replayed_bytes = 0;
   StatusOr<WalReadResult> full = ReadWal(
@@ -104,6 +116,25 @@ Status Store::Recover(RecoveryReport* r) {
       [&](uint64_t seq, std::string_view payload) -> Status {
         ASSIGN_OR_RETURN(WalRecord record, DecodeRecord(payload));
         replayed_bytes += static_cast<int64_t>(payload.size());
+        if (record.type == RecordType::kFailed) {
+          ++r->skipped;
+          return Status::Ok();
+        }
+        if (record.has_storage) {
+          // Format 2: by storage and its own order, whatever the names have become since.
+          const uint64_t storage = record.storage_id ? record.storage_id : seq;
+          ASSIGN_OR_RETURN(
+              Engine::Replayed done,
+              engine_.Replay(record, seq, failed.count({storage, record.storage_seq}) > 0));
+          if (done == Engine::Replayed::kSkipped) {
+            ++r->skipped;
+          } else {
+            ++r->records;
+            if (done == Engine::Replayed::kRefused) ++r->refused;
+          }
+          return Status::Ok();
+        }
+        last_legacy_seq_ = seq;
         auto it = covered.find({record.tenant, record.collection});
         if (it != covered.end() && seq <= it->second) {
           ++r->skipped;
@@ -222,7 +253,13 @@ StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
     const uint64_t id = s.origin().id;
     auto prev = previous.find(id);
     const uint64_t image_seq = prev != previous.end() ? prev->second.manifest.seq : id - 1;
-    if (frozen.last_drop_seq > image_seq) return false;
+    // Its image must name what it names now: a name dropped since could belong to another
+    // image by the next start.
+    if (prev != previous.end() && s.names_seq() > image_seq) return false;
+    // Format-1 records after the image replay by collection name: then no collection may have
+    // been dropped since (its name could belong to another image, or to none while its
+    // records are in one). Format-2 records name their storage.
+    if (frozen.last_drop_seq > image_seq && last_legacy_seq_ > image_seq) return false;
     if (prev != previous.end()) entries[id] = prev->second;
     next.cut = std::min(next.cut, image_seq);
     return true;
@@ -252,7 +289,7 @@ StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
     if (refused.empty()) break;
     if (attempt == 5) {
       return Unavailable("snapshot abandoned: " + refused +
-                         " is being written and a collection was dropped since its last "
+                         " is being written and its collections changed since its last "
                          "snapshot; the next snapshot will try again");
     }
   }

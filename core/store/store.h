@@ -41,7 +41,9 @@ struct RecoveryReport {
   double snapshot_seconds = 0;
   int64_t records = 0;  // log records replayed
   int64_t refused = 0;  // of them, refused again (as they were when first made)
-  int64_t skipped = 0;  // records the snapshots already reflect
+  // Records not applied: the snapshots already reflect them, their storage was dropped later,
+  // or they failed when made (a kFailed record says so), and those kFailed records.
+  int64_t skipped = 0;
   uint64_t last_seq = 0;
   std::string torn_segment;  // a torn last record was cut off here
   std::string damage;        // with recover_from_last_good: the damage that was set aside
@@ -136,6 +138,9 @@ class Store final : public MutationLog {
   Mutex snapshot_mu_;
   std::map<uint64_t, Entry> entries_ GUARDED_BY(snapshot_mu_);  // by storage id
   uint64_t cut_ GUARDED_BY(snapshot_mu_) = 0;
+  // The last format-1 record replayed (0: none). Such records name no storage: they replay by
+  // collection name, so a storage kept at an image older than one of them needs no drop since.
+  uint64_t last_legacy_seq_ GUARDED_BY(snapshot_mu_) = 0;
   int64_t bytes_at_snapshot_ GUARDED_BY(snapshot_mu_) = 0;  // wal_->appended_bytes() then
   int64_t snapshot_bytes_ GUARDED_BY(snapshot_mu_) = 0;     // what the manifest's files hold
 

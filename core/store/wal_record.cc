@@ -66,7 +66,7 @@ class Reader {
   size_t at_ = 0;
 };
 
-bool Known(uint8_t t) { return t >= 1 && t <= 13; }
+bool Known(uint8_t t) { return t >= 1 && t <= 14; }
 
 }  // namespace
 
@@ -98,12 +98,16 @@ std::string_view RecordTypeName(RecordType t) {
       return "remove_keys";
     case RecordType::kStampKey:
       return "stamp_key";
+    case RecordType::kFailed:
+      return "failed";
   }
   return "unknown";
 }
 
 bool WalRecord::operator==(const WalRecord& o) const {
-  return type == o.type && tenant == o.tenant && collection == o.collection &&
+  return type == o.type && has_storage == o.has_storage && storage_id == o.storage_id &&
+         storage_seq == o.storage_seq && artefact == o.artefact && error == o.error &&
+         tenant == o.tenant && collection == o.collection &&
          index_type == o.index_type && dim == o.dim && metric == o.metric && device == o.device &&
          vectors.rows == o.vectors.rows && vectors.cols == o.vectors.cols &&
          vectors.data == o.vectors.data && ids == o.ids && sources == o.sources &&
@@ -111,7 +115,8 @@ bool WalRecord::operator==(const WalRecord& o) const {
          value == o.value && keys == o.keys && timestamps == o.timestamps;
 }
 
-// Layout (FORMAT.md): type u8, tenant str, collection str, then by type:
+// Layout (FORMAT.md): type u8 (format 2: | 0x80, then storage id u64, storage seq u64),
+// tenant str, collection str, then by type:
 //   create: index_type str, dim i32, metric str, device str
 //   add / replace / train: rows u64, cols u32, rows*cols f32 [, add/replace: nids u64, ids i64*]
 //   remove: nids u64, ids i64*
@@ -122,10 +127,18 @@ bool WalRecord::operator==(const WalRecord& o) const {
 //   remove_keys: nkeys u64, keys str*
 //   stamp_key: nkeys u64 (= 1), keys str*, timestamps i64*
 //   drop, reset: nothing more
+//   format 2 only: train and recluster end with artefact (u64 length + bytes); failed: error str
 // str = u32 length + bytes.
 std::string EncodeRecord(const WalRecord& r) {
   Writer w;
-  w.Fixed<uint8_t>(static_cast<uint8_t>(r.type));
+  const uint8_t type = static_cast<uint8_t>(r.type);
+  if (r.has_storage) {
+    w.Fixed<uint8_t>(type | kStorageHeaderBit);
+    w.Fixed<uint64_t>(r.storage_id);
+    w.Fixed<uint64_t>(r.storage_seq);
+  } else {
+    w.Fixed<uint8_t>(type);
+  }
   w.Str(r.tenant);
   w.Str(r.collection);
   auto matrix = [&] {
@@ -136,6 +149,11 @@ std::string EncodeRecord(const WalRecord& r) {
   auto ids = [&] {
     w.Fixed<uint64_t>(r.ids.size());
     for (int64_t id : r.ids) w.Fixed<int64_t>(id);
+  };
+  auto artefact = [&] {
+    if (!r.has_storage) return;
+    w.Fixed<uint64_t>(r.artefact.size());
+    w.Raw(r.artefact.data(), r.artefact.size());
   };
   switch (r.type) {
     case RecordType::kCreate:
@@ -151,9 +169,13 @@ std::string EncodeRecord(const WalRecord& r) {
       break;
     case RecordType::kTrain:
       matrix();
+      artefact();
       break;
     case RecordType::kRemove:
       ids();
+      break;
+    case RecordType::kFailed:
+      w.Str(r.error);
       break;
     case RecordType::kMerge:
       w.Fixed<uint32_t>(static_cast<uint32_t>(r.sources.size()));
@@ -164,6 +186,7 @@ std::string EncodeRecord(const WalRecord& r) {
     case RecordType::kRecluster:
       w.Fixed<int32_t>(r.n_clusters);
       w.Fixed<double>(r.sample_ratio);
+      artefact();
       break;
     case RecordType::kSetParameter:
       w.Str(r.name);
@@ -192,8 +215,16 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
   WalRecord r;
   uint8_t type = 0;
   RETURN_IF_ERROR(in.Fixed("type", &type));
-  if (!Known(type)) return DataLoss("log record: unknown type " + std::to_string(type));
+  r.has_storage = (type & kStorageHeaderBit) != 0;
+  type &= ~kStorageHeaderBit;
+  if (!Known(type) || (!r.has_storage && type == static_cast<uint8_t>(RecordType::kFailed))) {
+    return DataLoss("log record: unknown type " + std::to_string(type));
+  }
   r.type = static_cast<RecordType>(type);
+  if (r.has_storage) {
+    RETURN_IF_ERROR(in.Fixed("storage id", &r.storage_id));
+    RETURN_IF_ERROR(in.Fixed("storage seq", &r.storage_seq));
+  }
   RETURN_IF_ERROR(in.Str("tenant", &r.tenant));
   RETURN_IF_ERROR(in.Str("collection", &r.collection));
   auto matrix = [&]() -> Status {
@@ -214,6 +245,15 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
     RETURN_IF_ERROR(in.Fixed("id count", &n));
     return in.Array("ids", n, &r.ids);
   };
+  auto artefact = [&]() -> Status {
+    if (!r.has_storage) return Status::Ok();
+    uint64_t n = 0;
+    RETURN_IF_ERROR(in.Fixed("artefact length", &n));
+    std::vector<char> bytes;
+    RETURN_IF_ERROR(in.Array("artefact", n, &bytes));
+    r.artefact.assign(bytes.begin(), bytes.end());
+    return Status::Ok();
+  };
   switch (r.type) {
     case RecordType::kCreate:
       RETURN_IF_ERROR(in.Str("index_type", &r.index_type));
@@ -228,9 +268,13 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
       break;
     case RecordType::kTrain:
       RETURN_IF_ERROR(matrix());
+      RETURN_IF_ERROR(artefact());
       break;
     case RecordType::kRemove:
       RETURN_IF_ERROR(ids());
+      break;
+    case RecordType::kFailed:
+      RETURN_IF_ERROR(in.Str("error", &r.error));
       break;
     case RecordType::kMerge: {
       uint32_t n = 0;
@@ -245,6 +289,7 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
     case RecordType::kRecluster:
       RETURN_IF_ERROR(in.Fixed("n_clusters", &r.n_clusters));
       RETURN_IF_ERROR(in.Fixed("sample_ratio", &r.sample_ratio));
+      RETURN_IF_ERROR(artefact());
       break;
     case RecordType::kSetParameter:
       RETURN_IF_ERROR(in.Str("name", &r.name));

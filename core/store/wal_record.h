@@ -26,13 +26,24 @@ enum class RecordType : uint8_t {
   kPutKeys = 11,       // keys[i] := vectors row i, stamped timestamps[i] (the Vald API)
   kRemoveKeys = 12,    // keys
   kStampKey = 13,      // keys[0] stamped timestamps[0]
+  kFailed = 14,        // the storage's record storage_seq failed when applied: replay skips it
 };
+
+// Payloads of format 2 carry their storage (FORMAT.md): the type byte has this bit set.
+inline constexpr uint8_t kStorageHeaderBit = 0x80;
 
 std::string_view RecordTypeName(RecordType t);
 
 // One logged mutation of one collection of one tenant. Fields a type does not use stay empty.
 struct WalRecord {
   RecordType type = RecordType::kCreate;
+  // Format 2: which storage the record is about and its place in that storage's own order
+  // (1, 2, ...: every record about a storage, its create first). storage_id is the sequence
+  // number of the create record that made the storage; 0 in a create that makes one (the
+  // record's own sequence number names it). False for a format-1 payload, which has neither.
+  bool has_storage = true;
+  uint64_t storage_id = 0;
+  uint64_t storage_seq = 0;
   std::string tenant;
   std::string collection;
   // kCreate
@@ -49,6 +60,12 @@ struct WalRecord {
   // kRecluster
   int32_t n_clusters = 0;
   double sample_ratio = 0;
+  // kTrain, kRecluster (format 2): what the training produced, as Backend::Serialize() of the
+  // trained index before any vector was added (centroids, codebooks, ranges, transforms);
+  // replay installs it instead of training again. Empty: replay trains from the vectors.
+  std::string artefact;
+  // kFailed: why the record failed
+  std::string error;
   // kSetParameter
   std::string name;
   double value = 0;
