@@ -439,7 +439,9 @@ StatusOr<CollectionInfo> Engine::TrainWith(const std::string& tenant, const std:
   };
   const Before before = c->Read([](const Backend& b, const LabelTable& t) {
     const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
-    return Before{t.size() == 0 && !b.is_trained(), b.spec(), placed ? placed->hint() : "",
+    // A scalar quantizer reports itself trained while it buffers vectors to train on.
+    const bool untrained = !b.is_trained() || b.spec().kind() == "SQ";
+    return Before{t.size() == 0 && untrained, b.spec(), placed ? placed->hint() : "",
                   b.next_label()};
   });
   // An empty index trains a copy of itself: the trained copy's bytes are logged and installed,
@@ -448,13 +450,17 @@ StatusOr<CollectionInfo> Engine::TrainWith(const std::string& tenant, const std:
   // An index holding vectors trains in place, and replay trains it again from the vectors.
   std::string trained = artefact ? *artefact : std::string();
   if (!artefact && before.empty) {
+    // A new index of the same spec, with the settings given to this one so far.
     auto copy = [&]() -> StatusOr<std::unique_ptr<Backend>> {
-      ASSIGN_OR_RETURN(auto bytes, c->Read([](const Backend& b, const LabelTable&) {
-                         return b.Serialize();
-                       }));
-      return factory_.Load(before.spec,
-                           {reinterpret_cast<const char*>(bytes.data()), bytes.size()},
-                           before.next_label);
+      ASSIGN_OR_RETURN(std::unique_ptr<Backend> fresh, factory_.Create(before.spec));
+      RETURN_IF_ERROR(c->Read([&](const Backend& b, const LabelTable&) -> Status {
+        for (const char* p : {"nprobe", "efSearch", "efConstruction"}) {
+          auto v = b.GetParameter(p);
+          if (v.ok()) RETURN_IF_ERROR(fresh->SetParameter(p, *v));
+        }
+        return Status::Ok();
+      }));
+      return fresh;
     }();
     if (copy.ok()) {
       RETURN_IF_ERROR((*copy)->Train(x.rows, x.data.data()));
@@ -991,8 +997,13 @@ Status Engine::Apply(const store::WalRecord& r, uint64_t seq) {
 StatusOr<Engine::Replayed> Engine::Replay(const store::WalRecord& r, uint64_t seq,
                                           bool failed_when_made) {
   std::shared_ptr<IndexStorage> s;
+  // A create whose name is taken now: when it was made the name was free, so it is held by a
+  // snapshot of a later incarnation, and this one was dropped before that snapshot.
+  const bool name_taken = r.type == store::RecordType::kCreate &&
+                          registry_.Get(r.tenant, r.collection).ok();
   if (r.type == store::RecordType::kCreate && r.storage_id == 0) {
     if (StorageById(seq)) return Replayed::kSkipped;  // its storage's snapshot was loaded
+    if (name_taken) return Replayed::kSkipped;
     if (r.storage_seq != 1) {
       return DataLoss("log record " + std::to_string(seq) + ": a create that makes a storage " +
                       "is its record 1, not " + std::to_string(r.storage_seq));
@@ -1009,7 +1020,7 @@ StatusOr<Engine::Replayed> Engine::Replay(const store::WalRecord& r, uint64_t se
                       s->origin().name + "' (tenant '" + s->origin().tenant + "'), whose last " +
                       "record was " + std::to_string(at) + ": records are missing");
     }
-    bool named = r.type == store::RecordType::kCreate;  // a view: its name is new
+    bool named = r.type == store::RecordType::kCreate && !name_taken;  // a view
     if (!named) {
       auto c = registry_.Get(r.tenant, r.collection);
       named = c.ok() && (*c)->storage() == s;

@@ -9,6 +9,8 @@
 
 #include "core/store/memory_file_system.h"
 #include "core/store/store.h"
+#include "core/store/wal.h"
+#include "core/util/interrupt.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
 #include "cpu_fallback/engine_state.h"
@@ -29,7 +31,8 @@ const std::string kTenant = "t";
 
 // An engine and the store it logs to, over `fs`.
 struct Node {
-  explicit Node(FileSystem& fs, StoreOptions options = Options()) {
+  explicit Node(FileSystem& fs, StoreOptions options = Options(), Limits l = Limits())
+      : limits(l) {
     cpu::ConfigureCpuThreads();
     cpu::UseOneThreadHere();
     EXPECT_TRUE(limits.Validate().ok());
@@ -419,6 +422,221 @@ TEST(StoreRecoveryTest, ADamagedOrMissingSnapshotIsNamed) {
     ASSERT_TRUE(again.status.ok()) << again.status.message();
     EXPECT_TRUE(again.engine->Describe(kTenant, "later").ok());
   }
+}
+
+// Every record of the log, decoded, in order.
+std::vector<std::pair<uint64_t, WalRecord>> LogOf(FileSystem& fs) {
+  std::vector<std::pair<uint64_t, WalRecord>> out;
+  auto read = ReadWal(fs, std::string(kDir) + "/wal", 1, [&](uint64_t seq, std::string_view p) {
+    ASSIGN_OR_RETURN(WalRecord r, DecodeRecord(p));
+    out.emplace_back(seq, std::move(r));
+    return Status::Ok();
+  });
+  EXPECT_TRUE(read.ok()) << read.status().message();
+  return out;
+}
+
+TEST(StoreRecoveryTest, EveryRecordNamesItsStorageInItsOwnOrder) {
+  MemoryFileSystem fs;
+  Node a(fs);
+  const FloatMatrix data = Clustered(100, kStateDim);
+  ASSERT_TRUE(a.engine->Create(kTenant, {"x", "L2", kStateDim, ""}).ok());
+  ASSERT_TRUE(a.engine->Create(kTenant, {"y", "IDMap2,Flat", kStateDim, ""}).ok());
+  ASSERT_TRUE(a.engine->Create(kTenant, {"v", "IDMap2:x", kStateDim, ""}).ok());
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(a.engine->Add(kTenant, "x", Rows(data, i * 5, 5), {}).ok());
+    const int64_t ids[] = {100 + i};
+    ASSERT_TRUE(a.engine->Add(kTenant, i % 2 ? "v" : "y", Rows(data, 50 + i, 1), ids).ok());
+  }
+  ASSERT_TRUE(a.engine->Drop(kTenant, "v").ok());
+  std::map<uint64_t, uint64_t> last;  // storage id -> its last record
+  std::map<uint64_t, std::string> creator;
+  for (const auto& [seq, r] : LogOf(fs)) {
+    ASSERT_TRUE(r.has_storage);
+    const uint64_t storage = r.storage_id ? r.storage_id : seq;
+    if (r.storage_id == 0) {
+      EXPECT_EQ(r.type, RecordType::kCreate);
+      creator[storage] = r.collection;
+    }
+    EXPECT_EQ(r.storage_seq, last[storage] + 1) << "record " << seq;
+    last[storage] = r.storage_seq;
+  }
+  ASSERT_EQ(creator.size(), 2u);  // x (with its view v) and y
+  for (const auto& [id, name] : creator) {
+    // x: its create, the view's create, 4 adds, 2 through v, the drop of v; y: create, 2 adds
+    EXPECT_EQ(last[id], name == "x" ? 9u : 3u) << name;
+  }
+}
+
+TEST(StoreRecoveryTest, ABusyStorageKeepsItsImageThoughOtherIndexesWereDropped) {
+  // CI's noisy-neighbour run: one index trains (its write order held) while another tenant
+  // creates and drops indexes; a snapshot must not give up.
+  MemoryFileSystem fs;
+  Node a(fs);
+  const FloatMatrix data = Clustered(200, kStateDim);
+  ASSERT_TRUE(a.engine->Create(kTenant, {"x", "L2", kStateDim, ""}).ok());
+  ASSERT_TRUE(a.engine->Add(kTenant, "x", Rows(data, 0, 10), {}).ok());
+  ASSERT_TRUE(a.store->Snapshot().ok());
+  ASSERT_TRUE(a.engine->Add(kTenant, "x", Rows(data, 10, 10), {}).ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a.engine->Create("u", {"tmp", "L2", kStateDim, ""}).ok());
+    ASSERT_TRUE(a.engine->Add("u", "tmp", Rows(data, 20 + i, 1), {}).ok());
+    ASSERT_TRUE(a.engine->Drop("u", "tmp").ok());
+  }
+  ASSERT_TRUE(a.engine->Create("u", {"tmp", "L2", kStateDim, ""}).ok());  // the name again
+  ASSERT_TRUE(a.engine->Add("u", "tmp", Rows(data, 30, 4), {}).ok());
+  auto x = StorageOf(*a.engine, "x");
+  auto writing = std::make_unique<Writing>(x->write_order());
+  auto rep = a.store->Snapshot();
+  writing.reset();
+  ASSERT_TRUE(rep.ok()) << rep.status().message();
+  EXPECT_EQ(rep->busy, 1);
+  ASSERT_TRUE(a.engine->Add(kTenant, "x", Rows(data, 40, 5), {}).ok());
+  ASSERT_TRUE(a.engine->Add("u", "tmp", Rows(data, 50, 2), {}).ok());
+  fs.Crash();
+  fs.Restart();
+  Node b(fs);
+  ASSERT_TRUE(b.status.ok()) << b.status.message();
+  EXPECT_EQ(b.engine->Describe(kTenant, "x")->backend.ntotal, 25);
+  EXPECT_EQ(b.engine->Describe("u", "tmp")->backend.ntotal, 6);
+  EXPECT_EQ(b.report.refused, 0);
+  ExpectSame(*a.engine, *b.engine, kTenant);
+  ExpectSame(*a.engine, *b.engine, "u");
+}
+
+TEST(StoreRecoveryTest, AWriteThatFailedWhenMadeIsSkippedAtReplay) {
+  // A reset of an IDMap view over an HNSW base fails after it is logged (HNSW cannot remove):
+  // a kFailed record follows it, and replay skips it instead of meeting the failure again.
+  MemoryFileSystem fs;
+  Node a(fs);
+  const FloatMatrix data = Clustered(100, kStateDim);
+  ASSERT_TRUE(a.engine->Create(kTenant, {"h", "HNSW8", kStateDim, ""}).ok());
+  ASSERT_TRUE(a.engine->Create(kTenant, {"hv", "IDMap2:h", kStateDim, ""}).ok());
+  ASSERT_TRUE(a.engine->Add(kTenant, "h", Rows(data, 0, 10), {}).ok());
+  const int64_t ids[] = {5, 6};
+  ASSERT_TRUE(a.engine->Add(kTenant, "hv", Rows(data, 10, 2), ids).ok());
+  const Status reset = a.engine->Reset(kTenant, "hv");
+  ASSERT_FALSE(reset.ok());
+  const int64_t more[] = {8};
+  ASSERT_TRUE(a.engine->Add(kTenant, "hv", Rows(data, 20, 1), more).ok());
+  int failed = 0;
+  for (const auto& [seq, r] : LogOf(fs)) {
+    if (r.type != RecordType::kFailed) continue;
+    ++failed;
+    EXPECT_EQ(r.storage_seq, 5u);  // create h, create hv, add, add, reset
+    EXPECT_EQ(r.error, reset.message());
+  }
+  EXPECT_EQ(failed, 1);
+  fs.Crash();
+  fs.Restart();
+  Node b(fs);
+  ASSERT_TRUE(b.status.ok()) << b.status.message();
+  EXPECT_EQ(b.report.refused, 0);  // the reset was not tried again
+  EXPECT_EQ(b.report.skipped, 2);  // the reset and its kFailed record
+  EXPECT_EQ(b.engine->Describe(kTenant, "hv")->backend.ntotal, 3);
+  ExpectSame(*a.engine, *b.engine, kTenant);
+}
+
+TEST(StoreRecoveryTest, TrainingIsLoggedAsItsResultAndNeverRepeated) {
+  MemoryFileSystem fs;
+  Node a(fs);
+  const FloatMatrix data = Clustered(700, kStateDim);
+  for (const char* kind : {"IVF8,PQ4", "SQ8", "OPQ4,IVF4,Flat"}) {
+    ASSERT_TRUE(a.engine->Create(kTenant, {kind, kind, kStateDim, ""}).ok());
+    auto tr = a.engine->Train(kTenant, kind, Rows(data, 0, 400));
+    ASSERT_TRUE(tr.ok()) << kind << ": " << tr.status().message();
+    ASSERT_TRUE(a.engine->Add(kTenant, kind, Rows(data, 400, 300), {}).ok());
+  }
+  ASSERT_TRUE(a.engine->Recluster(kTenant, "IVF8,PQ4", 4, 1.0).ok());
+  int trained = 0;
+  for (const auto& [seq, r] : LogOf(fs)) {
+    if (r.type != RecordType::kTrain && r.type != RecordType::kRecluster) continue;
+    ++trained;
+    EXPECT_FALSE(r.artefact.empty()) << r.collection;
+    EXPECT_EQ(r.vectors.rows, 0) << r.collection;  // the result, not the training set
+  }
+  EXPECT_EQ(trained, 4);
+  fs.Crash();
+  fs.Restart();
+  // A cost limit no training passes: replay installs what was trained, never trains again.
+  Limits tight;
+  tight.max_work_cost = 1;
+  Node b(fs, Node::Options(), tight);
+  ASSERT_TRUE(b.status.ok()) << b.status.message();
+  EXPECT_EQ(b.report.refused, 0);
+  EXPECT_EQ(b.engine->Describe(kTenant, "IVF8,PQ4")->backend.ntotal, 300);
+  ExpectSame(*a.engine, *b.engine, kTenant);
+}
+
+TEST(StoreRecoveryTest, TrainingStoppedByItsDeadlineLogsAndChangesNothing) {
+  MemoryFileSystem fs;
+  Node a(fs);
+  const FloatMatrix data = Clustered(2000, kStateDim);
+  ASSERT_TRUE(a.engine->Create(kTenant, {"ivf", "IVF64,Flat", kStateDim, ""}).ok());
+  const size_t before = LogOf(fs).size();
+  {
+    InterruptScope passed(std::chrono::steady_clock::now() - std::chrono::seconds(1));
+    auto tr = a.engine->Train(kTenant, "ivf", data);
+    ASSERT_FALSE(tr.ok());
+    EXPECT_EQ(tr.status().code(), StatusCode::kDeadlineExceeded) << tr.status().message();
+  }
+  EXPECT_EQ(LogOf(fs).size(), before);
+  EXPECT_FALSE(a.engine->Describe(kTenant, "ivf")->backend.is_trained);
+  ASSERT_TRUE(a.engine->Train(kTenant, "ivf", data).ok());  // without a deadline it trains
+  EXPECT_TRUE(a.engine->Describe(kTenant, "ivf")->backend.is_trained);
+}
+
+TEST(StoreRecoveryTest, Format1LogsStillRecoverAndGoOnInFormat2) {
+  // A data directory written before records named their storage: its records replay by
+  // collection name, and what is written after the upgrade is format 2.
+  MemoryFileSystem fs;
+  const FloatMatrix data = Clustered(100, kStateDim);
+  {
+    ASSERT_TRUE(fs.CreateDirs(std::string(kDir) + "/wal").ok());
+    auto wal = Wal::Open(fs, std::string(kDir) + "/wal", 1, {});
+    ASSERT_TRUE(wal.ok()) << wal.status().message();
+    auto append = [&](WalRecord r) {
+      r.has_storage = false;
+      auto pos = (*wal)->Append(EncodeRecord(r));
+      ASSERT_TRUE(pos.ok());
+      ASSERT_TRUE((*wal)->WaitDurable(*pos).ok());
+    };
+    WalRecord create{.type = RecordType::kCreate, .tenant = kTenant, .collection = "old"};
+    create.index_type = "IVF4,Flat";
+    create.dim = kStateDim;
+    append(create);
+    WalRecord train{.type = RecordType::kTrain, .tenant = kTenant, .collection = "old"};
+    train.vectors = Rows(data, 0, 60);
+    append(train);
+    WalRecord add{.type = RecordType::kAdd, .tenant = kTenant, .collection = "old"};
+    add.vectors = Rows(data, 0, 30);
+    append(add);
+  }
+  {
+    Node a(fs);
+    ASSERT_TRUE(a.status.ok()) << a.status.message();
+    EXPECT_EQ(a.report.records, 3);
+    EXPECT_EQ(a.engine->Describe(kTenant, "old")->backend.ntotal, 30);
+    ASSERT_TRUE(a.engine->Add(kTenant, "old", Rows(data, 30, 10), {}).ok());
+    fs.Crash();
+  }
+  fs.Restart();
+  {
+    Node b(fs);
+    ASSERT_TRUE(b.status.ok()) << b.status.message();
+    EXPECT_EQ(b.engine->Describe(kTenant, "old")->backend.ntotal, 40);
+    ASSERT_TRUE(b.store->Snapshot().ok());
+    ASSERT_TRUE(b.engine->Add(kTenant, "old", Rows(data, 40, 10), {}).ok());
+    fs.Crash();
+  }
+  fs.Restart();
+  Node c(fs);
+  ASSERT_TRUE(c.status.ok()) << c.status.message();
+  EXPECT_EQ(c.engine->Describe(kTenant, "old")->backend.ntotal, 50);
+  auto log = LogOf(fs);
+  ASSERT_FALSE(log.empty());
+  EXPECT_TRUE(log.back().second.has_storage);
+  EXPECT_EQ(log.back().second.storage_seq, 5u);  // create, train, 3 adds: counted across formats
 }
 
 }  // namespace

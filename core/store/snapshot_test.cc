@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
+#include "core/store/crc32c.h"
 #include "core/store/memory_file_system.h"
 
 namespace vecgpu::store {
@@ -11,6 +14,7 @@ StorageSnapshot Sample(uint64_t seq) {
   StorageSnapshot s;
   s.seq = seq;
   s.storage_id = 7;
+  s.storage_seq = 31;
   s.tenant = "acme";
   s.name = "docs";
   s.index_type = "IVF16,Flat";
@@ -32,6 +36,31 @@ TEST(SnapshotTest, RoundTrips) {
   auto back = DecodeSnapshot(EncodeSnapshot(s), "x");
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_TRUE(*back == s);
+}
+
+TEST(SnapshotTest, AFormat1FileStillReads) {
+  // Format 1 had no storage seq (after magic 8, version 4, flags 4, seq 8, storage id 8).
+  StorageSnapshot s = Sample(42);
+  std::string bytes = EncodeSnapshot(s);
+  bytes.erase(32, 8);
+  const uint32_t one = 1;
+  std::memcpy(bytes.data() + 8, &one, 4);
+  bytes.resize(bytes.size() - 4);
+  const uint32_t crc = Crc32c(bytes);
+  bytes.append(reinterpret_cast<const char*>(&crc), 4);
+  auto back = DecodeSnapshot(bytes, "x");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  s.storage_seq = 0;  // not counted then
+  EXPECT_TRUE(*back == s);
+  // A version from the future is refused by name.
+  const uint32_t three = 3;
+  std::memcpy(bytes.data() + 8, &three, 4);
+  bytes.resize(bytes.size() - 4);
+  const uint32_t crc3 = Crc32c(bytes);
+  bytes.append(reinterpret_cast<const char*>(&crc3), 4);
+  auto future = DecodeSnapshot(bytes, "x");
+  EXPECT_EQ(future.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(future.status().message().find("format version 3"), std::string::npos);
 }
 
 TEST(SnapshotTest, TheWrittenFileIsTheEncoding) {

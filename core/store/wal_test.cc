@@ -85,8 +85,32 @@ TEST(WalRecordTest, EveryTypeRoundTrips) {
   stamp.keys = {"a"};
   stamp.timestamps = {99};
   all.push_back(stamp);
+  // Format 1 payloads (no storage, no artefact) still read as they were written.
+  const size_t format2 = all.size();
+  for (size_t i = 0; i < format2; ++i) {
+    WalRecord legacy = all[i];
+    legacy.has_storage = false;
+    all.push_back(legacy);
+    all[i].storage_id = 1000 + i;
+    all[i].storage_seq = 7 + i;
+  }
+  WalRecord trained{.type = RecordType::kTrain, .tenant = "t", .collection = "c"};
+  trained.storage_id = 3;
+  trained.storage_seq = 2;
+  trained.vectors.cols = 16;
+  trained.artefact = std::string("IwFl\0\x01centroids", 17);
+  all.push_back(trained);
+  WalRecord reclustered = recluster;
+  reclustered.artefact = std::string(5000, '\x7f');
+  all.push_back(reclustered);
+  WalRecord failed{.type = RecordType::kFailed, .tenant = "t", .collection = "c"};
+  failed.storage_id = 3;
+  failed.storage_seq = 4;
+  failed.error = "index 'c' cannot remove vectors";
+  all.push_back(failed);
   for (const WalRecord& r : all) {
     const std::string bytes = EncodeRecord(r);
+    EXPECT_EQ((static_cast<uint8_t>(bytes[0]) & kStorageHeaderBit) != 0, r.has_storage);
     auto back = DecodeRecord(bytes);
     ASSERT_TRUE(back.ok()) << RecordTypeName(r.type) << ": " << back.status().message();
     EXPECT_TRUE(*back == r) << RecordTypeName(r.type);
@@ -98,16 +122,29 @@ TEST(WalRecordTest, EveryTypeRoundTrips) {
     EXPECT_EQ(DecodeRecord(bytes + "x").status().code(), StatusCode::kDataLoss);
   }
   EXPECT_EQ(DecodeRecord(std::string(1, '\x63')).status().code(), StatusCode::kDataLoss);
+  // kFailed exists only in format 2.
+  std::string old_failed = EncodeRecord(failed);
+  old_failed = static_cast<char>(RecordType::kFailed) + old_failed.substr(17);
+  EXPECT_EQ(DecodeRecord(old_failed).status().code(), StatusCode::kDataLoss);
 }
 
 TEST(WalRecordTest, HugeDeclaredCountsAreRefusedWithoutAllocating) {
-  WalRecord add{.type = RecordType::kAdd, .tenant = "t", .collection = "c"};
-  add.vectors = {1, 1, {1}};
-  std::string bytes = EncodeRecord(add);
-  // rows (u64) sits after type (1) and two strings (4 + 1 each).
-  const uint64_t huge = uint64_t{1} << 60;
-  std::memcpy(bytes.data() + 11, &huge, 8);
-  EXPECT_EQ(DecodeRecord(bytes).status().code(), StatusCode::kDataLoss);
+  for (bool has_storage : {false, true}) {
+    WalRecord add{.type = RecordType::kAdd, .tenant = "t", .collection = "c"};
+    add.has_storage = has_storage;
+    add.vectors = {1, 1, {1}};
+    std::string bytes = EncodeRecord(add);
+    // rows (u64) sits after type (1), storage id and seq (8 each, format 2) and two strings
+    // (4 + 1 each).
+    const uint64_t huge = uint64_t{1} << 60;
+    std::memcpy(bytes.data() + (has_storage ? 27 : 11), &huge, 8);
+    EXPECT_EQ(DecodeRecord(bytes).status().code(), StatusCode::kDataLoss);
+    auto rows = [&] {
+      std::memcpy(bytes.data() + (has_storage ? 27 : 11), &add.vectors.rows, 8);
+      return DecodeRecord(bytes);
+    }();
+    EXPECT_TRUE(rows.ok()) << rows.status().message();  // the offset above was the row count
+  }
 }
 
 TEST(WalTest, AppendsAreReadBackInOrderAcrossSegments) {

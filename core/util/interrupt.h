@@ -9,8 +9,9 @@ namespace vecgpu {
 // k-means, training and IVF scans check, asks Interrupted() and stops the computation when
 // the deadline has passed or the server is stopping.
 //
-// Logged writes (training, recluster, merges) are never interrupted (UninterruptibleScope):
-// their record is in the log, and replay must make the same change.
+// What runs after its record is logged (applying an add or merge, installing a trained index)
+// is never interrupted (UninterruptibleScope): the log says it happened, and replay must make
+// the same change. Training and recluster train before they log, so they can be stopped.
 
 // True when the work running on this thread should stop.
 bool Interrupted();
