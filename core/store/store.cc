@@ -134,7 +134,7 @@ Status Store::Recover(RecoveryReport* r) {
           }
           return Status::Ok();
         }
-        last_legacy_seq_ = seq;
+        last_legacy_seq_.store(seq, std::memory_order_relaxed);
         auto it = covered.find({record.tenant, record.collection});
         if (it != covered.end() && seq <= it->second) {
           ++r->skipped;
@@ -259,7 +259,8 @@ StatusOr<SnapshotReport> Store::Snapshot(const std::string& tenant) {
     // Format-1 records after the image replay by collection name: then no collection may have
     // been dropped since (its name could belong to another image, or to none while its
     // records are in one). Format-2 records name their storage.
-    if (frozen.last_drop_seq > image_seq && last_legacy_seq_ > image_seq) return false;
+    if (frozen.last_drop_seq > image_seq && last_legacy_seq_.load(std::memory_order_relaxed) > image_seq)
+      return false;
     if (prev != previous.end()) entries[id] = prev->second;
     next.cut = std::min(next.cut, image_seq);
     return true;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -140,7 +141,7 @@ class Store final : public MutationLog {
   uint64_t cut_ GUARDED_BY(snapshot_mu_) = 0;
   // The last format-1 record replayed (0: none). Such records name no storage: they replay by
   // collection name, so a storage kept at an image older than one of them needs no drop since.
-  uint64_t last_legacy_seq_ GUARDED_BY(snapshot_mu_) = 0;
+  std::atomic<uint64_t> last_legacy_seq_{0};  // written by Recover only, before serving
   int64_t bytes_at_snapshot_ GUARDED_BY(snapshot_mu_) = 0;  // wal_->appended_bytes() then
   int64_t snapshot_bytes_ GUARDED_BY(snapshot_mu_) = 0;     // what the manifest's files hold
 
