@@ -17,75 +17,11 @@
 #include "core/options.h"
 #include "core/quota/quotas.h"
 #include "core/scheduler/scheduler.h"
+#include "core/service/values.h"
 #include "core/store/snapshot.h"
 #include "core/tenant_registry.h"
 
 namespace vecgpu {
-
-// A snapshot of one collection, for list/describe replies.
-struct CollectionInfo {
-  std::string name;
-  IndexSpec spec;
-  BackendInfo backend;
-  int64_t searches = 0;
-  int64_t queries = 0;
-  int64_t adds = 0;
-  int64_t vectors_added = 0;
-  int64_t removals = 0;
-  int64_t search_micros = 0;
-};
-
-// What a front end needs to decode a collection's vectors.
-struct VectorLayout {
-  int dim = 0;          // components (bits for binary indexes)
-  bool binary = false;  // bit vectors
-  Metric metric = Metric::kL2;
-};
-
-struct CreateCollectionRequest {
-  std::string name;
-  std::string index_type;  // FAISSx index_type or FAISS factory string
-  int dim = 0;
-  std::string metric;  // optional override for plain factory strings
-  std::string device;  // placement hint: "" (automatic), "cpu", "gpu", "gpu:N"
-};
-
-struct ReclusterResult {
-  int previous_nlist = 0;
-  int new_nlist = 0;
-  int64_t ntotal = 0;
-};
-
-// k-NN results plus, for each query, the vectors of the neighbours found (in result order),
-// read under the same lock hold as the search.
-struct SearchAndReconstructResult {
-  SearchResult result;
-  std::vector<FloatMatrix> vectors;  // one per query; rows: the query's found neighbours
-};
-
-struct AddResult {
-  int64_t count = 0;   // vectors added by this call
-  int64_t ntotal = 0;  // vectors in the collection after it
-};
-
-// An object of the Vald API: a vector under a string id, stamped with a time.
-struct KeyedObject {
-  std::string key;
-  std::vector<float> vector;
-  int64_t timestamp = 0;     // Unix nanoseconds; 0 on a write: now
-  bool skip_strict = false;  // on a write: skip the existence checks for this object
-};
-
-// How PutKeyed treats keys that exist (Vald's Insert, Update, Upsert).
-enum class PutMode { kInsert, kUpdate, kUpsert };
-
-// One comparison of Vald's RemoveByTimestamp (several are ANDed).
-struct TimestampCondition {
-  enum Op { kEq, kNe, kGe, kGt, kLe, kLt };
-  Op op = kEq;
-  int64_t timestamp = 0;
-  bool Matches(int64_t t) const;
-};
 
 // The one transport-neutral API every front end calls. It validates every argument against
 // Limits (dimension, k, counts, finite values) before touching an index, and scopes every

@@ -13,6 +13,7 @@
 #include "core/device/device_manager.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
+#include "core/service/local_service.h"
 #include "core/store/posix_file_system.h"
 #include "core/store/store.h"
 #include "core/util/interrupt.h"
@@ -292,15 +293,20 @@ int Serve(const ServeOptions& o) {
     engine.set_log(persisted.get());
     persisted->StartBackground();
   }
-  ServiceOptions service_options{o.scheduler.request_timeout_ms, o.scheduler.long_add_rows};
+  // The one service contract every front end calls (core/service/collection_service.h).
+  LocalServiceOptions local_options;
+  local_options.long_add_rows = o.scheduler.long_add_rows;
   if (persisted) {
-    service_options.snapshot = [&persisted](const std::string& tenant) {
+    local_options.snapshot = [&persisted](const std::string& tenant) {
       return persisted->Snapshot(tenant);
     };
   }
+  local_options.quotas = &quotas;
   engine.set_quotas(&quotas);  // after recovery: a replay never meets a quota
+  LocalCollectionService collections(engine, local_options);
+  ServiceOptions service_options{o.scheduler.request_timeout_ms};
   service_options.quotas = &quotas;
-  FaissxService service(engine, *auth, o.limits, &metrics, service_options);
+  FaissxService service(collections, *auth, o.limits, &metrics, service_options);
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
   RegisterGauges(registry, *scheduler, *dispatch, engine, quotas);
@@ -338,7 +344,7 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<GrpcServer> grpc_server;
   if (o.grpc_port != 0) {
     GrpcEnv env;
-    env.engine = &engine;
+    env.service = &collections;
     env.auth = &*auth;
     env.limits = o.limits;
     env.default_collection = o.vald_collection;
@@ -348,9 +354,7 @@ int Serve(const ServeOptions& o) {
     env.request_timeout_ms = o.scheduler.request_timeout_ms;
     char host[256] = {};
     if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') env.server_name = host;
-    env.snapshot = service_options.snapshot;
     env.quotas = &quotas;
-    env.long_add_rows = o.scheduler.long_add_rows;
     env.metrics = &metrics;
     grpc_server = std::make_unique<GrpcServer>(
         std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,

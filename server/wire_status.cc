@@ -25,6 +25,8 @@ std::string_view WireErrorCode(StatusCode code) {
       return "UNSUPPORTED";
     case StatusCode::kUnavailable:
       return "BUSY";  // queues full or shutting down: retry later
+    case StatusCode::kCancelled:
+      return "CANCELLED";  // the caller took the request back
     default:
       return "INTERNAL";
   }

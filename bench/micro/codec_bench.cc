@@ -6,6 +6,7 @@
 
 #include "bench/faissx_client.h"
 #include "core/engine.h"
+#include "core/service/local_service.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "server/auth.h"
 #include "server/faissx/request.h"
@@ -68,7 +69,8 @@ void BM_ServiceSearch(benchmark::State& state) {
   (void)engine.Create("default", {"docs", "L2", kDim, ""});
   FloatMatrix base{100, kDim, Random(100)};
   (void)engine.Add("default", "docs", base, {});
-  server::FaissxService service(engine, *auth, limits);
+  LocalCollectionService collections(engine, {});
+  server::FaissxService service(collections, *auth, limits);
   const int64_t nq = state.range(0);
   const Encoding enc = state.range(1) ? Encoding::kBinary : Encoding::kList;
   const std::vector<float> q = Random(nq);

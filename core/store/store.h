@@ -51,18 +51,7 @@ struct RecoveryReport {
   double seconds = 0;
 };
 
-// What one snapshot did.
-struct SnapshotReport {
-  uint64_t cut = 0;       // the manifest's cut (core/store/manifest.h)
-  int64_t written = 0;    // storages written
-  int64_t unchanged = 0;  // storages kept as they were
-  int64_t bytes = 0;      // bytes written
-  int64_t removed = 0;    // old snapshot files and log segments removed
-  int64_t busy = 0;       // storages being written, kept at their last image (the log after it)
-  int64_t out_of_scope = 0;  // other tenants' storages, kept as they were
-  double seconds = 0;
-  double max_pause_seconds = 0;  // the longest time one storage's writes waited on the copy
-};
+using ::vecgpu::SnapshotReport;
 
 // Counters for /metrics.
 struct StoreStats {

@@ -98,7 +98,7 @@ TEST(WalRecordTest, EveryTypeRoundTrips) {
   trained.storage_id = 3;
   trained.storage_seq = 2;
   trained.vectors.cols = 16;
-  trained.artefact = std::string("IwFl\0\x01centroids", 17);
+  trained.artefact = std::string("IwFl\0\x01" "centroids", 15);
   all.push_back(trained);
   WalRecord reclustered = recluster;
   reclustered.artefact = std::string(5000, '\x7f');

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 
 namespace vecgpu {
@@ -28,6 +29,19 @@ class InterruptScope {
 
  private:
   std::chrono::steady_clock::time_point previous_;
+};
+
+// Work on this thread stops when `*cancelled` becomes true (a caller taking its call back),
+// within its scope. Null: no flag.
+class CancelScope {
+ public:
+  explicit CancelScope(const std::atomic<bool>* cancelled);
+  ~CancelScope();
+  CancelScope(const CancelScope&) = delete;
+  CancelScope& operator=(const CancelScope&) = delete;
+
+ private:
+  const std::atomic<bool>* previous_;
 };
 
 // Nothing on this thread is interrupted within its scope.

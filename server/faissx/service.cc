@@ -53,9 +53,9 @@ std::string Error(const Status& st, const Request* req, const std::string& raw_r
 
 }  // namespace
 
-FaissxService::FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits,
-                             ServerMetrics* metrics, ServiceOptions options)
-    : engine_(engine), auth_(auth), limits_(limits), metrics_(metrics), options_(options) {}
+FaissxService::FaissxService(CollectionService& service, const Authenticator& auth,
+                             const Limits& limits, ServerMetrics* metrics, ServiceOptions options)
+    : service_(service), auth_(auth), limits_(limits), metrics_(metrics), options_(options) {}
 
 std::string FaissxService::ErrorReply(const Status& status) { return Error(status, nullptr); }
 
@@ -72,13 +72,14 @@ void FaissxService::Handle(std::string payload, Done done) const {
 
 void FaissxService::Handle(std::string_view payload, Done done, const Admit& admit) const {
   // Everything the request's completion needs, kept alive until its reply is sent.
+  using Clock = std::chrono::steady_clock;
   struct Call {
     Clock::time_point start = Clock::now();
     Outcome o;
     std::optional<Request> req;
     Principal who;
     std::string tenant;
-    std::string request_id;  // from the envelope, until the request is decoded
+    std::string request_id;                    // from the envelope, until the request is decoded
     std::shared_ptr<Quotas::Request> metered;  // in flight until the reply
     Done done;
   };
@@ -120,7 +121,8 @@ void FaissxService::Handle(std::string_view payload, Done done, const Admit& adm
   call->request_id = env.request_id;
   call->o.action = "unknown";
   const Action* action = FindAction(env.action);
-  if (env.action.empty()) return fail(*call, InvalidArgument("Malformed request: no 'action' field"));
+  if (env.action.empty())
+    return fail(*call, InvalidArgument("Malformed request: no 'action' field"));
   if (!action) return fail(*call, InvalidArgument("Unknown action"));
   call->o.action = env.action;
   if (env.action != "ping") {
@@ -146,91 +148,30 @@ void FaissxService::Handle(std::string_view payload, Done done, const Admit& adm
   call->req.emplace(std::move(decoded).value());
   const Request& req = *call->req;
 
-  // Runs the action's handler now and replies (on whichever thread calls it).
-  auto run = [this, call, action, finish, fail] {
-    try {
-      MapWriter out;
-      out.Bool("success", true);
-      ActionContext ctx{engine_,           *call->req, call->tenant, limits_, out,
-                        &options_.snapshot, call->who.admin, options_.quotas};
-      if (Status st = action->handler(ctx); !st.ok()) return fail(*call, st);
-      finish(*call, Success(out, &*call->req));
-    } catch (const std::bad_alloc&) {
-      fail(*call, ResourceExhausted("out of memory while serving the request"));
-    } catch (const std::exception& e) {
-      fail(*call, Internal(std::string("internal error: ") + e.what()));
-    }
-  };
-  auto expire = [call, fail](const Status& st) { fail(*call, st); };
-
   auto deadline = Deadline(req);
   if (!deadline.ok()) return fail(*call, deadline.status());
-  Placement where = action->where;
-  std::string name;
-  WorkClass cls = action->cls;
-  if (req.action() == "create_index") {
-    // An IDMap view is made on its base's queue (it takes the base's storage lock).
-    auto type = req.OptionalString("index_type", "", 256);
-    if (type.ok() && (type->rfind("IDMap:", 0) == 0 || type->rfind("IDMap2:", 0) == 0)) {
-      where = Placement::kCollection;
-      name = type->substr(type->find(':') + 1);
-    }
-  } else if (action->collection_key) {
-    auto n = req.String(action->collection_key, limits_.max_index_id_length);
-    if (!n.ok()) return fail(*call, n.status());
-    name = *n;
+  auto action_call = std::make_shared<ActionCall>(
+      service_, req, CallContext{call->tenant, call->who.admin, *deadline, nullptr}, limits_);
+  action_call->keep_alive = call;
+  action_call->out.Bool("success", true);
+  // The reply: the handler's fields, or the error. Called once, from the handler (an error
+  // before the service was called) or from the service call's completion.
+  ActionCall* ac = action_call.get();
+  action_call->finish = [call, ac, finish, fail](const Status& st) {
+    if (!st.ok()) return fail(*call, st);
+    finish(*call, Success(ac->out, &*call->req));
+  };
+  try {
+    if (Status st = action->handler(action_call); !st.ok()) fail(*call, st);
+  } catch (const std::bad_alloc&) {
+    fail(*call, ResourceExhausted("out of memory while serving the request"));
+  } catch (const std::exception& e) {
+    fail(*call, Internal(std::string("internal error: ") + e.what()));
   }
-  Status queued;
-  switch (where) {
-    case Placement::kInline:
-      return run();
-    case Placement::kCollection:
-      queued = engine_.Submit(call->tenant, name, cls, *deadline, run, expire);
-      if (queued.code() == StatusCode::kNotFound && req.action() == "create_index") {
-        return run();  // no such base: the handler says so
-      }
-      break;
-    case Placement::kUnbound:
-      queued = engine_.SubmitUnbound(call->tenant, cls, *deadline, run, expire);
-      break;
-    case Placement::kAdd: {
-      MapWriter unused;
-      ActionContext ctx{engine_, req, call->tenant, limits_, unused};
-      auto add = DecodeAdd(ctx);
-      if (!add.ok()) return fail(*call, add.status());
-      if (add->x.rows >= options_.long_add_rows) cls = WorkClass::kLong;  // a large add
-      queued = engine_.SubmitAdd(call->tenant, add->name, std::move(add->x), std::move(add->ids),
-                                 cls, *deadline, [call, finish, fail](StatusOr<AddResult> r) {
-                                   if (!r.ok()) return fail(*call, r.status());
-                                   MapWriter out;
-                                   out.Bool("success", true);
-                                   WriteAddReply(out, *r);
-                                   finish(*call, Success(out, &*call->req));
-                                 });
-      break;
-    }
-    case Placement::kSearch: {
-      MapWriter unused;
-      ActionContext ctx{engine_, req, call->tenant, limits_, unused};
-      auto search = DecodeSearch(ctx);
-      if (!search.ok()) return fail(*call, search.status());
-      const bool binary = search->binary;
-      queued = engine_.SubmitSearch(call->tenant, search->name, std::move(search->queries),
-                                    search->k, search->params, *deadline,
-                                    [this, call, binary, finish, fail](StatusOr<SearchResult> r) {
-                                      if (!r.ok()) return fail(*call, r.status());
-                                      MapWriter out;
-                                      out.Bool("success", true);
-                                      WriteSearchReply(out, *r, binary);
-                                      finish(*call, Success(out, &*call->req));
-                                    });
-      break;
-    }
-  }
-  if (!queued.ok()) fail(*call, queued);
 }
 
-StatusOr<Clock::time_point> FaissxService::Deadline(const Request& req) const {
+StatusOr<std::chrono::steady_clock::time_point> FaissxService::Deadline(const Request& req) const {
+  using Clock = std::chrono::steady_clock;
   ASSIGN_OR_RETURN(int64_t ms,
                    req.OptionalInt("timeout_ms", options_.request_timeout_ms, 0, 86'400'000));
   if (ms == 0) return Clock::time_point::max();

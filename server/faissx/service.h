@@ -4,10 +4,8 @@
 #include <string>
 #include <string_view>
 
-#include "core/engine.h"
 #include "core/metrics/server_metrics.h"
-#include "core/scheduler/scheduler.h"
-#include "core/store/store.h"
+#include "core/service/collection_service.h"
 #include "server/auth.h"
 #include "server/faissx/map_writer.h"
 #include "server/faissx/request.h"
@@ -17,26 +15,21 @@ namespace vecgpu::server {
 struct ServiceOptions {
   // Deadline of a request that sets no `timeout_ms`; 0: none. Default: 0.
   int request_timeout_ms = 0;
-  // Adds of at least this many vectors run on the long workers. Default: 1000.
-  int long_add_rows = 1000;
-  // The `snapshot` action's work (store::Store::Snapshot); empty without a data directory.
-  // `tenant`: that tenant's collections only; "": every tenant's.
-  std::function<StatusOr<store::SnapshotReport>(const std::string& tenant)> snapshot;
   // Per-tenant request rate and requests in flight, checked once a request is authenticated
   // (storage quotas are the engine's). Null: none. Must outlive the service.
   Quotas* quotas = nullptr;
 };
 
-// The FAISSx protocol over the Engine, independent of the transport: one request payload in,
-// one reply payload out. Decodes and validates the request, authenticates it, and hands the
-// action to the engine's queue of the index it names (searches batched; see handlers.h for
-// where each action runs); the reply is encoded where the action finishes. Maps any error to
-// the wire (PROTOCOL.md). Never throws. Thread-safe.
+// The FAISSx protocol over the service contract (core/service/collection_service.h),
+// independent of the transport: one request payload in, one reply payload out. Authenticates
+// the request from its envelope, decodes and validates it, and calls the service (which
+// decides where the work runs); the reply is encoded where the call completes. Maps any error
+// to the wire (PROTOCOL.md). Never throws. Thread-safe.
 class FaissxService {
  public:
-  // `engine`, `auth` and `metrics` (if set) must outlive the service. With `metrics`, every
+  // `service`, `auth` and `metrics` (if set) must outlive this. With `metrics`, every
   // request is counted by action, tenant and outcome, and timed by action.
-  FaissxService(Engine& engine, const Authenticator& auth, const Limits& limits,
+  FaissxService(CollectionService& service, const Authenticator& auth, const Limits& limits,
                 ServerMetrics* metrics = nullptr, ServiceOptions options = {});
 
   using Done = std::function<void(std::string reply)>;
@@ -44,7 +37,7 @@ class FaissxService {
   // error is the reply (ingress bounds: server/zmq/router_frontend.cc).
   using Admit = std::function<Status(const Principal& who)>;
   // Serves `payload` (read only until this call returns); `done` gets the reply exactly once,
-  // on this thread (errors, inline actions) or on the worker that ran the action. The key is
+  // on this thread (errors, cached reads) or on the worker that ran the action. The key is
   // checked from a scan of the envelope (PeekEnvelope) before anything else.
   void Handle(std::string_view payload, Done done, const Admit& admit = {}) const;
   void Handle(std::string payload, Done done) const;
@@ -61,10 +54,10 @@ class FaissxService {
     std::string tenant;                // "" before authentication
     std::string code = "ok";           // "ok" or the wire error_code
   };
-  StatusOr<Clock::time_point> Deadline(const Request& req) const;
+  StatusOr<std::chrono::steady_clock::time_point> Deadline(const Request& req) const;
   static std::string Success(MapWriter& out, const Request* req);
 
-  Engine& engine_;
+  CollectionService& service_;
   const Authenticator& auth_;
   const Limits limits_;
   ServerMetrics* const metrics_;

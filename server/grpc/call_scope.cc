@@ -4,8 +4,7 @@
 #include <cctype>
 #include <optional>
 
-#include "core/index_spec.h"
-#include "server/grpc/queued.h"
+#include "server/grpc/service_call.h"
 
 namespace vecgpu::server {
 namespace {
@@ -62,10 +61,91 @@ google::rpc::Status ToRpcStatus(const Status& status) {
   return out;
 }
 
-Status EnsureCollection(const GrpcEnv& env, const grpc::ServerContextBase& context,
-                        const CallScope& scope, int dim) {
-  auto layout = env.engine->Layout(scope.tenant, scope.collection);
-  if (layout.ok() || layout.status().code() != StatusCode::kNotFound) return layout.status();
+namespace {
+
+// The deadline of a gRPC call on the scheduler's clock: the soonest of `own`, the client's
+// and env.request_timeout_ms from now (0: none).
+Clock::time_point DeadlineOf(const GrpcEnv& env, const grpc::ServerContextBase& c,
+                             Clock::time_point own) {
+  const auto client = c.deadline();
+  Clock::time_point d = own;
+  if (client != std::chrono::system_clock::time_point::max()) {
+    const auto left = client - std::chrono::system_clock::now();
+    d = std::min(d, Clock::now() + std::chrono::duration_cast<Clock::duration>(left));
+  }
+  if (env.request_timeout_ms > 0 && own == Clock::time_point::max()) {
+    d = std::min(d, Clock::now() + std::chrono::milliseconds(env.request_timeout_ms));
+  }
+  return d;
+}
+
+}  // namespace
+
+ServiceCall::ServiceCall(const GrpcEnv& env, const grpc::ServerContextBase& context,
+                         const CallScope& scope, Clock::time_point deadline)
+    : env_(env), context_(context) {
+  call_.tenant = scope.tenant;
+  call_.admin = scope.admin;
+  call_.deadline = DeadlineOf(env, context, deadline);
+  call_.cancelled = std::make_shared<std::atomic<bool>>(false);
+}
+
+StatusOr<CollectionInfo> ServiceCall::Create(CreateCollectionRequest request) {
+  return Await<CollectionInfo>([&](const CallContext& c, Completion<CollectionInfo> done) {
+    env_.service->Create(c, std::move(request), std::move(done));
+  });
+}
+
+Status ServiceCall::Drop(std::string collection) {
+  return Await<Empty>([&](const CallContext& c, Completion<Empty> done) {
+           env_.service->Drop(c, std::move(collection), std::move(done));
+         })
+      .status();
+}
+
+StatusOr<std::vector<CollectionInfo>> ServiceCall::List() {
+  return Await<std::vector<CollectionInfo>>(
+      [&](const CallContext& c, Completion<std::vector<CollectionInfo>> done) {
+        env_.service->List(c, std::move(done));
+      });
+}
+
+StatusOr<CollectionInfo> ServiceCall::Describe(std::string collection) {
+  return Await<CollectionInfo>([&](const CallContext& c, Completion<CollectionInfo> done) {
+    env_.service->Describe(c, std::move(collection), std::move(done));
+  });
+}
+
+StatusOr<SearchReply> ServiceCall::Search(SearchRequest request) {
+  return Await<SearchReply>([&](const CallContext& c, Completion<SearchReply> done) {
+    env_.service->Search(c, std::move(request), std::move(done));
+  });
+}
+
+StatusOr<WriteReply> ServiceCall::Write(WriteRequest request) {
+  return Await<WriteReply>([&](const CallContext& c, Completion<WriteReply> done) {
+    env_.service->Write(c, std::move(request), std::move(done));
+  });
+}
+
+StatusOr<ReadReply> ServiceCall::Read(ReadRequest request) {
+  return Await<ReadReply>([&](const CallContext& c, Completion<ReadReply> done) {
+    env_.service->Read(c, std::move(request), std::move(done));
+  });
+}
+
+StatusOr<SnapshotReport> ServiceCall::Snapshot() {
+  return Await<SnapshotReport>([&](const CallContext& c, Completion<SnapshotReport> done) {
+    env_.service->Snapshot(c, std::move(done));
+  });
+}
+
+Status EnsureCollection(const GrpcEnv& env, ServiceCall& call, const CallScope& scope, int dim) {
+  ReadRequest layout;
+  layout.op = ReadRequest::Op::kLayout;
+  layout.collection = scope.collection;
+  auto found = call.Read(std::move(layout));
+  if (found.ok() || found.status().code() != StatusCode::kNotFound) return found.status();
   CreateCollectionRequest req;
   req.name = scope.collection;
   req.dim = env.vald_dimension > 0 ? env.vald_dimension : dim;
@@ -73,18 +153,10 @@ Status EnsureCollection(const GrpcEnv& env, const grpc::ServerContextBase& conte
     return InvalidArgument("vector: dimension " + std::to_string(dim) + " is not within 1.." +
                            std::to_string(env.limits.max_dimension));
   }
-  ASSIGN_OR_RETURN(IndexSpec spec, ParseIndexType(env.vald_index_type, req.dim, env.vald_metric));
-  if (spec.id_map != IdMapKind::kNone) {
-    req.index_type = env.vald_index_type;
-  } else {
-    // FAISSx names ("HNSW32", "IVF100") become their factory string under an id map.
-    req.index_type = "IDMap2," + spec.factory;
-  }
-  req.metric = std::string(MetricName(spec.metric));
-  auto created = Queued<CollectionInfo>(env, context, scope.tenant, nullptr, WorkClass::kShort,
-                                        [&env, &scope, req] {
-                                          return env.engine->Create(scope.tenant, req);
-                                        });
+  req.index_type = env.vald_index_type;
+  req.metric = env.vald_metric;
+  req.keyed = true;
+  auto created = call.Create(std::move(req));
   // Two first inserts racing: the loser finds the winner's collection.
   if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists) {
     return created.status().WithContext("creating collection '" + scope.collection + "'");

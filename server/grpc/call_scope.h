@@ -3,10 +3,8 @@
 #include <functional>
 #include <string>
 
-#include "core/engine.h"
 #include "core/metrics/server_metrics.h"
-#include "core/options.h"
-#include "core/store/store.h"
+#include "core/service/collection_service.h"
 #include "server/auth.h"
 
 // After vecgpu's headers: abseil (under gRPC) defines GUARDED_BY too, and a system header's
@@ -17,10 +15,11 @@
 
 namespace vecgpu::server {
 
-// What every gRPC service shares: the engine, the authenticator, the limits and the Vald
-// defaults. Owned by GrpcServer; read-only once serving, so thread-safe.
+// What every gRPC service shares: the collections (the service contract), the authenticator,
+// the limits and the Vald defaults. Owned by GrpcServer; read-only once serving, so
+// thread-safe.
 struct GrpcEnv {
-  Engine* engine = nullptr;
+  CollectionService* service = nullptr;
   const Authenticator* auth = nullptr;
   Limits limits;
   // The collection of Vald calls without x-vecgpu-collection metadata.
@@ -32,13 +31,8 @@ struct GrpcEnv {
   // A search's deadline when its Search.Config sets no timeout (0: none); every call's when
   // its client sets none.
   int request_timeout_ms = 0;
-  // Writes of at least this many objects run on the long workers (--long-add-rows).
-  int64_t long_add_rows = 1000;
   // Object.Location.name: this server (its host name, or "vecgpu").
   std::string server_name = "vecgpu";
-  // SaveIndex and Collections.Snapshot (store::Store::Snapshot); empty without --data-dir.
-  // `tenant`: that tenant's collections; "": every tenant's (an admin's).
-  std::function<StatusOr<store::SnapshotReport>(const std::string& tenant)> snapshot;
   // With metrics, every call is counted in vecgpu_requests_total{action = the method path,
   // tenant, outcome = "ok" or the gRPC code's name} and timed in
   // vecgpu_request_duration_seconds{action}. Must outlive the server.
@@ -68,10 +62,10 @@ grpc::Status ToGrpc(const Status& status);
 google::rpc::Status ToRpcStatus(const Status& status);
 
 // Creates the scope's collection if it does not exist (Vald's Insert/Upsert on an empty
-// agent): --vald-dimension (0: `dim`, the first vector's length), --vald-index-type wrapped in
-// an IDMap2 so that string ids work, --vald-metric. Through Engine::Create, so it is logged.
-// The create runs on the scheduler (server/grpc/queued.h), within the call's deadline.
-Status EnsureCollection(const GrpcEnv& env, const grpc::ServerContextBase& context,
-                        const CallScope& scope, int dim);
+// agent): --vald-dimension (0: `dim`, the first vector's length), --vald-index-type keyed
+// (wrapped in an IDMap2 so that string ids work), --vald-metric; through the service, so it is
+// scheduled and logged like any create.
+class ServiceCall;
+Status EnsureCollection(const GrpcEnv& env, ServiceCall& call, const CallScope& scope, int dim);
 
 }  // namespace vecgpu::server

@@ -1,6 +1,6 @@
 #include "server/grpc/collections_service.h"
 
-#include "server/grpc/queued.h"
+#include "server/grpc/service_call.h"
 
 namespace vecgpu::server {
 namespace {
@@ -39,8 +39,7 @@ grpc::Status CollectionsService::Create(grpc::ServerContext* c, const v1::Create
   r.dim = req->dimension();
   r.metric = req->metric();
   r.device = req->device();
-  auto info = Queued<CollectionInfo>(env_, *c, scope->tenant, nullptr, WorkClass::kShort,
-                                     [&] { return env_.engine->Create(scope->tenant, r); });
+  auto info = ServiceCall(env_, *c, *scope).Create(std::move(r));
   if (!info.ok()) return ToGrpc(info.status());
   Fill(*info, out);
   return grpc::Status::OK;
@@ -50,18 +49,16 @@ grpc::Status CollectionsService::Delete(grpc::ServerContext* c, const v1::NameRe
                                         v1::DeleteResponse*) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  const std::string name = req->name();
-  return ToGrpc(QueuedStatus(env_, *c, scope->tenant, &name, WorkClass::kShort,
-                             [&] { return env_.engine->Drop(scope->tenant, name); }));
+  return ToGrpc(ServiceCall(env_, *c, *scope).Drop(req->name()));
 }
 
 grpc::Status CollectionsService::List(grpc::ServerContext* c, const v1::ListRequest*,
                                       v1::ListResponse* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  for (const CollectionInfo& info : env_.engine->List(scope->tenant)) {
-    Fill(info, out->add_collections());
-  }
+  auto list = ServiceCall(env_, *c, *scope).List();
+  if (!list.ok()) return ToGrpc(list.status());
+  for (const CollectionInfo& info : *list) Fill(info, out->add_collections());
   return grpc::Status::OK;
 }
 
@@ -69,7 +66,7 @@ grpc::Status CollectionsService::Describe(grpc::ServerContext* c, const v1::Name
                                           v1::Collection* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  auto info = env_.engine->Describe(scope->tenant, req->name());
+  auto info = ServiceCall(env_, *c, *scope).Describe(req->name());
   if (!info.ok()) return ToGrpc(info.status());
   Fill(*info, out);
   return grpc::Status::OK;
@@ -79,12 +76,7 @@ grpc::Status CollectionsService::Snapshot(grpc::ServerContext* c, const v1::Snap
                                           v1::SnapshotResponse* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  if (!env_.snapshot) {
-    return ToGrpc(Unimplemented("snapshot: this server keeps no data directory (--data-dir)"));
-  }
-  auto r = Queued<store::SnapshotReport>(env_, *c, scope->tenant, nullptr, WorkClass::kLong, [&] {
-    return env_.snapshot(scope->admin ? "" : scope->tenant);
-  });
+  auto r = ServiceCall(env_, *c, *scope).Snapshot();
   if (!r.ok()) return ToGrpc(r.status());
   out->set_seq(r->cut);
   out->set_written(r->written);

@@ -37,7 +37,7 @@ struct GrpcServerOptions {
 };
 
 // The gRPC front end: the Vald v1 services, core.v1.Agent, vecgpu.v1.Collections, the standard
-// health service and server reflection, on one port, over the Engine in `env`. Start once, Stop
+// health service and server reflection, on one port, over the collection service in `env`. Start once, Stop
 // once (Stop before the scheduler shuts down: searches wait on it). Not thread-safe itself;
 // the services it runs are.
 class GrpcServer {

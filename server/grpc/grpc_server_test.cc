@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/service/local_service.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "server/grpc/vald_services.h"
 
@@ -21,7 +22,7 @@ class GrpcServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     GrpcEnv env;
-    env.engine = &engine_;
+    env.service = &collections_;
     env.auth = &auth_;
     env.limits = limits_;
     server_ = std::make_unique<GrpcServer>(std::move(env), GrpcServerOptions{"127.0.0.1", 0});
@@ -40,6 +41,7 @@ class GrpcServerTest : public ::testing::Test {
   Limits limits_ = ValidLimits();
   cpu::CpuBackendFactory factory_;
   Engine engine_{limits_, factory_};
+  LocalCollectionService collections_{engine_, {}};
   Authenticator auth_ = *Authenticator::Create(false, {});
   std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;

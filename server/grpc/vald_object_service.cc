@@ -1,7 +1,7 @@
-// vald.v1 Object, Flush and Index, and core.v1.Agent, over the Engine's string-id API.
+// vald.v1 Object, Flush and Index, and core.v1.Agent, over the service contract's keyed reads.
 // vecgpu writes are searchable when acknowledged: nothing is ever uncommitted, so CreateIndex
 // has nothing to do, and SaveIndex takes a snapshot of the data directory (--data-dir).
-#include "server/grpc/queued.h"
+#include "server/grpc/service_call.h"
 #include "server/grpc/vald_services.h"
 
 namespace vecgpu::server {
@@ -16,24 +16,40 @@ void SetVector(const KeyedObject& o, pb::Object::Vector* out) {
   out->set_timestamp(o.timestamp);
 }
 
-StatusOr<KeyedObject> Get(const GrpcEnv& env, const CallScope& scope, const std::string& id) {
+ReadRequest ReadOf(const CallScope& scope, ReadRequest::Op op, std::string key = "") {
+  ReadRequest r;
+  r.op = op;
+  r.collection = scope.collection;
+  if (!key.empty()) r.keys.push_back(std::move(key));
+  return r;
+}
+
+StatusOr<KeyedObject> Get(ServiceCall& call, const CallScope& scope, const std::string& id) {
   if (id.empty()) return InvalidArgument("id: must not be empty");
-  return env.engine->GetKeyed(scope.tenant, scope.collection, id);
+  ASSIGN_OR_RETURN(ReadReply r, call.Read(ReadOf(scope, ReadRequest::Op::kGetKeyed, id)));
+  return std::move(r.objects.at(0));
+}
+
+StatusOr<int64_t> TimestampOf(ServiceCall& call, const CallScope& scope, const std::string& id) {
+  if (id.empty()) return InvalidArgument("id: must not be empty");
+  ASSIGN_OR_RETURN(ReadReply r, call.Read(ReadOf(scope, ReadRequest::Op::kKeyTimestamp, id)));
+  return r.timestamp;
 }
 
 std::string DistanceType(Metric m) { return m == Metric::kInnerProduct ? "ip" : "l2"; }
 
 }  // namespace
 
-Status CountOf(const GrpcEnv& env, const CallScope& scope, pb::Info::Index::Count* out) {
+Status CountOf(ServiceCall& call, const CallScope& scope, pb::Info::Index::Count* out) {
   out->Clear();
-  auto info = env.engine->Describe(scope.tenant, scope.collection);
+  auto info = call.Describe(scope.collection);
   if (!info.ok()) {
     return info.status().code() == StatusCode::kNotFound ? Status::Ok() : info.status();
   }
   int64_t stored = info->backend.ntotal;
   if (info->spec.id_map != IdMapKind::kNone) {
-    ASSIGN_OR_RETURN(stored, env.engine->CountKeyed(scope.tenant, scope.collection));
+    ASSIGN_OR_RETURN(ReadReply r, call.Read(ReadOf(scope, ReadRequest::Op::kCountKeyed)));
+    stored = r.count;
   }
   out->set_stored(static_cast<uint32_t>(std::min<int64_t>(stored, UINT32_MAX)));
   out->set_uncommitted(0);
@@ -46,8 +62,8 @@ grpc::Status ValdObjectService::Exists(ServerContext* c, const pb::Object::ID* r
                                        pb::Object::ID* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  if (req->id().empty()) return ToGrpc(InvalidArgument("id: must not be empty"));
-  auto t = env_.engine->KeyTimestamp(scope->tenant, scope->collection, req->id());
+  ServiceCall call(env_, *c, *scope);
+  auto t = TimestampOf(call, *scope, req->id());
   if (!t.ok()) return ToGrpc(t.status());
   out->set_id(req->id());
   return grpc::Status::OK;
@@ -57,7 +73,8 @@ grpc::Status ValdObjectService::GetObject(ServerContext* c, const pb::Object::Ve
                                           pb::Object::Vector* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  auto o = Get(env_, *scope, req->id().id());
+  ServiceCall call(env_, *c, *scope);
+  auto o = Get(call, *scope, req->id().id());
   if (!o.ok()) return ToGrpc(o.status());
   SetVector(*o, out);
   return grpc::Status::OK;
@@ -70,7 +87,8 @@ grpc::Status ValdObjectService::StreamGetObject(
   pb::Object::VectorRequest req;
   while (s->Read(&req)) {
     pb::Object::StreamVector out;
-    auto o = Get(env_, *scope, req.id().id());
+    ServiceCall call(env_, *c, *scope);
+    auto o = Get(call, *scope, req.id().id());
     if (o.ok()) {
       SetVector(*o, out.mutable_vector());
     } else {
@@ -88,19 +106,22 @@ grpc::Status ValdObjectService::StreamListObject(
   if (!scope.ok()) return ToGrpc(scope.status());
   int64_t after = -1;
   while (!c->IsCancelled()) {
-    int64_t last = -1;
-    auto page = env_.engine->ListKeyed(scope->tenant, scope->collection, after, kListPage, &last);
+    ReadRequest list = ReadOf(*scope, ReadRequest::Op::kListKeyed);
+    list.start = after;
+    list.count = kListPage;
+    auto page = ServiceCall(env_, *c, *scope).Read(std::move(list));
     if (!page.ok()) {
       // An empty agent lists nothing.
       if (page.status().code() == StatusCode::kNotFound) return grpc::Status::OK;
       return ToGrpc(page.status());
     }
-    for (const KeyedObject& o : *page) {
+    const int64_t last = page->last_id;
+    for (const KeyedObject& o : page->objects) {
       pb::Object::List::Response out;
       SetVector(o, out.mutable_vector());
       if (!w->Write(out)) return grpc::Status::OK;
     }
-    if (static_cast<int64_t>(page->size()) < kListPage || last <= after) break;
+    if (static_cast<int64_t>(page->objects.size()) < kListPage || last <= after) break;
     after = last;
   }
   return grpc::Status::OK;
@@ -111,8 +132,8 @@ grpc::Status ValdObjectService::GetTimestamp(ServerContext* c,
                                              pb::Object::Timestamp* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  if (req->id().id().empty()) return ToGrpc(InvalidArgument("id: must not be empty"));
-  auto t = env_.engine->KeyTimestamp(scope->tenant, scope->collection, req->id().id());
+  ServiceCall call(env_, *c, *scope);
+  auto t = TimestampOf(call, *scope, req->id().id());
   if (!t.ok()) return ToGrpc(t.status());
   out->set_id(req->id().id());
   out->set_timestamp(*t);
@@ -123,17 +144,21 @@ grpc::Status ValdFlushService::Flush(ServerContext* c, const pb::Flush::Request*
                                      pb::Info::Index::Count* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  Status st = QueuedStatus(env_, *c, scope->tenant, &scope->collection, WorkClass::kShort,
-                           [&] { return env_.engine->Reset(scope->tenant, scope->collection); });
+  ServiceCall call(env_, *c, *scope);
+  WriteRequest reset;
+  reset.op = WriteRequest::Op::kReset;
+  reset.collection = scope->collection;
+  Status st = call.Write(std::move(reset)).status();
   if (!st.ok() && st.code() != StatusCode::kNotFound) return ToGrpc(st);
-  return ToGrpc(CountOf(env_, *scope, out));
+  return ToGrpc(CountOf(call, *scope, out));
 }
 
 grpc::Status ValdIndexService::IndexInfo(ServerContext* c, const pb::Empty*,
                                          pb::Info::Index::Count* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  return ToGrpc(CountOf(env_, *scope, out));
+  ServiceCall call(env_, *c, *scope);
+  return ToGrpc(CountOf(call, *scope, out));
 }
 
 grpc::Status ValdIndexService::IndexDetail(ServerContext* c, const pb::Empty*,
@@ -141,7 +166,8 @@ grpc::Status ValdIndexService::IndexDetail(ServerContext* c, const pb::Empty*,
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   pb::Info::Index::Count count;
-  if (Status st = CountOf(env_, *scope, &count); !st.ok()) return ToGrpc(st);
+  ServiceCall call(env_, *c, *scope);
+  if (Status st = CountOf(call, *scope, &count); !st.ok()) return ToGrpc(st);
   (*out->mutable_counts())[env_.server_name] = count;
   out->set_replica(1);
   out->set_live_agents(1);
@@ -152,7 +178,7 @@ grpc::Status ValdIndexService::IndexStatistics(ServerContext* c, const pb::Empty
                                                pb::Info::Index::Statistics* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  out->set_valid(env_.engine->Describe(scope->tenant, scope->collection).ok());
+  out->set_valid(ServiceCall(env_, *c, *scope).Describe(scope->collection).ok());
   return grpc::Status::OK;
 }
 
@@ -161,7 +187,7 @@ grpc::Status ValdIndexService::IndexStatisticsDetail(ServerContext* c, const pb:
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
   (*out->mutable_details())[env_.server_name].set_valid(
-      env_.engine->Describe(scope->tenant, scope->collection).ok());
+      ServiceCall(env_, *c, *scope).Describe(scope->collection).ok());
   return grpc::Status::OK;
 }
 
@@ -169,7 +195,7 @@ grpc::Status ValdIndexService::IndexProperty(ServerContext* c, const pb::Empty*,
                                              pb::Info::Index::PropertyDetail* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  auto info = env_.engine->Describe(scope->tenant, scope->collection);
+  auto info = ServiceCall(env_, *c, *scope).Describe(scope->collection);
   if (!info.ok()) return ToGrpc(info.status());
   pb::Info::Index::Property& p = (*out->mutable_details())[env_.server_name];
   p.set_dimension(info->spec.dim);
@@ -188,10 +214,10 @@ grpc::Status AgentService::CreateIndex(ServerContext* c, const pb::Control::Crea
 grpc::Status AgentService::SaveIndex(ServerContext* c, const pb::Empty*, pb::Empty*) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  if (!env_.snapshot) return grpc::Status::OK;  // in memory only, as Vald's in-memory mode
-  return ToGrpc(QueuedStatus(env_, *c, scope->tenant, nullptr, WorkClass::kLong, [&] {
-    return env_.snapshot(scope->admin ? "" : scope->tenant).status();
-  }));
+  Status st = ServiceCall(env_, *c, *scope).Snapshot().status();
+  // In memory only (no --data-dir): nothing to save, as Vald's in-memory mode.
+  if (st.code() == StatusCode::kUnimplemented) return grpc::Status::OK;
+  return ToGrpc(st);
 }
 
 grpc::Status AgentService::CreateAndSaveIndex(ServerContext* c,
@@ -204,7 +230,8 @@ grpc::Status AgentService::IndexInfo(ServerContext* c, const pb::Empty*,
                                      pb::Info::Index::Count* out) {
   auto scope = ScopeOf(env_, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  return ToGrpc(CountOf(env_, *scope, out));
+  ServiceCall call(env_, *c, *scope);
+  return ToGrpc(CountOf(call, *scope, out));
 }
 
 }  // namespace vecgpu::server

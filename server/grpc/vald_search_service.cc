@@ -1,4 +1,4 @@
-// vald.v1.Search over Engine::SubmitSearch: each query is queued on its collection and batched
+// vald.v1.Search over the service's Search: each query is queued on its collection and batched
 // with the searches queued beside it (ZeroMQ's too). Search.Config: num is k (1..max_k),
 // radius >= 0 drops results farther than it, min_num asks for at least that many results
 // (else NOT_FOUND, as is an empty result), timeout in ns (0: --request-timeout-ms) gives
@@ -14,6 +14,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "server/grpc/service_call.h"
 #include "server/grpc/vald_services.h"
 
 namespace vecgpu::server {
@@ -56,57 +57,53 @@ Status CheckConfig(const GrpcEnv& env, const pb::Search::Config& cfg) {
   return Status::Ok();
 }
 
-Clock::time_point DeadlineOf(const GrpcEnv& env, const pb::Search::Config& cfg,
-                             const ServerContext& c) {
-  Clock::time_point deadline = Clock::time_point::max();
-  if (cfg.timeout() > 0) {
-    deadline = Clock::now() + nanoseconds(cfg.timeout());
-  } else if (env.request_timeout_ms > 0) {
-    deadline = Clock::now() + std::chrono::milliseconds(env.request_timeout_ms);
-  }
-  // The client's own gRPC deadline, when sooner.
-  auto client = c.deadline();
-  if (client != std::chrono::system_clock::time_point::max()) {
-    auto left = client - std::chrono::system_clock::now();
-    deadline = std::min(deadline, Clock::now() + std::chrono::duration_cast<nanoseconds>(left));
-  }
-  return deadline;
+// The deadline a Search.Config asks for: its timeout (0: none of its own; the client's and
+// --request-timeout-ms then apply, see ServiceCall).
+Clock::time_point ConfigDeadline(const pb::Search::Config& cfg) {
+  if (cfg.timeout() > 0) return Clock::now() + nanoseconds(cfg.timeout());
+  return Clock::time_point::max();
 }
 
-// A query handed to Engine::SubmitSearch (so it batches with the collection's other searches);
-// Finish waits for its result and turns it into Vald's response.
+// A query handed to the service's Search (so it batches with the collection's other
+// searches); Finish waits for its result and turns it into Vald's response.
 class PendingSearch {
  public:
   // Checks `q` and submits it; an error is kept for Finish.
   PendingSearch(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
                 StatusOr<Query> q, bool linear)
-      : future_(promise_.get_future()) {
+      : service_(env.service) {
     if (!q.ok()) {
       error_ = q.status();
       return;
     }
     query_ = std::move(*q);
-    error_ = Start(env, c, scope, linear);
+    error_ = CheckConfig(env, query_.config);
+    if (!error_.ok()) return;
+    call_ = std::make_unique<ServiceCall>(env, c, scope, ConfigDeadline(query_.config));
+    error_ = Start(scope, linear);
   }
 
-  StatusOr<pb::Search::Response> Finish(const GrpcEnv& env, const CallScope& scope) {
+  StatusOr<pb::Search::Response> Finish() {
     RETURN_IF_ERROR(error_);
-    StatusOr<SearchResult> r = future_.get();
-    RETURN_IF_ERROR(r.status());
-    if (Clock::now() > deadline_) {
+    StatusOr<SearchReply> reply = call_->Wait(future_);
+    RETURN_IF_ERROR(reply.status());
+    if (Clock::now() > call_->context().deadline) {
       return DeadlineExceeded("search: config.timeout passed before the results were in");
     }
+    const SearchResult& r = reply->knn;
     const pb::Search::Config& cfg = query_.config;
     std::vector<int64_t> ids;
     std::vector<float> dists;
-    for (int j = 0; j < r->k; ++j) {
-      const int64_t label = r->labels[j];
-      const float d = r->distances[j];
+    std::vector<const std::string*> keys;
+    for (int j = 0; j < r.k; ++j) {
+      const int64_t label = r.labels[j];
+      const float d = r.distances[j];
       if (label < 0) continue;
       // Farther than radius: a larger L2 distance, a smaller inner product.
       if (cfg.radius() >= 0 && (inner_product_ ? d < cfg.radius() : d > cfg.radius())) continue;
       ids.push_back(label);
       dists.push_back(d);
+      keys.push_back(&reply->keys.at(j));
     }
     if (ids.size() < std::max<size_t>(1, cfg.min_num())) {
       return NotFound("search: " + std::to_string(ids.size()) + " results" +
@@ -114,52 +111,55 @@ class PendingSearch {
                            ? ", fewer than config.min_num " + std::to_string(cfg.min_num())
                            : std::string()));
     }
-    ASSIGN_OR_RETURN(std::vector<std::string> keys,
-                     env.engine->KeysOf(scope.tenant, scope.collection, ids));
     pb::Search::Response resp;
     resp.set_request_id(query_.request_id);
     for (size_t j = 0; j < ids.size(); ++j) {
       pb::Object::Distance* d = resp.add_results();
-      d->set_id(keys[j].empty() ? std::to_string(ids[j]) : keys[j]);  // an id without a key
+      d->set_id(keys[j]->empty() ? std::to_string(ids[j]) : *keys[j]);  // an id without a key
       d->set_distance(dists[j]);
     }
     return resp;
   }
 
  private:
-  Status Start(const GrpcEnv& env, const ServerContext& c, const CallScope& scope, bool linear) {
+  Status Start(const CallScope& scope, bool linear) {
     const pb::Search::Config& cfg = query_.config;
-    RETURN_IF_ERROR(CheckConfig(env, cfg));
     if (query_.vector.empty()) return InvalidArgument("vector: empty");
-    SearchParams params;
+    SearchRequest req;
+    req.collection = scope.collection;
     if (linear) {  // the full description: the kind and list count pick the exact search
-      ASSIGN_OR_RETURN(CollectionInfo info, env.engine->Describe(scope.tenant, scope.collection));
+      ASSIGN_OR_RETURN(CollectionInfo info, call_->Describe(scope.collection));
       inner_product_ = info.spec.metric == Metric::kInnerProduct;
-      ASSIGN_OR_RETURN(params, ExactParams(info, scope.collection));
-    } else {  // only the metric, for the radius: the lock-free layout, not Describe's stats
+      ASSIGN_OR_RETURN(req.params, ExactParams(info, scope.collection));
+    } else {  // only the metric, for the radius: the cached layout, not Describe's stats
       if (cfg.radius() >= 0) {
-        ASSIGN_OR_RETURN(VectorLayout layout, env.engine->Layout(scope.tenant, scope.collection));
-        inner_product_ = layout.metric == Metric::kInnerProduct;
+        ReadRequest layout;
+        layout.op = ReadRequest::Op::kLayout;
+        layout.collection = scope.collection;
+        ASSIGN_OR_RETURN(ReadReply r, call_->Read(std::move(layout)));
+        inner_product_ = r.layout.metric == Metric::kInnerProduct;
       }
-      if (cfg.nprobe() > 0) params.nprobe = static_cast<int>(std::min(cfg.nprobe(), 1u << 20));
-      if (cfg.edge_size() > 0) params.ef_search = std::min(cfg.edge_size(), 1 << 20);
+      if (cfg.nprobe() > 0) req.params.nprobe = static_cast<int>(std::min(cfg.nprobe(), 1u << 20));
+      if (cfg.edge_size() > 0) req.params.ef_search = std::min(cfg.edge_size(), 1 << 20);
     }
-    FloatMatrix q;
-    q.rows = 1;
-    q.cols = static_cast<int64_t>(query_.vector.size());
-    q.data = std::move(query_.vector);
-    deadline_ = DeadlineOf(env, cfg, c);
-    return env.engine->SubmitSearch(
-        scope.tenant, scope.collection, std::move(q), static_cast<int>(cfg.num()), params,
-        deadline_, [this](StatusOr<SearchResult> r) { promise_.set_value(std::move(r)); });
+    req.queries.rows = 1;
+    req.queries.cols = static_cast<int64_t>(query_.vector.size());
+    req.queries.data = std::move(query_.vector);
+    req.k = static_cast<int>(cfg.num());
+    req.with_keys = true;
+    auto done = std::make_shared<std::promise<StatusOr<SearchReply>>>();
+    future_ = done->get_future();
+    service_->Search(call_->context(), std::move(req),
+                     [done](StatusOr<SearchReply> r) { done->set_value(std::move(r)); });
+    return Status::Ok();
   }
 
+  CollectionService* service_;
   Query query_;
   Status error_;
   bool inner_product_ = false;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  std::promise<StatusOr<SearchResult>> promise_;
-  std::future<StatusOr<SearchResult>> future_;
+  std::unique_ptr<ServiceCall> call_;
+  std::future<StatusOr<SearchReply>> future_;
 };
 
 Query FromRequest(const pb::Search::Request& r) {
@@ -168,18 +168,24 @@ Query FromRequest(const pb::Search::Request& r) {
 }
 
 // SearchByID: the stored vector of the id, then a search with it.
-StatusOr<Query> FromIdRequest(const GrpcEnv& env, const CallScope& scope,
+StatusOr<Query> FromIdRequest(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
                               const pb::Search::IDRequest& r) {
   if (r.id().empty()) return InvalidArgument("id: must not be empty");
-  ASSIGN_OR_RETURN(KeyedObject o, env.engine->GetKeyed(scope.tenant, scope.collection, r.id()));
+  ReadRequest get;
+  get.op = ReadRequest::Op::kGetKeyed;
+  get.collection = scope.collection;
+  get.keys = {r.id()};
+  ASSIGN_OR_RETURN(ReadReply got, ServiceCall(env, c, scope).Read(std::move(get)));
+  KeyedObject& o = got.objects.at(0);
   std::string request_id = r.config().request_id().empty() ? r.id() : r.config().request_id();
   return Query{std::move(o.vector), r.config(), std::move(request_id)};
 }
 
 template <typename Request>
-StatusOr<Query> QueryOf(const GrpcEnv& env, const CallScope& scope, const Request& r) {
+StatusOr<Query> QueryOf(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+                        const Request& r) {
   if constexpr (std::is_same_v<Request, pb::Search::IDRequest>) {
-    return FromIdRequest(env, scope, r);
+    return FromIdRequest(env, c, scope, r);
   } else {
     return FromRequest(r);
   }
@@ -190,8 +196,8 @@ grpc::Status One(const GrpcEnv& env, ServerContext* c, const Request& req, bool 
                  pb::Search::Response* out) {
   auto scope = ScopeOf(env, *c);
   if (!scope.ok()) return ToGrpc(scope.status());
-  PendingSearch search(env, *c, *scope, QueryOf(env, *scope, req), linear);
-  auto resp = search.Finish(env, *scope);
+  PendingSearch search(env, *c, *scope, QueryOf(env, *c, *scope, req), linear);
+  auto resp = search.Finish();
   if (!resp.ok()) return ToGrpc(resp.status());
   *out = std::move(*resp);
   return grpc::Status::OK;
@@ -213,11 +219,11 @@ grpc::Status Multi(const GrpcEnv& env, ServerContext* c, const MultiRequest& req
   std::vector<std::unique_ptr<PendingSearch>> pending;
   for (const auto& r : req.requests()) {
     pending.push_back(
-        std::make_unique<PendingSearch>(env, *c, *scope, QueryOf(env, *scope, r), linear));
+        std::make_unique<PendingSearch>(env, *c, *scope, QueryOf(env, *c, *scope, r), linear));
   }
   Status first;
   for (auto& p : pending) {
-    auto resp = p->Finish(env, *scope);  // every one, so none is left running
+    auto resp = p->Finish();  // every one, so none is left running
     if (!resp.ok()) {
       if (first.ok()) first = resp.status();
       continue;
@@ -257,7 +263,7 @@ grpc::Status Stream(const GrpcEnv& env, ServerContext* c,
         queue.pop_front();
       }
       cv.notify_all();
-      auto resp = p->Finish(env, *scope);
+      auto resp = p->Finish();
       if (!open) continue;  // the client is gone: only drain
       pb::Search::StreamResponse out;
       if (resp.ok()) {
@@ -270,7 +276,8 @@ grpc::Status Stream(const GrpcEnv& env, ServerContext* c,
   });
   Request req;
   while (s->Read(&req)) {
-    auto p = std::make_unique<PendingSearch>(env, *c, *scope, QueryOf(env, *scope, req), linear);
+    auto p =
+        std::make_unique<PendingSearch>(env, *c, *scope, QueryOf(env, *c, *scope, req), linear);
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return queue.size() < kStreamInFlight; });
     queue.push_back(std::move(p));

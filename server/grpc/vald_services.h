@@ -1,6 +1,6 @@
 #pragma once
 
-// The Vald v1 API (package vald.v1, and core.v1.Agent) over the Engine: every service here is
+// The Vald v1 API (package vald.v1, and core.v1.Agent) over the service contract: every service here is
 // a few lines per RPC around one shared function. Semantics: README "gRPC and the Vald API".
 // Each class is stateless beyond its GrpcEnv and thread-safe (gRPC calls them from many
 // threads).
@@ -84,8 +84,8 @@ class ValdRemoveService final : public ::vald::v1::Remove::Service {
   const GrpcEnv& env_;
 };
 
-// Search (server/grpc/vald_search_service.cc): every search goes through
-// Engine::SubmitSearch, so it is batched with the collection's other searches, ZeroMQ's too.
+// Search (server/grpc/vald_search_service.cc): every search goes through the service's
+// Search, so it is batched with the collection's other searches, ZeroMQ's too.
 class ValdSearchService final : public ::vald::v1::Search::Service {
  public:
   explicit ValdSearchService(const GrpcEnv& env) : env_(env) {}
@@ -182,6 +182,6 @@ class AgentService final : public ::core::v1::Agent::Service {
 // The collection's object count for IndexInfo (Vald's Info.Index.Count): stored = its keyed
 // objects (id-mapped collections) or its vectors; nothing is ever uncommitted. A missing
 // collection counts zero.
-Status CountOf(const GrpcEnv& env, const CallScope& scope, pb::Info::Index::Count* out);
+Status CountOf(ServiceCall& call, const CallScope& scope, pb::Info::Index::Count* out);
 
 }  // namespace vecgpu::server

@@ -1,4 +1,4 @@
-// vald.v1 Insert, Update, Upsert and Remove over Engine::PutKeyed / RemoveKeyed. A unary call
+// vald.v1 Insert, Update, Upsert and Remove over the service's keyed writes. A unary call
 // is a Multi call of one; a stream answers each request with its location or its error (as a
 // google.rpc.Status entry) and goes on; a Multi call writes every object or none.
 #include <chrono>
@@ -6,7 +6,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "server/grpc/queued.h"
+#include "server/grpc/service_call.h"
 #include "server/grpc/vald_services.h"
 
 namespace vecgpu::server {
@@ -22,8 +22,7 @@ void SetLocation(const GrpcEnv& env, const std::string& id, pb::Object::Location
 // own skip_strict_exist_check.
 template <typename Request>
 Status Put(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
-           const std::vector<const Request*>& reqs,
-           PutMode mode, pb::Object::Locations* out) {
+           const std::vector<const Request*>& reqs, PutMode mode, pb::Object::Locations* out) {
   if (reqs.empty()) return InvalidArgument("requests: no object given");
   // PutMulti checks --max-add-vectors before it gathers `reqs`; the others put one object.
   for (const Request* r : reqs) {
@@ -34,27 +33,23 @@ Status Put(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
       return InvalidArgument("config.timestamp: negative");
     }
   }
+  ServiceCall call(env, c, scope);
   if (mode != PutMode::kUpdate) {
     RETURN_IF_ERROR(
-        EnsureCollection(env, c, scope, static_cast<int>(reqs[0]->vector().vector_size())));
+        EnsureCollection(env, call, scope, static_cast<int>(reqs[0]->vector().vector_size())));
   }
-  std::vector<KeyedObject> objects;
-  objects.reserve(reqs.size());
+  WriteRequest put;
+  put.op = WriteRequest::Op::kPutKeyed;
+  put.collection = scope.collection;
+  put.mode = mode;
+  put.objects.reserve(reqs.size());
   for (const Request* r : reqs) {
     const auto& v = r->vector().vector();
-    objects.push_back({r->vector().id(), std::vector<float>(v.begin(), v.end()),
-                       r->config().timestamp(), r->config().skip_strict_exist_check()});
+    put.objects.push_back({r->vector().id(), std::vector<float>(v.begin(), v.end()),
+                           r->config().timestamp(), r->config().skip_strict_exist_check()});
   }
   // On the collection's queue, in order with its other writes and searches (FAISSx's too).
-  auto shared = std::make_shared<std::vector<KeyedObject>>(std::move(objects));
-  const WorkClass cls = static_cast<int64_t>(shared->size()) >= env.long_add_rows
-                            ? WorkClass::kLong
-                            : WorkClass::kShort;
-  RETURN_IF_ERROR(QueuedStatus(env, c, scope.tenant, &scope.collection, cls, [&env, &scope, shared,
-                                                                              mode] {
-    return env.engine->PutKeyed(scope.tenant, scope.collection, std::move(*shared), mode,
-                                /*skip_strict=*/false);
-  }));
+  RETURN_IF_ERROR(call.Write(std::move(put)).status());
   for (const Request* r : reqs) SetLocation(env, r->vector().id(), out->add_locations());
   return Status::Ok();
 }
@@ -112,10 +107,11 @@ Status RemoveIds(const GrpcEnv& env, const ServerContext& c, const CallScope& sc
   for (const std::string& id : ids) {
     if (id.empty()) return InvalidArgument("id: must not be empty");
   }
-  RETURN_IF_ERROR(QueuedStatus(env, c, scope.tenant, &scope.collection, WorkClass::kShort,
-                               [&env, &scope, &ids] {
-                                 return env.engine->RemoveKeyed(scope.tenant, scope.collection, ids);
-                               }));
+  WriteRequest remove;
+  remove.op = WriteRequest::Op::kRemoveKeyed;
+  remove.collection = scope.collection;
+  remove.keys = ids;
+  RETURN_IF_ERROR(ServiceCall(env, c, scope).Write(std::move(remove)).status());
   for (const std::string& id : ids) SetLocation(env, id, out->add_locations());
   return Status::Ok();
 }
@@ -160,9 +156,13 @@ grpc::Status ValdUpdateService::UpdateTimestamp(ServerContext* c,
              std::chrono::system_clock::now().time_since_epoch())
              .count();
   }
-  Status st = QueuedStatus(env_, *c, scope->tenant, &scope->collection, WorkClass::kShort, [&] {
-    return env_.engine->StampKey(scope->tenant, scope->collection, req->id(), ts, req->force());
-  });
+  WriteRequest stamp;
+  stamp.op = WriteRequest::Op::kStampKey;
+  stamp.collection = scope->collection;
+  stamp.keys = {req->id()};
+  stamp.timestamp = ts;
+  stamp.force = req->force();
+  Status st = ServiceCall(env_, *c, *scope).Write(std::move(stamp)).status();
   if (st.ok()) SetLocation(env_, req->id(), out);
   return ToGrpc(st);
 }
@@ -198,23 +198,21 @@ grpc::Status ValdRemoveService::RemoveByTimestamp(ServerContext* c,
   if (req->timestamps().empty()) {
     return ToGrpc(InvalidArgument("timestamps: no condition given"));
   }
-  std::vector<TimestampCondition> conditions;
+  WriteRequest where;
+  where.op = WriteRequest::Op::kRemoveKeyedWhere;
+  where.collection = scope->collection;
   for (const auto& t : req->timestamps()) {
     if (t.operator_() < pb::Remove::Timestamp::Eq || t.operator_() > pb::Remove::Timestamp::Lt) {
       return ToGrpc(InvalidArgument("timestamps: unknown operator " +
                                     std::to_string(static_cast<int>(t.operator_()))));
     }
     // Vald's operator numbers (Eq..Lt) are TimestampCondition's.
-    conditions.push_back({static_cast<TimestampCondition::Op>(t.operator_()), t.timestamp()});
+    where.conditions.push_back({static_cast<TimestampCondition::Op>(t.operator_()), t.timestamp()});
   }
-  auto removed = Queued<std::vector<std::string>>(
-      env_, *c, scope->tenant, &scope->collection, WorkClass::kShort,
-      [&]() -> StatusOr<std::vector<std::string>> {
-        return env_.engine->RemoveKeyedWhere(scope->tenant, scope->collection, conditions);
-      });
+  auto removed = ServiceCall(env_, *c, *scope).Write(std::move(where));
   if (!removed.ok()) return ToGrpc(removed.status());
-  if (removed->empty()) return ToGrpc(NotFound("no object matches the timestamps"));
-  for (const std::string& id : *removed) SetLocation(env_, id, out->add_locations());
+  if (removed->keys.empty()) return ToGrpc(NotFound("no object matches the timestamps"));
+  for (const std::string& id : removed->keys) SetLocation(env_, id, out->add_locations());
   return grpc::Status::OK;
 }
 

@@ -14,6 +14,7 @@
 
 #include "core/device/fake_device_provider.h"
 #include "core/engine.h"
+#include "core/service/local_service.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
 #include "server/auth.h"
@@ -45,6 +46,7 @@ class InProcessDriver final : public Driver {
   std::string Call(const std::string& request) override { return service_->Handle(request); }
   std::string Fresh() override {
     service_.reset();
+    collections_.reset();
     engine_.reset();
     Limits limits;
     (void)limits.Validate();
@@ -56,7 +58,8 @@ class InProcessDriver final : public Driver {
       devices_ = std::make_unique<DeviceManager>(&provider_, o);
     }
     engine_ = std::make_unique<Engine>(limits_, factory_, nullptr, nullptr, devices_.get());
-    service_ = std::make_unique<server::FaissxService>(*engine_, auth_, limits_);
+    collections_ = std::make_unique<LocalCollectionService>(*engine_, LocalServiceOptions{});
+    service_ = std::make_unique<server::FaissxService>(*collections_, auth_, limits_);
     return "";
   }
   std::string name() const override { return placed_ ? "in-process, placed" : "in-process"; }
@@ -70,6 +73,7 @@ class InProcessDriver final : public Driver {
   std::unique_ptr<DeviceManager> devices_;
   server::Authenticator auth_ = *server::Authenticator::Create(false, {});
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<LocalCollectionService> collections_;
   std::unique_ptr<server::FaissxService> service_;
 };
 

@@ -501,11 +501,12 @@ std::string Model::Read(const Op& op, const Reply& r) {
     return got == want ? "" : Fail(op, "list_indexes differs from the model");
   }
   const Collection* c = Lookup(op);
-  // A search's k is checked as it is decoded, before it is queued on its index; other actions
-  // look their index up first (they are queued on it).
-  if (op.kind == OpKind::kSearch && op.k < 1) return expect("INVALID_ARGUMENT");
+  // A request's fields are checked as it is decoded, before the service is called; what
+  // depends on the index (its dimension) after the index is found.
+  if ((op.kind == OpKind::kSearch || op.kind == OpKind::kSearchAndReconstruct) && op.k < 1) {
+    return expect("INVALID_ARGUMENT");
+  }
   if (!c) return expect("NOT_FOUND");
-  if (op.kind == OpKind::kSearchAndReconstruct && op.k < 1) return expect("INVALID_ARGUMENT");
   const Storage& s = *c->storage;
   const KindTraits& t = s.traits;
   const std::vector<int64_t> ids = IdsOf(*c);
