@@ -234,11 +234,13 @@ def row_flood(srv, args):
     return lambda stop: in_threads(args.flood_clients, lambda i: one(stop))
 
 
-def vald(srv, key):
+def vald(srv, key, own_connection=False):
     import grpc
     from vald.v1.payload import payload_pb2 as pb
     from vald.v1.vald import insert_pb2_grpc, search_pb2_grpc
-    ch = grpc.insecure_channel(srv.grpc_target)
+    # Channels to one target share one connection unless each has a subchannel pool of its own.
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+    ch = grpc.insecure_channel(srv.grpc_target, options=options)
     grpc.channel_ready_future(ch).result(timeout=30)
     md = (("authorization", f"Bearer {key}"), ("x-vecgpu-collection", "vald"))
     return ch, pb, insert_pb2_grpc.InsertStub(ch), search_pb2_grpc.SearchStub(ch), md
@@ -254,7 +256,7 @@ def row_idle_streams(srv, args):
             if stop():
                 break
             if i % 30 == 0:  # HTTP/2 caps streams per connection: spread over channels
-                chans.append(vald(srv, "key-a"))
+                chans.append(vald(srv, "key-a", own_connection=True))
             ch, pb, _, search, md = chans[-1]
             gate = threading.Event()
 

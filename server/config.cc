@@ -123,6 +123,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (o.grpc_max_streams_per_connection < 1 || o.grpc_max_streams_per_connection > 100'000) {
     return InvalidArgument("grpc-max-streams-per-connection: must be within 1..100000");
   }
+  if (o.grpc_max_streams < 1 || o.grpc_max_streams > 10'000'000) {
+    return InvalidArgument("grpc-max-streams: must be within 1..10000000");
+  }
   if (o.grpc_memory_mb < 64 || o.grpc_memory_mb > 1'048'576) {
     return InvalidArgument("grpc-memory-mb: must be within 64..1048576");
   }
@@ -207,8 +210,12 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->capture_default_str();
   serve
       ->add_option("--grpc-max-threads", o.grpc_max_threads,
-                   "Threads serving gRPC calls (an open stream holds one); past it: "
-                   "RESOURCE_EXHAUSTED")
+                   "Threads serving unary gRPC calls while they work (streams hold none); past "
+                   "it: RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  serve
+      ->add_option("--grpc-max-streams", o.grpc_max_streams,
+                   "gRPC streams open at once, all connections; past it: RESOURCE_EXHAUSTED")
       ->capture_default_str();
   serve
       ->add_option("--grpc-max-streams-per-connection", o.grpc_max_streams_per_connection,

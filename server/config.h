@@ -77,6 +77,7 @@ struct ServeOptions {
   // connection, and memory for its buffers. Defaults: 256, 32, 1024 MiB.
   int grpc_max_threads = 256;
   int grpc_max_streams_per_connection = 32;
+  int64_t grpc_max_streams = 10'000;
   int grpc_memory_mb = 1024;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".

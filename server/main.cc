@@ -356,12 +356,12 @@ int Serve(const ServeOptions& o) {
     if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') env.server_name = host;
     env.quotas = &quotas;
     env.metrics = &metrics;
-    grpc_server = std::make_unique<GrpcServer>(
-        std::move(env), GrpcServerOptions{o.bind_address, o.grpc_port, o.limits.max_message_bytes,
-                                          o.limits.max_request_bytes, o.grpc_tls_cert,
-                                          o.grpc_tls_key, o.grpc_tls_client_ca, o.grpc_max_threads,
-                                          o.grpc_max_streams_per_connection,
-                                          int64_t{o.grpc_memory_mb} << 20});
+    GrpcServerOptions go{o.bind_address, o.grpc_port, o.limits.max_message_bytes,
+                         o.limits.max_request_bytes, o.grpc_tls_cert, o.grpc_tls_key,
+                         o.grpc_tls_client_ca, o.grpc_max_threads,
+                         o.grpc_max_streams_per_connection, int64_t{o.grpc_memory_mb} << 20};
+    go.max_streams = o.grpc_max_streams;
+    grpc_server = std::make_unique<GrpcServer>(std::move(env), go);
     if (Status st = grpc_server->Start(); !st.ok()) {
       spdlog::critical("{}", st.message());
       (void)frontend.Stop(std::chrono::milliseconds(0));

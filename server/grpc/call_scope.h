@@ -15,6 +15,8 @@
 
 namespace vecgpu::server {
 
+struct StreamResources;
+
 // What every gRPC service shares: the collections (the service contract), the authenticator,
 // the limits and the Vald defaults. Owned by GrpcServer; read-only once serving, so
 // thread-safe.
@@ -39,6 +41,9 @@ struct GrpcEnv {
   ServerMetrics* metrics = nullptr;
   // Per-tenant request rate and requests in flight (null: none). Must outlive the server.
   Quotas* quotas = nullptr;
+  // The streams' threads and open-stream count (server/grpc/stream_reactor.h); set by
+  // GrpcServer.
+  StreamResources* streams = nullptr;
 };
 
 // Who a call is for and which collection it reaches: the tenant of its `authorization:

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/scheduler/worker_pool.h"
 #include "server/grpc/collections_service.h"
 #include "server/grpc/vald_services.h"
 
@@ -73,7 +74,9 @@ class MetricsInterceptorFactory final
 }  // namespace
 
 GrpcServer::GrpcServer(GrpcEnv env, GrpcServerOptions options)
-    : env_(std::move(env)), options_(std::move(options)) {}
+    : env_(std::move(env)), options_(std::move(options)) {
+  env_.streams = &streams_;
+}
 
 GrpcServer::~GrpcServer() {
   if (server_) Stop(std::chrono::milliseconds(0));
@@ -106,9 +109,9 @@ Status GrpcServer::Start() {
   // concurrent clients it ended and started about 1,500 threads a second (0.4 per search),
   // and searches took about 25% more server CPU each (bench/README.md, "gRPC").
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
-  // Threads by work, not by connections: a cap on the threads (an idle stream holds one until
-  // it ends, so streams beyond it are refused, not given more threads), on the streams one
-  // connection opens, and on gRPC's buffers.
+  // Threads by work, not by connections: a cap on the threads that run unary calls (streams
+  // run on the callback API and hold none), on the streams one connection opens, and on
+  // gRPC's buffers; open streams in total are capped by StreamSlot.
   grpc::ResourceQuota quota("vecgpu-grpc");
   quota.SetMaxThreads(options_.max_threads);
   quota.Resize(static_cast<size_t>(options_.memory_bytes));
@@ -118,6 +121,13 @@ Status GrpcServer::Start() {
       static_cast<int>(std::min<int64_t>(options_.max_request_bytes, INT_MAX)));
   builder.SetMaxSendMessageSize(
       static_cast<int>(std::min<int64_t>(options_.max_message_bytes, INT_MAX)));
+  // Streams run on the callback API: their messages are processed by a fixed pool, so threads
+  // do not grow with streams, and an idle stream holds none.
+  stream_pool_ = std::make_unique<WorkerPool>("grpc-stream", options_.stream_threads, 65'536);
+  streams_.max_open = options_.max_streams;
+  streams_.run = [pool = stream_pool_.get()](std::function<void()> task) {
+    return pool->Submit(std::move(task)).ok();
+  };
   services_.push_back(std::make_unique<ValdInsertService>(env_));
   services_.push_back(std::make_unique<ValdUpdateService>(env_));
   services_.push_back(std::make_unique<ValdUpsertService>(env_));
@@ -148,6 +158,7 @@ void GrpcServer::Stop(std::chrono::milliseconds grace) {
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   server_.reset();
+  if (stream_pool_) stream_pool_->Shutdown();
 }
 
 }  // namespace vecgpu::server

@@ -5,11 +5,16 @@
 #include <string>
 
 #include "server/grpc/call_scope.h"
+#include "server/grpc/stream_reactor.h"
 
 namespace grpc {
 class Server;
 class Service;
 }  // namespace grpc
+
+namespace vecgpu {
+class WorkerPool;
+}
 
 namespace vecgpu::server {
 
@@ -26,14 +31,19 @@ struct GrpcServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
-  // Threads serving calls, all connections together: past it a new call gets
-  // RESOURCE_EXHAUSTED (the synchronous server runs each call, an open stream too, on a
-  // thread). Default: 256.
+  // Threads serving unary calls while they work, all connections together: past it a new
+  // call gets RESOURCE_EXHAUSTED. Streams hold none (callback API). Default: 256.
   int max_threads = 256;
   // Calls one connection may have open at once (HTTP/2 concurrent streams). Default: 32.
   int max_streams_per_connection = 32;
   // Memory gRPC may take for its buffers. Default: 1 GiB.
   int64_t memory_bytes = int64_t{1} << 30;
+  // Streams open at once, all connections together: past it a new stream gets
+  // RESOURCE_EXHAUSTED. Default: 10,000.
+  int64_t max_streams = 10'000;
+  // Threads that process the streams' messages (submitting searches, running writes and
+  // keyed reads), whatever the number of streams. Default: 16.
+  int stream_threads = 16;
 };
 
 // The gRPC front end: the Vald v1 services, core.v1.Agent, vecgpu.v1.Collections, the standard
@@ -57,8 +67,10 @@ class GrpcServer {
   bool tls() const { return !options_.tls_cert_file.empty(); }
 
  private:
-  const GrpcEnv env_;
+  GrpcEnv env_;  // env_.streams points at streams_
   const GrpcServerOptions options_;
+  StreamResources streams_;
+  std::unique_ptr<WorkerPool> stream_pool_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

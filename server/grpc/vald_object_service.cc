@@ -9,6 +9,8 @@ namespace {
 
 // Objects per page of StreamListObject.
 constexpr int64_t kListPage = 256;
+// Requests of one StreamGetObject in the service at once.
+constexpr size_t kGetStreamInFlight = 16;
 
 void SetVector(const KeyedObject& o, pb::Object::Vector* out) {
   out->set_id(o.key);
@@ -80,51 +82,103 @@ grpc::Status ValdObjectService::GetObject(ServerContext* c, const pb::Object::Ve
   return grpc::Status::OK;
 }
 
-grpc::Status ValdObjectService::StreamGetObject(
-    ServerContext* c, BiDi<pb::Object::StreamVector, pb::Object::VectorRequest>* s) {
+Stream<pb::Object::VectorRequest, pb::Object::StreamVector>* ValdObjectService::StreamGetObject(
+    CallbackServerContext* c) {
   auto scope = ScopeOf(env_, *c);
-  if (!scope.ok()) return ToGrpc(scope.status());
-  pb::Object::VectorRequest req;
-  while (s->Read(&req)) {
+  using Reactor = StreamReactor<pb::Object::VectorRequest, pb::Object::StreamVector>;
+  auto error = [](const Status& st) {
     pb::Object::StreamVector out;
-    ServiceCall call(env_, *c, *scope);
-    auto o = Get(call, *scope, req.id().id());
-    if (o.ok()) {
-      SetVector(*o, out.mutable_vector());
-    } else {
-      *out.mutable_status() = ToRpcStatus(o.status());
-    }
-    if (!s->Write(out)) break;
-  }
-  return grpc::Status::OK;
+    *out.mutable_status() = ToRpcStatus(st);
+    return out;
+  };
+  const GrpcEnv& env = env_;
+  return new Reactor(
+      *env.streams, scope.status(), kGetStreamInFlight,
+      [&env, c, scope, error](pb::Object::VectorRequest req,
+                              const std::shared_ptr<std::atomic<bool>>&, Reactor::Answer answer) {
+        ServiceCall call(env, *c, *scope);
+        auto o = Get(call, *scope, req.id().id());
+        if (!o.ok()) return answer(error(o.status()));
+        pb::Object::StreamVector out;
+        SetVector(*o, out.mutable_vector());
+        answer(std::move(out));
+      },
+      error);
 }
 
-grpc::Status ValdObjectService::StreamListObject(
-    ServerContext* c, const pb::Object::List::Request*,
-    grpc::ServerWriter<pb::Object::List::Response>* w) {
-  auto scope = ScopeOf(env_, *c);
-  if (!scope.ok()) return ToGrpc(scope.status());
-  int64_t after = -1;
-  while (!c->IsCancelled()) {
-    ReadRequest list = ReadOf(*scope, ReadRequest::Op::kListKeyed);
-    list.start = after;
+namespace {
+
+// StreamListObject on the callback API: pages of kListPage objects read through the service
+// on the stream threads, written one by one; no thread waits for the client.
+class ListReactor final : public grpc::ServerWriteReactor<pb::Object::List::Response> {
+ public:
+  ListReactor(const GrpcEnv& env, CallbackServerContext* c)
+      : env_(env), c_(c), slot_(*env.streams), scope_(ScopeOf(env, *c)) {
+    if (Status st = slot_.status(); !st.ok()) {
+      Finish(ToGrpc(st));
+    } else if (!scope_.ok()) {
+      Finish(ToGrpc(scope_.status()));
+    } else {
+      NextPage();
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status::OK);  // the client is gone
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void NextPage() {
+    if (!env_.streams->run([this] { ReadPage(); })) {
+      Finish(ToGrpc(ResourceExhausted("grpc: the stream threads' queue is full; retry later")));
+    }
+  }
+  // On a stream thread.
+  void ReadPage() {
+    ReadRequest list;
+    list.op = ReadRequest::Op::kListKeyed;
+    list.collection = scope_->collection;
+    list.start = after_;
     list.count = kListPage;
-    auto page = ServiceCall(env_, *c, *scope).Read(std::move(list));
+    auto page = ServiceCall(env_, *c_, *scope_).Read(std::move(list));
     if (!page.ok()) {
       // An empty agent lists nothing.
-      if (page.status().code() == StatusCode::kNotFound) return grpc::Status::OK;
-      return ToGrpc(page.status());
+      if (page.status().code() == StatusCode::kNotFound) return Finish(grpc::Status::OK);
+      return Finish(ToGrpc(page.status()));
     }
-    const int64_t last = page->last_id;
-    for (const KeyedObject& o : page->objects) {
-      pb::Object::List::Response out;
-      SetVector(o, out.mutable_vector());
-      if (!w->Write(out)) return grpc::Status::OK;
-    }
-    if (static_cast<int64_t>(page->objects.size()) < kListPage || last <= after) break;
-    after = last;
+    last_page_ = static_cast<int64_t>(page->objects.size()) < kListPage || page->last_id <= after_;
+    after_ = page->last_id;
+    page_ = std::move(page->objects);
+    next_ = 0;
+    WriteNext();
   }
-  return grpc::Status::OK;
+  void WriteNext() {
+    if (next_ < page_.size()) {
+      out_.Clear();
+      SetVector(page_[next_++], out_.mutable_vector());
+      return StartWrite(&out_);
+    }
+    if (last_page_) return Finish(grpc::Status::OK);
+    NextPage();
+  }
+
+  const GrpcEnv& env_;
+  CallbackServerContext* const c_;
+  StreamSlot slot_;
+  const StatusOr<CallScope> scope_;
+  int64_t after_ = -1;
+  bool last_page_ = false;
+  std::vector<KeyedObject> page_;
+  size_t next_ = 0;
+  pb::Object::List::Response out_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<pb::Object::List::Response>* ValdObjectService::StreamListObject(
+    CallbackServerContext* c, const pb::Object::List::Request*) {
+  return new ListReactor(env_, c);
 }
 
 grpc::Status ValdObjectService::GetTimestamp(ServerContext* c,

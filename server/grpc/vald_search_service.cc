@@ -68,10 +68,11 @@ Clock::time_point ConfigDeadline(const pb::Search::Config& cfg) {
 // searches); Finish waits for its result and turns it into Vald's response.
 class PendingSearch {
  public:
-  // Checks `q` and submits it; an error is kept for Finish.
-  PendingSearch(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
-                StatusOr<Query> q, bool linear)
-      : service_(env.service) {
+  // Checks `q` and submits it; an error is kept for Finish. `on_ready` (if set) is called,
+  // from any thread, once the result is in, when submitted() is true.
+  PendingSearch(const GrpcEnv& env, const grpc::ServerContextBase& c, const CallScope& scope,
+                StatusOr<Query> q, bool linear, std::function<void()> on_ready = {})
+      : service_(env.service), on_ready_(std::move(on_ready)) {
     if (!q.ok()) {
       error_ = q.status();
       return;
@@ -82,6 +83,9 @@ class PendingSearch {
     call_ = std::make_unique<ServiceCall>(env, c, scope, ConfigDeadline(query_.config));
     error_ = Start(scope, linear);
   }
+
+  // Whether the search was handed to the service (else Finish returns its error at once).
+  bool submitted() const { return submitted_; }
 
   StatusOr<pb::Search::Response> Finish() {
     RETURN_IF_ERROR(error_);
@@ -149,12 +153,18 @@ class PendingSearch {
     req.with_keys = true;
     auto done = std::make_shared<std::promise<StatusOr<SearchReply>>>();
     future_ = done->get_future();
+    submitted_ = true;
     service_->Search(call_->context(), std::move(req),
-                     [done](StatusOr<SearchReply> r) { done->set_value(std::move(r)); });
+                     [done, on_ready = on_ready_](StatusOr<SearchReply> r) {
+                       done->set_value(std::move(r));
+                       if (on_ready) on_ready();
+                     });
     return Status::Ok();
   }
 
   CollectionService* service_;
+  const std::function<void()> on_ready_;
+  bool submitted_ = false;
   Query query_;
   Status error_;
   bool inner_product_ = false;
@@ -168,7 +178,8 @@ Query FromRequest(const pb::Search::Request& r) {
 }
 
 // SearchByID: the stored vector of the id, then a search with it.
-StatusOr<Query> FromIdRequest(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+StatusOr<Query> FromIdRequest(const GrpcEnv& env, const grpc::ServerContextBase& c,
+                              const CallScope& scope,
                               const pb::Search::IDRequest& r) {
   if (r.id().empty()) return InvalidArgument("id: must not be empty");
   ReadRequest get;
@@ -182,7 +193,7 @@ StatusOr<Query> FromIdRequest(const GrpcEnv& env, const ServerContext& c, const 
 }
 
 template <typename Request>
-StatusOr<Query> QueryOf(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+StatusOr<Query> QueryOf(const GrpcEnv& env, const grpc::ServerContextBase& c, const CallScope& scope,
                         const Request& r) {
   if constexpr (std::is_same_v<Request, pb::Search::IDRequest>) {
     return FromIdRequest(env, c, scope, r);
@@ -238,58 +249,52 @@ grpc::Status Multi(const GrpcEnv& env, ServerContext* c, const MultiRequest& req
 }
 
 // Stream*: one response per request, in request order, the error of a failing one as its
-// status entry. Requests are submitted as they arrive (up to kStreamInFlight at once, so they
-// batch) while a second thread writes the answers.
+// status entry. Up to kStreamInFlight requests of a stream are in the service at once, so
+// they batch; a stream thread only submits each one (and reads the key of a search by id):
+// none waits for a result.
 constexpr size_t kStreamInFlight = 64;
 
+pb::Search::StreamResponse StreamAnswer(StatusOr<pb::Search::Response> resp) {
+  pb::Search::StreamResponse out;
+  if (resp.ok()) {
+    *out.mutable_response() = std::move(*resp);
+  } else {
+    *out.mutable_status() = ToRpcStatus(resp.status());
+  }
+  return out;
+}
+
+pb::Search::StreamResponse StreamError(const Status& st) { return StreamAnswer(st); }
+
+// One search of a stream: answered when both its submission returned and its result is in
+// (either may come first).
+struct StreamSearch {
+  std::unique_ptr<PendingSearch> pending;
+  std::function<void(pb::Search::StreamResponse)> answer;
+  std::atomic<int> steps_left{2};
+
+  void Step() {
+    if (steps_left.fetch_sub(1) == 1) answer(StreamAnswer(pending->Finish()));
+  }
+};
+
 template <typename Request>
-grpc::Status Stream(const GrpcEnv& env, ServerContext* c,
-                    BiDi<pb::Search::StreamResponse, Request>* s, bool linear) {
+Stream<Request, pb::Search::StreamResponse>* StreamOf(const GrpcEnv& env,
+                                                      CallbackServerContext* c, bool linear) {
   auto scope = ScopeOf(env, *c);
-  if (!scope.ok()) return ToGrpc(scope.status());
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::unique_ptr<PendingSearch>> queue;  // guarded by mu
-  bool reading = true;                               // guarded by mu
-  std::thread writer([&] {
-    bool open = true;
-    for (;;) {
-      std::unique_ptr<PendingSearch> p;
-      {
-        std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return !queue.empty() || !reading; });
-        if (queue.empty()) return;
-        p = std::move(queue.front());
-        queue.pop_front();
-      }
-      cv.notify_all();
-      auto resp = p->Finish();
-      if (!open) continue;  // the client is gone: only drain
-      pb::Search::StreamResponse out;
-      if (resp.ok()) {
-        *out.mutable_response() = std::move(*resp);
-      } else {
-        *out.mutable_status() = ToRpcStatus(resp.status());
-      }
-      open = s->Write(out);
-    }
-  });
-  Request req;
-  while (s->Read(&req)) {
-    auto p =
-        std::make_unique<PendingSearch>(env, *c, *scope, QueryOf(env, *c, *scope, req), linear);
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return queue.size() < kStreamInFlight; });
-    queue.push_back(std::move(p));
-    cv.notify_all();
-  }
-  {
-    std::lock_guard lock(mu);
-    reading = false;
-  }
-  cv.notify_all();
-  writer.join();
-  return grpc::Status::OK;
+  using Reactor = StreamReactor<Request, pb::Search::StreamResponse>;
+  return new Reactor(
+      *env.streams, scope.status(), kStreamInFlight,
+      [&env, c, scope, linear](Request req, const std::shared_ptr<std::atomic<bool>>&,
+                               typename Reactor::Answer answer) {
+        auto job = std::make_shared<StreamSearch>();
+        job->answer = std::move(answer);
+        job->pending = std::make_unique<PendingSearch>(
+            env, *c, *scope, QueryOf(env, *c, *scope, req), linear, [job] { job->Step(); });
+        if (!job->pending->submitted()) return job->answer(StreamAnswer(job->pending->Finish()));
+        job->Step();
+      },
+      StreamError);
 }
 
 }  // namespace
@@ -302,13 +307,13 @@ grpc::Status ValdSearchService::SearchByID(ServerContext* c, const pb::Search::I
                                            pb::Search::Response* out) {
   return One(env_, c, *req, false, out);
 }
-grpc::Status ValdSearchService::StreamSearch(
-    ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::Request>* s) {
-  return Stream(env_, c, s, false);
+Stream<pb::Search::Request, pb::Search::StreamResponse>* ValdSearchService::StreamSearch(
+    CallbackServerContext* c) {
+  return StreamOf<pb::Search::Request>(env_, c, false);
 }
-grpc::Status ValdSearchService::StreamSearchByID(
-    ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::IDRequest>* s) {
-  return Stream(env_, c, s, false);
+Stream<pb::Search::IDRequest, pb::Search::StreamResponse>* ValdSearchService::StreamSearchByID(
+    CallbackServerContext* c) {
+  return StreamOf<pb::Search::IDRequest>(env_, c, false);
 }
 grpc::Status ValdSearchService::MultiSearch(ServerContext* c, const pb::Search::MultiRequest* req,
                                             pb::Search::Responses* out) {
@@ -327,13 +332,13 @@ grpc::Status ValdSearchService::LinearSearchByID(ServerContext* c, const pb::Sea
                                                  pb::Search::Response* out) {
   return One(env_, c, *req, true, out);
 }
-grpc::Status ValdSearchService::StreamLinearSearch(
-    ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::Request>* s) {
-  return Stream(env_, c, s, true);
+Stream<pb::Search::Request, pb::Search::StreamResponse>* ValdSearchService::StreamLinearSearch(
+    CallbackServerContext* c) {
+  return StreamOf<pb::Search::Request>(env_, c, true);
 }
-grpc::Status ValdSearchService::StreamLinearSearchByID(
-    ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::IDRequest>* s) {
-  return Stream(env_, c, s, true);
+Stream<pb::Search::IDRequest, pb::Search::StreamResponse>*
+ValdSearchService::StreamLinearSearchByID(CallbackServerContext* c) {
+  return StreamOf<pb::Search::IDRequest>(env_, c, true);
 }
 grpc::Status ValdSearchService::MultiLinearSearch(ServerContext* c,
                                                   const pb::Search::MultiRequest* req,

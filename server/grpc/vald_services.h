@@ -6,6 +6,7 @@
 // threads).
 
 #include "server/grpc/call_scope.h"
+#include "server/grpc/stream_reactor.h"
 #include "vald/v1/agent/core/agent.grpc.pb.h"
 #include "vald/v1/vald/flush.grpc.pb.h"
 #include "vald/v1/vald/index.grpc.pb.h"
@@ -20,17 +21,22 @@ namespace vecgpu::server {
 
 namespace pb = ::payload::v1;
 using grpc::ServerContext;
-template <typename W, typename R>
-using BiDi = grpc::ServerReaderWriter<W, R>;
+template <typename Request, typename Response>
+using Stream = grpc::ServerBidiReactor<Request, Response>;
+using grpc::CallbackServerContext;
 
 // Insert, Update, Upsert and Remove (server/grpc/vald_write_service.cc).
-class ValdInsertService final : public ::vald::v1::Insert::Service {
+// Unary calls run on gRPC's synchronous threads while they work (bounded by
+// --grpc-max-threads); streams run on its callback API (server/grpc/stream_reactor.h), so an
+// open stream holds no thread while it waits for its client.
+class ValdInsertService final
+    : public ::vald::v1::Insert::WithCallbackMethod_StreamInsert<::vald::v1::Insert::Service> {
  public:
   explicit ValdInsertService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Insert(ServerContext* c, const pb::Insert::Request* req,
                       pb::Object::Location* out) override;
-  grpc::Status StreamInsert(ServerContext* c,
-                            BiDi<pb::Object::StreamLocation, pb::Insert::Request>* s) override;
+  Stream<pb::Insert::Request, pb::Object::StreamLocation>* StreamInsert(
+      CallbackServerContext* c) override;
   grpc::Status MultiInsert(ServerContext* c, const pb::Insert::MultiRequest* req,
                            pb::Object::Locations* out) override;
 
@@ -38,13 +44,14 @@ class ValdInsertService final : public ::vald::v1::Insert::Service {
   const GrpcEnv& env_;
 };
 
-class ValdUpdateService final : public ::vald::v1::Update::Service {
+class ValdUpdateService final
+    : public ::vald::v1::Update::WithCallbackMethod_StreamUpdate<::vald::v1::Update::Service> {
  public:
   explicit ValdUpdateService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Update(ServerContext* c, const pb::Update::Request* req,
                       pb::Object::Location* out) override;
-  grpc::Status StreamUpdate(ServerContext* c,
-                            BiDi<pb::Object::StreamLocation, pb::Update::Request>* s) override;
+  Stream<pb::Update::Request, pb::Object::StreamLocation>* StreamUpdate(
+      CallbackServerContext* c) override;
   grpc::Status MultiUpdate(ServerContext* c, const pb::Update::MultiRequest* req,
                            pb::Object::Locations* out) override;
   grpc::Status UpdateTimestamp(ServerContext* c, const pb::Update::TimestampRequest* req,
@@ -54,13 +61,14 @@ class ValdUpdateService final : public ::vald::v1::Update::Service {
   const GrpcEnv& env_;
 };
 
-class ValdUpsertService final : public ::vald::v1::Upsert::Service {
+class ValdUpsertService final
+    : public ::vald::v1::Upsert::WithCallbackMethod_StreamUpsert<::vald::v1::Upsert::Service> {
  public:
   explicit ValdUpsertService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Upsert(ServerContext* c, const pb::Upsert::Request* req,
                       pb::Object::Location* out) override;
-  grpc::Status StreamUpsert(ServerContext* c,
-                            BiDi<pb::Object::StreamLocation, pb::Upsert::Request>* s) override;
+  Stream<pb::Upsert::Request, pb::Object::StreamLocation>* StreamUpsert(
+      CallbackServerContext* c) override;
   grpc::Status MultiUpsert(ServerContext* c, const pb::Upsert::MultiRequest* req,
                            pb::Object::Locations* out) override;
 
@@ -68,15 +76,16 @@ class ValdUpsertService final : public ::vald::v1::Upsert::Service {
   const GrpcEnv& env_;
 };
 
-class ValdRemoveService final : public ::vald::v1::Remove::Service {
+class ValdRemoveService final
+    : public ::vald::v1::Remove::WithCallbackMethod_StreamRemove<::vald::v1::Remove::Service> {
  public:
   explicit ValdRemoveService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Remove(ServerContext* c, const pb::Remove::Request* req,
                       pb::Object::Location* out) override;
   grpc::Status RemoveByTimestamp(ServerContext* c, const pb::Remove::TimestampRequest* req,
                                  pb::Object::Locations* out) override;
-  grpc::Status StreamRemove(ServerContext* c,
-                            BiDi<pb::Object::StreamLocation, pb::Remove::Request>* s) override;
+  Stream<pb::Remove::Request, pb::Object::StreamLocation>* StreamRemove(
+      CallbackServerContext* c) override;
   grpc::Status MultiRemove(ServerContext* c, const pb::Remove::MultiRequest* req,
                            pb::Object::Locations* out) override;
 
@@ -86,17 +95,22 @@ class ValdRemoveService final : public ::vald::v1::Remove::Service {
 
 // Search (server/grpc/vald_search_service.cc): every search goes through the service's
 // Search, so it is batched with the collection's other searches, ZeroMQ's too.
-class ValdSearchService final : public ::vald::v1::Search::Service {
+using VS = ::vald::v1::Search;
+using ValdSearchBase = VS::WithCallbackMethod_StreamSearch<VS::WithCallbackMethod_StreamSearchByID<
+    VS::WithCallbackMethod_StreamLinearSearch<
+        VS::WithCallbackMethod_StreamLinearSearchByID<VS::Service>>>>;
+
+class ValdSearchService final : public ValdSearchBase {
  public:
   explicit ValdSearchService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Search(ServerContext* c, const pb::Search::Request* req,
                       pb::Search::Response* out) override;
   grpc::Status SearchByID(ServerContext* c, const pb::Search::IDRequest* req,
                           pb::Search::Response* out) override;
-  grpc::Status StreamSearch(ServerContext* c,
-                            BiDi<pb::Search::StreamResponse, pb::Search::Request>* s) override;
-  grpc::Status StreamSearchByID(
-      ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::IDRequest>* s) override;
+  Stream<pb::Search::Request, pb::Search::StreamResponse>* StreamSearch(
+      CallbackServerContext* c) override;
+  Stream<pb::Search::IDRequest, pb::Search::StreamResponse>* StreamSearchByID(
+      CallbackServerContext* c) override;
   grpc::Status MultiSearch(ServerContext* c, const pb::Search::MultiRequest* req,
                            pb::Search::Responses* out) override;
   grpc::Status MultiSearchByID(ServerContext* c, const pb::Search::MultiIDRequest* req,
@@ -105,10 +119,10 @@ class ValdSearchService final : public ::vald::v1::Search::Service {
                             pb::Search::Response* out) override;
   grpc::Status LinearSearchByID(ServerContext* c, const pb::Search::IDRequest* req,
                                 pb::Search::Response* out) override;
-  grpc::Status StreamLinearSearch(
-      ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::Request>* s) override;
-  grpc::Status StreamLinearSearchByID(
-      ServerContext* c, BiDi<pb::Search::StreamResponse, pb::Search::IDRequest>* s) override;
+  Stream<pb::Search::Request, pb::Search::StreamResponse>* StreamLinearSearch(
+      CallbackServerContext* c) override;
+  Stream<pb::Search::IDRequest, pb::Search::StreamResponse>* StreamLinearSearchByID(
+      CallbackServerContext* c) override;
   grpc::Status MultiLinearSearch(ServerContext* c, const pb::Search::MultiRequest* req,
                                  pb::Search::Responses* out) override;
   grpc::Status MultiLinearSearchByID(ServerContext* c, const pb::Search::MultiIDRequest* req,
@@ -119,16 +133,20 @@ class ValdSearchService final : public ::vald::v1::Search::Service {
 };
 
 // Object, Flush, Index and core.v1.Agent (server/grpc/vald_object_service.cc).
-class ValdObjectService final : public ::vald::v1::Object::Service {
+using VO = ::vald::v1::Object;
+using ValdObjectBase =
+    VO::WithCallbackMethod_StreamGetObject<VO::WithCallbackMethod_StreamListObject<VO::Service>>;
+
+class ValdObjectService final : public ValdObjectBase {
  public:
   explicit ValdObjectService(const GrpcEnv& env) : env_(env) {}
   grpc::Status Exists(ServerContext* c, const pb::Object::ID* req, pb::Object::ID* out) override;
   grpc::Status GetObject(ServerContext* c, const pb::Object::VectorRequest* req,
                          pb::Object::Vector* out) override;
-  grpc::Status StreamGetObject(
-      ServerContext* c, BiDi<pb::Object::StreamVector, pb::Object::VectorRequest>* s) override;
-  grpc::Status StreamListObject(ServerContext* c, const pb::Object::List::Request* req,
-                                grpc::ServerWriter<pb::Object::List::Response>* w) override;
+  Stream<pb::Object::VectorRequest, pb::Object::StreamVector>* StreamGetObject(
+      CallbackServerContext* c) override;
+  grpc::ServerWriteReactor<pb::Object::List::Response>* StreamListObject(
+      CallbackServerContext* c, const pb::Object::List::Request* req) override;
   grpc::Status GetTimestamp(ServerContext* c, const pb::Object::TimestampRequest* req,
                             pb::Object::Timestamp* out) override;
 

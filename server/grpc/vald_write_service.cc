@@ -21,7 +21,7 @@ void SetLocation(const GrpcEnv& env, const std::string& id, pb::Object::Location
 // Writes `reqs` (Insert/Update/Upsert.Request) as one all-or-nothing PutKeyed, each with its
 // own skip_strict_exist_check.
 template <typename Request>
-Status Put(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+Status Put(const GrpcEnv& env, const grpc::ServerContextBase& c, const CallScope& scope,
            const std::vector<const Request*>& reqs, PutMode mode, pb::Object::Locations* out) {
   if (reqs.empty()) return InvalidArgument("requests: no object given");
   // PutMulti checks --max-add-vectors before it gathers `reqs`; the others put one object.
@@ -80,27 +80,46 @@ grpc::Status PutMulti(const GrpcEnv& env, ServerContext* c, const MultiRequest& 
   return ToGrpc(Put(env, *c, *scope, reqs, mode, out));
 }
 
+// One request of a write stream, answered with its location or its error (and the stream goes
+// on).
 template <typename Request>
-grpc::Status PutStream(const GrpcEnv& env, ServerContext* c,
-                       BiDi<pb::Object::StreamLocation, Request>* s, PutMode mode) {
-  auto scope = ScopeOf(env, *c);
-  if (!scope.ok()) return ToGrpc(scope.status());
-  Request req;
-  while (s->Read(&req)) {
-    pb::Object::Locations locs;
-    Status st = Put<Request>(env, *c, *scope, {&req}, mode, &locs);
-    pb::Object::StreamLocation resp;
-    if (st.ok()) {
-      *resp.mutable_location() = locs.locations(0);
-    } else {
-      *resp.mutable_status() = ToRpcStatus(st);
-    }
-    if (!s->Write(resp)) break;
+pb::Object::StreamLocation StreamAnswer(const Status& st, const pb::Object::Locations& locs) {
+  pb::Object::StreamLocation resp;
+  if (st.ok()) {
+    *resp.mutable_location() = locs.locations(0);
+  } else {
+    *resp.mutable_status() = ToRpcStatus(st);
   }
-  return grpc::Status::OK;
+  return resp;
 }
 
-Status RemoveIds(const GrpcEnv& env, const ServerContext& c, const CallScope& scope,
+pb::Object::StreamLocation StreamError(const Status& st) {
+  pb::Object::StreamLocation resp;
+  *resp.mutable_status() = ToRpcStatus(st);
+  return resp;
+}
+
+// Stream writes: one request at a time per stream, in order (a stream's writes must apply in
+// the order sent), on the stream threads.
+constexpr size_t kWriteStreamInFlight = 1;
+
+template <typename Request>
+Stream<Request, pb::Object::StreamLocation>* PutStream(const GrpcEnv& env,
+                                                        CallbackServerContext* c, PutMode mode) {
+  auto scope = ScopeOf(env, *c);
+  using Reactor = StreamReactor<Request, pb::Object::StreamLocation>;
+  return new Reactor(
+      *env.streams, scope.status(), kWriteStreamInFlight,
+      [&env, c, scope, mode](Request req, const std::shared_ptr<std::atomic<bool>>&,
+                             typename Reactor::Answer answer) {
+        pb::Object::Locations locs;
+        Status st = Put<Request>(env, *c, *scope, {&req}, mode, &locs);
+        answer(StreamAnswer<Request>(st, locs));
+      },
+      StreamError);
+}
+
+Status RemoveIds(const GrpcEnv& env, const grpc::ServerContextBase& c, const CallScope& scope,
                  const std::vector<std::string>& ids, pb::Object::Locations* out) {
   if (ids.empty()) return InvalidArgument("requests: no id given");
   // MultiRemove checks --max-add-vectors before it copies the ids; the others remove one.
@@ -122,9 +141,9 @@ grpc::Status ValdInsertService::Insert(ServerContext* c, const pb::Insert::Reque
                                        pb::Object::Location* out) {
   return PutOne(env_, c, *req, PutMode::kInsert, out);
 }
-grpc::Status ValdInsertService::StreamInsert(
-    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Insert::Request>* s) {
-  return PutStream(env_, c, s, PutMode::kInsert);
+Stream<pb::Insert::Request, pb::Object::StreamLocation>* ValdInsertService::StreamInsert(
+    CallbackServerContext* c) {
+  return PutStream<pb::Insert::Request>(env_, c, PutMode::kInsert);
 }
 grpc::Status ValdInsertService::MultiInsert(ServerContext* c, const pb::Insert::MultiRequest* req,
                                             pb::Object::Locations* out) {
@@ -135,9 +154,9 @@ grpc::Status ValdUpdateService::Update(ServerContext* c, const pb::Update::Reque
                                        pb::Object::Location* out) {
   return PutOne(env_, c, *req, PutMode::kUpdate, out);
 }
-grpc::Status ValdUpdateService::StreamUpdate(
-    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Update::Request>* s) {
-  return PutStream(env_, c, s, PutMode::kUpdate);
+Stream<pb::Update::Request, pb::Object::StreamLocation>* ValdUpdateService::StreamUpdate(
+    CallbackServerContext* c) {
+  return PutStream<pb::Update::Request>(env_, c, PutMode::kUpdate);
 }
 grpc::Status ValdUpdateService::MultiUpdate(ServerContext* c, const pb::Update::MultiRequest* req,
                                             pb::Object::Locations* out) {
@@ -171,9 +190,9 @@ grpc::Status ValdUpsertService::Upsert(ServerContext* c, const pb::Upsert::Reque
                                        pb::Object::Location* out) {
   return PutOne(env_, c, *req, PutMode::kUpsert, out);
 }
-grpc::Status ValdUpsertService::StreamUpsert(
-    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Upsert::Request>* s) {
-  return PutStream(env_, c, s, PutMode::kUpsert);
+Stream<pb::Upsert::Request, pb::Object::StreamLocation>* ValdUpsertService::StreamUpsert(
+    CallbackServerContext* c) {
+  return PutStream<pb::Upsert::Request>(env_, c, PutMode::kUpsert);
 }
 grpc::Status ValdUpsertService::MultiUpsert(ServerContext* c, const pb::Upsert::MultiRequest* req,
                                             pb::Object::Locations* out) {
@@ -216,23 +235,20 @@ grpc::Status ValdRemoveService::RemoveByTimestamp(ServerContext* c,
   return grpc::Status::OK;
 }
 
-grpc::Status ValdRemoveService::StreamRemove(
-    ServerContext* c, BiDi<pb::Object::StreamLocation, pb::Remove::Request>* s) {
+Stream<pb::Remove::Request, pb::Object::StreamLocation>* ValdRemoveService::StreamRemove(
+    CallbackServerContext* c) {
   auto scope = ScopeOf(env_, *c);
-  if (!scope.ok()) return ToGrpc(scope.status());
-  pb::Remove::Request req;
-  while (s->Read(&req)) {
-    pb::Object::Locations locs;
-    Status st = RemoveIds(env_, *c, *scope, {req.id().id()}, &locs);
-    pb::Object::StreamLocation resp;
-    if (st.ok()) {
-      *resp.mutable_location() = locs.locations(0);
-    } else {
-      *resp.mutable_status() = ToRpcStatus(st);
-    }
-    if (!s->Write(resp)) break;
-  }
-  return grpc::Status::OK;
+  using Reactor = StreamReactor<pb::Remove::Request, pb::Object::StreamLocation>;
+  const GrpcEnv& env = env_;
+  return new Reactor(
+      *env.streams, scope.status(), kWriteStreamInFlight,
+      [&env, c, scope](pb::Remove::Request req, const std::shared_ptr<std::atomic<bool>>&,
+                       Reactor::Answer answer) {
+        pb::Object::Locations locs;
+        Status st = RemoveIds(env, *c, *scope, {req.id().id()}, &locs);
+        answer(StreamAnswer<pb::Remove::Request>(st, locs));
+      },
+      StreamError);
 }
 
 grpc::Status ValdRemoveService::MultiRemove(ServerContext* c, const pb::Remove::MultiRequest* req,

@@ -372,3 +372,103 @@ def test_grpc_writes_creates_drops_and_snapshots_run_on_the_scheduler(tmp_path):
         assert all(b > a for a, b in zip(steps, steps[1:])), steps
     finally:
         assert srv.stop() == 0
+
+
+def server_threads(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+class IdleStreams:
+    """`n` open Vald StreamSearch calls that send nothing (spread over connections of their
+    own, 30 streams each: the server allows 32 a connection), each waiting on `release`."""
+
+    def __init__(self, target, n, md=()):
+        import grpc
+        from test_vald import Vald, wait_ready
+        self.release = threading.Event()
+        self.channels = []
+        for _ in range((n + 29) // 30):
+            # A subchannel pool of its own: else channels to one target share one connection.
+            ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            wait_ready(ch)
+            self.channels.append(Vald(None, md=md, channel=ch))
+        self.calls = []
+        for i in range(n):
+            vald = self.channels[i // 30]
+            self.calls.append(vald.search.StreamSearch(self._nothing(), metadata=vald.md,
+                                                       timeout=120))
+
+    def _nothing(self):
+        self.release.wait()
+        return
+        yield
+
+    def close(self):
+        self.release.set()
+        codes = []
+        for c in self.calls:
+            try:
+                list(c)
+                codes.append("OK")
+            except Exception as e:  # grpc.RpcError
+                codes.append(e.code().name)
+        for v in self.channels:
+            v.channel.close()
+        return codes
+
+
+def test_idle_grpc_streams_hold_no_thread():
+    """200 open Vald streams that send nothing: the server's threads stay where they were (the
+    synchronous server gave each stream a thread), and a search on another stream is answered
+    meanwhile."""
+    from conftest import built_with_grpc
+    if not built_with_grpc():
+        pytest.skip("built without gRPC")
+    from test_vald import Vald, ins, srch
+    srv = Server("--log-level", "warning")
+    try:
+        vald = Vald(srv.grpc_target)
+        vald(vald.insert.Insert, ins("a", np.ones(8, dtype=np.float32)))
+        before = server_threads(srv.proc.pid)
+        idle = IdleStreams(srv.grpc_target, 200)
+        time.sleep(1.0)
+        during = server_threads(srv.proc.pid)
+        res = vald.stream(vald.search.StreamSearch, [srch(np.ones(8, dtype=np.float32))])
+        assert res[0].response.results[0].id == "a"
+        codes = idle.close()
+        assert during - before < 40, (before, during)
+        assert set(codes) == {"OK"}, codes
+    finally:
+        assert srv.stop() == 0
+
+
+def test_grpc_streams_past_the_total_bound_are_refused_and_the_bound_frees():
+    """--grpc-max-streams bounds the open streams of every connection together: one more gets
+    RESOURCE_EXHAUSTED naming the bound, and a stream may open again once one has closed."""
+    from conftest import built_with_grpc
+    if not built_with_grpc():
+        pytest.skip("built without gRPC")
+    import grpc
+    from test_vald import Vald, ins, srch
+    srv = Server("--log-level", "warning", "--grpc-max-streams", "40")
+    try:
+        vald = Vald(srv.grpc_target)
+        vald(vald.insert.Insert, ins("a", np.ones(8, dtype=np.float32)))
+        idle = IdleStreams(srv.grpc_target, 40)
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as e:
+            vald.stream(vald.search.StreamSearch, [srch(np.ones(8, dtype=np.float32))])
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--grpc-max-streams" in e.value.details()
+        # Unary calls are not streams: still served.
+        assert vald(vald.search.Search, srch(np.ones(8, dtype=np.float32))).results[0].id == "a"
+        assert set(idle.close()) == {"OK"}
+        time.sleep(0.2)
+        res = vald.stream(vald.search.StreamSearch, [srch(np.ones(8, dtype=np.float32))])
+        assert res[0].response.results[0].id == "a"
+    finally:
+        assert srv.stop() == 0
