@@ -38,12 +38,14 @@ APT_PACKAGES=(
   libcpp-httplib-dev                      # the /metrics, /healthz, /readyz listener
   libgrpc++-dev protobuf-compiler-grpc    # the gRPC front end (Vald API); optional in CMake
   libprotobuf-dev protobuf-compiler
+  golang-etcd-server-dev                  # etcd's .proto files: the cluster's etcd client
 )
 DEV_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libhdf5-dev
   clang libclang-rt-14-dev                # libFuzzer, ASan/UBSan/TSan runtimes (sanitizer stages)
   libomp-14-dev llvm-14                   # OpenMP for clang builds; llvm-symbolizer for reports
   python3 python3-venv
+  etcd-server etcd-client                 # a real etcd for the cluster tests
   podman debootstrap                      # container images: bases from Debian, built and
                                           # smoke-tested here (docker/build.sh, tests/images)
 )

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/scheduler/worker_pool.h"
+#include "core/util/worker_pool.h"
 #include "server/grpc/collections_service.h"
 #include "server/grpc/vald_services.h"
 

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "core/ingress/ingress_budget.h"
-#include "core/scheduler/worker_pool.h"
+#include "core/util/worker_pool.h"
 #include "core/util/mutex.h"
 #include "core/util/status.h"
 #include "server/faissx/service.h"

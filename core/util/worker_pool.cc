@@ -1,4 +1,4 @@
-#include "core/scheduler/worker_pool.h"
+#include "core/util/worker_pool.h"
 
 namespace vecgpu {
 
