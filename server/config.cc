@@ -123,6 +123,16 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (o.grpc_max_streams_per_connection < 1 || o.grpc_max_streams_per_connection > 100'000) {
     return InvalidArgument("grpc-max-streams-per-connection: must be within 1..100000");
   }
+  if (!o.join.empty() && o.advertise.empty()) {
+    return InvalidArgument("advertise: --join needs --advertise HOST:PORT (where gateways reach "
+                           "this agent)");
+  }
+  if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
+    return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
+  }
+  if (o.lease_ttl_s < 2 || o.lease_ttl_s > 3600) {
+    return InvalidArgument("lease-ttl: must be within 2..3600 seconds");
+  }
   if (o.grpc_max_streams < 1 || o.grpc_max_streams > 10'000'000) {
     return InvalidArgument("grpc-max-streams: must be within 1..10000000");
   }
@@ -227,6 +237,18 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve->add_option("--grpc-tls-key", o.grpc_tls_key, "PEM private key for gRPC TLS");
   serve->add_option("--grpc-tls-client-ca", o.grpc_tls_client_ca,
                     "PEM CA: gRPC clients must present a certificate it signed");
+  serve
+      ->add_option("--join", o.join,
+                   "etcd client URLs (comma-separated): run as a cluster agent registered there")
+      ->delimiter(',');
+  serve->add_option("--advertise", o.advertise,
+                    "HOST:PORT gateways reach this agent at (with --join)");
+  serve->add_option("--agent-id", o.agent_id,
+                    "This agent's id in the cluster (default: the --advertise address)");
+  serve
+      ->add_option("--lease-ttl", o.lease_ttl_s,
+                   "Seconds of the agent's etcd lease; unrenewed for this long it refuses writes")
+      ->capture_default_str();
   serve
       ->add_option("--vald-collection", o.vald_collection,
                    "Collection of Vald calls without x-vecgpu-collection metadata")

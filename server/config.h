@@ -79,6 +79,14 @@ struct ServeOptions {
   int grpc_max_streams_per_connection = 32;
   int64_t grpc_max_streams = 10'000;
   int grpc_memory_mb = 1024;
+  // Cluster agent (issue [2/5]): etcd's client URLs (empty: a single node, no cluster), the
+  // host:port gateways reach this agent at, its id in the cluster (default: the advertised
+  // address) and its membership lease's TTL in seconds. An agent that cannot renew its lease
+  // for a TTL refuses writes until it registers again. Defaults: none, none, "", 10.
+  std::vector<std::string> join;
+  std::string advertise;
+  std::string agent_id;
+  int lease_ttl_s = 10;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";

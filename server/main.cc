@@ -5,11 +5,15 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <fstream>
 #include <chrono>
 #include <cstdio>
 #include <future>
 #include <iostream>
 
+#if VECGPU_HAVE_ETCD
+#include "cluster/membership/agent_registration.h"
+#endif
 #include "core/device/device_manager.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
@@ -37,6 +41,18 @@
 
 namespace vecgpu::server {
 namespace {
+
+// MemAvailable of /proc/meminfo, in bytes (0 when unreadable): what an agent reports as free.
+int64_t AvailableMemoryBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
 
 bool IsLoopback(const std::string& address) {
   return address.rfind("127.", 0) == 0 || address == "localhost" || address == "::1" ||
@@ -302,6 +318,19 @@ int Serve(const ServeOptions& o) {
     };
   }
   local_options.quotas = &quotas;
+#if VECGPU_HAVE_ETCD
+  // A cluster agent (--join) accepts writes only while it holds its etcd lease (registered
+  // below, once it serves): it fences itself when it cannot renew for a TTL.
+  std::unique_ptr<cluster::EtcdClient> etcd;
+  std::atomic<cluster::AgentRegistration*> membership{nullptr};
+  if (!o.join.empty()) {
+    local_options.admit_writes = [&membership]() -> Status {
+      const cluster::AgentRegistration* m = membership.load();
+      if (!m) return Unavailable("this agent is not registered in etcd yet: no writes until it is");
+      return m->WriteAdmission();
+    };
+  }
+#endif
   engine.set_quotas(&quotas);  // after recovery: a replay never meets a quota
   LocalCollectionService collections(engine, local_options);
   ServiceOptions service_options{o.scheduler.request_timeout_ms};
@@ -377,6 +406,43 @@ int Serve(const ServeOptions& o) {
     spdlog::info("this build has no gRPC front end (built without VECGPU_WITH_GRPC)");
   }
 #endif
+#if !VECGPU_HAVE_ETCD
+  if (!o.join.empty()) {
+    spdlog::critical("join: this build has no etcd client (install golang-etcd-server-dev and "
+                     "rebuild: scripts/setup.sh)");
+    return 1;
+  }
+#else
+  std::unique_ptr<cluster::AgentRegistration> registration;
+  if (!o.join.empty()) {
+    auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000)});
+    if (!client.ok()) {
+      spdlog::critical("join: {}", client.status().message());
+      return 1;
+    }
+    etcd = std::move(*client);
+    cluster::RegistrationOptions ro;
+    ro.ttl_seconds = o.lease_ttl_s;
+    const std::string id = o.agent_id.empty() ? o.advertise : o.agent_id;
+    registration = std::make_unique<cluster::AgentRegistration>(
+        *etcd, ro, [&, id] {
+          cluster::AgentInfo info;
+          info.id = id;
+          info.address = o.advertise;
+          info.devices.push_back("cpu");
+          for (int g : devices.gpus()) info.devices.push_back("gpu:" + std::to_string(g));
+          info.free_memory_bytes = AvailableMemoryBytes();
+          const int workers = scheduler->workers(WorkClass::kShort) +
+                              scheduler->workers(WorkClass::kLong);
+          info.load = workers > 0 ? static_cast<double>(scheduler->queued()) / workers : 0;
+          info.version = "vecgpu-0.1.0";
+          return info;
+        });
+    membership.store(registration.get());
+    spdlog::info("cluster agent '{}' at {}: registering in etcd {} (lease TTL {} s)", id,
+                 o.advertise, o.join.front() + (o.join.size() > 1 ? ",..." : ""), o.lease_ttl_s);
+  }
+#endif
   ready = true;
 
   int sig = 0;
@@ -396,6 +462,12 @@ int Serve(const ServeOptions& o) {
   if (grpc_server) grpc_server->Stop(std::chrono::milliseconds(1000));
 #endif
   metrics_server.Stop();  // its gauges read the scheduler, which goes next
+#if VECGPU_HAVE_ETCD
+  // Leave the cluster now (the lease is revoked: gateways see it at once), after the front
+  // ends stopped taking requests; writes still due are refused from here.
+  membership.store(nullptr);
+  registration.reset();
+#endif
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // every acknowledged write is in the log already (with --data-dir), and a write still
   // running was never acknowledged.

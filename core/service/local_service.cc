@@ -37,6 +37,10 @@ std::string ViewBase(const std::string& index_type) {
 LocalCollectionService::LocalCollectionService(Engine& engine, LocalServiceOptions options)
     : engine_(engine), options_(std::move(options)) {}
 
+Status LocalCollectionService::AdmitWrite() const {
+  return options_.admit_writes ? options_.admit_writes() : Status::Ok();
+}
+
 template <typename T>
 void LocalCollectionService::Queue(const CallContext& call, const std::string* collection,
                                    WorkClass cls, std::function<StatusOr<T>()> fn,
@@ -62,6 +66,7 @@ void LocalCollectionService::Queue(const CallContext& call, const std::string* c
 
 void LocalCollectionService::Create(const CallContext& call, CreateCollectionRequest request,
                                     Completion<CollectionInfo> done) {
+  if (Status st = AdmitWrite(); !st.ok()) return done(st);
   if (request.keyed) {
     auto spec = ParseIndexType(request.index_type, request.dim, request.metric);
     if (!spec.ok()) return done(spec.status());
@@ -71,7 +76,10 @@ void LocalCollectionService::Create(const CallContext& call, CreateCollectionReq
     request.keyed = false;
   }
   const std::string tenant = call.tenant;
-  auto fn = [this, tenant, request]() { return engine_.Create(tenant, request); };
+  auto fn = [this, tenant, request]() -> StatusOr<CollectionInfo> {
+    RETURN_IF_ERROR(AdmitWrite());  // fenced while it waited
+    return engine_.Create(tenant, request);
+  };
   // An IDMap view is made on its base's queue (it takes the base's storage); any other index
   // on a queue of its own (it logs, waiting for an fsync), so a create never waits for
   // another index's work.
@@ -84,10 +92,12 @@ void LocalCollectionService::Create(const CallContext& call, CreateCollectionReq
 
 void LocalCollectionService::Drop(const CallContext& call, std::string collection,
                                   Completion<Empty> done) {
+  if (Status st = AdmitWrite(); !st.ok()) return done(st);
   const std::string tenant = call.tenant;
   Queue<Empty>(
       call, &collection, WorkClass::kShort,
       [this, tenant, collection]() -> StatusOr<Empty> {
+        RETURN_IF_ERROR(AdmitWrite());
         RETURN_IF_ERROR(engine_.Drop(tenant, collection));
         return Empty{};
       },
@@ -159,6 +169,7 @@ void LocalCollectionService::Search(const CallContext& call, SearchRequest reque
 void LocalCollectionService::Write(const CallContext& call, WriteRequest request,
                                    Completion<WriteReply> done) {
   if (call.Cancelled()) return done(CancelledCall());
+  if (Status st = AdmitWrite(); !st.ok()) return done(st);
   const std::string tenant = call.tenant;
   const std::string name = request.collection;
   const int64_t rows =
@@ -185,6 +196,7 @@ void LocalCollectionService::Write(const CallContext& call, WriteRequest request
   Queue<WriteReply>(
       call, &name, cls,
       [this, tenant, req]() -> StatusOr<WriteReply> {
+        RETURN_IF_ERROR(AdmitWrite());
         WriteRequest& r = *req;
         WriteReply reply;
         switch (r.op) {
@@ -326,6 +338,7 @@ void LocalCollectionService::Read(const CallContext& call, ReadRequest request,
 
 void LocalCollectionService::Maintain(const CallContext& call, MaintainRequest request,
                                       Completion<MaintainReply> done) {
+  if (Status st = AdmitWrite(); !st.ok()) return done(st);
   const std::string tenant = call.tenant;
   const std::string name = request.collection;
   using Op = MaintainRequest::Op;
@@ -334,6 +347,7 @@ void LocalCollectionService::Maintain(const CallContext& call, MaintainRequest r
   Queue<MaintainReply>(
       call, &name, cls,
       [this, tenant, req]() -> StatusOr<MaintainReply> {
+        RETURN_IF_ERROR(AdmitWrite());
         const MaintainRequest& r = *req;
         MaintainReply reply;
         switch (r.op) {

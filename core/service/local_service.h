@@ -16,6 +16,10 @@ struct LocalServiceOptions {
   std::function<StatusOr<SnapshotReport>(const std::string& tenant)> snapshot;
   // Quotas to report in Usage (null: none). Must outlive the service.
   const Quotas* quotas = nullptr;
+  // Whether writes may be accepted now (empty: always). A cluster agent that lost its etcd
+  // lease fences itself here: creates, drops, writes and maintenance are refused with its
+  // status (checked when called and again when the work runs); reads and searches go on.
+  std::function<Status()> admit_writes;
 };
 
 // The service contract served in process by an Engine: every call that touches an index runs
@@ -53,6 +57,7 @@ class LocalCollectionService final : public CollectionService {
   void Queue(const CallContext& call, const std::string* collection, WorkClass cls,
              std::function<StatusOr<T>()> fn, Completion<T> done);
   TenantUsageReport UsageOf(const std::string& tenant) const;
+  Status AdmitWrite() const;
 
   Engine& engine_;
   const LocalServiceOptions options_;

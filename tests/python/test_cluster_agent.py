@@ -1,0 +1,147 @@
+"""`vecgpu serve --join` against a real etcd (Debian's etcd-server, started here on free
+loopback ports): the agent registers on a lease with what it says of itself, fences itself
+(refuses writes, keeps serving searches) when it cannot renew for a TTL, takes writes again
+once it has registered anew, and leaves the cluster at once on SIGTERM."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BINARY, Server, call, fail, free_port, ok, rand, rows, uid
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
+                                reason="etcd (Debian's etcd-server) is not installed")
+
+
+def joins():
+    out = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True,
+                         timeout=20).stdout
+    return "--join" in out
+
+
+class Etcd:
+    """One etcd member as a child process; Stop keeps its data for Start."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="vecgpu-etcd-")
+        self.client = f"127.0.0.1:{free_port()}"
+        self.peer = f"http://127.0.0.1:{free_port()}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        url = "http://" + self.client
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "m", "--data-dir", os.path.join(self.dir, "data"),
+             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", self.peer, "--initial-advertise-peer-urls", self.peer,
+             "--initial-cluster", "m=" + self.peer, "--unsafe-no-fsync"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.ctl("endpoint", "health", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("etcd did not come up")
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def ctl(self, *args, check=True):
+        return subprocess.run(["etcdctl", "--endpoints", self.client, "--dial-timeout", "1s",
+                               "--command-timeout", "2s", *args],
+                              env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True,
+                              text=True, timeout=10, check=check)
+
+    def agents(self):
+        out = self.ctl("get", "--prefix", "/vecgpu/agents/", "-w", "json").stdout
+        kvs = json.loads(out).get("kvs", [])
+        import base64
+        return {base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
+                for kv in kvs}
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_until(pred, timeout, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = pred()
+        if r:
+            return r
+        time.sleep(step)
+    return pred()
+
+
+def add(srv, name, seed):
+    return call(srv, action="add_vectors", index_id=name, vectors=rows(rand(5, 8, seed)))
+
+
+@pytest.fixture
+def etcd():
+    if not joins():
+        pytest.skip("built without the etcd client")
+    e = Etcd()
+    yield e
+    e.close()
+
+
+def test_an_agent_registers_fences_itself_without_etcd_and_leaves_on_sigterm(etcd):
+    advertise = f"127.0.0.1:{free_port()}"
+    srv = Server("--join", "http://" + etcd.client, "--advertise", advertise, "--lease-ttl", "2",
+                 "--log-level", "warning")
+    try:
+        name = uid()
+        created = wait_until(lambda: call(srv, action="create_index", index_id=name,
+                                          dimension=8, index_type="L2").get("success"), 15)
+        assert created, "the agent never took a write"
+        agents = etcd.agents()
+        me = agents["/vecgpu/agents/" + advertise]
+        assert me["address"] == advertise and me["id"] == advertise
+        assert "cpu" in me["devices"] and me["version"].startswith("vecgpu")
+        assert me["free_memory_bytes"] > 0
+        ok(add(srv, name, 1))
+
+        # etcd gone: within the TTL (2 s) the agent refuses writes, naming why; searches go on.
+        etcd.stop()
+        t0 = time.monotonic()
+        refused = wait_until(lambda: not add(srv, name, 2).get("success"), 6, step=0.05)
+        assert refused, "the agent kept taking writes without its lease"
+        assert time.monotonic() - t0 < 3.0
+        fail(add(srv, name, 3), "fenced", code="BUSY")
+        fail(call(srv, action="create_index", index_id=uid(), dimension=8, index_type="L2"),
+             code="BUSY")
+        r = ok(call(srv, action="search", index_id=name, query_vectors=rows(rand(1, 8, 1)), k=1))
+        assert r["results"][0]["indices"][0] >= 0
+
+        # etcd back: a fresh lease, writes again.
+        etcd.start()
+        assert wait_until(lambda: add(srv, name, 4).get("success"), 20), \
+            "the agent did not take writes again after etcd came back"
+        assert "/vecgpu/agents/" + advertise in etcd.agents()
+
+        # SIGTERM: the agent leaves at once (its lease revoked), not a TTL later.
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.proc.wait(timeout=15)
+        assert "/vecgpu/agents/" + advertise not in etcd.agents()
+    finally:
+        srv.stop()
+
+
+def test_join_needs_an_advertised_address():
+    if not joins():
+        pytest.skip("built without the etcd client")
+    r = subprocess.run([str(BINARY), "serve", "--join", "http://127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "--advertise" in r.stdout + r.stderr
