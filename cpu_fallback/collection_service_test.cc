@@ -2,6 +2,11 @@
 // LocalCollectionService over a real Engine, scheduler and CPU backend: every call completes
 // exactly once with a value, on a worker; tenants cannot see each other's collections;
 // deadlines and cancellation take calls back, queued or running.
+//
+// Built twice: in cpu_backend_test against the local service, and, with
+// VECGPU_CONTRACT_OVER_AGENT_API, in agent_test against RemoteCollectionService calling the
+// same local service through the agent API (cluster/agent): the contract a gateway sees must
+// be the one a front end sees in process.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -14,7 +19,15 @@
 #include "core/service/local_service.h"
 #include "cpu_fallback/cpu_backend_factory.h"
 #include "cpu_fallback/cpu_threads.h"
+#if VECGPU_CONTRACT_OVER_AGENT_API
+#include "cluster/agent/agent_server.h"
+#include "cluster/agent/remote_service.h"
+#endif
 #include "cpu_fallback/test_data.h"
+
+#ifndef VECGPU_CONTRACT_OVER_AGENT_API
+#define VECGPU_CONTRACT_OVER_AGENT_API 0
+#endif
 
 namespace vecgpu {
 namespace {
@@ -68,9 +81,24 @@ class CollectionServiceTest : public ::testing::Test {
     scheduler_ = std::make_unique<Scheduler>(o);
     EXPECT_TRUE(limits_.Validate().ok());
     engine_ = std::make_unique<Engine>(limits_, factory_, nullptr, scheduler_.get());
-    service_ = std::make_unique<LocalCollectionService>(*engine_, LocalServiceOptions{});
+    local_ = std::make_unique<LocalCollectionService>(*engine_, LocalServiceOptions{});
+    service_ = local_.get();
+#if VECGPU_CONTRACT_OVER_AGENT_API
+    agent_ = std::make_unique<cluster::AgentServer>(*local_, "127.0.0.1", 0);
+    EXPECT_TRUE(agent_->Start().ok());
+    remote_ = std::make_unique<cluster::RemoteCollectionService>("127.0.0.1:" +
+                                                                  std::to_string(agent_->port()));
+    service_ = remote_.get();
+#endif
   }
-  ~CollectionServiceTest() override { scheduler_->Shutdown(); }
+  ~CollectionServiceTest() override {
+#if VECGPU_CONTRACT_OVER_AGENT_API
+    remote_.reset();
+    agent_->Stop(milliseconds(100));
+#endif
+    scheduler_->Shutdown();
+  }
+
 
   template <typename T, typename Start>
   StatusOr<T> Call(Start start) {
@@ -119,7 +147,12 @@ class CollectionServiceTest : public ::testing::Test {
   cpu::CpuBackendFactory factory_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<Engine> engine_;
-  std::unique_ptr<LocalCollectionService> service_;
+  std::unique_ptr<LocalCollectionService> local_;
+#if VECGPU_CONTRACT_OVER_AGENT_API
+  std::unique_ptr<cluster::AgentServer> agent_;
+  std::unique_ptr<cluster::RemoteCollectionService> remote_;
+#endif
+  CollectionService* service_ = nullptr;
 };
 
 TEST_F(CollectionServiceTest, EveryCallCompletesOnceWithValues) {
@@ -241,6 +274,7 @@ TEST_F(CollectionServiceTest, ACancelledCallIsAnsweredCancelledAndChangesNothing
   w.vectors = Clustered(1, kDim);
   service_->Write(call, w, add.done());
   call.cancelled->store(true);
+  std::this_thread::sleep_for(milliseconds(100));  // the agent API's watcher polls every 20 ms
   release();
   EXPECT_EQ(read.get().status().code(), StatusCode::kCancelled);
   EXPECT_EQ(add.get().status().code(), StatusCode::kCancelled);

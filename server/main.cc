@@ -12,6 +12,7 @@
 #include <iostream>
 
 #if VECGPU_HAVE_ETCD
+#include "cluster/agent/agent_server.h"
 #include "cluster/membership/agent_registration.h"
 #endif
 #include "core/device/device_manager.h"
@@ -413,6 +414,7 @@ int Serve(const ServeOptions& o) {
     return 1;
   }
 #else
+  std::unique_ptr<cluster::AgentServer> agent_api;
   std::unique_ptr<cluster::AgentRegistration> registration;
   if (!o.join.empty()) {
     auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000)});
@@ -421,6 +423,13 @@ int Serve(const ServeOptions& o) {
       return 1;
     }
     etcd = std::move(*client);
+    // The agent API (gateways call the service contract here) on the advertised port.
+    const int agent_port = std::atoi(o.advertise.substr(o.advertise.rfind(':') + 1).c_str());
+    agent_api = std::make_unique<cluster::AgentServer>(collections, o.bind_address, agent_port);
+    if (Status st = agent_api->Start(); !st.ok()) {
+      spdlog::critical("advertise: {}", st.message());
+      return 1;
+    }
     cluster::RegistrationOptions ro;
     ro.ttl_seconds = o.lease_ttl_s;
     const std::string id = o.agent_id.empty() ? o.advertise : o.agent_id;
@@ -467,6 +476,7 @@ int Serve(const ServeOptions& o) {
   // ends stopped taking requests; writes still due are refused from here.
   membership.store(nullptr);
   registration.reset();
+  if (agent_api) agent_api->Stop(std::chrono::milliseconds(1000));  // before the scheduler
 #endif
   // Workers still running a long call (a large train) are not waited for past the deadline:
   // every acknowledged write is in the log already (with --data-dir), and a write still

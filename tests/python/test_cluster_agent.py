@@ -108,6 +108,10 @@ def test_an_agent_registers_fences_itself_without_etcd_and_leaves_on_sigterm(etc
         agents = etcd.agents()
         me = agents["/vecgpu/agents/" + advertise]
         assert me["address"] == advertise and me["id"] == advertise
+        # The agent API listens where the agent said it would.
+        import socket
+        with socket.create_connection(("127.0.0.1", int(advertise.rsplit(":", 1)[1])), timeout=5):
+            pass
         assert "cpu" in me["devices"] and me["version"].startswith("vecgpu")
         assert me["free_memory_bytes"] > 0
         ok(add(srv, name, 1))

@@ -1,0 +1,38 @@
+#pragma once
+
+// The agent API server (proto/vecgpu/agent/v1/agent.proto): the service contract of this
+// node, served to gateways on the agent's own port, on gRPC's callback API (a call holds no
+// thread while the scheduler works on it: the contract's completion finishes it).
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/service/collection_service.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace vecgpu::cluster {
+
+class AgentServer {
+ public:
+  // `service` must outlive the server.
+  AgentServer(CollectionService& service, std::string bind_address, int port);
+  ~AgentServer();
+
+  // UNAVAILABLE when the port cannot be bound.
+  Status Start();
+  void Stop(std::chrono::milliseconds grace);
+  int port() const { return port_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string bind_address_;
+  int port_;
+};
+
+}  // namespace vecgpu::cluster
