@@ -1,0 +1,325 @@
+#include "cluster/gateway/cluster_service.h"
+
+#include <algorithm>
+#include <set>
+
+namespace vecgpu::cluster {
+namespace {
+
+// An IDMap view's base ("IDMap2:base" -> "base"), or "" for any other index type.
+std::string ViewBase(const std::string& index_type) {
+  for (const char* prefix : {"IDMap:", "IDMap2:"}) {
+    if (index_type.rfind(prefix, 0) == 0) return index_type.substr(std::string(prefix).size());
+  }
+  return "";
+}
+
+Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name + "' not found"); }
+
+// Calls every agent, merges what they answer into one result, and completes once: with the
+// first error if any agent failed (never a partial answer), else with the merge.
+template <typename T, typename R>
+void FanOut(const std::vector<std::shared_ptr<RemoteCollectionService>>& agents,
+            const std::function<void(RemoteCollectionService&, Completion<R>)>& call,
+            std::function<void(T&, R&)> merge, Completion<T> done) {
+  if (agents.empty()) return done(T{});
+  struct State {
+    std::mutex mu;
+    size_t left;
+    Status error;
+    T acc{};
+    std::function<void(T&, R&)> merge;
+    Completion<T> done;
+  };
+  auto st = std::make_shared<State>();
+  st->left = agents.size();
+  st->merge = std::move(merge);
+  st->done = std::move(done);
+  for (const auto& agent : agents) {
+    call(*agent, [st](StatusOr<R> r) {
+      bool last;
+      {
+        std::lock_guard lock(st->mu);
+        if (!r.ok()) {
+          if (st->error.ok()) st->error = r.status();
+        } else if (st->error.ok()) {
+          st->merge(st->acc, *r);
+        }
+        last = --st->left == 0;
+      }
+      if (!last) return;
+      if (!st->error.ok()) return st->done(st->error);
+      st->done(std::move(st->acc));
+    });
+  }
+}
+
+void AddUse(TenantUsageReport& into, const TenantUsageReport& from) {
+  into.tenant = from.tenant;
+  into.use.collections += from.use.collections;
+  into.use.vectors += from.use.vectors;
+  into.use.bytes += from.use.bytes;
+  into.use.inflight += from.use.inflight;
+  into.quota = from.quota;  // the same auth file everywhere
+}
+
+}  // namespace
+
+ClusterCollectionService::ClusterCollectionService(EtcdClient& etcd, ClusterServiceOptions options)
+    : etcd_(etcd), options_(std::move(options)), store_(etcd, options_.maps_prefix) {
+  members_ = std::make_unique<MemberDirectory>(etcd, options_.agents_prefix);
+  maps_mirror_ = std::make_unique<PrefixMirror>(
+      etcd, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { DecodeMaps(e); });
+}
+
+ClusterCollectionService::~ClusterCollectionService() {
+  maps_mirror_.reset();  // its thread first
+  members_.reset();
+}
+
+bool ClusterCollectionService::WaitReady(std::chrono::milliseconds timeout) const {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (members_->lists() > 0 && maps_mirror_->lists() > 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+void ClusterCollectionService::DecodeMaps(const PrefixMirror::Entries& entries) {
+  std::map<std::string, ShardMapStore::Read> fresh;
+  for (const auto& [suffix, kv] : entries) {
+    auto m = DecodeCollectionMap(kv.value);
+    if (m.ok()) fresh[kv.key] = {std::move(*m), kv.mod_revision};
+  }
+  std::lock_guard lock(mu_);
+  maps_ = std::move(fresh);
+}
+
+StatusOr<std::shared_ptr<RemoteCollectionService>> ClusterCollectionService::AgentById(
+    const std::string& id) {
+  const auto members = members_->members();
+  auto it = members.find(id);
+  if (it == members.end()) {
+    return Unavailable("agent '" + id + "' is not live (not registered in etcd)");
+  }
+  std::lock_guard lock(mu_);
+  auto& agent = agents_[it->second.address];
+  if (!agent) agent = std::make_shared<RemoteCollectionService>(it->second.address);
+  return agent;
+}
+
+StatusOr<ClusterCollectionService::Route> ClusterCollectionService::RouteOf(
+    const std::string& tenant, const std::string& name) {
+  const std::string key = store_.KeyOf(tenant, name);
+  std::optional<ShardMapStore::Read> map;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = maps_.find(key); it != maps_.end()) map = it->second;
+  }
+  if (!map) {  // created by another gateway a moment ago, or not at all
+    auto read = store_.Get(tenant, name);
+    if (!read.ok()) {
+      return read.status().code() == StatusCode::kNotFound ? NoSuchIndex(name) : read.status();
+    }
+    map = std::move(*read);
+  }
+  ASSIGN_OR_RETURN(auto agent, AgentById(map->map.shards.at(0).primary));
+  return Route{std::move(agent), std::move(*map)};
+}
+
+StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>>
+ClusterCollectionService::AgentsOf(const std::string& tenant) {
+  std::set<std::string> ids;
+  if (tenant.empty()) {
+    for (const auto& [id, info] : members_->members()) ids.insert(id);
+  } else {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, read] : maps_) {
+      if (read.map.tenant == tenant) ids.insert(read.map.shards.at(0).primary);
+    }
+  }
+  std::vector<std::shared_ptr<RemoteCollectionService>> out;
+  for (const std::string& id : ids) {
+    ASSIGN_OR_RETURN(auto agent, AgentById(id));
+    out.push_back(std::move(agent));
+  }
+  return out;
+}
+
+void ClusterCollectionService::Create(const CallContext& call, CreateCollectionRequest request,
+                                      Completion<CollectionInfo> done) {
+  const std::string tenant = call.tenant;
+  const std::string base = ViewBase(request.index_type);
+  CollectionMap map;
+  if (!base.empty()) {
+    // A view shares its base's storage: it lives where its base does.
+    auto route = RouteOf(tenant, base);
+    if (!route.ok()) return done(route.status());
+    map = route->map.map;
+    map.name = request.name;
+  } else {
+    std::vector<Candidate> agents;
+    for (const auto& [id, info] : members_->members()) {
+      agents.push_back({id, std::max(0.1, info.free_memory_bytes / double(1 << 30))});
+    }
+    auto placed = FirstPlacement(tenant, request.name, 1, options_.replicas, agents);
+    if (!placed.ok()) return done(Unavailable(placed.status().message()));
+    map = std::move(*placed);
+  }
+  // The map first (create-if-absent: two gateways agree on one), then the collection on its
+  // agent. A map left without its collection (a crash in between) is completed by the next
+  // create of the name.
+  int64_t created_at = 0;
+  auto created = store_.Create(map, "", 0);
+  if (created.ok()) {
+    created_at = *created;
+  } else if (created.status().code() == StatusCode::kAlreadyExists) {
+    auto existing = store_.Get(tenant, request.name);
+    if (!existing.ok()) return done(existing.status());
+    map = existing->map;
+  } else {
+    return done(created.status());
+  }
+  auto agent = AgentById(map.shards.at(0).primary);
+  if (!agent.ok()) return done(agent.status());
+  (*agent)->Create(call, std::move(request),
+                   [this, done = std::move(done), created_at, tenant,
+                    name = map.name](StatusOr<CollectionInfo> r) {
+                     if (!r.ok() && created_at != 0 &&
+                         r.status().code() != StatusCode::kAlreadyExists) {
+                       // Refused: the map this call wrote goes with it.
+                       (void)store_.Delete(tenant, name, created_at, "", 0);
+                     }
+                     done(std::move(r));
+                   });
+}
+
+void ClusterCollectionService::Drop(const CallContext& call, std::string collection,
+                                    Completion<Empty> done) {
+  auto route = RouteOf(call.tenant, collection);
+  if (!route.ok()) return done(route.status());
+  const std::string tenant = call.tenant;
+  const int64_t revision = route->map.mod_revision;
+  route->agent->Drop(call, collection,
+                     [this, done = std::move(done), tenant, collection,
+                      revision](StatusOr<Empty> r) {
+                       if (r.ok() || r.status().code() == StatusCode::kNotFound) {
+                         // The map goes once its collection has (or never was).
+                         Status st = store_.Delete(tenant, collection, revision, "", 0);
+                         if (!r.ok() && st.ok()) return done(NoSuchIndex(collection));
+                       }
+                       done(std::move(r));
+                     });
+}
+
+void ClusterCollectionService::List(const CallContext& call,
+                                    Completion<std::vector<CollectionInfo>> done) {
+  auto agents = AgentsOf(call.tenant);
+  if (!agents.ok()) return done(agents.status());
+  FanOut<std::vector<CollectionInfo>, std::vector<CollectionInfo>>(
+      *agents,
+      [call](RemoteCollectionService& a, Completion<std::vector<CollectionInfo>> d) {
+        a.List(call, std::move(d));
+      },
+      [](std::vector<CollectionInfo>& all, std::vector<CollectionInfo>& some) {
+        for (auto& i : some) all.push_back(std::move(i));
+        std::sort(all.begin(), all.end(),
+                  [](const CollectionInfo& a, const CollectionInfo& b) { return a.name < b.name; });
+      },
+      std::move(done));
+}
+
+void ClusterCollectionService::Describe(const CallContext& call, std::string collection,
+                                        Completion<CollectionInfo> done) {
+  auto route = RouteOf(call.tenant, collection);
+  if (!route.ok()) return done(route.status());
+  route->agent->Describe(call, std::move(collection), std::move(done));
+}
+
+void ClusterCollectionService::Search(const CallContext& call, SearchRequest request,
+                                      Completion<SearchReply> done) {
+  auto route = RouteOf(call.tenant, request.collection);
+  if (!route.ok()) return done(route.status());
+  route->agent->Search(call, std::move(request), std::move(done));
+}
+
+void ClusterCollectionService::Write(const CallContext& call, WriteRequest request,
+                                     Completion<WriteReply> done) {
+  auto route = RouteOf(call.tenant, request.collection);
+  if (!route.ok()) return done(route.status());
+  route->agent->Write(call, std::move(request), std::move(done));
+}
+
+void ClusterCollectionService::Read(const CallContext& call, ReadRequest request,
+                                    Completion<ReadReply> done) {
+  auto route = RouteOf(call.tenant, request.collection);
+  if (!route.ok()) return done(route.status());
+  route->agent->Read(call, std::move(request), std::move(done));
+}
+
+void ClusterCollectionService::Maintain(const CallContext& call, MaintainRequest request,
+                                        Completion<MaintainReply> done) {
+  auto route = RouteOf(call.tenant, request.collection);
+  if (!route.ok()) return done(route.status());
+  route->agent->Maintain(call, std::move(request), std::move(done));
+}
+
+void ClusterCollectionService::Cluster(const CallContext& call, ClusterRequest request,
+                                       Completion<ClusteringResult> done) {
+  // k-means touches no collection: the idlest live agent runs it.
+  const auto members = members_->members();
+  const AgentInfo* idlest = nullptr;
+  for (const auto& [id, info] : members) {
+    if (!idlest || info.load < idlest->load) idlest = &info;
+  }
+  if (!idlest) return done(Unavailable("no live agent to run the clustering"));
+  auto agent = AgentById(idlest->id);
+  if (!agent.ok()) return done(agent.status());
+  (*agent)->Cluster(call, std::move(request), std::move(done));
+}
+
+void ClusterCollectionService::Snapshot(const CallContext& call, Completion<SnapshotReport> done) {
+  auto agents = AgentsOf(call.admin ? "" : call.tenant);
+  if (!agents.ok()) return done(agents.status());
+  FanOut<SnapshotReport, SnapshotReport>(
+      *agents,
+      [call](RemoteCollectionService& a, Completion<SnapshotReport> d) {
+        a.Snapshot(call, std::move(d));
+      },
+      [](SnapshotReport& all, SnapshotReport& one) {
+        all.written += one.written;
+        all.unchanged += one.unchanged;
+        all.bytes += one.bytes;
+        all.removed += one.removed;
+        all.busy += one.busy;
+        all.out_of_scope += one.out_of_scope;
+        all.seconds = std::max(all.seconds, one.seconds);
+        all.max_pause_seconds = std::max(all.max_pause_seconds, one.max_pause_seconds);
+        all.cut = std::max(all.cut, one.cut);
+      },
+      std::move(done));
+}
+
+void ClusterCollectionService::Usage(const CallContext& call, Completion<UsageReply> done) {
+  auto agents = AgentsOf("");
+  if (!agents.ok()) return done(agents.status());
+  FanOut<UsageReply, UsageReply>(
+      *agents,
+      [call](RemoteCollectionService& a, Completion<UsageReply> d) { a.Usage(call, std::move(d)); },
+      [](UsageReply& all, UsageReply& one) {
+        AddUse(all.caller, one.caller);
+        for (const TenantUsageReport& t : one.tenants) {
+          auto it = std::find_if(all.tenants.begin(), all.tenants.end(),
+                                 [&](const TenantUsageReport& u) { return u.tenant == t.tenant; });
+          if (it == all.tenants.end()) {
+            all.tenants.push_back(t);
+          } else {
+            AddUse(*it, t);
+          }
+        }
+      },
+      std::move(done));
+}
+
+}  // namespace vecgpu::cluster
