@@ -1,7 +1,7 @@
 #!/bin/bash
 # vecgpu's container entrypoint.
 #   (no arguments) or flags only   vecgpu serve [flags], with the container's defaults
-#   serve|import-faissx|healthcheck|--version|--help ...   that vecgpu command
+#   serve|gateway|import-faissx|healthcheck|--version|--help ...   that vecgpu command
 #   anything else                  run as given (a shell, for instance)
 # Defaults, each used only when neither its VECGPU_ nor its FAISSX_ variable is set: data
 # directory /data, FAISSx and gRPC bound on 0.0.0.0, the metrics listener on 0.0.0.0 (for
@@ -14,7 +14,7 @@ if [ $# -eq 0 ] || [[ "$1" == -* && "$1" != --version && "$1" != --help && "$1" 
   set -- serve "$@"
 fi
 case "$1" in
-  serve|import-faissx|healthcheck|--version|--help|-h) ;;
+  serve|gateway|import-faissx|healthcheck|--version|--help|-h) ;;
   *) exec "$@" ;;
 esac
 
@@ -37,8 +37,9 @@ setting() {  # setting NAME ENVNAME ARGS...
 truthy() { case "${1,,}" in 1|true|yes|on|y) return 0 ;; *) return 1 ;; esac; }
 unset_both() { local fx="FAISSX_$1" vg="VECGPU_$1"; [ -z "${!fx:-}" ] && [ -z "${!vg:-}" ]; }
 
-if [ "$1" = serve ]; then
-  unset_both DATA_DIR && export VECGPU_DATA_DIR=/data
+if [ "$1" = serve ] || [ "$1" = gateway ]; then
+  # A gateway keeps no indexes: no data directory.
+  [ "$1" = serve ] && unset_both DATA_DIR && export VECGPU_DATA_DIR=/data
   unset_both BIND_ADDRESS && export VECGPU_BIND_ADDRESS=0.0.0.0
   unset_both METRICS_ADDRESS && export VECGPU_METRICS_ADDRESS=0.0.0.0
 

@@ -123,6 +123,17 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (o.grpc_max_streams_per_connection < 1 || o.grpc_max_streams_per_connection > 100'000) {
     return InvalidArgument("grpc-max-streams-per-connection: must be within 1..100000");
   }
+  if (o.gateway && o.etcd.empty()) {
+    return InvalidArgument("etcd: vecgpu gateway needs --etcd URL[,URL] (etcd's client URLs)");
+  }
+  if (!o.gateway && !o.etcd.empty()) {
+    return InvalidArgument("etcd: --etcd is the gateway's (vecgpu gateway); an agent joins "
+                           "with --join");
+  }
+  if (o.gateway && (!o.join.empty() || !o.data_dir.empty())) {
+    return InvalidArgument("gateway: --join and --data-dir are an agent's (vecgpu serve); a "
+                           "gateway keeps no indexes");
+  }
   if (!o.join.empty() && o.advertise.empty()) {
     return InvalidArgument("advertise: --join needs --advertise HOST:PORT (where gateways reach "
                            "this agent)");
@@ -240,6 +251,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve
       ->add_option("--join", o.join,
                    "etcd client URLs (comma-separated): run as a cluster agent registered there")
+      ->delimiter(',');
+  serve
+      ->add_option("--etcd", o.etcd,
+                   "etcd client URLs (comma-separated) a gateway coordinates through "
+                   "(vecgpu gateway)")
       ->delimiter(',');
   serve->add_option("--advertise", o.advertise,
                     "HOST:PORT gateways reach this agent at (with --join)");
@@ -415,6 +431,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
 
   // Layer the sources: config file, then environment, then the command line (last wins).
   std::vector<std::string> cli(argv + 1, argv + argc);
+  // `vecgpu gateway` is serve's front ends over the cluster: serve's flags, parsed as serve's.
+  if (!cli.empty() && cli[0] == "gateway") {
+    cli[0] = "serve";
+    o.gateway = true;
+  }
   std::vector<std::string> layered;
   const bool is_serve = !cli.empty() && cli[0] == "serve";
   const bool is_import = !cli.empty() && cli[0] == "import-faissx";

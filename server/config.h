@@ -84,6 +84,10 @@ struct ServeOptions {
   // address) and its membership lease's TTL in seconds. An agent that cannot renew its lease
   // for a TTL refuses writes until it registers again. Defaults: none, none, "", 10.
   std::vector<std::string> join;
+  // `vecgpu gateway`: the same front ends over the cluster's agents (no local indexes), with
+  // etcd's client URLs in `etcd`.
+  bool gateway = false;
+  std::vector<std::string> etcd;
   std::string advertise;
   std::string agent_id;
   int lease_ttl_s = 10;
@@ -139,7 +143,7 @@ struct ParsedCommand {
   std::string message;
 };
 
-// Parses `vecgpu [--version] serve [flags]` with the environment and config file merged in, or
+// Parses `vecgpu [--version] serve [flags]` (or `gateway [flags]`: serve's flags plus --etcd) with the environment and config file merged in, or
 // `vecgpu import-faissx DIR --tenant T [--data-dir D]`, or `vecgpu healthcheck [--ready]`.
 // `version`: what --version prints.
 ParsedCommand ParseCommandLine(int argc, const char* const* argv,

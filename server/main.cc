@@ -13,6 +13,7 @@
 
 #if VECGPU_HAVE_ETCD
 #include "cluster/agent/agent_server.h"
+#include "cluster/gateway/cluster_service.h"
 #include "cluster/membership/agent_registration.h"
 #endif
 #include "core/device/device_manager.h"
@@ -334,9 +335,38 @@ int Serve(const ServeOptions& o) {
 #endif
   engine.set_quotas(&quotas);  // after recovery: a replay never meets a quota
   LocalCollectionService collections(engine, local_options);
+  // What the front ends call: this node's collections, or, for `vecgpu gateway`, the
+  // cluster's (the same contract over the agents the shard maps in etcd name).
+  CollectionService* front = &collections;
+#if VECGPU_HAVE_ETCD
+  std::unique_ptr<cluster::EtcdClient> gateway_etcd;
+  std::unique_ptr<cluster::ClusterCollectionService> gateway;
+  if (o.gateway) {
+    auto client = cluster::EtcdClient::Connect({o.etcd, std::chrono::milliseconds(5000)});
+    if (!client.ok()) {
+      spdlog::critical("etcd: {}", client.status().message());
+      return 1;
+    }
+    gateway_etcd = std::move(*client);
+    gateway = std::make_unique<cluster::ClusterCollectionService>(*gateway_etcd);
+    if (!gateway->WaitReady(std::chrono::seconds(10))) {
+      spdlog::warn("gateway: etcd {} has not answered yet; serving, and routing once it does",
+                   o.etcd.front());
+    }
+    spdlog::info("vecgpu gateway over the agents registered in etcd {} ({} live now)",
+                 o.etcd.front(), gateway->members().members().size());
+    front = gateway.get();
+  }
+#else
+  if (o.gateway) {
+    spdlog::critical("gateway: this build has no etcd client (install golang-etcd-server-dev "
+                     "and rebuild: scripts/setup.sh)");
+    return 1;
+  }
+#endif
   ServiceOptions service_options{o.scheduler.request_timeout_ms};
   service_options.quotas = &quotas;
-  FaissxService service(collections, *auth, o.limits, &metrics, service_options);
+  FaissxService service(*front, *auth, o.limits, &metrics, service_options);
   auto dispatch = std::make_unique<WorkerPool>("dispatch", o.scheduler.dispatch_threads,
                                                o.scheduler.max_queued, cpu::UseOneThreadHere);
   RegisterGauges(registry, *scheduler, *dispatch, engine, quotas);
@@ -374,7 +404,7 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<GrpcServer> grpc_server;
   if (o.grpc_port != 0) {
     GrpcEnv env;
-    env.service = &collections;
+    env.service = front;
     env.auth = &*auth;
     env.limits = o.limits;
     env.default_collection = o.vald_collection;

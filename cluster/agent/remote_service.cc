@@ -75,6 +75,12 @@ struct RemoteCollectionService::Impl {
   template <typename Reply, typename PbReq, typename PbResp, typename Rpc, typename Decode>
   void Call(const CallContext& call, PbReq req, Rpc rpc, Decode decode, Completion<Reply> done) {
     if (call.Cancelled()) return done(Cancelled("the call was cancelled by its caller"));
+    // An agent whose last connection attempt failed is refused at once (gRPC retries the
+    // connection in the background, within a second); otherwise the call waits for the
+    // connection (a fresh channel, an agent reconnecting) within its deadline.
+    if (channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      return done(Unavailable("agent " + address + ": unreachable"));
+    }
     struct State {
       std::shared_ptr<grpc::ClientContext> context = std::make_shared<grpc::ClientContext>();
       PbReq req;
@@ -88,7 +94,6 @@ struct RemoteCollectionService::Impl {
                                 std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                     call.deadline - Clock::now()));
     }
-    // An agent that restarts is waited for within the deadline, not failed at once.
     st->context->set_wait_for_ready(true);
     if (call.cancelled) Watch(st->context, call.cancelled);
     rpc(st->context.get(), &st->req, &st->resp,

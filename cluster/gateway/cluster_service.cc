@@ -134,10 +134,12 @@ ClusterCollectionService::AgentsOf(const std::string& tenant) {
   if (tenant.empty()) {
     for (const auto& [id, info] : members_->members()) ids.insert(id);
   } else {
-    std::lock_guard lock(mu_);
-    for (const auto& [key, read] : maps_) {
-      if (read.map.tenant == tenant) ids.insert(read.map.shards.at(0).primary);
+    // From etcd now, not the mirror: a list right after a create must see it.
+    int64_t revision = 0;
+    for (const auto& read : store_.List(&revision, nullptr, tenant)) {
+      ids.insert(read.map.shards.at(0).primary);
     }
+    if (revision == 0) return Unavailable("etcd: the shard maps cannot be read now");
   }
   std::vector<std::shared_ptr<RemoteCollectionService>> out;
   for (const std::string& id : ids) {
@@ -174,6 +176,8 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
   auto created = store_.Create(map, "", 0);
   if (created.ok()) {
     created_at = *created;
+    std::lock_guard lock(mu_);  // this gateway routes by it at once, before the watch says so
+    maps_[store_.KeyOf(tenant, map.name)] = {map, created_at};
   } else if (created.status().code() == StatusCode::kAlreadyExists) {
     auto existing = store_.Get(tenant, request.name);
     if (!existing.ok()) return done(existing.status());
@@ -189,7 +193,10 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
                      if (!r.ok() && created_at != 0 &&
                          r.status().code() != StatusCode::kAlreadyExists) {
                        // Refused: the map this call wrote goes with it.
-                       (void)store_.Delete(tenant, name, created_at, "", 0);
+                       if (store_.Delete(tenant, name, created_at, "", 0).ok()) {
+                         std::lock_guard lock(mu_);
+                         maps_.erase(store_.KeyOf(tenant, name));
+                       }
                      }
                      done(std::move(r));
                    });
@@ -207,6 +214,10 @@ void ClusterCollectionService::Drop(const CallContext& call, std::string collect
                        if (r.ok() || r.status().code() == StatusCode::kNotFound) {
                          // The map goes once its collection has (or never was).
                          Status st = store_.Delete(tenant, collection, revision, "", 0);
+                         if (st.ok()) {
+                           std::lock_guard lock(mu_);
+                           maps_.erase(store_.KeyOf(tenant, collection));
+                         }
                          if (!r.ok() && st.ok()) return done(NoSuchIndex(collection));
                        }
                        done(std::move(r));

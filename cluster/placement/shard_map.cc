@@ -198,9 +198,10 @@ StatusOr<ShardMapStore::Read> ShardMapStore::Get(const std::string& tenant,
   return Read{std::move(m), r.kvs[0].mod_revision};
 }
 
-std::vector<ShardMapStore::Read> ShardMapStore::List(int64_t* revision, int64_t* malformed) {
+std::vector<ShardMapStore::Read> ShardMapStore::List(int64_t* revision, int64_t* malformed,
+                                                     const std::string& tenant) {
   std::vector<Read> out;
-  auto r = etcd_.GetPrefix(prefix_);
+  auto r = etcd_.GetPrefix(tenant.empty() ? prefix_ : prefix_ + Escape(tenant) + "/");
   if (!r.ok()) return out;
   if (revision) *revision = r->revision;
   for (const KeyValue& kv : r->kvs) {

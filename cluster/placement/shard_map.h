@@ -100,7 +100,9 @@ class ShardMapStore {
   };
   // NOT_FOUND when the collection has no map.
   StatusOr<Read> Get(const std::string& tenant, const std::string& name);
-  std::vector<Read> List(int64_t* revision = nullptr, int64_t* malformed = nullptr);
+  // Every map (of `tenant` only, when given), read from etcd now.
+  std::vector<Read> List(int64_t* revision = nullptr, int64_t* malformed = nullptr,
+                         const std::string& tenant = "");
 
   // Writes a new collection's map; ALREADY_EXISTS when it has one. `leader` (PlacerElection's
   // fence; 0: none) must still hold.

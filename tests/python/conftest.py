@@ -59,10 +59,10 @@ def built_with_grpc():
 
 
 class Server:
-    """A running `vecgpu serve`; stop() sends SIGTERM and returns the exit code. Its gRPC
+    """A running `vecgpu serve` (or `command`: "gateway"); stop() sends SIGTERM and returns the exit code. Its gRPC
     port (Vald API) is a free one too: `grpc_target` is "127.0.0.1:port"."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, command="serve"):
         self.port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         # Its own metrics port too, so servers of concurrent fixtures never collide on it.
@@ -78,7 +78,7 @@ class Server:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--port", str(self.port), *args],
+            [str(BINARY), command, "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True)
         self._wait_ready()
 

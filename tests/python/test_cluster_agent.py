@@ -149,3 +149,73 @@ def test_join_needs_an_advertised_address():
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert "--advertise" in r.stdout + r.stderr
+
+
+def test_a_gateway_serves_the_faissx_client_from_agents(etcd):
+    """`vecgpu gateway --etcd` over two `vecgpu serve --join` agents: the unmodified faissx
+    client creates, adds and searches through the gateway; the collections spread over the
+    agents (their shard maps in etcd name them); a killed agent's collections answer an
+    error naming it while the other agent's are served."""
+    import numpy as np
+    from test_faissx_client import connect
+    from faissx import client as fx
+    url = "http://" + etcd.client
+    agents = []
+    for _ in range(2):
+        adv = f"127.0.0.1:{free_port()}"
+        agents.append((adv, Server("--join", url, "--advertise", adv, "--lease-ttl", "2",
+                                   "--log-level", "warning")))
+    gw = Server("--etcd", url, "--log-level", "warning", command="gateway")
+    try:
+        assert wait_until(lambda: len(etcd.agents()) == 2, 15)
+        connect(gw.endpoint)
+        x = rand(200, 16, 7)
+        names = [uid("g") for _ in range(6)]
+        for name in names:
+            created = wait_until(lambda: call(gw, action="create_index", index_id=name,
+                                              dimension=16, index_type="L2").get("success"), 10)
+            assert created, name
+            ok(call(gw, action="add_vectors", index_id=name, vectors=rows(x)))
+            r = ok(call(gw, action="search", index_id=name, query_vectors=rows(x[5:6]), k=1))
+            assert r["results"][0]["indices"][0] == 5
+        # The faissx client, unmodified, through the gateway.
+        index = fx.IndexFlatL2(16)
+        index.add(x)
+        d, i = index.search(x[:3], 1)
+        assert list(np.asarray(i)[:, 0]) == [0, 1, 2]
+        listed = ok(call(gw, action="list_indexes"))
+        listed_ids = {e["index_id"] for e in listed["indexes"]}
+        assert set(names) <= listed_ids
+
+        maps = etcd.ctl("get", "--prefix", "/vecgpu/collections/", "-w", "json").stdout
+        import base64
+        holders = {json.loads(base64.b64decode(kv["value"]))["shards"][0]["primary"]
+                   for kv in json.loads(maps)["kvs"]}
+        assert holders == {adv for adv, _ in agents}, holders
+
+        # One agent killed: its collections fail naming it, the other's are served.
+        dead_adv, dead = agents[0]
+        dead.proc.kill()
+        dead.proc.wait()
+        assert wait_until(lambda: dead_adv not in {v["id"] for v in etcd.agents().values()}, 10)
+        answers = [call(gw, action="search", index_id=n, query_vectors=rows(x[:1]), k=1)
+                   for n in names]
+        failed = [a for a in answers if not a.get("success")]
+        served = [a for a in answers if a.get("success")]
+        assert failed and served
+        for a in failed:
+            assert dead_adv in a["error"], a
+    finally:
+        gw.stop()
+        for _, s in agents:
+            s.stop()
+
+
+def test_gateway_flags_are_checked():
+    if not joins():
+        pytest.skip("built without the etcd client")
+    r = subprocess.run([str(BINARY), "gateway"], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "--etcd" in r.stdout + r.stderr
+    r = subprocess.run([str(BINARY), "serve", "--etcd", "http://127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "gateway" in r.stdout + r.stderr
