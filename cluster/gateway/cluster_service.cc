@@ -16,6 +16,9 @@ std::string ViewBase(const std::string& index_type) {
 
 Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name + "' not found"); }
 
+// Query rows the gateway merges into one search at most.
+constexpr int64_t kMaxBatchRows = 4096;
+
 // Calls every agent, merges what they answer into one result, and completes once: with the
 // first error if any agent failed (never a partial answer), else with the merge.
 template <typename T, typename R>
@@ -250,9 +253,132 @@ void ClusterCollectionService::Describe(const CallContext& call, std::string col
 
 void ClusterCollectionService::Search(const CallContext& call, SearchRequest request,
                                       Completion<SearchReply> done) {
-  auto route = RouteOf(call.tenant, request.collection);
-  if (!route.ok()) return done(route.status());
-  route->agent->Search(call, std::move(request), std::move(done));
+  if (request.kind != SearchRequest::Kind::kKnn) {
+    auto route = RouteOf(call.tenant, request.collection);
+    if (!route.ok()) return done(route.status());
+    search_requests_.fetch_add(1);
+    searches_sent_.fetch_add(1);
+    return route->agent->Search(call, std::move(request), std::move(done));
+  }
+  // One lane per (tenant, collection, k, parameters, keys): while a search of the lane is in
+  // flight, the next ones wait to go together.
+  const SearchParams& p = request.params;
+  const std::string lane = call.tenant + '\0' + request.collection + '\0' +
+                           std::to_string(request.k) + '/' + std::to_string(p.nprobe.value_or(-1)) +
+                           '/' + std::to_string(p.ef_search.value_or(-1)) + '/' +
+                           (request.with_keys ? "k" : "") + '/' +
+                           std::to_string(request.queries.cols);
+  {
+    std::lock_guard lock(lanes_mu_);
+    auto it = lanes_.find(lane);
+    if (it != lanes_.end()) {
+      it->second.queued.push_back({call, std::move(request), std::move(done)});
+      return;
+    }
+    lanes_[lane];  // in flight from now
+  }
+  std::vector<PendingSearch> batch;
+  batch.push_back({call, std::move(request), std::move(done)});
+  SendBatch(lane, std::move(batch));
+}
+
+void ClusterCollectionService::SendBatch(const std::string& lane,
+                                         std::vector<PendingSearch> batch) {
+  // Taken back or expired while waiting: answered now, not sent.
+  std::erase_if(batch, [](PendingSearch& p) {
+    if (p.call.Cancelled()) {
+      p.done(Cancelled("the call was cancelled by its caller"));
+      return true;
+    }
+    if (Clock::now() >= p.call.deadline) {
+      p.done(DeadlineExceeded("the request's deadline passed while it waited to be sent"));
+      return true;
+    }
+    return false;
+  });
+  auto next = [this, lane] {
+    std::vector<PendingSearch> more;
+    {
+      std::lock_guard lock(lanes_mu_);
+      auto it = lanes_.find(lane);
+      auto& queued = it->second.queued;
+      // Up to kMaxBatchRows query rows in one search; the rest go in the next.
+      size_t take = 0;
+      int64_t rows = 0;
+      while (take < queued.size() && (take == 0 || rows < kMaxBatchRows)) {
+        rows += queued[take++].request.queries.rows;
+      }
+      more.assign(std::make_move_iterator(queued.begin()),
+                  std::make_move_iterator(queued.begin() + static_cast<std::ptrdiff_t>(take)));
+      queued.erase(queued.begin(), queued.begin() + static_cast<std::ptrdiff_t>(take));
+      if (more.empty()) lanes_.erase(it);  // nothing waits: the lane closes
+    }
+    if (!more.empty()) SendBatch(lane, std::move(more));
+  };
+  if (batch.empty()) return next();
+  const PendingSearch& first = batch.front();
+  auto route = RouteOf(first.call.tenant, first.request.collection);
+  if (!route.ok()) {
+    for (auto& p : batch) p.done(route.status());
+    return next();
+  }
+  // One request of every query, with the latest deadline of the batch (each answer is
+  // checked against its own).
+  SearchRequest merged;
+  merged.collection = first.request.collection;
+  merged.k = first.request.k;
+  merged.params = first.request.params;
+  merged.with_keys = first.request.with_keys;
+  merged.queries.cols = first.request.queries.cols;
+  CallContext call = first.call;
+  call.cancelled = nullptr;  // one caller's cancel must not take the others' back
+  std::vector<int64_t> rows;
+  for (const PendingSearch& p : batch) {
+    merged.queries.rows += p.request.queries.rows;
+    merged.queries.data.insert(merged.queries.data.end(), p.request.queries.data.begin(),
+                               p.request.queries.data.end());
+    rows.push_back(p.request.queries.rows);
+    call.deadline = std::max(call.deadline, p.call.deadline);
+  }
+  search_requests_.fetch_add(static_cast<int64_t>(batch.size()));
+  searches_sent_.fetch_add(1);
+  auto shared = std::make_shared<std::vector<PendingSearch>>(std::move(batch));
+  route->agent->Search(
+      call, std::move(merged),
+      [shared, rows = std::move(rows), next](StatusOr<SearchReply> r) {
+        int64_t total = 0;
+        for (int64_t n : rows) total += n;
+        if (r.ok() && (r->knn.nq != total ||
+                       static_cast<int64_t>(r->knn.labels.size()) != total * r->knn.k ||
+                       (!r->keys.empty() && r->keys.size() != r->knn.labels.size()))) {
+          r = Internal("agent answered a search of " + std::to_string(total) +
+                       " queries with " + std::to_string(r->knn.nq));
+        }
+        int64_t row = 0;
+        for (size_t i = 0; i < shared->size(); ++i) {
+          PendingSearch& p = (*shared)[i];
+          if (!r.ok()) {
+            p.done(r.status());
+            continue;
+          }
+          if (Clock::now() > p.call.deadline) {
+            p.done(DeadlineExceeded("the request's deadline passed before its results were in"));
+            row += rows[i];
+            continue;
+          }
+          const int k = r->knn.k;
+          SearchReply one;
+          one.knn.nq = rows[i];
+          one.knn.k = k;
+          const auto from = row * k, to = (row + rows[i]) * k;
+          one.knn.distances.assign(r->knn.distances.begin() + from, r->knn.distances.begin() + to);
+          one.knn.labels.assign(r->knn.labels.begin() + from, r->knn.labels.begin() + to);
+          if (!r->keys.empty()) one.keys.assign(r->keys.begin() + from, r->keys.begin() + to);
+          row += rows[i];
+          p.done(std::move(one));
+        }
+        next();
+      });
 }
 
 void ClusterCollectionService::Write(const CallContext& call, WriteRequest request,

@@ -14,6 +14,7 @@
 // not live answers UNAVAILABLE naming the agent: never a partial answer. Replication (the
 // primary forwarding to the in-sync set), sharding by id and failover come next.
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +39,12 @@ class ClusterCollectionService final : public CollectionService {
   // `etcd` must outlive the service.
   ClusterCollectionService(EtcdClient& etcd, ClusterServiceOptions options = {});
   ~ClusterCollectionService() override;
+
+  // Searches sent to agents, and the requests they carried: k-NN searches of one collection
+  // (same k and parameters) that arrive while one is in flight to its agent go together as
+  // one search when it returns (continuous batching, as the agents' schedulers do).
+  int64_t searches_sent() const { return searches_sent_.load(); }
+  int64_t search_requests() const { return search_requests_.load(); }
 
   // Until the agents and the maps were listed once (or `timeout` passes).
   bool WaitReady(std::chrono::milliseconds timeout) const;
@@ -76,6 +83,21 @@ class ClusterCollectionService final : public CollectionService {
   StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>> AgentsOf(
       const std::string& tenant);
   void DecodeMaps(const PrefixMirror::Entries& entries);
+
+  // Gateway-side batching of k-NN searches.
+  struct PendingSearch {
+    CallContext call;
+    SearchRequest request;
+    Completion<SearchReply> done;
+  };
+  struct Lane {
+    std::vector<PendingSearch> queued;
+  };
+  void SendBatch(const std::string& lane, std::vector<PendingSearch> batch);
+  std::mutex lanes_mu_;
+  std::map<std::string, Lane> lanes_;  // a lane exists while a search of it is in flight
+  std::atomic<int64_t> searches_sent_{0};
+  std::atomic<int64_t> search_requests_{0};
 
   EtcdClient& etcd_;
   const ClusterServiceOptions options_;

@@ -213,3 +213,54 @@ TEST_F(ClusterServiceTest, AViewLivesWithItsBaseAndAGoneAgentIsNamed) {
 
 }  // namespace
 }  // namespace vecgpu::cluster
+
+namespace vecgpu::cluster {
+namespace {
+
+// Searches of one collection that arrive while one is in flight go to the agent as one search
+// when it returns, and each caller gets exactly its own rows.
+TEST_F(ClusterServiceTest, ConcurrentSearchesOfACollectionGoAsOneAndEachGetsItsOwnRows) {
+  ASSERT_TRUE(Create("t", "c").ok());
+  const FloatMatrix x = vecgpu::testing::Clustered(100, kDim);
+  ASSERT_TRUE(Add("t", "c", x).ok());
+  Agent& holder = Holder("c") == "agent-a" ? *a_ : *b_;
+  // Hold the collection's queue on its agent, so that the first search stays in flight.
+  auto gate = std::make_shared<std::promise<void>>();
+  auto opened = gate->get_future().share();
+  std::promise<void> started;
+  ASSERT_TRUE(holder.engine
+                  ->Submit("t", "c", WorkClass::kShort, Clock::time_point::max(),
+                           [opened, &started] {
+                             started.set_value();
+                             opened.wait();
+                           },
+                           [](const Status&) {})
+                  .ok());
+  started.get_future().wait();
+  const int64_t sent_before = gateway_->searches_sent();
+  constexpr int kRequests = 12;
+  std::vector<std::future<StatusOr<SearchReply>>> answers;
+  for (int i = 0; i < kRequests; ++i) {
+    auto p = std::make_shared<std::promise<StatusOr<SearchReply>>>();
+    answers.push_back(p->get_future());
+    SearchRequest s;
+    s.collection = "c";
+    s.queries = vecgpu::testing::Rows(x, i * 3, 1 + i % 3);  // 1 to 3 rows each
+    s.k = 2;
+    gateway_->Search(As("t"), std::move(s), [p](StatusOr<SearchReply> r) { p->set_value(r); });
+    if (i == 0) std::this_thread::sleep_for(milliseconds(50));  // the first is in flight
+  }
+  std::this_thread::sleep_for(milliseconds(50));
+  gate->set_value();
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = answers[i].get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->knn.nq, 1 + i % 3);
+    for (int q = 0; q < r->knn.nq; ++q) EXPECT_EQ(r->knn.labels[q * 2], i * 3 + q) << i;
+  }
+  // The first alone, then the eleven that waited, together.
+  EXPECT_EQ(gateway_->searches_sent() - sent_before, 2);
+}
+
+}  // namespace
+}  // namespace vecgpu::cluster
