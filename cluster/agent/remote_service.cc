@@ -1,6 +1,7 @@
 #include "cluster/agent/remote_service.h"
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -27,47 +28,71 @@ struct RemoteCollectionService::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<apb::Agent::Stub> stub;
 
-  // Calls in flight whose caller may take them back: a watcher cancels the RPC (the agent
-  // then sets the call's flag, and its work stops at its next cancellation point) once the
-  // caller's flag is set. Polled every 20 ms: the contract's flag is a plain atomic.
-  struct Watched {
-    std::weak_ptr<grpc::ClientContext> context;
-    std::shared_ptr<std::atomic<bool>> cancelled;
+  // Every call in flight, by its ClientContext. A context is never destroyed inside gRPC's
+  // completion callback (gRPC 1.51 tripped a reference-count assertion when it was): the
+  // callback retires it, and the keeper thread frees retired contexts. The keeper also cancels
+  // the RPC of a call whose caller set its cancellation flag (the agent then sets the flag of
+  // the work it runs), polling every 20 ms: the contract's flag is a plain atomic.
+  struct InFlight {
+    std::shared_ptr<std::atomic<bool>> cancelled;  // may be null
   };
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Watched> watched;  // guarded by mu
-  bool stopping = false;         // guarded by mu
-  std::thread watcher;
+  std::map<std::shared_ptr<grpc::ClientContext>, InFlight> inflight;  // guarded by mu
+  std::vector<std::shared_ptr<grpc::ClientContext>> retired;          // guarded by mu
+  bool stopping = false;                                              // guarded by mu
+  std::thread keeper;
 
-  void Watch(const std::shared_ptr<grpc::ClientContext>& context,
+  Impl() : keeper([this] { Keep(); }) {}
+
+  void Begin(const std::shared_ptr<grpc::ClientContext>& context,
              const std::shared_ptr<std::atomic<bool>>& cancelled) {
     std::lock_guard lock(mu);
-    watched.push_back({context, cancelled});
-    if (!watcher.joinable()) watcher = std::thread([this] { WatchLoop(); });
+    inflight[context] = {cancelled};
   }
-  void WatchLoop() {
+  void End(std::shared_ptr<grpc::ClientContext> context) {
+    {
+      std::lock_guard lock(mu);
+      inflight.erase(context);
+      retired.push_back(std::move(context));
+    }
+    cv.notify_all();
+  }
+  void Keep() {
     std::unique_lock lock(mu);
     while (!stopping) {
       cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping; });
-      std::erase_if(watched, [](Watched& w) {
-        auto context = w.context.lock();
-        if (!context) return true;  // answered
-        if (w.cancelled->load()) {
-          context->TryCancel();
-          return true;
+      std::vector<std::shared_ptr<grpc::ClientContext>> cancel;
+      for (auto& [context, f] : inflight) {
+        if (f.cancelled && f.cancelled->load()) {
+          cancel.push_back(context);
+          f.cancelled = nullptr;  // once
         }
-        return false;
-      });
+      }
+      std::vector<std::shared_ptr<grpc::ClientContext>> free;
+      free.swap(retired);
+      lock.unlock();  // gRPC may complete a call from TryCancel: not under mu
+      for (auto& c : cancel) c->TryCancel();
+      cancel.clear();
+      free.clear();
+      lock.lock();
     }
   }
   ~Impl() {
-    {
-      std::lock_guard lock(mu);
-      stopping = true;
-    }
+    std::unique_lock lock(mu);
+    // Calls still in flight are cancelled and waited for: their callbacks use this.
+    std::vector<std::shared_ptr<grpc::ClientContext>> cancel;
+    for (auto& [context, f] : inflight) cancel.push_back(context);
+    lock.unlock();
+    for (auto& c : cancel) c->TryCancel();
+    cancel.clear();
+    lock.lock();
+    cv.wait(lock, [&] { return inflight.empty(); });
+    stopping = true;
+    lock.unlock();
     cv.notify_all();
-    if (watcher.joinable()) watcher.join();
+    keeper.join();
+    retired.clear();
   }
 
   // One call: the request (with the caller's context) to the agent; the reply decoded by
@@ -75,39 +100,42 @@ struct RemoteCollectionService::Impl {
   template <typename Reply, typename PbReq, typename PbResp, typename Rpc, typename Decode>
   void Call(const CallContext& call, PbReq req, Rpc rpc, Decode decode, Completion<Reply> done) {
     if (call.Cancelled()) return done(Cancelled("the call was cancelled by its caller"));
-    // An agent whose last connection attempt failed is refused at once (gRPC retries the
-    // connection in the background, within a second); otherwise the call waits for the
-    // connection (a fresh channel, an agent reconnecting) within its deadline.
+    // Fail fast: an agent that is down answers UNAVAILABLE at once (gRPC reconnects in the
+    // background, within a second of its coming back), not when the caller's deadline ends.
     if (channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
       return done(Unavailable("agent " + address + ": unreachable"));
     }
     struct State {
-      std::shared_ptr<grpc::ClientContext> context = std::make_shared<grpc::ClientContext>();
       PbReq req;
       PbResp resp;
     };
     auto st = std::make_shared<State>();
     st->req = std::move(req);
     ToPb(call, st->req.mutable_context());
+    auto context = std::make_shared<grpc::ClientContext>();
     if (call.deadline != Clock::time_point::max()) {
-      st->context->set_deadline(std::chrono::system_clock::now() +
-                                std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                    call.deadline - Clock::now()));
+      context->set_deadline(std::chrono::system_clock::now() +
+                            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                call.deadline - Clock::now()));
     }
-    st->context->set_wait_for_ready(true);
-    if (call.cancelled) Watch(st->context, call.cancelled);
-    rpc(st->context.get(), &st->req, &st->resp,
-        [st, decode, done = std::move(done), agent = address](grpc::Status s) {
-          if (s.ok()) return done(decode(st->resp));
-          if (s.error_code() == grpc::StatusCode::CANCELLED) {
-            return done(Cancelled("the call was cancelled by its caller"));
+    Begin(context, call.cancelled);
+    grpc::ClientContext* raw = context.get();
+    rpc(raw, &st->req, &st->resp,
+        [this, st, context = std::move(context), decode, done = std::move(done),
+         agent = address](grpc::Status s) mutable {
+          if (s.ok()) {
+            done(decode(st->resp));
+          } else if (s.error_code() == grpc::StatusCode::CANCELLED) {
+            done(Cancelled("the call was cancelled by its caller"));
+          } else {
+            std::string message = s.error_message();
+            if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+              message = "agent " + agent + ": " + message;
+            }
+            done(Status(static_cast<StatusCode>(s.error_code()), message));
           }
-          std::string message = s.error_message();
-          if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-              s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-            message = "agent " + agent + ": " + message;
-          }
-          done(Status(static_cast<StatusCode>(s.error_code()), message));
+          End(std::move(context));  // last: the destructor waits for it
         });
   }
 };

@@ -219,3 +219,46 @@ def test_gateway_flags_are_checked():
     r = subprocess.run([str(BINARY), "serve", "--etcd", "http://127.0.0.1:1"],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and "gateway" in r.stdout + r.stderr
+
+
+def test_an_agent_that_restarts_on_its_data_is_served_again_and_nothing_moved(etcd, tmp_path):
+    """kill -9 of an agent with a data directory, then a restart on the same data and address:
+    the gateway serves its collections again, with every acknowledged vector, from the same
+    agent (the shard map in etcd is the authority: the blip moved nothing)."""
+    import base64
+    url = "http://" + etcd.client
+    adv = f"127.0.0.1:{free_port()}"
+    args = ("--join", url, "--advertise", adv, "--lease-ttl", "2", "--data-dir",
+            str(tmp_path / "agent"), "--log-level", "warning")
+    agent = Server(*args)
+    gw = Server("--etcd", url, "--log-level", "warning", command="gateway")
+    try:
+        name = uid("r")
+        assert wait_until(lambda: call(gw, action="create_index", index_id=name, dimension=8,
+                                       index_type="L2").get("success"), 15)
+        x = rand(40, 8, 3)
+        ok(call(gw, action="add_vectors", index_id=name, vectors=rows(x)))
+
+        def primary():
+            out = etcd.ctl("get", "--prefix", "/vecgpu/collections/", "-w", "json").stdout
+            kvs = json.loads(out).get("kvs", [])
+            return [json.loads(base64.b64decode(kv["value"]))["shards"][0]["primary"]
+                    for kv in kvs]
+        assert primary() == [adv]
+
+        agent.proc.kill()
+        agent.proc.wait()
+        failed = call(gw, action="search", index_id=name, query_vectors=rows(x[:1]), k=1)
+        assert not failed.get("success")
+        agent = Server(*args)  # the same data directory and address
+        answered = wait_until(lambda: call(gw, action="search", index_id=name,
+                                           query_vectors=rows(x[7:8]), k=1).get("success"), 20)
+        assert answered, "the gateway did not serve the restarted agent's collection"
+        r = ok(call(gw, action="search", index_id=name, query_vectors=rows(x[7:8]), k=1))
+        assert r["results"][0]["indices"][0] == 7
+        stats = ok(call(gw, action="get_index_stats", index_id=name))
+        assert stats["stats"]["vector_count"] == 40
+        assert primary() == [adv]
+    finally:
+        gw.stop()
+        agent.stop()
