@@ -262,3 +262,45 @@ def test_an_agent_that_restarts_on_its_data_is_served_again_and_nothing_moved(et
     finally:
         gw.stop()
         agent.stop()
+
+
+def test_a_gateway_speaks_the_vald_api_over_its_agents(etcd):
+    """The Vald v1 API through a gateway: inserts create the collection on an agent, searches
+    (unary and streamed) return the string ids, objects read back, removes remove."""
+    from conftest import built_with_grpc
+    if not built_with_grpc():
+        pytest.skip("built without gRPC")
+    import numpy as np
+    from test_vald import Vald, ins, pb, srch
+    url = "http://" + etcd.client
+    adv = f"127.0.0.1:{free_port()}"
+    agent = Server("--join", url, "--advertise", adv, "--lease-ttl", "2", "--log-level", "warning")
+    gw = Server("--etcd", url, "--log-level", "warning", command="gateway")
+    try:
+        assert wait_until(lambda: len(etcd.agents()) == 1, 15)
+        vald = Vald(gw.grpc_target).on(uid("vald"))
+        x = rand(20, 8, 11)
+        assert wait_until(lambda: _try(lambda: vald(vald.insert.Insert, ins("id-0", x[0]))), 15)
+        for i in range(1, 20):
+            vald(vald.insert.Insert, ins(f"id-{i}", x[i]))
+        r = vald(vald.search.Search, srch(x[4], num=1))
+        assert r.results[0].id == "id-4"
+        streamed = vald.stream(vald.search.StreamSearch, [srch(x[i], num=1) for i in range(5)])
+        assert [s.response.results[0].id for s in streamed] == [f"id-{i}" for i in range(5)]
+        got = vald(vald.object.GetObject,
+                   pb.Object.VectorRequest(id=pb.Object.ID(id="id-7")))
+        assert np.allclose(got.vector, x[7])
+        vald(vald.remove.Remove, pb.Remove.Request(id=pb.Object.ID(id="id-4")))
+        r = vald(vald.search.Search, srch(x[4], num=1))
+        assert r.results[0].id != "id-4"
+    finally:
+        gw.stop()
+        agent.stop()
+
+
+def _try(fn):
+    try:
+        fn()
+        return True
+    except Exception:  # grpc.RpcError while the agent registers
+        return False
