@@ -412,6 +412,16 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       "--data-dir", io.data_dir,
       "vecgpu's data directory, as for serve (env FAISSX_DATA_DIR, VECGPU_DATA_DIR)");
 
+  CLI::App* cluster_cmd = app.add_subcommand("cluster", "Inspect a vecgpu cluster in etcd");
+  CLI::App* status_cmd = cluster_cmd->add_subcommand(
+      "status", "Agents, collections, shards, primaries and in-sync sets, from etcd");
+  cluster_cmd->require_subcommand(1);
+  status_cmd
+      ->add_option("--etcd", result.cluster_etcd, "etcd client URLs (comma-separated)")
+      ->delimiter(',')
+      ->required();
+  status_cmd->add_flag("--json", result.cluster_json, "Print JSON");
+
   HealthcheckOptions& ho = result.healthcheck_options;
   CLI::App* health_cmd = app.add_subcommand(
       "healthcheck", "Ask a running server's HTTP listener whether it is alive (exit 0) or not");
@@ -484,6 +494,10 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     result.exit_code = app.exit(e, out, err);
     result.message = out.str() + err.str();
     if (is_import && result.exit_code != 0) result.exit_code = 2;  // usage errors exit 2
+    return result;
+  }
+  if (status_cmd->parsed()) {
+    result.cluster_status = true;
     return result;
   }
   if (health_cmd->parsed()) {

@@ -139,6 +139,10 @@ struct ParsedCommand {
   ImportFaissxOptions import_options;
   bool healthcheck = false;
   HealthcheckOptions healthcheck_options;
+  // `vecgpu cluster status --etcd URL[,URL] [--json]`.
+  bool cluster_status = false;
+  std::vector<std::string> cluster_etcd;
+  bool cluster_json = false;
   int exit_code = 0;
   std::string message;
 };

@@ -13,6 +13,7 @@
 
 #if VECGPU_HAVE_ETCD
 #include "cluster/agent/agent_server.h"
+#include "cluster/cli/cluster_status.h"
 #include "cluster/gateway/cluster_service.h"
 #include "cluster/membership/agent_registration.h"
 #endif
@@ -556,6 +557,17 @@ int main(int argc, char** argv) {
   auto parsed = vecgpu::server::ParseCommandLine(argc, argv, vecgpu::server::BuildInfo());
   if (parsed.healthcheck) {
     return vecgpu::server::RunHealthcheck(parsed.healthcheck_options, std::cout, std::cerr);
+  }
+  if (parsed.cluster_status) {
+#if VECGPU_HAVE_ETCD
+    vecgpu::cluster::ClusterStatusOptions co;
+    co.etcd = parsed.cluster_etcd;
+    co.json = parsed.cluster_json;
+    return vecgpu::cluster::RunClusterStatus(co, std::cout, std::cerr);
+#else
+    std::cerr << "cluster status: this build has no etcd client\n";
+    return 1;
+#endif
   }
   if (parsed.import_faissx) {
     return vecgpu::server::RunImportFaissx(parsed.import_options, std::cout, std::cerr);

@@ -192,6 +192,17 @@ def test_a_gateway_serves_the_faissx_client_from_agents(etcd):
         holders = {json.loads(base64.b64decode(kv["value"]))["shards"][0]["primary"]
                    for kv in json.loads(maps)["kvs"]}
         assert holders == {adv for adv, _ in agents}, holders
+        # `vecgpu cluster status` says the same.
+        st = subprocess.run([str(BINARY), "cluster", "status", "--etcd", url, "--json"],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0, st.stdout + st.stderr
+        status = json.loads(st.stdout)
+        assert {m["id"] for m in status["members"]} == {adv for adv, _ in agents}
+        assert set(names) <= {c["name"] for c in status["collections"]}
+        assert status["unhealthy_shards"] == 0
+        text = subprocess.run([str(BINARY), "cluster", "status", "--etcd", url],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert names[0] in text and "IN-SYNC" in text
 
         # One agent killed: its collections fail naming it, the other's are served.
         dead_adv, dead = agents[0]
@@ -205,6 +216,12 @@ def test_a_gateway_serves_the_faissx_client_from_agents(etcd):
         assert failed and served
         for a in failed:
             assert dead_adv in a["error"], a
+        st = subprocess.run([str(BINARY), "cluster", "status", "--etcd", url, "--json"],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 3  # shards whose primary is down
+        down = [s for c in json.loads(st.stdout)["collections"] for s in c["shards"]
+                if not s["primary_live"]]
+        assert down and all(s["primary"] == dead_adv for s in down)
     finally:
         gw.stop()
         for _, s in agents:
