@@ -76,7 +76,16 @@ ClusterCollectionService::ClusterCollectionService(EtcdClient& etcd, ClusterServ
 }
 
 ClusterCollectionService::~ClusterCollectionService() {
-  maps_mirror_.reset();  // its thread first
+  stopping_.store(true);
+  // The agents' clients first: they cancel and wait for the calls in flight, whose callbacks
+  // may send a waiting batch (answered, not sent, from now on).
+  std::map<std::string, std::shared_ptr<RemoteCollectionService>> agents;
+  {
+    std::lock_guard lock(mu_);
+    agents.swap(agents_);
+  }
+  agents.clear();
+  maps_mirror_.reset();  // its thread, before the members it decodes into
   members_.reset();
 }
 
@@ -284,8 +293,12 @@ void ClusterCollectionService::Search(const CallContext& call, SearchRequest req
 
 void ClusterCollectionService::SendBatch(const std::string& lane,
                                          std::vector<PendingSearch> batch) {
-  // Taken back or expired while waiting: answered now, not sent.
-  std::erase_if(batch, [](PendingSearch& p) {
+  // Taken back or expired while waiting (or the gateway is stopping): answered now, not sent.
+  std::erase_if(batch, [this](PendingSearch& p) {
+    if (stopping_.load()) {
+      p.done(Unavailable("the gateway is shutting down"));
+      return true;
+    }
     if (p.call.Cancelled()) {
       p.done(Cancelled("the call was cancelled by its caller"));
       return true;

@@ -98,6 +98,7 @@ class ClusterCollectionService final : public CollectionService {
   std::map<std::string, Lane> lanes_;  // a lane exists while a search of it is in flight
   std::atomic<int64_t> searches_sent_{0};
   std::atomic<int64_t> search_requests_{0};
+  std::atomic<bool> stopping_{false};  // batches still waiting are answered, not sent
 
   EtcdClient& etcd_;
   const ClusterServiceOptions options_;
