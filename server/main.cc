@@ -349,7 +349,21 @@ int Serve(const ServeOptions& o) {
       return 1;
     }
     gateway_etcd = std::move(*client);
-    gateway = std::make_unique<cluster::ClusterCollectionService>(*gateway_etcd);
+    cluster::ClusterServiceOptions co;
+    co.log = [](const std::string& line) { spdlog::warn("gateway: {}", line); };
+    gateway = std::make_unique<cluster::ClusterCollectionService>(*gateway_etcd, co);
+    registry.AddGauge("vecgpu_cluster_unserved_shards",
+                      "Shards whose agent is not live (their calls answer UNAVAILABLE)", {},
+                      [g = gateway.get()] {
+                        return std::vector<GaugeSample>{
+                            {{}, static_cast<double>(g->UnservedShards().size())}};
+                      });
+    registry.AddGauge("vecgpu_cluster_under_replicated_shards",
+                      "Shards with fewer live in-sync replicas than their collection wants", {},
+                      [g = gateway.get()] {
+                        return std::vector<GaugeSample>{
+                            {{}, static_cast<double>(g->UnderReplicatedShards())}};
+                      });
     if (!gateway->WaitReady(std::chrono::seconds(10))) {
       spdlog::warn("gateway: etcd {} has not answered yet; serving, and routing once it does",
                    o.etcd.front());

@@ -70,12 +70,15 @@ void AddUse(TenantUsageReport& into, const TenantUsageReport& from) {
 
 ClusterCollectionService::ClusterCollectionService(EtcdClient& etcd, ClusterServiceOptions options)
     : etcd_(etcd), options_(std::move(options)), store_(etcd, options_.maps_prefix) {
-  members_ = std::make_unique<MemberDirectory>(etcd, options_.agents_prefix);
+  members_ = std::make_unique<MemberDirectory>(etcd, options_.agents_prefix,
+                                               [this](const auto&) { CheckShards(); });
   maps_mirror_ = std::make_unique<PrefixMirror>(
       etcd, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { DecodeMaps(e); });
+  checking_.store(true);
 }
 
 ClusterCollectionService::~ClusterCollectionService() {
+  checking_.store(false);
   stopping_.store(true);
   // The agents' clients first: they cancel and wait for the calls in flight, whose callbacks
   // may send a waiting batch (answered, not sent, from now on).
@@ -104,8 +107,55 @@ void ClusterCollectionService::DecodeMaps(const PrefixMirror::Entries& entries) 
     auto m = DecodeCollectionMap(kv.value);
     if (m.ok()) fresh[kv.key] = {std::move(*m), kv.mod_revision};
   }
+  {
+    std::lock_guard lock(mu_);
+    maps_ = std::move(fresh);
+  }
+  CheckShards();
+}
+
+std::vector<std::string> ClusterCollectionService::UnservedShards() const {
+  const auto members = members_->members();
+  std::vector<std::string> out;
   std::lock_guard lock(mu_);
-  maps_ = std::move(fresh);
+  for (const auto& [key, read] : maps_) {
+    for (size_t i = 0; i < read.map.shards.size(); ++i) {
+      const std::string& primary = read.map.shards[i].primary;
+      if (!members.count(primary)) {
+        out.push_back(read.map.tenant + "/" + read.map.name + "#" + std::to_string(i) +
+                      ": agent " + primary + " is down");
+      }
+    }
+  }
+  return out;
+}
+
+int64_t ClusterCollectionService::UnderReplicatedShards() const {
+  const auto members = members_->members();
+  int64_t n = 0;
+  std::lock_guard lock(mu_);
+  for (const auto& [key, read] : maps_) {
+    for (const ShardState& s : read.map.shards) {
+      int64_t live = 0;
+      for (const std::string& r : s.in_sync) live += members.count(r) > 0;
+      n += live < read.map.replication;
+    }
+  }
+  return n;
+}
+
+void ClusterCollectionService::CheckShards() {
+  if (!options_.log || !checking_.load()) return;
+  auto now = UnservedShards();
+  std::set<std::string> fresh(now.begin(), now.end());
+  std::lock_guard lock(check_mu_);
+  for (const std::string& s : fresh) {
+    if (!unserved_.count(s)) options_.log("shard unserved: " + s);
+  }
+  for (const std::string& s : unserved_) {
+    if (!fresh.count(s)) options_.log("shard served again: " + s.substr(0, s.find(':')));
+  }
+  unserved_ = std::move(fresh);
 }
 
 StatusOr<std::shared_ptr<RemoteCollectionService>> ClusterCollectionService::AgentById(

@@ -15,6 +15,8 @@
 // primary forwarding to the in-sync set), sharding by id and failover come next.
 
 #include <atomic>
+#include <functional>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +34,9 @@ struct ClusterServiceOptions {
   std::string agents_prefix = "/vecgpu/agents/";
   std::string maps_prefix = "/vecgpu/collections/";
   int replicas = 1;  // replicas of each new collection's shard
+  // A line for each shard that loses its last live serving agent, and for each that gets one
+  // back (empty: none).
+  std::function<void(const std::string&)> log;
 };
 
 class ClusterCollectionService final : public CollectionService {
@@ -45,6 +50,11 @@ class ClusterCollectionService final : public CollectionService {
   // one search when it returns (continuous batching, as the agents' schedulers do).
   int64_t searches_sent() const { return searches_sent_.load(); }
   int64_t search_requests() const { return search_requests_.load(); }
+
+  // The shards no live agent serves now ("tenant/collection#shard: agent X is down"), and
+  // those with fewer in-sync replicas than wanted; from the mirrors, never waits.
+  std::vector<std::string> UnservedShards() const;
+  int64_t UnderReplicatedShards() const;
 
   // Until the agents and the maps were listed once (or `timeout` passes).
   bool WaitReady(std::chrono::milliseconds timeout) const;
@@ -83,6 +93,11 @@ class ClusterCollectionService final : public CollectionService {
   StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>> AgentsOf(
       const std::string& tenant);
   void DecodeMaps(const PrefixMirror::Entries& entries);
+  // Logs the shards that became unserved or served again since the last check.
+  void CheckShards();
+  std::mutex check_mu_;
+  std::set<std::string> unserved_;  // as last logged (guarded by check_mu_)
+  std::atomic<bool> checking_{false};  // set once both mirrors exist, cleared when stopping
 
   // Gateway-side batching of k-NN searches.
   struct PendingSearch {

@@ -206,6 +206,16 @@ TEST_F(ClusterServiceTest, AViewLivesWithItsBaseAndAGoneAgentIsNamed) {
   auto list = Wait<std::vector<CollectionInfo>>(
       [&](auto done) { gateway_->List(As("t"), done); });
   EXPECT_EQ(list.status().code(), StatusCode::kUnavailable);
+  // Reported: every shard of the departed agent, by name.
+  const auto unserved = gateway_->UnservedShards();
+  EXPECT_FALSE(unserved.empty());
+  bool x_reported = false;
+  for (const std::string& u : unserved) {
+    EXPECT_NE(u.find(gone), std::string::npos) << u;
+    x_reported |= u.rfind("t/x#0", 0) == 0;
+  }
+  EXPECT_TRUE(x_reported);
+  EXPECT_EQ(gateway_->UnderReplicatedShards(), static_cast<int64_t>(unserved.size()));
   // New collections go to the agent that is live.
   ASSERT_TRUE(Create("t", "after").ok());
   EXPECT_NE(Holder("after"), gone);

@@ -222,6 +222,15 @@ def test_a_gateway_serves_the_faissx_client_from_agents(etcd):
         down = [s for c in json.loads(st.stdout)["collections"] for s in c["shards"]
                 if not s["primary_live"]]
         assert down and all(s["primary"] == dead_adv for s in down)
+        # The gateway's metric counts them, and its log names them.
+        import urllib.request
+        with urllib.request.urlopen(gw.metrics_url + "/metrics", timeout=5) as m:
+            metrics = m.read().decode()
+        line = [ln for ln in metrics.splitlines()
+                if ln.startswith("vecgpu_cluster_unserved_shards")][0]
+        assert float(line.split()[-1]) == len(down), line
+        gw.stop()
+        assert "shard unserved" in gw.output and dead_adv in gw.output
     finally:
         gw.stop()
         for _, s in agents:
