@@ -331,4 +331,13 @@ StatusOr<IndexSpec> ParseIndexType(std::string_view index_type, int dim,
   return spec;
 }
 
+std::string ViewBaseOf(std::string_view index_type) {
+  for (std::string_view prefix : {"IDMap:", "IDMap2:"}) {
+    if (index_type.substr(0, prefix.size()) == prefix) {
+      return std::string(index_type.substr(prefix.size()));
+    }
+  }
+  return "";
+}
+
 }  // namespace vecgpu

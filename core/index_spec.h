@@ -36,6 +36,9 @@ struct IndexSpec {
 // "IDMap:{id}", "IDMap2:{id}") or a plain FAISS factory string. `metric_override`, when not
 // empty ("L2", "IP", "INNER_PRODUCT", "METRIC_INNER_PRODUCT"...), sets the metric of a plain
 // factory string. The factory string itself is checked later, by the backend that builds it.
+// An IDMap view's base index ("IDMap2:base" -> "base"), or "" for any other index type.
+std::string ViewBaseOf(std::string_view index_type);
+
 StatusOr<IndexSpec> ParseIndexType(std::string_view index_type, int dim,
                                    std::string_view metric_override = {});
 

@@ -6,14 +6,6 @@
 namespace vecgpu::cluster {
 namespace {
 
-// An IDMap view's base ("IDMap2:base" -> "base"), or "" for any other index type.
-std::string ViewBase(const std::string& index_type) {
-  for (const char* prefix : {"IDMap:", "IDMap2:"}) {
-    if (index_type.rfind(prefix, 0) == 0) return index_type.substr(std::string(prefix).size());
-  }
-  return "";
-}
-
 Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name + "' not found"); }
 
 // Query rows the gateway merges into one search at most.
@@ -214,7 +206,7 @@ ClusterCollectionService::AgentsOf(const std::string& tenant) {
 void ClusterCollectionService::Create(const CallContext& call, CreateCollectionRequest request,
                                       Completion<CollectionInfo> done) {
   const std::string tenant = call.tenant;
-  const std::string base = ViewBase(request.index_type);
+  const std::string base = ViewBaseOf(request.index_type);
   CollectionMap map;
   if (!base.empty()) {
     // A view shares its base's storage: it lives where its base does.

@@ -24,14 +24,6 @@ StatusOr<T> Guarded(const std::function<StatusOr<T>()>& fn) {
   }
 }
 
-// An IDMap view's base ("IDMap2:base" -> "base"), or "" for any other index type.
-std::string ViewBase(const std::string& index_type) {
-  for (const char* prefix : {"IDMap:", "IDMap2:"}) {
-    if (index_type.rfind(prefix, 0) == 0) return index_type.substr(std::string(prefix).size());
-  }
-  return "";
-}
-
 }  // namespace
 
 LocalCollectionService::LocalCollectionService(Engine& engine, LocalServiceOptions options)
@@ -83,7 +75,7 @@ void LocalCollectionService::Create(const CallContext& call, CreateCollectionReq
   // An IDMap view is made on its base's queue (it takes the base's storage); any other index
   // on a queue of its own (it logs, waiting for an fsync), so a create never waits for
   // another index's work.
-  const std::string base = ViewBase(request.index_type);
+  const std::string base = ViewBaseOf(request.index_type);
   if (!base.empty() && engine_.Layout(tenant, base).ok()) {
     return Queue<CollectionInfo>(call, &base, WorkClass::kShort, fn, std::move(done));
   }
