@@ -13,10 +13,16 @@ Writes into --out:
   <scenario>_batch.png       batch-* scenarios (and any closed search scenario with more than
                              one `batch` value): queries/s against batch, a line per target and
                              encoding
+  cluster_gateway.png        reports with targets "gateway" and "direct" (bench/run_suite.sh
+                             cluster, merged by bench/merge_reports.py): p50/p99 latency and
+                             requests/s of each point through vecgpu gateway and against its
+                             agent directly, with the added p50 and the throughput ratio
   summary.md                 Markdown tables (also printed): every search point, every add/mixed
                              point, failed preparations, the vecgpu/FAISS and vecgpu/FAISSx
-                             ratios of the latency-flat and concurrency-flat scenarios, and
-                             gRPC against ZeroMQ (target grpc beside vecgpu) where both ran.
+                             ratios of the latency-flat and concurrency-flat scenarios,
+                             gRPC against ZeroMQ (target grpc beside vecgpu) where both ran, and
+                             gateway against direct (added p50 in us, throughput ratio, against
+                             the targets) where both ran.
 
 Whatever the report lacks (scenarios, targets, recall, ratios) is skipped, not an error.
 """
@@ -33,17 +39,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-TARGET_ORDER = ["vecgpu", "grpc", "faiss", "faissx"]
+TARGET_ORDER = ["vecgpu", "grpc", "faiss", "faissx", "direct", "gateway"]
 TARGET_LABEL = {"vecgpu": "vecgpu", "grpc": "vecgpu gRPC (Vald API)", "faiss": "FAISS (in-process)",
-                "faissx": "FAISSx server"}
+                "faissx": "FAISSx server", "direct": "agent directly",
+                "gateway": "through vecgpu gateway"}
 TARGET_COLOR = {"vecgpu": "tab:green", "grpc": "tab:purple", "faiss": "tab:blue",
-                "faissx": "tab:red"}
+                "faissx": "tab:red", "direct": "tab:green", "gateway": "tab:orange"}
 EXTRA_COLORS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 ENCODING_STYLE = {"list": "-", "binary": "--", "protobuf": "-."}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 SWEEP_PARAMS = ["nprobe", "efSearch"]
 RATIO_SCENARIOS = ["latency-flat", "concurrency-flat"]
 LOG_Y_SPREAD = 30.0  # log y axis when the largest value is more than this times the smallest
+# The gateway's targets (issue [2/5]): one agent behind vecgpu gateway adds at most this much to
+# the p50 of a one-query search on loopback (judged with one client: with more, p50 holds
+# queueing), and serves at least this share of the agent's requests/s when called directly
+# (judged with more than one client: with one, requests/s is only 1 / latency).
+GATEWAY_ADDED_P50_US = 150.0
+GATEWAY_THROUGHPUT_SHARE = 0.8
+POINT_KEYS = ("scenario", "clients", "batch", "offered_rps", "nprobe", "efSearch", "encoding")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,6 +481,115 @@ def plot_batch(report, scenario, entries, out):
     return finish(fig, out / f"{scenario}_batch.png")
 
 
+def gateway_pairs(entries):
+    """Each search point measured through the gateway, with the same point against the agent
+    directly: {scenario, clients, batch, encoding, direct, gateway, added_p50_us, added_p99_us,
+    throughput_share}."""
+    pairs = []
+    for g in entries:
+        if g.get("target") != "gateway" or not is_search(g):
+            continue
+        d = next((o for o in entries if o.get("target") == "direct" and is_search(o)
+                  and all(o.get(k) == g.get(k) for k in POINT_KEYS)), None)
+        if d is None:
+            continue
+        added = {}
+        for key in ("p50", "p99"):
+            gl, dl = latency(g, key), latency(d, key)
+            added[key] = (gl - dl) * 1000 if gl is not None and dl is not None else None
+        gt, dt = num(g.get("throughput_rps")), num(d.get("throughput_rps"))
+        share = gt / dt if gt is not None and dt else None
+        one = g.get("clients") == 1
+        pairs.append({"scenario": g.get("scenario"), "clients": g.get("clients"),
+                      "batch": g.get("batch"), "encoding": g.get("encoding"), "direct": d,
+                      "gateway": g, "added_p50_us": added["p50"], "added_p99_us": added["p99"],
+                      "throughput_share": share,
+                      "p50_met": (added["p50"] <= GATEWAY_ADDED_P50_US
+                                  if one and added["p50"] is not None else None),
+                      "throughput_met": (share >= GATEWAY_THROUGHPUT_SHARE
+                                         if not one and share is not None else None)})
+    return pairs
+
+
+def verdict(met, target):
+    """'met: <= 150' / 'missed: ...'; '' where the point does not judge that target."""
+    return "" if met is None else f"{'met' if met else 'missed'}: {target}"
+
+
+def pair_label(p, multi_batch):
+    c = p.get("clients")
+    label = f"{c} client{'s' if c != 1 else ''}"
+    if multi_batch:
+        label += f", batch {p.get('batch')}"
+    return label
+
+
+def plot_gateway(report, pairs, out):
+    """Per point (clients, batch): p50 and p99 through the gateway and directly, on an axis of
+    its own (1 and 16 clients differ tenfold); then requests/s of every point side by side."""
+    if not pairs:
+        return None
+    multi_batch = len({p["batch"] for p in pairs}) > 1
+    n = len(pairs)
+    fig, axes = plt.subplots(1, n + 1, figsize=(4 * n + 5, 5.4),
+                             gridspec_kw={"width_ratios": [2] * n + [3]}, squeeze=False)
+    axes = axes[0]
+    for ax, p in zip(axes, pairs):
+        for j, (key, hatch) in enumerate((("p50", None), ("p99", "//"))):
+            for i, target in enumerate(("direct", "gateway")):
+                y = (latency(p[target], key) or 0) * 1000
+                ax.bar(j + (i - 0.5) * 0.38, y, 0.38, color=TARGET_COLOR[target], hatch=hatch,
+                       edgecolor="black", linewidth=0.5,
+                       label=TARGET_LABEL[target] if j == 0 else None)
+            added = p[f"added_{key}_us"]
+            if added is None:
+                continue
+            top = max((latency(p[t], key) or 0) * 1000 for t in ("direct", "gateway"))
+            text, color = f"{added:+.0f} us", "black"
+            if key == "p50" and p["p50_met"] is not None:
+                text += f"\n({verdict(p['p50_met'], f'<= {GATEWAY_ADDED_P50_US:.0f}')})"
+                color = "black" if p["p50_met"] else "red"
+            ax.annotate(text, (j, top), textcoords="offset points", xytext=(0, 4), ha="center",
+                        fontsize=8, color=color)
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels(["p50", "p99"])
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+        ax.set_ylabel("latency (us)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_title(f"latency, {pair_label(p, multi_batch)}", fontsize=10)
+
+    axt = axes[n]
+    xs = range(n)
+    for i, target in enumerate(("direct", "gateway")):
+        axt.bar([x + (i - 0.5) * 0.38 for x in xs],
+                [num(p[target].get("throughput_rps")) or 0 for p in pairs], 0.38,
+                color=TARGET_COLOR[target], edgecolor="black", linewidth=0.5,
+                label=TARGET_LABEL[target])
+    for x, p in zip(xs, pairs):
+        r = p["throughput_share"]
+        if r is None:
+            continue
+        top = max(num(p[t].get("throughput_rps")) or 0 for t in ("direct", "gateway"))
+        text = f"gateway/direct {r:.2f}x"
+        if p["throughput_met"] is not None:
+            text += f"\n({verdict(p['throughput_met'], f'>= {GATEWAY_THROUGHPUT_SHARE:g}')})"
+        axt.annotate(text, (x, top), textcoords="offset points", xytext=(0, 4), ha="center",
+                     fontsize=8, color="red" if p["throughput_met"] is False else "black")
+    axt.set_xticks(list(xs))
+    axt.set_xticklabels([pair_label(p, multi_batch) for p in pairs])
+    axt.set_ylim(0, axt.get_ylim()[1] * 1.45)
+    axt.set_ylabel("requests/s")
+    axt.yaxis.set_major_formatter(FuncFormatter(fmt_tick))
+    axt.grid(True, axis="y", alpha=0.3)
+    axt.legend(fontsize=8, loc="upper right")
+    axt.set_title("throughput", fontsize=10)
+    entries = [p[t] for p in pairs for t in ("direct", "gateway")]
+    scenarios = ", ".join(dict.fromkeys(str(p["scenario"]) for p in pairs))
+    what = "vecgpu gateway over one agent against the agent directly"
+    fig.suptitle(title(report, scenarios, entries, what), fontsize=10)
+    return finish(fig, out / "cluster_gateway.png")
+
+
 def make_plots(report, out):
     written = []
     for scenario, entries in by_scenario(ok_entries(report)).items():
@@ -494,6 +617,16 @@ def make_plots(report, out):
                 continue
             if path is not None:
                 written.append(path)
+    pairs = gateway_pairs(ok_entries(report))
+    if pairs:
+        try:
+            path = plot_gateway(report, pairs, out)
+        except Exception as exc:  # as above: the summary must still be written
+            print(f"warning: plot_gateway failed: {exc!r}", file=sys.stderr)
+            plt.close("all")
+            path = None
+        if path is not None:
+            written.append(path)
     return written
 
 
@@ -580,8 +713,10 @@ def summary(report, ratio_scenarios):
     lines.append(f"- machine: {machine_line(report)}"
                  + (f", {m['memory_bytes'] / 2**30:.0f} GiB RAM" if num(m.get("memory_bytes")) else ""))
     opts = report.get("options") or {}
-    if opts:
-        lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
+    if opts:  # a merged report (bench/merge_reports.py) has one dict of options per label
+        lines.append("- options: " + "; ".join(
+            f"{k}: " + ", ".join(f"{kk}={vv}" for kk, vv in v.items()) if isinstance(v, dict)
+            else f"{k}={v}" for k, v in opts.items()))
     lines.append("")
 
     search = sorted((e for e in entries if is_search(e)), key=sort_key(order))
@@ -620,6 +755,37 @@ def summary(report, ratio_scenarios):
                             str(e.get("error")).replace("|", "\\|").replace("\n", " ")]
                            for e in failed])
         lines.append("")
+
+    pairs = gateway_pairs(entries)
+    if pairs:
+        lines += ["## Gateway against direct (one agent)", ""]
+        lines.append(f"Added p50 = gateway p50 - direct p50 (target <= "
+                     f"{GATEWAY_ADDED_P50_US:.0f} us on loopback, judged with one client); "
+                     f"throughput share = gateway requests/s / direct requests/s (target >= "
+                     f"{GATEWAY_THROUGHPUT_SHARE:g}, judged with more than one client).")
+        lines.append("")
+        header = ["scenario", "clients", "batch", "encoding", "direct p50 ms", "gateway p50 ms",
+                  "added p50 us", "direct p99 ms", "gateway p99 ms", "added p99 us",
+                  "direct req/s", "gateway req/s", "throughput share", "targets"]
+        rows = []
+        for p in sorted(pairs, key=lambda p: (order.get(p["scenario"], len(order)),
+                                              num(p["clients"]) or 0, num(p["batch"]) or 0)):
+            d, g = p["direct"], p["gateway"]
+            a, r = p["added_p50_us"], p["throughput_share"]
+            judged = [verdict(p["p50_met"], f"added p50 <= {GATEWAY_ADDED_P50_US:.0f} us"),
+                      verdict(p["throughput_met"], f"share >= {GATEWAY_THROUGHPUT_SHARE:g}")]
+            rows.append([p["scenario"], p["clients"], p["batch"], p["encoding"],
+                         fmt_ms(latency(d, "p50")), fmt_ms(latency(g, "p50")),
+                         "-" if a is None else f"{a:+.0f}", fmt_ms(latency(d, "p99")),
+                         fmt_ms(latency(g, "p99")),
+                         "-" if p["added_p99_us"] is None else f"{p['added_p99_us']:+.0f}",
+                         fmt_count(num(d.get("throughput_rps"))),
+                         fmt_count(num(g.get("throughput_rps"))), fmt_ratio(r),
+                         "; ".join(j for j in judged if j) or "-"])
+        lines += md_table(header, rows)
+        lines.append("")
+        if not any(e.get("target") == "vecgpu" for e in entries):
+            return "\n".join(lines)  # a cluster report: no vecgpu/FAISS ratios to show
 
     ratios = report.get("ratios")
     source = "report"

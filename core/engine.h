@@ -168,6 +168,18 @@ class Engine {
   enum class Replayed { kApplied, kRefused, kSkipped };
   StatusOr<Replayed> Replay(const store::WalRecord& record, uint64_t seq, bool failed_when_made);
 
+  // Replication (core/engine_replication.cc). A collection's place in its storage's own
+  // order: the storage_seq of the last record about it.
+  StatusOr<uint64_t> LogPosition(const std::string& tenant, const std::string& name) const;
+  // Applies a record another node's engine logged about a collection this one holds a copy
+  // of (same tenant and name), as the collection's next record, logging it here first:
+  // false when the copy has it already (a retry: storage_seq at or before its position) or
+  // when it changes nothing (a kFailed record, a create of a copy that exists), true when
+  // applied (or refused as the primary refused it). FAILED_PRECONDITION when records are
+  // missing before it; NOT_FOUND when the copy does not exist. Calls about one collection
+  // must come from one thread at a time, in order.
+  StatusOr<bool> ApplyReplicated(const store::WalRecord& record);
+
   // String ids (the Vald API; core/engine_keys.cc), on collections with an id map: each key
   // names an id of the collection (core/key_table.h), so both protocols see the same vectors.
   //

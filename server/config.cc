@@ -141,6 +141,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
+  if (o.replicas < 1 || o.replicas > 64) {
+    return InvalidArgument("replicas: must be within 1..64");
+  }
   if (o.lease_ttl_s < 2 || o.lease_ttl_s > 3600) {
     return InvalidArgument("lease-ttl: must be within 2..3600 seconds");
   }
@@ -257,6 +260,14 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "etcd client URLs (comma-separated) a gateway coordinates through "
                    "(vecgpu gateway)")
       ->delimiter(',');
+  serve
+      ->add_option("--replicas", o.replicas,
+                   "Copies of each shard of a new collection unless its create says (vecgpu "
+                   "gateway)")
+      ->capture_default_str();
+  serve->add_flag("--allow-partial-results", o.allow_partial_results,
+                  "Searches answer from the shards that can when some cannot, naming the "
+                  "missing ones, instead of failing (vecgpu gateway)");
   serve->add_option("--advertise", o.advertise,
                     "HOST:PORT gateways reach this agent at (with --join)");
   serve->add_option("--agent-id", o.agent_id,

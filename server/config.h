@@ -88,6 +88,11 @@ struct ServeOptions {
   // etcd's client URLs in `etcd`.
   bool gateway = false;
   std::vector<std::string> etcd;
+  // `vecgpu gateway`: replicas of each shard of a new collection unless its create says (R),
+  // and whether searches answer from the shards that can when some cannot (naming the
+  // missing ones) instead of failing UNAVAILABLE. Defaults: 1, false.
+  int replicas = 1;
+  bool allow_partial_results = false;
   std::string advertise;
   std::string agent_id;
   int lease_ttl_s = 10;

@@ -16,6 +16,8 @@
 #include "cluster/cli/cluster_status.h"
 #include "cluster/gateway/cluster_service.h"
 #include "cluster/membership/agent_registration.h"
+#include "cluster/replication/replicated_service.h"
+#include "cluster/replication/replicator.h"
 #endif
 #include "core/device/device_manager.h"
 #include "core/engine.h"
@@ -326,7 +328,22 @@ int Serve(const ServeOptions& o) {
   // below, once it serves): it fences itself when it cannot renew for a TTL.
   std::unique_ptr<cluster::EtcdClient> etcd;
   std::atomic<cluster::AgentRegistration*> membership{nullptr};
+  // Replication (cluster/replication): every record the engine logs is also handed to the
+  // replicator, which forwards the shards this agent is primary of to their replicas.
+  std::unique_ptr<cluster::Replicator> replicator;
   if (!o.join.empty()) {
+    auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000)});
+    if (!client.ok()) {
+      spdlog::critical("join: {}", client.status().message());
+      return 1;
+    }
+    etcd = std::move(*client);
+    cluster::ReplicatorOptions ro;
+    ro.agent_id = o.agent_id.empty() ? o.advertise : o.agent_id;
+    ro.log = [](const std::string& line) { spdlog::info("replication: {}", line); };
+    replicator = std::make_unique<cluster::Replicator>(*etcd, engine, ro);
+    engine.set_log(replicator->Wrap(persisted.get()));
+    replicator->Start();
     local_options.admit_writes = [&membership]() -> Status {
       const cluster::AgentRegistration* m = membership.load();
       if (!m) return Unavailable("this agent is not registered in etcd yet: no writes until it is");
@@ -340,6 +357,13 @@ int Serve(const ServeOptions& o) {
   // cluster's (the same contract over the agents the shard maps in etcd name).
   CollectionService* front = &collections;
 #if VECGPU_HAVE_ETCD
+  // An agent's writes to the shards it holds: admitted on the primary only, acknowledged once
+  // replicated.
+  std::unique_ptr<cluster::ReplicatedCollectionService> replicated;
+  if (replicator) {
+    replicated = std::make_unique<cluster::ReplicatedCollectionService>(collections, *replicator);
+    front = replicated.get();
+  }
   std::unique_ptr<cluster::EtcdClient> gateway_etcd;
   std::unique_ptr<cluster::ClusterCollectionService> gateway;
   if (o.gateway) {
@@ -350,6 +374,10 @@ int Serve(const ServeOptions& o) {
     }
     gateway_etcd = std::move(*client);
     cluster::ClusterServiceOptions co;
+    co.replicas = o.replicas;
+    co.allow_partial = o.allow_partial_results;
+    co.id = "gateway-" + std::to_string(getpid()) + "@" + o.bind_address + ":" +
+            std::to_string(o.port);
     co.log = [](const std::string& line) { spdlog::warn("gateway: {}", line); };
     gateway = std::make_unique<cluster::ClusterCollectionService>(*gateway_etcd, co);
     registry.AddGauge("vecgpu_cluster_unserved_shards",
@@ -462,15 +490,10 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<cluster::AgentServer> agent_api;
   std::unique_ptr<cluster::AgentRegistration> registration;
   if (!o.join.empty()) {
-    auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000)});
-    if (!client.ok()) {
-      spdlog::critical("join: {}", client.status().message());
-      return 1;
-    }
-    etcd = std::move(*client);
     // The agent API (gateways call the service contract here) on the advertised port.
     const int agent_port = std::atoi(o.advertise.substr(o.advertise.rfind(':') + 1).c_str());
-    agent_api = std::make_unique<cluster::AgentServer>(collections, o.bind_address, agent_port);
+    agent_api = std::make_unique<cluster::AgentServer>(*front, o.bind_address, agent_port,
+                                                       replicator.get());
     if (Status st = agent_api->Start(); !st.ok()) {
       spdlog::critical("advertise: {}", st.message());
       return 1;

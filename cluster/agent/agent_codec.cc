@@ -60,6 +60,7 @@ void ToPb(const CallContext& c, apb::Context* out) {
   out->set_tenant(c.tenant);
   out->set_admin(c.admin);
   out->set_api_version(kAgentApiVersion);
+  out->set_shard_epoch(c.shard_epoch);
   if (c.deadline != Clock::time_point::max()) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - Clock::now()).count();
@@ -75,6 +76,7 @@ StatusOr<CallContext> FromPb(const apb::Context& c) {
   CallContext out;
   out.tenant = c.tenant();
   out.admin = c.admin();
+  out.shard_epoch = c.shard_epoch();
   if (c.deadline_ms() > 0) out.deadline = Clock::now() + std::chrono::milliseconds(c.deadline_ms());
   out.cancelled = std::make_shared<std::atomic<bool>>(false);
   return out;

@@ -64,8 +64,36 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* c, const Status& s
 }  // namespace
 
 struct AgentServer::Impl final : public apb::Agent::CallbackService {
-  explicit Impl(CollectionService& s) : service(s) {}
+  Impl(CollectionService& s, ReplicaSink* r) : service(s), replicator(r) {}
   CollectionService& service;
+  ReplicaSink* replicator;
+
+  // Applied here, in order (the primary sends one request at a time per replica).
+  grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* c,
+                                      const apb::ReplicateRequest* r,
+                                      apb::ReplicateReply* out) override {
+    grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
+    if (!replicator) {
+      reactor->Finish(ToGrpc(FailedPrecondition("this agent does not replicate")));
+      return reactor;
+    }
+    if (r->api_version() != kAgentApiVersion) {
+      reactor->Finish(ToGrpc(FailedPrecondition(
+          "agent API version " + std::to_string(r->api_version()) + " is not this agent's (" +
+          std::to_string(kAgentApiVersion) + ")")));
+      return reactor;
+    }
+    std::vector<std::string> records(r->records().begin(), r->records().end());
+    auto position = replicator->Apply(r->tenant(), r->collection(), r->primary(), r->epoch(),
+                                      records);
+    if (!position.ok()) {
+      reactor->Finish(ToGrpc(position.status()));
+      return reactor;
+    }
+    out->set_position(*position);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
 
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* c, const apb::CreateRequest* r,
                                    apb::CollectionInfo* out) override {
@@ -147,8 +175,9 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
   }
 };
 
-AgentServer::AgentServer(CollectionService& service, std::string bind_address, int port)
-    : impl_(std::make_unique<Impl>(service)), bind_address_(std::move(bind_address)), port_(port) {}
+AgentServer::AgentServer(CollectionService& service, std::string bind_address, int port,
+                         ReplicaSink* replicator)
+    : impl_(std::make_unique<Impl>(service, replicator)), bind_address_(std::move(bind_address)), port_(port) {}
 
 AgentServer::~AgentServer() {
   if (server_) Stop(std::chrono::milliseconds(0));

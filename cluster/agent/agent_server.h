@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/service/collection_service.h"
 
@@ -16,10 +17,22 @@ class Server;
 
 namespace vecgpu::cluster {
 
+// What applies a primary's records on this agent (cluster/replication/replicator.h).
+class ReplicaSink {
+ public:
+  virtual ~ReplicaSink() = default;
+  // Applies `records` (WAL payloads, in order); returns the copy's position after.
+  virtual StatusOr<uint64_t> Apply(const std::string& tenant, const std::string& collection,
+                                   const std::string& primary, int64_t epoch,
+                                   const std::vector<std::string>& records) = 0;
+};
+
 class AgentServer {
  public:
-  // `service` must outlive the server.
-  AgentServer(CollectionService& service, std::string bind_address, int port);
+  // `service` (and `replicator`, which takes other agents' Replicate calls; null: refused)
+  // must outlive the server.
+  AgentServer(CollectionService& service, std::string bind_address, int port,
+              ReplicaSink* replicator = nullptr);
   ~AgentServer();
 
   // UNAVAILABLE when the port cannot be bound.

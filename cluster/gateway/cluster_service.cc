@@ -1,12 +1,25 @@
 #include "cluster/gateway/cluster_service.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
+
+#include "cluster/gateway/shard_merge.h"
+#include "cluster/replication/replica_status.h"
+#include "core/index_spec.h"
 
 namespace vecgpu::cluster {
 namespace {
 
 Status NoSuchIndex(const std::string& name) { return NotFound("index '" + name + "' not found"); }
+
+std::string ShardName(const CollectionMap& map, int shard) {
+  return map.shards.size() == 1 ? "index '" + map.name + "'"
+                                : "shard " + std::to_string(shard) + " of index '" + map.name + "'";
+}
+
+// Shards and replicas a collection may have at most.
+constexpr int kMaxShards = 64;
 
 // Query rows the gateway merges into one search at most.
 constexpr int64_t kMaxBatchRows = 4096;
@@ -67,9 +80,22 @@ ClusterCollectionService::ClusterCollectionService(EtcdClient& etcd, ClusterServ
   maps_mirror_ = std::make_unique<PrefixMirror>(
       etcd, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { DecodeMaps(e); });
   checking_.store(true);
+  if (options_.placer) {
+    election_ = std::make_unique<PlacerElection>(etcd, options_.id);
+    placer_ = std::thread([this] { PlacerLoop(); });
+  }
 }
 
 ClusterCollectionService::~ClusterCollectionService() {
+  if (placer_.joinable()) {
+    {
+      std::lock_guard lock(placer_mu_);
+      placer_stop_ = true;
+    }
+    placer_cv_.notify_all();
+    placer_.join();
+  }
+  election_.reset();  // resigns: another gateway takes the role at once
   checking_.store(false);
   stopping_.store(true);
   // The agents' clients first: they cancel and wait for the calls in flight, whose callbacks
@@ -112,10 +138,19 @@ std::vector<std::string> ClusterCollectionService::UnservedShards() const {
   std::lock_guard lock(mu_);
   for (const auto& [key, read] : maps_) {
     for (size_t i = 0; i < read.map.shards.size(); ++i) {
-      const std::string& primary = read.map.shards[i].primary;
-      if (!members.count(primary)) {
+      const ShardState& s = read.map.shards[i];
+      bool served = false;
+      std::string down;
+      for (const std::string& r : s.in_sync) {
+        if (members.count(r)) {
+          served = true;
+          break;
+        }
+        down += (down.empty() ? "" : ", ") + r;
+      }
+      if (!served) {
         out.push_back(read.map.tenant + "/" + read.map.name + "#" + std::to_string(i) +
-                      ": agent " + primary + " is down");
+                      ": no live in-sync replica (agent " + down + " is down)");
       }
     }
   }
@@ -163,24 +198,127 @@ StatusOr<std::shared_ptr<RemoteCollectionService>> ClusterCollectionService::Age
   return agent;
 }
 
-StatusOr<ClusterCollectionService::Route> ClusterCollectionService::RouteOf(
-    const std::string& tenant, const std::string& name) {
-  const std::string key = store_.KeyOf(tenant, name);
-  std::optional<ShardMapStore::Read> map;
+StatusOr<ShardMapStore::Read> ClusterCollectionService::MapOf(const std::string& tenant,
+                                                              const std::string& name) {
   {
     std::lock_guard lock(mu_);
-    if (auto it = maps_.find(key); it != maps_.end()) map = it->second;
+    if (auto it = maps_.find(store_.KeyOf(tenant, name)); it != maps_.end()) return it->second;
   }
-  if (!map) {  // created by another gateway a moment ago, or not at all
-    auto read = store_.Get(tenant, name);
-    if (!read.ok()) {
-      return read.status().code() == StatusCode::kNotFound ? NoSuchIndex(name) : read.status();
-    }
-    map = std::move(*read);
+  // Created by another gateway a moment ago, or not at all.
+  auto read = store_.Get(tenant, name);
+  if (!read.ok()) {
+    return read.status().code() == StatusCode::kNotFound ? NoSuchIndex(name) : read.status();
   }
-  ASSIGN_OR_RETURN(auto agent, AgentById(map->map.shards.at(0).primary));
-  return Route{std::move(agent), std::move(*map)};
+  return read;
 }
+
+
+StatusOr<ClusterCollectionService::Target> ClusterCollectionService::PrimaryOf(
+    const CollectionMap& map, int shard) {
+  const ShardState& s = map.shards.at(shard);
+  auto agent = AgentById(s.primary);
+  if (!agent.ok()) {
+    return Unavailable(ShardName(map, shard) + ": its primary, agent '" + s.primary +
+                       "', is not live (an in-sync replica takes over once its lease expires)");
+  }
+  return Target{s.primary, *agent,
+                ShardCollectionName(map.name, shard, static_cast<int>(map.shards.size())), shard};
+}
+
+StatusOr<ClusterCollectionService::Target> ClusterCollectionService::ReaderOf(
+    const CollectionMap& map, int shard, const std::set<std::string>& exclude) {
+  const ShardState& s = map.shards.at(shard);
+  const auto members = members_->members();
+  std::string best;
+  int64_t least = 0;
+  std::vector<std::string> down;
+  {
+    std::lock_guard lock(inflight_mu_);
+    for (const std::string& r : s.in_sync) {
+      if (!members.count(r)) {
+        down.push_back(r);
+        continue;
+      }
+      if (exclude.count(r)) continue;
+      const int64_t n = inflight_[r];
+      // The primary first among equals: it has every write the moment it is acknowledged.
+      if (best.empty() || n < least || (n == least && r == s.primary)) {
+        best = r;
+        least = n;
+      }
+    }
+  }
+  if (best.empty()) {
+    std::string why;
+    for (const std::string& d : down) why += (why.empty() ? "" : ", ") + ("'" + d + "'");
+    return Unavailable(ShardName(map, shard) + ": no in-sync replica can serve it" +
+                       (why.empty() ? std::string(" (the one tried failed)")
+                                    : " (agents " + why + " are not live)"));
+  }
+  ASSIGN_OR_RETURN(auto agent, AgentById(best));
+  return Target{best, std::move(agent),
+                ShardCollectionName(map.name, shard, static_cast<int>(map.shards.size())), shard};
+}
+
+template <typename R>
+void ClusterCollectionService::EachShard(
+    const CollectionMap& map, std::vector<int> shards,
+    std::function<void(const Target&, Completion<R>)> call,
+    std::function<void(std::vector<std::pair<int, StatusOr<R>>>)> done) {
+  if (shards.empty()) {
+    for (int i = 0; i < static_cast<int>(map.shards.size()); ++i) shards.push_back(i);
+  }
+  struct State {
+    std::mutex mu;
+    size_t left;
+    std::vector<std::pair<int, StatusOr<R>>> results;
+    std::function<void(std::vector<std::pair<int, StatusOr<R>>>)> done;
+  };
+  auto st = std::make_shared<State>();
+  st->left = shards.size();
+  st->done = std::move(done);
+  auto finish = [st](int shard, StatusOr<R> r) {
+    bool last;
+    {
+      std::lock_guard lock(st->mu);
+      st->results.emplace_back(shard, std::move(r));
+      last = --st->left == 0;
+    }
+    if (last) {
+      std::sort(st->results.begin(), st->results.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      st->done(std::move(st->results));
+    }
+  };
+  auto m = std::make_shared<CollectionMap>(map);
+  for (int shard : shards) {
+    auto first = ReaderOf(*m, shard);
+    if (!first.ok()) {
+      finish(shard, first.status());
+      continue;
+    }
+    auto counted = [this](const std::string& id, int delta) {
+      std::lock_guard lock(inflight_mu_);
+      inflight_[id] += delta;
+    };
+    counted(first->id, 1);
+    call(*first, [this, m, shard, call, finish, counted, id = first->id](StatusOr<R> r) {
+      counted(id, -1);
+      // Unreachable (not an answer): once more on another in-sync replica.
+      if (r.ok() || r.status().code() != StatusCode::kUnavailable || stopping_.load()) {
+        return finish(shard, std::move(r));
+      }
+      auto second = ReaderOf(*m, shard, {id});
+      if (!second.ok()) return finish(shard, std::move(r));
+      counted(second->id, 1);
+      call(*second, [finish, shard, counted, id2 = second->id](StatusOr<R> r2) {
+        counted(id2, -1);
+        finish(shard, std::move(r2));
+      });
+    });
+  }
+}
+
 
 StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>>
 ClusterCollectionService::AgentsOf(const std::string& tenant) {
@@ -190,8 +328,19 @@ ClusterCollectionService::AgentsOf(const std::string& tenant) {
   } else {
     // From etcd now, not the mirror: a list right after a create must see it.
     int64_t revision = 0;
+    const auto members = members_->members();
     for (const auto& read : store_.List(&revision, nullptr, tenant)) {
-      ids.insert(read.map.shards.at(0).primary);
+      for (size_t i = 0; i < read.map.shards.size(); ++i) {
+        bool served = false;
+        for (const std::string& r : read.map.shards[i].replicas) {
+          if (members.count(r)) ids.insert(r);
+          served = served || members.count(r) > 0;
+        }
+        if (!served) {
+          return Unavailable(ShardName(read.map, static_cast<int>(i)) +
+                             ": none of its agents is live");
+        }
+      }
     }
     if (revision == 0) return Unavailable("etcd: the shard maps cannot be read now");
   }
@@ -207,25 +356,45 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
                                       Completion<CollectionInfo> done) {
   const std::string tenant = call.tenant;
   const std::string base = ViewBaseOf(request.index_type);
+  if (request.name.find('#') != std::string::npos) {
+    return done(InvalidArgument("index_id: '#' is reserved in a cluster (it names shards)"));
+  }
+  const int shards = request.shards > 0 ? request.shards : 1;
+  const int replicas = request.replicas > 0 ? request.replicas : options_.replicas;
+  if (shards > kMaxShards) {
+    return done(InvalidArgument("shards: " + std::to_string(shards) + " is above the limit of " +
+                                std::to_string(kMaxShards)));
+  }
+  if (replicas > kMaxShards) {
+    return done(InvalidArgument("replicas: " + std::to_string(replicas) +
+                                " is above the limit of " + std::to_string(kMaxShards)));
+  }
   CollectionMap map;
   if (!base.empty()) {
     // A view shares its base's storage: it lives where its base does.
-    auto route = RouteOf(tenant, base);
-    if (!route.ok()) return done(route.status());
-    map = route->map.map;
+    auto read = MapOf(tenant, base);
+    if (!read.ok()) return done(read.status());
+    if (read->map.shards.size() > 1) {
+      return done(Unimplemented("index '" + base + "' is sharded: views over a sharded index " +
+                                "are not supported"));
+    }
+    map = read->map;
     map.name = request.name;
   } else {
+    auto spec = ParseIndexType(request.index_type, request.dim, request.metric);
+    if (!spec.ok()) return done(spec.status());
     std::vector<Candidate> agents;
     for (const auto& [id, info] : members_->members()) {
       agents.push_back({id, std::max(0.1, info.free_memory_bytes / double(1 << 30))});
     }
-    auto placed = FirstPlacement(tenant, request.name, 1, options_.replicas, agents);
+    auto placed = FirstPlacement(tenant, request.name, shards, replicas, agents);
     if (!placed.ok()) return done(Unavailable(placed.status().message()));
     map = std::move(*placed);
+    map.inner_product = spec->metric == Metric::kInnerProduct;
   }
-  // The map first (create-if-absent: two gateways agree on one), then the collection on its
-  // agent. A map left without its collection (a crash in between) is completed by the next
-  // create of the name.
+  // The map first (create-if-absent: two gateways agree on one), then the collection on each
+  // replica of each shard. A map left without its collections (a crash in between) is
+  // completed by the next create of the name.
   int64_t created_at = 0;
   auto created = store_.Create(map, "", 0);
   if (created.ok()) {
@@ -239,77 +408,241 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
   } else {
     return done(created.status());
   }
-  auto agent = AgentById(map.shards.at(0).primary);
-  if (!agent.ok()) return done(agent.status());
-  (*agent)->Create(call, std::move(request),
-                   [this, done = std::move(done), created_at, tenant,
-                    name = map.name](StatusOr<CollectionInfo> r) {
-                     if (!r.ok() && created_at != 0 &&
-                         r.status().code() != StatusCode::kAlreadyExists) {
-                       // Refused: the map this call wrote goes with it.
-                       if (store_.Delete(tenant, name, created_at, "", 0).ok()) {
-                         std::lock_guard lock(mu_);
-                         maps_.erase(store_.KeyOf(tenant, name));
-                       }
-                     }
-                     done(std::move(r));
-                   });
+  struct Copy {
+    int shard;
+    std::shared_ptr<RemoteCollectionService> agent;
+  };
+  std::vector<Copy> copies;
+  const int n = static_cast<int>(map.shards.size());
+  for (int i = 0; i < n; ++i) {
+    for (const std::string& r : map.shards[i].replicas) {
+      auto agent = AgentById(r);
+      if (!agent.ok()) return done(agent.status());
+      copies.push_back({i, *agent});
+    }
+  }
+  struct State {
+    std::mutex mu;
+    size_t left;
+    Status error;
+    std::optional<CollectionInfo> info;
+  };
+  auto st = std::make_shared<State>();
+  st->left = copies.size();
+  auto finish = [this, st, done = std::move(done), created_at, tenant, map] {
+    if (!st->error.ok()) {
+      if (created_at != 0 && st->error.code() != StatusCode::kAlreadyExists) {
+        // Refused: the map this call wrote goes with it (copies made are dropped).
+        CallContext c;
+        c.tenant = tenant;
+        c.deadline = Clock::now() + std::chrono::seconds(10);
+        for (int i = 0; i < static_cast<int>(map.shards.size()); ++i) {
+          for (const std::string& r : map.shards[i].replicas) {
+            if (auto a = AgentById(r); a.ok()) {
+              (*a)->Drop(c, ShardCollectionName(map.name, i, static_cast<int>(map.shards.size())),
+                         [](StatusOr<Empty>) {});
+            }
+          }
+        }
+        if (store_.Delete(tenant, map.name, created_at, "", 0).ok()) {
+          std::lock_guard lock(mu_);
+          maps_.erase(store_.KeyOf(tenant, map.name));
+        }
+      }
+      return done(st->error);
+    }
+    CollectionInfo info = *st->info;
+    info.name = map.name;
+    done(std::move(info));
+  };
+  for (const Copy& c : copies) {
+    CreateCollectionRequest r = request;
+    r.name = ShardCollectionName(map.name, c.shard, n);
+    c.agent->Create(call, std::move(r), [st, finish, shard = c.shard](StatusOr<CollectionInfo> r) {
+      bool last;
+      {
+        std::lock_guard lock(st->mu);
+        if (!r.ok()) {
+          if (st->error.ok()) st->error = r.status();
+        } else if (!st->info || shard == 0) {
+          st->info = std::move(*r);
+        }
+        last = --st->left == 0;
+      }
+      if (last) finish();
+    });
+  }
 }
 
 void ClusterCollectionService::Drop(const CallContext& call, std::string collection,
                                     Completion<Empty> done) {
-  auto route = RouteOf(call.tenant, collection);
-  if (!route.ok()) return done(route.status());
+  auto read = MapOf(call.tenant, collection);
+  if (!read.ok()) return done(read.status());
+  const CollectionMap map = read->map;
+  const int n = static_cast<int>(map.shards.size());
+  // Every live copy; a copy on an agent that is not live stays there (rebuilt or removed by
+  // [3/5]'s repair), the map goes.
+  std::vector<std::pair<std::string, std::shared_ptr<RemoteCollectionService>>> copies;
+  for (int i = 0; i < n; ++i) {
+    for (const std::string& r : map.shards[i].replicas) {
+      if (auto a = AgentById(r); a.ok()) copies.emplace_back(ShardCollectionName(map.name, i, n), *a);
+    }
+  }
+  if (copies.empty()) {
+    return done(Unavailable("index '" + collection + "': none of its agents is live"));
+  }
+  struct State {
+    std::mutex mu;
+    size_t left;
+    Status error;
+    bool found = false;
+  };
+  auto st = std::make_shared<State>();
+  st->left = copies.size();
   const std::string tenant = call.tenant;
-  const int64_t revision = route->map.mod_revision;
-  route->agent->Drop(call, collection,
-                     [this, done = std::move(done), tenant, collection,
-                      revision](StatusOr<Empty> r) {
-                       if (r.ok() || r.status().code() == StatusCode::kNotFound) {
-                         // The map goes once its collection has (or never was).
-                         Status st = store_.Delete(tenant, collection, revision, "", 0);
-                         if (st.ok()) {
-                           std::lock_guard lock(mu_);
-                           maps_.erase(store_.KeyOf(tenant, collection));
-                         }
-                         if (!r.ok() && st.ok()) return done(NoSuchIndex(collection));
-                       }
-                       done(std::move(r));
-                     });
-}
-
-void ClusterCollectionService::List(const CallContext& call,
-                                    Completion<std::vector<CollectionInfo>> done) {
-  auto agents = AgentsOf(call.tenant);
-  if (!agents.ok()) return done(agents.status());
-  FanOut<std::vector<CollectionInfo>, std::vector<CollectionInfo>>(
-      *agents,
-      [call](RemoteCollectionService& a, Completion<std::vector<CollectionInfo>> d) {
-        a.List(call, std::move(d));
-      },
-      [](std::vector<CollectionInfo>& all, std::vector<CollectionInfo>& some) {
-        for (auto& i : some) all.push_back(std::move(i));
-        std::sort(all.begin(), all.end(),
-                  [](const CollectionInfo& a, const CollectionInfo& b) { return a.name < b.name; });
-      },
-      std::move(done));
+  const int64_t revision = read->mod_revision;
+  auto finish = [this, st, done = std::move(done), tenant, collection, revision] {
+    if (!st->error.ok()) return done(st->error);
+    Status gone = store_.Delete(tenant, collection, revision, "", 0);
+    if (gone.ok()) {
+      std::lock_guard lock(mu_);
+      maps_.erase(store_.KeyOf(tenant, collection));
+      (void)etcd_.Delete(ReplicaStatusPrefix(options_.status_prefix, tenant, collection), true);
+    }
+    if (!st->found) return done(NoSuchIndex(collection));
+    done(Empty{});
+  };
+  for (auto& [name, agent] : copies) {
+    agent->Drop(call, name, [st, finish](StatusOr<Empty> r) {
+      bool last;
+      {
+        std::lock_guard lock(st->mu);
+        if (r.ok()) {
+          st->found = true;
+        } else if (r.status().code() != StatusCode::kNotFound && st->error.ok()) {
+          st->error = r.status();
+        }
+        last = --st->left == 0;
+      }
+      if (last) finish();
+    });
+  }
 }
 
 void ClusterCollectionService::Describe(const CallContext& call, std::string collection,
                                         Completion<CollectionInfo> done) {
-  auto route = RouteOf(call.tenant, collection);
-  if (!route.ok()) return done(route.status());
-  route->agent->Describe(call, std::move(collection), std::move(done));
+  auto read = MapOf(call.tenant, collection);
+  if (!read.ok()) return done(read.status());
+  EachShard<CollectionInfo>(
+      read->map, {},
+      [call](const Target& t, Completion<CollectionInfo> d) {
+        t.agent->Describe(call, t.collection, std::move(d));
+      },
+      [done = std::move(done), collection](auto results) {
+        CollectionInfo info;
+        for (size_t i = 0; i < results.size(); ++i) {
+          auto& [shard, r] = results[i];
+          if (!r.ok()) return done(r.status());
+          if (i == 0) {
+            info = std::move(*r);
+          } else {
+            info.backend.ntotal += r->backend.ntotal;
+          }
+        }
+        info.name = collection;
+        done(std::move(info));
+      });
+}
+
+void ClusterCollectionService::List(const CallContext& call,
+                                    Completion<std::vector<CollectionInfo>> done) {
+  // From etcd now, not the mirror: a list right after a create must see it.
+  int64_t revision = 0;
+  auto maps = store_.List(&revision, nullptr, call.tenant);
+  if (revision == 0) return done(Unavailable("etcd: the shard maps cannot be read now"));
+  if (maps.empty()) return done(std::vector<CollectionInfo>{});
+  struct State {
+    std::mutex mu;
+    size_t left;
+    Status error;
+    std::vector<CollectionInfo> infos;
+  };
+  auto st = std::make_shared<State>();
+  st->left = maps.size();
+  auto shared_done = std::make_shared<Completion<std::vector<CollectionInfo>>>(std::move(done));
+  for (const auto& read : maps) {
+    Describe(call, read.map.name, [st, shared_done](StatusOr<CollectionInfo> r) {
+      bool last;
+      {
+        std::lock_guard lock(st->mu);
+        // A map whose collection is not on its agents (a create that failed half way) is not
+        // listed; any other failure fails the list (never a partial one).
+        if (r.ok()) {
+          st->infos.push_back(std::move(*r));
+        } else if (r.status().code() != StatusCode::kNotFound && st->error.ok()) {
+          st->error = r.status();
+        }
+        last = --st->left == 0;
+      }
+      if (!last) return;
+      if (!st->error.ok()) return (*shared_done)(st->error);
+      std::sort(st->infos.begin(), st->infos.end(),
+                [](const CollectionInfo& a, const CollectionInfo& b) { return a.name < b.name; });
+      (*shared_done)(std::move(st->infos));
+    });
+  }
+}
+
+void ClusterCollectionService::SearchShards(const CallContext& call, const CollectionMap& map,
+                                            SearchRequest request, Completion<SearchReply> done) {
+  const int64_t nq = request.queries.rows;
+  const int k = request.k;
+  const bool partial = request.allow_partial || options_.allow_partial;
+  const auto kind = request.kind;
+  const bool larger = map.inner_product;
+  auto shared = std::make_shared<SearchRequest>(std::move(request));
+  const int n = static_cast<int>(map.shards.size());
+  EachShard<SearchReply>(
+      map, {},
+      [call, shared](const Target& t, Completion<SearchReply> d) {
+        SearchRequest r = *shared;
+        r.collection = t.collection;
+        t.agent->Search(call, std::move(r), std::move(d));
+      },
+      [done = std::move(done), nq, k, partial, kind, larger, n](auto results) {
+        std::vector<SearchReply> parts;
+        std::vector<std::string> missing;
+        for (auto& [shard, r] : results) {
+          if (r.ok()) {
+            parts.push_back(std::move(*r));
+            continue;
+          }
+          // An answer about the request (not about reaching the shard) is the answer.
+          if (!partial || r.status().code() != StatusCode::kUnavailable) return done(r.status());
+          missing.push_back(r.status().message());
+        }
+        if (n == 1 && missing.empty()) return done(std::move(parts.front()));
+        SearchReply out;
+        if (kind == SearchRequest::Kind::kRange) {
+          std::vector<vecgpu::RangeResult> ranges;
+          for (auto& p : parts) ranges.push_back(std::move(p.range));
+          out.range = MergeRange(std::move(ranges), nq, larger);
+        } else {
+          out = MergeKnn(std::move(parts), nq, k, larger);
+        }
+        out.missing_shards = std::move(missing);
+        done(std::move(out));
+      });
 }
 
 void ClusterCollectionService::Search(const CallContext& call, SearchRequest request,
                                       Completion<SearchReply> done) {
   if (request.kind != SearchRequest::Kind::kKnn) {
-    auto route = RouteOf(call.tenant, request.collection);
-    if (!route.ok()) return done(route.status());
+    auto read = MapOf(call.tenant, request.collection);
+    if (!read.ok()) return done(read.status());
     search_requests_.fetch_add(1);
     searches_sent_.fetch_add(1);
-    return route->agent->Search(call, std::move(request), std::move(done));
+    return SearchShards(call, read->map, std::move(request), std::move(done));
   }
   // One lane per (tenant, collection, k, parameters, keys): while a search of the lane is in
   // flight, the next ones wait to go together.
@@ -317,8 +650,8 @@ void ClusterCollectionService::Search(const CallContext& call, SearchRequest req
   const std::string lane = call.tenant + '\0' + request.collection + '\0' +
                            std::to_string(request.k) + '/' + std::to_string(p.nprobe.value_or(-1)) +
                            '/' + std::to_string(p.ef_search.value_or(-1)) + '/' +
-                           (request.with_keys ? "k" : "") + '/' +
-                           std::to_string(request.queries.cols);
+                           (request.with_keys ? "k" : "") + (request.allow_partial ? "p" : "") +
+                           '/' + std::to_string(request.queries.cols);
   {
     std::lock_guard lock(lanes_mu_);
     auto it = lanes_.find(lane);
@@ -372,9 +705,9 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
   };
   if (batch.empty()) return next();
   const PendingSearch& first = batch.front();
-  auto route = RouteOf(first.call.tenant, first.request.collection);
-  if (!route.ok()) {
-    for (auto& p : batch) p.done(route.status());
+  auto read = MapOf(first.call.tenant, first.request.collection);
+  if (!read.ok()) {
+    for (auto& p : batch) p.done(read.status());
     return next();
   }
   // One request of every query, with the latest deadline of the batch (each answer is
@@ -384,6 +717,7 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
   merged.k = first.request.k;
   merged.params = first.request.params;
   merged.with_keys = first.request.with_keys;
+  merged.allow_partial = first.request.allow_partial;
   merged.queries.cols = first.request.queries.cols;
   CallContext call = first.call;
   call.cancelled = nullptr;  // one caller's cancel must not take the others' back
@@ -398,8 +732,8 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
   search_requests_.fetch_add(static_cast<int64_t>(batch.size()));
   searches_sent_.fetch_add(1);
   auto shared = std::make_shared<std::vector<PendingSearch>>(std::move(batch));
-  route->agent->Search(
-      call, std::move(merged),
+  SearchShards(
+      call, read->map, std::move(merged),
       [shared, rows = std::move(rows), next](StatusOr<SearchReply> r) {
         int64_t total = 0;
         for (int64_t n : rows) total += n;
@@ -429,6 +763,7 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
           one.knn.distances.assign(r->knn.distances.begin() + from, r->knn.distances.begin() + to);
           one.knn.labels.assign(r->knn.labels.begin() + from, r->knn.labels.begin() + to);
           if (!r->keys.empty()) one.keys.assign(r->keys.begin() + from, r->keys.begin() + to);
+          one.missing_shards = r->missing_shards;
           row += rows[i];
           p.done(std::move(one));
         }
@@ -436,26 +771,221 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
       });
 }
 
-void ClusterCollectionService::Write(const CallContext& call, WriteRequest request,
-                                     Completion<WriteReply> done) {
-  auto route = RouteOf(call.tenant, request.collection);
-  if (!route.ok()) return done(route.status());
-  route->agent->Write(call, std::move(request), std::move(done));
+
+namespace {
+
+// An agent's refusal that says the write was routed by a map it does not share: nothing was
+// applied, and a fresh map may route it right.
+bool Misrouted(const Status& st) {
+  return st.code() == StatusCode::kAborted || st.code() == StatusCode::kFailedPrecondition ||
+         (st.code() == StatusCode::kUnavailable &&
+          st.message().find("has not seen epoch") != std::string::npos);
 }
 
-void ClusterCollectionService::Read(const CallContext& call, ReadRequest request,
-                                    Completion<ReadReply> done) {
-  auto route = RouteOf(call.tenant, request.collection);
-  if (!route.ok()) return done(route.status());
-  route->agent->Read(call, std::move(request), std::move(done));
+}  // namespace
+
+template <typename R, typename Request>
+void ClusterCollectionService::ToPrimaries(
+    const CallContext& call, const CollectionMap& map, std::vector<std::pair<int, Request>> parts,
+    std::function<void(RemoteCollectionService&, const CallContext&, Request,
+                       Completion<R>)> send,
+    std::function<void(std::vector<R>)> combine, std::function<void(Status)> fail) {
+  // Every part's primary first: a part that cannot be sent fails the call before any is sent.
+  std::vector<Target> targets;
+  for (const auto& [shard, request] : parts) {
+    auto t = PrimaryOf(map, shard);
+    if (!t.ok()) return fail(t.status());
+    targets.push_back(std::move(*t));
+  }
+  struct State {
+    std::mutex mu;
+    size_t left;
+    Status error;
+    std::vector<R> replies;
+  };
+  auto st = std::make_shared<State>();
+  st->left = parts.size();
+  auto finish = [st, combine, fail](StatusOr<R> r) {
+    bool last;
+    {
+      std::lock_guard lock(st->mu);
+      if (!r.ok()) {
+        if (st->error.ok()) st->error = r.status();
+      } else {
+        st->replies.push_back(std::move(*r));
+      }
+      last = --st->left == 0;
+    }
+    if (!last) return;
+    if (!st->error.ok()) return fail(st->error);
+    combine(std::move(st->replies));
+  };
+  const int n = static_cast<int>(map.shards.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    auto& [shard, request] = parts[i];
+    CallContext c = call;
+    c.shard_epoch = map.shards[shard].epoch;
+    // Routed by a stale map (a promotion this gateway has not seen): once more, by etcd's.
+    auto retry = [this, c, shard, request, send, finish, tenant = call.tenant, name = map.name,
+                  n](StatusOr<R> r) mutable {
+      if (r.ok() || !Misrouted(r.status())) return finish(std::move(r));
+      auto fresh = store_.Get(tenant, name);
+      if (!fresh.ok() || static_cast<int>(fresh->map.shards.size()) != n ||
+          fresh->map.shards[shard].epoch == c.shard_epoch) {
+        return finish(std::move(r));
+      }
+      auto t = PrimaryOf(fresh->map, shard);
+      if (!t.ok()) return finish(t.status());
+      c.shard_epoch = fresh->map.shards[shard].epoch;
+      send(*t->agent, c, std::move(request), std::move(finish));
+    };
+    send(*targets[i].agent, c, request, std::move(retry));
+  }
+}
+
+void ClusterCollectionService::Write(const CallContext& call, WriteRequest request,
+                                     Completion<WriteReply> done) {
+  auto read = MapOf(call.tenant, request.collection);
+  if (!read.ok()) return done(read.status());
+  const int n = static_cast<int>(read->map.shards.size());
+  auto split = SplitWrite(request, n);
+  if (!split.ok()) return done(split.status());
+  std::vector<std::pair<int, WriteRequest>> parts;
+  for (ShardWrite& w : *split) {
+    w.request.collection = ShardCollectionName(request.collection, w.shard, n);
+    parts.emplace_back(w.shard, std::move(w.request));
+  }
+  auto shared = std::make_shared<Completion<WriteReply>>(std::move(done));
+  ToPrimaries<WriteReply, WriteRequest>(
+      call, read->map, std::move(parts),
+      [](RemoteCollectionService& a, const CallContext& c, WriteRequest r,
+         Completion<WriteReply> d) { a.Write(c, std::move(r), std::move(d)); },
+      [shared, op = request.op](std::vector<WriteReply> replies) {
+        (*shared)(CombineWrites(op, std::move(replies)));
+      },
+      [shared](Status st) { (*shared)(st); });
 }
 
 void ClusterCollectionService::Maintain(const CallContext& call, MaintainRequest request,
                                         Completion<MaintainReply> done) {
-  auto route = RouteOf(call.tenant, request.collection);
-  if (!route.ok()) return done(route.status());
-  route->agent->Maintain(call, std::move(request), std::move(done));
+  auto read = MapOf(call.tenant, request.collection);
+  if (!read.ok()) return done(read.status());
+  const int n = static_cast<int>(read->map.shards.size());
+  if (request.op == MaintainRequest::Op::kMerge && n > 1) {
+    return done(Unimplemented("merge_indices: index '" + request.collection +
+                              "' is sharded; merging into a sharded index is not supported"));
+  }
+  // Training, reclustering and settings apply to every shard (each trains on the same
+  // vectors, on its primary; the trained artefacts reach the replicas through the log).
+  std::vector<std::pair<int, MaintainRequest>> parts;
+  for (int i = 0; i < n; ++i) {
+    MaintainRequest r = request;
+    r.collection = ShardCollectionName(request.collection, i, n);
+    parts.emplace_back(i, std::move(r));
+  }
+  auto shared = std::make_shared<Completion<MaintainReply>>(std::move(done));
+  ToPrimaries<MaintainReply, MaintainRequest>(
+      call, read->map, std::move(parts),
+      [](RemoteCollectionService& a, const CallContext& c, MaintainRequest r,
+         Completion<MaintainReply> d) { a.Maintain(c, std::move(r), std::move(d)); },
+      [shared, name = request.collection](std::vector<MaintainReply> replies) {
+        MaintainReply out = std::move(replies.front());
+        for (size_t i = 1; i < replies.size(); ++i) {
+          out.info.backend.ntotal += replies[i].info.backend.ntotal;
+          out.recluster.ntotal += replies[i].recluster.ntotal;
+          out.ntotal += replies[i].ntotal;
+        }
+        if (!out.info.name.empty()) out.info.name = name;
+        (*shared)(std::move(out));
+      },
+      [shared](Status st) { (*shared)(st); });
 }
+
+void ClusterCollectionService::Read(const CallContext& call, ReadRequest request,
+                                    Completion<ReadReply> done) {
+  auto read = MapOf(call.tenant, request.collection);
+  if (!read.ok()) return done(read.status());
+  const CollectionMap& map = read->map;
+  const int n = static_cast<int>(map.shards.size());
+  using Op = ReadRequest::Op;
+  auto one = [call](const Target& t, ReadRequest r, Completion<ReadReply> d) {
+    r.collection = t.collection;
+    t.agent->Read(call, std::move(r), std::move(d));
+  };
+  auto shared = std::make_shared<ReadRequest>(std::move(request));
+  auto all = [&](std::vector<int> shards,
+                 std::function<StatusOr<ReadReply>(std::vector<ReadReply>)> combine) {
+    EachShard<ReadReply>(
+        map, std::move(shards),
+        [shared, one](const Target& t, Completion<ReadReply> d) { one(t, *shared, std::move(d)); },
+        [combine, done = std::move(done)](auto results) {
+          std::vector<ReadReply> replies;
+          for (auto& [shard, r] : results) {
+            if (!r.ok()) return done(r.status());
+            replies.push_back(std::move(*r));
+          }
+          done(combine(std::move(replies)));
+        });
+  };
+  const Op op = shared->op;
+  if (n == 1 || op == Op::kLayout || op == Op::kTransforms || op == Op::kApplyTransform ||
+      (op == Op::kParameter && shared->parameter != "ntotal")) {
+    return all({0}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
+      return std::move(r.front());
+    });
+  }
+  switch (op) {
+    case Op::kReconstruct:
+    case Op::kKeysOf: {
+      auto split = std::make_shared<std::vector<ShardRead>>(SplitReadById(*shared, n));
+      auto original = std::make_shared<ReadRequest>(*shared);
+      std::vector<int> shards;
+      for (const ShardRead& s : *split) shards.push_back(s.shard);
+      EachShard<ReadReply>(
+          map, shards,
+          [split, one](const Target& t, Completion<ReadReply> d) {
+            for (const ShardRead& s : *split) {
+              if (s.shard == t.shard) return one(t, s.request, std::move(d));
+            }
+            d(Internal("no part of the read for " + t.collection));
+          },
+          [split, original, done = std::move(done)](auto results) {
+            std::vector<ReadReply> replies;
+            for (auto& [shard, r] : results) {
+              if (!r.ok()) return done(r.status());
+              replies.push_back(std::move(*r));
+            }
+            done(CombineReadById(*original, *split, std::move(replies)));
+          });
+      return;
+    }
+    case Op::kGetKeyed:
+    case Op::kKeyTimestamp:
+      return all({ShardOfRead(*shared, n)}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
+        return std::move(r.front());
+      });
+    case Op::kCountKeyed:
+      return all({}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
+        return CombineCountKeyed(r);
+      });
+    case Op::kListKeyed:
+      return all({}, [count = shared->count](std::vector<ReadReply> r) {
+        return MergeListKeyed(std::move(r), count);
+      });
+    case Op::kParameter:  // ntotal
+      return all({}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
+        ReadReply out = r.front();
+        for (size_t i = 1; i < r.size(); ++i) out.value += r[i].value;
+        return out;
+      });
+    case Op::kRange:
+      return done(Unimplemented("reconstruct_n: index '" + shared->collection +
+                                "' is sharded by id: positions are per shard; read by id"));
+    default:
+      return done(Unimplemented("this read of a sharded index is not supported"));
+  }
+}
+
 
 void ClusterCollectionService::Cluster(const CallContext& call, ClusterRequest request,
                                        Completion<ClusteringResult> done) {
@@ -512,6 +1042,102 @@ void ClusterCollectionService::Usage(const CallContext& call, Completion<UsageRe
         }
       },
       std::move(done));
+}
+
+
+void ClusterCollectionService::PlacerLoop() {
+  std::unique_lock lock(placer_mu_);
+  while (!placer_cv_.wait_for(lock, options_.placer_period, [&] { return placer_stop_; })) {
+    if (election_->fence() == 0) continue;
+    lock.unlock();
+    Place(members_->members());
+    lock.lock();
+  }
+}
+
+void ClusterCollectionService::Place(const std::map<std::string, AgentInfo>& live) {
+  const int64_t fence = election_->fence();
+  if (fence == 0 || !checking_.load()) return;
+  auto statuses = etcd_.GetPrefix(options_.status_prefix);
+  if (!statuses.ok()) return;
+  std::map<std::string, ReplicaStatus> reported;
+  for (const KeyValue& kv : statuses->kvs) {
+    if (auto st = DecodeReplicaStatus(kv.value); st.ok()) reported[kv.key] = std::move(*st);
+  }
+  std::map<std::string, ShardMapStore::Read> maps;
+  {
+    std::lock_guard lock(mu_);
+    maps = maps_;
+  }
+  for (const auto& [key, read] : maps) {
+    CollectionMap m = read.map;
+    std::vector<std::string> why;
+    for (int i = 0; i < static_cast<int>(m.shards.size()); ++i) {
+      ShardState& s = m.shards[i];
+      const std::string shard = ShardName(m, i) + " (tenant '" + m.tenant + "')";
+      // What the shard's primary in this epoch says of replica r (null: nothing yet).
+      auto status_of = [&](const std::string& r) -> const ReplicaStatus* {
+        auto it = reported.find(ReplicaStatusKey(options_.status_prefix, m.tenant, m.name, i, r));
+        if (it == reported.end() || it->second.primary != s.primary ||
+            it->second.epoch != s.epoch) {
+          return nullptr;
+        }
+        return &it->second;
+      };
+      if (!live.count(s.primary)) {
+        // Promotion: a live in-sync replica holds every acknowledged write.
+        std::string next;
+        for (const std::string& r : s.in_sync) {
+          if (r != s.primary && live.count(r)) {
+            next = r;
+            break;
+          }
+        }
+        if (next.empty()) continue;  // no live in-sync replica: unserved until one returns
+        why.push_back(shard + ": primary '" + s.primary + "' is not live; '" + next +
+                      "' promoted in epoch " + std::to_string(s.epoch + 1));
+        std::erase_if(s.in_sync, [&](const std::string& r) { return !live.count(r); });
+        s.primary = next;
+        s.epoch += 1;
+        continue;
+      }
+      std::vector<std::string> keep;
+      for (const std::string& r : s.in_sync) {
+        const ReplicaStatus* st = status_of(r);
+        if (r == s.primary) {
+          keep.push_back(r);
+        } else if (!live.count(r)) {
+          why.push_back(shard + ": replica '" + r + "' is not live: out of the in-sync set");
+        } else if (st && st->state == "lagging") {
+          why.push_back(shard + ": replica '" + r + "' is lagging (record " +
+                        std::to_string(st->acked) + " of " + std::to_string(st->last) +
+                        "): out of the in-sync set");
+        } else {
+          keep.push_back(r);
+        }
+      }
+      for (const std::string& r : s.replicas) {
+        const ReplicaStatus* st = status_of(r);
+        if (std::find(keep.begin(), keep.end(), r) == keep.end() && live.count(r) && st &&
+            st->state == "in-sync") {
+          why.push_back(shard + ": replica '" + r + "' caught up (record " +
+                        std::to_string(st->acked) + "): back in the in-sync set");
+          keep.push_back(r);
+        }
+      }
+      s.in_sync = std::move(keep);
+    }
+    if (why.empty()) continue;
+    auto updated = store_.Update(m, read.mod_revision, election_->key(), fence);
+    if (!updated.ok()) continue;  // changed meanwhile, or no longer the placer: next round
+    {
+      std::lock_guard lock(mu_);
+      maps_[key] = {m, *updated};
+    }
+    if (options_.log) {
+      for (const std::string& line : why) options_.log("placer: " + line);
+    }
+  }
 }
 
 }  // namespace vecgpu::cluster

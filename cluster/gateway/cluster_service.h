@@ -1,20 +1,27 @@
 #pragma once
 
-// The service contract over a cluster of agents (issue [2/5], item 2): what `vecgpu gateway`
-// will serve its FAISSx and gRPC front ends with, in place of the in-process engine. The
-// front ends cannot tell the difference: every call is routed to the agent the collection's
-// shard map names (RemoteCollectionService, the agent API), and calls that are not about one
-// collection fan out to the agents that hold the caller's collections.
+// The service contract over a cluster of agents (issue [2/5], items 2, 5-7): what `vecgpu
+// gateway` serves its FAISSx and gRPC front ends with, in place of the in-process engine. The
+// front ends cannot tell the difference.
 //
-// Built so far: one shard per collection with its replicas as placed, writes and reads routed
-// to the shard's primary. First placement is by weighted rendezvous hashing over the live
-// agents (weight: free memory); the map in etcd is the authority from then on (created with a
-// create-if-absent transaction, so two gateways creating one collection agree on one map). An
-// IDMap view lives with its base (it shares the base's storage). A collection whose agent is
-// not live answers UNAVAILABLE naming the agent: never a partial answer. Replication (the
-// primary forwarding to the in-sync set), sharding by id and failover come next.
+// A collection has S shards (rows by ShardOfId, keyed objects by ShardOfKey) and R replicas of
+// each, as its shard map in etcd says (first placement by weighted rendezvous hashing over the
+// live agents; the map is the authority from then on). Writes go to each shard's primary
+// with the map's epoch (the agent refuses a write routed by another epoch), which
+// acknowledges once its in-sync replicas hold it. Searches and reads go, per shard, to the
+// live in-sync replica with the least work in flight from this gateway, and once more to
+// another one if it cannot be reached; k-NN results are merged by distance (ties to the
+// smaller id). A shard no live in-sync replica serves fails the call UNAVAILABLE naming it,
+// unless the search allows partial results (then the reply names the missing shards).
+//
+// The gateway holding the placer role (an etcd election) repairs the maps: it promotes a live
+// in-sync replica of a shard whose primary is gone (a new epoch), takes dead and lagging
+// replicas out of the in-sync set and puts back those their primary reports caught up, each
+// by a transaction fenced on the map's revision and on its leadership.
 
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <functional>
 #include <set>
 #include <memory>
@@ -33,7 +40,12 @@ namespace vecgpu::cluster {
 struct ClusterServiceOptions {
   std::string agents_prefix = "/vecgpu/agents/";
   std::string maps_prefix = "/vecgpu/collections/";
-  int replicas = 1;  // replicas of each new collection's shard
+  int replicas = 1;  // replicas of each new collection's shard (unless its create says)
+  bool allow_partial = false;  // every search may answer from the shards that can
+  std::string id = "gateway";  // in the placer election
+  bool placer = true;          // campaign for the placer role
+  std::chrono::milliseconds placer_period{300};
+  std::string status_prefix = "/vecgpu/replication/";
   // A line for each shard that loses its last live serving agent, and for each that gets one
   // back (empty: none).
   std::function<void(const std::string&)> log;
@@ -78,18 +90,52 @@ class ClusterCollectionService final : public CollectionService {
   void Usage(const CallContext& call, Completion<UsageReply> done) override;
 
  private:
-  struct Route {
+  // `name`'s map, from the cached maps (etcd when the cache has not seen it yet). NOT_FOUND for
+  // a collection without a map.
+  StatusOr<ShardMapStore::Read> MapOf(const std::string& tenant, const std::string& name);
+  // A shard's copy to read from: the live in-sync replica with the least in flight, not in
+  // `exclude`; UNAVAILABLE naming the shard when there is none.
+  struct Target {
+    std::string id;
     std::shared_ptr<RemoteCollectionService> agent;
-    ShardMapStore::Read map;
+    std::string collection;  // the shard's collection on the agents
+    int shard = 0;
   };
-  // The agent serving `name`'s shard (its primary), from the cached maps (etcd when the cache
-  // has not seen it yet). NOT_FOUND for a collection without a map; UNAVAILABLE when its
-  // agent is not live.
-  StatusOr<Route> RouteOf(const std::string& tenant, const std::string& name);
+  StatusOr<Target> ReaderOf(const CollectionMap& map, int shard,
+                            const std::set<std::string>& exclude = {});
+  StatusOr<Target> PrimaryOf(const CollectionMap& map, int shard);
+  // Runs `call` on a reader of each shard in `shards` (every shard when empty), retrying once
+  // on another replica when one cannot be reached, and completes with each shard's result.
+  template <typename R>
+  void EachShard(const CollectionMap& map, std::vector<int> shards,
+                 std::function<void(const Target&, Completion<R>)> call,
+                 std::function<void(std::vector<std::pair<int, StatusOr<R>>>)> done);
+  // Sends each (shard, request) part to its shard's primary with the map's epoch (once more
+  // by etcd's map when the agent says the map was stale), then `combine`s the replies, or
+  // `fail`s with the first error.
+  template <typename R, typename Request>
+  void ToPrimaries(const CallContext& call, const CollectionMap& map,
+                   std::vector<std::pair<int, Request>> parts,
+                   std::function<void(RemoteCollectionService&, const CallContext&, Request,
+                                      Completion<R>)> send,
+                   std::function<void(std::vector<R>)> combine, std::function<void(Status)> fail);
+  // The search of a (merged) request over every shard, merged.
+  void SearchShards(const CallContext& call, const CollectionMap& map, SearchRequest request,
+                    Completion<SearchReply> done);
+  // The placer: repairs the maps while this gateway leads.
+  void PlacerLoop();
+  void Place(const std::map<std::string, AgentInfo>& live);
+  std::unique_ptr<PlacerElection> election_;
+  std::thread placer_;
+  std::mutex placer_mu_;
+  std::condition_variable placer_cv_;
+  bool placer_stop_ = false;  // guarded by placer_mu_
+  std::mutex inflight_mu_;
+  std::map<std::string, int64_t> inflight_;  // calls in flight per agent id
   // The agent API client of a live agent (one per agent, kept).
   StatusOr<std::shared_ptr<RemoteCollectionService>> AgentById(const std::string& id);
-  // The live agents holding a map of `tenant` (every live agent with `tenant` empty), or
-  // UNAVAILABLE naming one that holds the tenant's collections and is not live.
+  // The agents holding a map of `tenant` (every live agent with `tenant` empty): for each
+  // shard of the tenant's collections, its primary, or UNAVAILABLE naming one that is not live.
   StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>> AgentsOf(
       const std::string& tenant);
   void DecodeMaps(const PrefixMirror::Entries& entries);

@@ -11,8 +11,9 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-// Names in keys: [A-Za-z0-9_.-] kept, every other byte as %XX, so '/' never splits a name.
-std::string Escape(const std::string& name) {
+}  // namespace
+
+std::string EscapeKeyPart(const std::string& name) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : name) {
@@ -27,13 +28,20 @@ std::string Escape(const std::string& name) {
   return out;
 }
 
+namespace {
+std::string Escape(const std::string& name) { return EscapeKeyPart(name); }
 }  // namespace
+
+std::string ShardCollectionName(const std::string& name, int shard, int shards) {
+  return shards <= 1 ? name : name + "#" + std::to_string(shard);
+}
 
 std::string EncodeCollectionMap(const CollectionMap& map) {
   nlohmann::json j;
   j["tenant"] = map.tenant;
   j["name"] = map.name;
   j["replication"] = map.replication;
+  if (map.inner_product) j["metric"] = "inner_product";
   j["shards"] = nlohmann::json::array();
   for (const ShardState& s : map.shards) {
     j["shards"].push_back({{"replicas", s.replicas},
@@ -52,6 +60,7 @@ StatusOr<CollectionMap> DecodeCollectionMap(std::string_view json) {
     m.tenant = j.at("tenant").get<std::string>();
     m.name = j.at("name").get<std::string>();
     m.replication = j.at("replication").get<int>();
+    m.inner_product = j.value("metric", std::string("l2")) == "inner_product";
     for (const auto& s : j.at("shards")) {
       ShardState st;
       st.replicas = s.at("replicas").get<std::vector<std::string>>();

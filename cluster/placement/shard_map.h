@@ -38,10 +38,18 @@ struct CollectionMap {
   std::string tenant;
   std::string name;
   int replication = 1;  // R: replicas per shard wanted
+  bool inner_product = false;  // the metric: larger distances are better (merging results)
   std::vector<ShardState> shards;
 
   bool operator==(const CollectionMap&) const = default;
 };
+
+// A name in an etcd key: [A-Za-z0-9_.-] kept, every other byte as %XX, so '/' never splits it.
+std::string EscapeKeyPart(const std::string& name);
+
+// The name shard `shard` of a collection `name` with `shards` shards has on its agents: the
+// collection's own name when it has one shard, "<name>#<shard>" otherwise.
+std::string ShardCollectionName(const std::string& name, int shard, int shards);
 
 std::string EncodeCollectionMap(const CollectionMap& map);
 // Refuses (INVALID_ARGUMENT naming the problem) what is not a consistent map: no shards, a

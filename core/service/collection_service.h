@@ -39,6 +39,9 @@ struct CallContext {
   // running; running work stops at its next cancellation point where it can (searches,
   // training, clustering), else finishes. Null: not cancellable.
   std::shared_ptr<std::atomic<bool>> cancelled;
+  // A cluster's gateway routing a write to a shard's primary: the shard map's epoch it
+  // routed by (the agent refuses the write unless it is the primary in that epoch). 0: none.
+  int64_t shard_epoch = 0;
 
   bool Cancelled() const { return cancelled && cancelled->load(std::memory_order_relaxed); }
 };
@@ -63,6 +66,9 @@ struct SearchRequest {
   float radius = 0;  // kRange
   SearchParams params;
   bool with_keys = false;  // kKnn: and the key of each neighbour (the Vald API's string ids)
+  // A cluster: answer from the shards that can answer when some cannot (the reply names the
+  // missing ones) instead of failing UNAVAILABLE. A single node has every shard.
+  bool allow_partial = false;
 };
 
 struct SearchReply {
@@ -70,6 +76,8 @@ struct SearchReply {
   std::vector<FloatMatrix> vectors;  // kKnnWithVectors: per query, its neighbours' vectors
   RangeResult range;                 // kRange
   std::vector<std::string> keys;     // with_keys: per neighbour slot, "" for none
+  // allow_partial: the shards that did not answer ("shard 2 of 'c': ..."); empty: complete.
+  std::vector<std::string> missing_shards;
 };
 
 struct WriteRequest {

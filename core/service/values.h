@@ -41,6 +41,10 @@ struct CreateCollectionRequest {
   // Ids chosen by the client (the Vald API's string keys): an index type without an id map
   // is wrapped in an IDMap2 ("HNSW32" -> "IDMap2,HNSW32").
   bool keyed = false;
+  // A cluster (`vecgpu gateway`): how many shards split the collection by id (0: one) and
+  // how many copies each shard has (0: the gateway's --replicas). A single node ignores them.
+  int shards = 0;
+  int replicas = 0;
 };
 
 struct ReclusterResult {

@@ -120,6 +120,15 @@ void WriteSearchResult(MapWriter& w, SearchResult& r, bool binary,
   w.Int("k", r.k);
 }
 
+// A partial answer (allow_partial): which shards it lacks.
+void WriteMissingShards(MapWriter& w, const std::vector<std::string>& missing) {
+  if (missing.empty()) return;
+  w.Bool("partial", true);
+  auto& p = w.Key("missing_shards");
+  p.pack_array(static_cast<uint32_t>(missing.size()));
+  for (const std::string& m : missing) p.pack(m);
+}
+
 Status Ping(const Call& c) {
   c->out.Str("message", "pong");
   c->out.Double(
@@ -142,6 +151,11 @@ Status CreateIndex(const Call& c) {
   }
   // vecgpu extension: a placement hint, "cpu", "gpu" or "gpu:N".
   ASSIGN_OR_RETURN(r.device, c->req.OptionalString("device", "", 16));
+  // vecgpu extension, for a cluster (`vecgpu gateway`): shards by id and copies of each.
+  ASSIGN_OR_RETURN(int64_t shards, c->req.OptionalInt("shards", 0, 0, 64));
+  ASSIGN_OR_RETURN(int64_t replicas, c->req.OptionalInt("replicas", 0, 0, 64));
+  r.shards = static_cast<int>(shards);
+  r.replicas = static_cast<int>(replicas);
   c->service.Create(c->call, std::move(r), Reply<CollectionInfo>(c, [c](CollectionInfo& info) {
                       c->out.Str("index_id", info.name);
                       c->out.Int("dimension", info.spec.dim);
@@ -174,9 +188,13 @@ Status Search(const Call& c) {
                        ASSIGN_OR_RETURN(int64_t k, c->req.OptionalInt("k", 10, 1, c->limits.max_k));
                        r.k = static_cast<int>(k);
                        ASSIGN_OR_RETURN(r.params, c->req.Params());
+                       // vecgpu extension: a cluster may answer from the shards it reaches.
+                       ASSIGN_OR_RETURN(r.allow_partial,
+                                        c->req.OptionalBool("allow_partial", false));
                        c->service.Search(c->call, std::move(r),
                                          Reply<SearchReply>(c, [c, binary](SearchReply& s) {
                                            WriteSearchResult(c->out, s.knn, binary, nullptr);
+                                           WriteMissingShards(c->out, s.missing_shards);
                                            return Status::Ok();
                                          }));
                        return Status::Ok();

@@ -39,6 +39,11 @@ grpc::Status CollectionsService::Create(grpc::ServerContext* c, const v1::Create
   r.dim = req->dimension();
   r.metric = req->metric();
   r.device = req->device();
+  if (req->shards() < 0 || req->shards() > 64 || req->replicas() < 0 || req->replicas() > 64) {
+    return ToGrpc(InvalidArgument("shards, replicas: must be within 0..64"));
+  }
+  r.shards = req->shards();
+  r.replicas = req->replicas();
   auto info = ServiceCall(env_, *c, *scope).Create(std::move(r));
   if (!info.ok()) return ToGrpc(info.status());
   Fill(*info, out);

@@ -106,6 +106,66 @@ def test_compose_reserves_a_gpu_and_scrapes_metrics():
     assert "vecgpu-server" in aliases
 
 
+def test_compose_cluster_profile_wires_etcd_agents_and_a_gateway():
+    """The cluster profile: etcd (from the CPU image, which carries Debian's etcd), three
+    agents joining it, each on a volume of its own and none publishing a port, and a gateway
+    publishing the client ports; agents and gateway wait for a healthy etcd."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    cluster = {n: s for n, s in compose["services"].items()
+               if "cluster" in s.get("profiles", [])}
+    agents = sorted(n for n in cluster if n.startswith("agent"))
+    assert agents == ["agent1", "agent2", "agent3"]
+    assert set(cluster) == {"etcd", "gateway", "prometheus", *agents}
+    etcd_url = "http://etcd:2379"
+
+    etcd = cluster["etcd"]
+    assert etcd["image"] == "vecgpu:cpu" and etcd["command"][0] == "etcd"
+    assert f"--advertise-client-urls={etcd_url}" in etcd["command"]
+    (data_dir,) = [a.split("=", 1)[1] for a in etcd["command"] if a.startswith("--data-dir=")]
+    (etcd_volume,) = etcd["volumes"]
+    assert data_dir.startswith(etcd_volume.split(":")[1] + "/")
+    assert "/health" in " ".join(etcd["healthcheck"]["test"])
+    dockerfile = (DOCKER / "Dockerfile.cpu").read_text()
+    assert "etcd-server" in dockerfile and "/opt/vecgpu/bin/etcd" in dockerfile
+
+    volumes = {}
+    for name in agents:
+        agent = cluster[name]
+        env = agent["environment"]
+        assert agent["image"] == "vecgpu:cpu" and agent["command"] == ["serve"]
+        assert env["VECGPU_JOIN"] == etcd_url
+        assert env["VECGPU_AGENT_ID"] == name
+        assert env["VECGPU_ADVERTISE"].rsplit(":", 1)[0] == name  # its compose host name
+        assert env["VECGPU_ENABLE_AUTH"] == "true"
+        assert agent["depends_on"]["etcd"]["condition"] == "service_healthy"
+        assert "ports" not in agent  # the agent API is for gateways on the compose network
+        (volume,) = [v for v in agent["volumes"] if v.endswith(":/data")]
+        volumes[name] = volume.split(":")[0]
+    assert len(set(volumes.values())) == len(agents), volumes
+    assert set(volumes.values()) | {etcd_volume.split(":")[0]} <= set(compose["volumes"])
+
+    gateway = cluster["gateway"]
+    env = gateway["environment"]
+    assert gateway["image"] == "vecgpu:cpu" and gateway["command"] == ["gateway"]
+    assert env["VECGPU_ETCD"] == etcd_url
+    assert "VECGPU_JOIN" not in env and "VECGPU_DATA_DIR" not in env
+    assert not any(v.endswith(":/data") for v in gateway.get("volumes", []))
+    assert env["VECGPU_ENABLE_AUTH"] == "true" and "vecgpu-keys" in gateway["secrets"]
+    assert gateway["depends_on"]["etcd"]["condition"] == "service_healthy"
+    assert {"45678:45678", "8081:8081", "127.0.0.1:45679:45679"} <= set(gateway["ports"])
+    assert "vecgpu-server" in gateway["networks"]["default"]["aliases"]  # Prometheus's target
+
+
+def test_compose_profiles_publish_each_host_port_once():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    profiles = {p for s in compose["services"].values() for p in s.get("profiles", [])}
+    assert {"gpu", "cpu", "cluster"} <= profiles
+    for profile in profiles:
+        published = [p.rsplit(":", 1)[0] for s in compose["services"].values()
+                     if profile in s.get("profiles", []) for p in s.get("ports", [])]
+        assert len(published) == len(set(published)), (profile, published)
+
+
 def test_shell_scripts_parse():
     for script in ("build.sh", "entrypoint.sh", "collect-runtime.sh", "install-cuda-toolkit.sh"):
         r = run("bash", "-n", DOCKER / script)

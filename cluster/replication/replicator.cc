@@ -1,0 +1,505 @@
+#include "cluster/replication/replicator.h"
+
+#include <algorithm>
+
+#include "cluster/agent/agent_codec.h"
+#include "cluster/replication/replica_status.h"
+#include "core/engine.h"
+#include "core/store/wal_record.h"
+
+// After vecgpu's headers: abseil (under gRPC) defines GUARDED_BY too.
+#include <grpcpp/grpcpp.h>
+
+#include "vecgpu/agent/v1/agent.grpc.pb.h"
+
+namespace vecgpu::cluster {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// The engine's log, each appended record handed on to the replicator too (under the
+// storage's write order, so a shard's records arrive in their order).
+class Replicator::TapLog final : public MutationLog {
+ public:
+  TapLog(Replicator& r, MutationLog* inner) : r_(r), inner_(inner) {}
+  StatusOr<Ticket> Append(const store::WalRecord& record) override {
+    Ticket t;
+    if (inner_) {
+      ASSIGN_OR_RETURN(t, inner_->Append(record));
+    } else {
+      t.seq = ++seq_;
+    }
+    r_.Logged(record);
+    return t;
+  }
+  Status WaitDurable(const Ticket& t) override {
+    return inner_ ? inner_->WaitDurable(t) : Status::Ok();
+  }
+  uint64_t LastSeq() const override { return inner_ ? inner_->LastSeq() : seq_.load(); }
+
+ private:
+  Replicator& r_;
+  MutationLog* inner_;
+  std::atomic<uint64_t> seq_{0};
+};
+
+// One agent API client per other agent, and the calls in flight to them.
+struct Replicator::Peers {
+  struct Call {
+    grpc::ClientContext context;
+    apb::ReplicateRequest request;
+    apb::ReplicateReply reply;
+  };
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels;  // by address
+  std::map<std::string, std::unique_ptr<apb::Agent::Stub>> stubs;
+  std::set<std::shared_ptr<Call>> in_flight;
+  std::vector<std::shared_ptr<Call>> retired;  // answered: freed by the loop, not the callback
+  std::condition_variable idle;
+
+  apb::Agent::Stub& StubOf(const std::string& address) {
+    std::lock_guard lock(mu);
+    auto& stub = stubs[address];
+    if (!stub) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(INT32_MAX);
+      args.SetMaxSendMessageSize(INT32_MAX);
+      auto channel =
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      channels[address] = channel;
+      stub = apb::Agent::NewStub(channel);
+    }
+    return *stub;
+  }
+};
+
+Replicator::Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions options)
+    : etcd_(etcd),
+      engine_(engine),
+      options_(std::move(options)),
+      peers_(std::make_unique<Peers>()) {}
+
+Replicator::~Replicator() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  maps_.reset();
+  members_.reset();
+  {
+    std::unique_lock lock(peers_->mu);
+    for (const auto& call : peers_->in_flight) call->context.TryCancel();
+    peers_->idle.wait(lock, [&] { return peers_->in_flight.empty(); });
+    peers_->retired.clear();
+  }
+  // Writes still waiting: this agent stops serving them.
+  std::vector<std::function<void(Status)>> left;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, s] : shards_) {
+      for (Waiter& w : s.waiters) left.push_back(std::move(w.done));
+      s.waiters.clear();
+    }
+  }
+  for (auto& done : left) done(Unavailable("the agent is shutting down"));
+}
+
+MutationLog* Replicator::Wrap(MutationLog* inner) {
+  tap_ = std::make_unique<TapLog>(*this, inner);
+  return tap_.get();
+}
+
+void Replicator::Start() {
+  members_ = std::make_unique<MemberDirectory>(etcd_, options_.agents_prefix,
+                                               [this](const MemberDirectory::Members&) {
+                                                 {
+                                                   std::lock_guard lock(mu_);
+                                                   dirty_ = true;
+                                                 }
+                                                 cv_.notify_all();
+                                               });
+  maps_ = std::make_unique<PrefixMirror>(
+      etcd_, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { MapsChanged(e); });
+  thread_ = std::thread([this] { Loop(); });
+}
+
+int64_t Replicator::requests_sent() const {
+  std::lock_guard lock(mu_);
+  return requests_sent_;
+}
+
+int64_t Replicator::records_applied() const {
+  std::lock_guard lock(mu_);
+  return records_applied_;
+}
+
+void Replicator::Logged(const store::WalRecord& record) {
+  if (record.type == store::RecordType::kFailed || !record.has_storage) return;
+  std::string payload = store::EncodeRecord(record);
+  std::lock_guard lock(mu_);
+  auto it = shards_.find({record.tenant, record.collection});
+  if (it == shards_.end()) return;  // not a shard of any map: not replicated
+  Shard& s = it->second;
+  // A storage_seq seen before: the earlier record never became durable and was refused.
+  while (!s.ring.empty() && s.ring.back().first >= record.storage_seq) {
+    s.ring_bytes -= s.ring.back().second.size();
+    s.ring.pop_back();
+  }
+  s.ring_bytes += payload.size();
+  s.ring.emplace_back(record.storage_seq, std::move(payload));
+  while (s.ring_bytes > options_.ring_bytes && s.ring.size() > 1) {
+    s.ring_bytes -= s.ring.front().second.size();
+    s.ring.pop_front();
+  }
+  s.last = record.storage_seq;
+  dirty_ = true;
+  cv_.notify_all();
+}
+
+void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
+  std::map<ShardKey, std::pair<std::string, std::pair<CollectionMap, int>>> mine;
+  for (const auto& [suffix, kv] : entries) {
+    auto m = DecodeCollectionMap(kv.value);
+    if (!m.ok()) continue;
+    const int n = static_cast<int>(m->shards.size());
+    for (int i = 0; i < n; ++i) {
+      const auto& r = m->shards[i].replicas;
+      if (std::find(r.begin(), r.end(), options_.agent_id) == r.end()) continue;
+      mine[{m->tenant, ShardCollectionName(m->name, i, n)}] = {kv.key, {*m, i}};
+    }
+  }
+  // Positions of copies made before this agent started (read before mu_: the engine may
+  // hold its catalog while it logs, and logging takes mu_).
+  std::map<ShardKey, uint64_t> positions;
+  for (const auto& [key, v] : mine) {
+    if (auto at = engine_.LogPosition(key.first, key.second); at.ok()) positions[key] = *at;
+  }
+  std::vector<std::function<void(Status)>> gone;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = shards_.begin(); it != shards_.end();) {
+      if (mine.count(it->first)) {
+        ++it;
+        continue;
+      }
+      for (Waiter& w : it->second.waiters) gone.push_back(std::move(w.done));
+      it = shards_.erase(it);
+    }
+    for (auto& [key, v] : mine) {
+      Shard& s = shards_[key];
+      s.map_key = v.first;
+      s.tenant = v.second.first.tenant;
+      s.name = v.second.first.name;
+      s.index = v.second.second;
+      s.state = v.second.first.shards[s.index];
+      s.max_epoch = std::max(s.max_epoch, s.state.epoch);
+      if (auto at = positions.find(key); at != positions.end()) s.last = std::max(s.last, at->second);
+    }
+    dirty_ = true;
+  }
+  cv_.notify_all();
+  for (auto& done : gone) done(Unavailable("the collection's shard map is gone"));
+}
+
+Status Replicator::AdmitWrite(const std::string& tenant, const std::string& collection,
+                              int64_t epoch) {
+  std::lock_guard lock(mu_);
+  auto it = shards_.find({tenant, collection});
+  if (it == shards_.end()) return Status::Ok();  // not a shard (yet): a plain collection
+  const Shard& s = it->second;
+  const std::string where = "shard " + std::to_string(s.index) + " of index '" + s.name + "'";
+  if (epoch != 0 && epoch < s.state.epoch) {
+    return Aborted("epoch " + std::to_string(epoch) + " of " + where + " is over: it is in epoch " +
+                   std::to_string(s.state.epoch) + " (primary '" + s.state.primary + "')");
+  }
+  if (epoch > s.state.epoch) {
+    return Unavailable("agent '" + options_.agent_id + "' has not seen epoch " +
+                       std::to_string(epoch) + " of " + where + " yet");
+  }
+  if (s.state.primary != options_.agent_id) {
+    return FailedPrecondition("agent '" + options_.agent_id + "' is not the primary of " + where +
+                              ": '" + s.state.primary + "' is (epoch " +
+                              std::to_string(s.state.epoch) + ")");
+  }
+  return Status::Ok();
+}
+
+void Replicator::AwaitReplicated(const std::string& tenant, const std::string& collection,
+                                 SteadyClock::time_point deadline,
+                                 std::function<void(Status)> done) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = shards_.find({tenant, collection});
+    if (it != shards_.end() && it->second.state.primary == options_.agent_id &&
+        it->second.state.replicas.size() > 1) {
+      Shard& s = it->second;
+      if (!Holds(s, s.last)) {
+        s.waiters.push_back({s.last, deadline, std::move(done)});
+        dirty_ = true;
+        cv_.notify_all();
+        return;
+      }
+    }
+  }
+  done(Status::Ok());
+}
+
+bool Replicator::Holds(const Shard& s, uint64_t seq) const {
+  auto holds = [&](const std::string& r) {
+    if (r == options_.agent_id) return true;
+    auto f = s.followers.find(r);
+    return f != s.followers.end() && f->second.known && f->second.acked >= seq;
+  };
+  for (const std::string& r : s.state.in_sync) {
+    if (!holds(r)) return false;
+  }
+  for (const std::string& r : s.candidates) {
+    if (!holds(r)) return false;
+  }
+  return true;
+}
+
+StatusOr<uint64_t> Replicator::Apply(const std::string& tenant, const std::string& collection,
+                                     const std::string& primary, int64_t epoch,
+                                     const std::vector<std::string>& records) {
+  std::shared_ptr<std::mutex> apply_mu;
+  {
+    std::lock_guard lock(mu_);
+    auto it = shards_.find({tenant, collection});
+    if (it == shards_.end()) {
+      return Unavailable("agent '" + options_.agent_id + "' has no shard map naming it a " +
+                         "replica of index '" + collection + "' (yet)");
+    }
+    Shard& s = it->second;
+    if (epoch < s.max_epoch) {
+      return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
+                     " refused: shard " + std::to_string(s.index) + " of index '" + s.name +
+                     "' is in epoch " + std::to_string(s.max_epoch));
+    }
+    if (s.state.primary == options_.agent_id && epoch <= s.state.epoch) {
+      return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
+                     " refused: agent '" + options_.agent_id + "' is the primary of shard " +
+                     std::to_string(s.index) + " of index '" + s.name + "' in epoch " +
+                     std::to_string(s.state.epoch));
+    }
+    s.max_epoch = epoch;
+    apply_mu = s.apply_mu;
+  }
+  std::lock_guard order(*apply_mu);
+  int64_t applied = 0;
+  for (const std::string& payload : records) {
+    ASSIGN_OR_RETURN(store::WalRecord r, store::DecodeRecord(payload));
+    if (r.tenant != tenant || r.collection != collection) {
+      return InvalidArgument("replicate: a record about index '" + r.collection +
+                             "' in a request about '" + collection + "'");
+    }
+    auto done = engine_.ApplyReplicated(r);
+    if (!done.ok()) {
+      if (done.status().code() == StatusCode::kFailedPrecondition) break;  // a gap: say where
+      return done.status();
+    }
+    applied += *done;
+  }
+  {
+    std::lock_guard lock(mu_);
+    records_applied_ += applied;
+  }
+  return engine_.LogPosition(tenant, collection);
+}
+
+void Replicator::Loop() {
+  std::vector<std::shared_ptr<Peers::Call>> retired;
+  while (true) {
+    const auto members = members_->members();
+    std::vector<std::pair<std::function<void(Status)>, Status>> finished;
+    std::vector<std::function<void()>> puts;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, milliseconds(50), [&] { return stopping_ || dirty_; });
+      if (stopping_) break;
+      dirty_ = false;
+      const auto now = SteadyClock::now();
+      for (auto& [key, s] : shards_) {
+        if (s.state.primary == options_.agent_id) {
+          // Followers: the map's other replicas.
+          for (auto it = s.followers.begin(); it != s.followers.end();) {
+            const auto& r = s.state.replicas;
+            it = std::find(r.begin(), r.end(), it->first) == r.end() ? s.followers.erase(it)
+                                                                     : std::next(it);
+          }
+          for (const std::string& r : s.state.replicas) {
+            if (r != options_.agent_id) s.followers[r];
+          }
+          for (auto& [id, f] : s.followers) {
+            auto m = members.find(id);
+            if (m == members.end() || f.in_flight || now < f.retry_at) continue;
+            apb::ReplicateRequest request;
+            request.set_api_version(kAgentApiVersion);
+            request.set_tenant(key.first);
+            request.set_collection(key.second);
+            request.set_primary(options_.agent_id);
+            request.set_epoch(s.state.epoch);
+            if (f.known && f.acked < s.last) {
+              if (s.ring.empty() || s.ring.front().first > f.acked + 1) {
+                // The ring no longer covers its gap: it stays out until rebuilt.
+                Report(key, s, id, f, "lagging", now);
+                f.retry_at = now + milliseconds(1000);
+                continue;
+              }
+              size_t bytes = 0;
+              for (const auto& [seq, payload] : s.ring) {
+                if (seq <= f.acked) continue;
+                if (bytes > 0 && bytes + payload.size() > options_.batch_bytes) break;
+                bytes += payload.size();
+                request.add_records(payload);
+              }
+            } else if (f.known) {
+              continue;  // holds everything
+            }
+            f.in_flight = true;
+            ++requests_sent_;
+            auto call = std::make_shared<Peers::Call>();
+            call->request = std::move(request);
+            call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+            {
+              std::lock_guard plock(peers_->mu);
+              peers_->in_flight.insert(call);
+            }
+            const int64_t epoch = s.state.epoch;
+            const ShardKey k = key;
+            const std::string replica = id;
+            peers_->StubOf(m->second.address)
+                .async()
+                ->Replicate(&call->context, &call->request, &call->reply,
+                            [this, call, k, replica, epoch](grpc::Status st) {
+                              ReplicateOutcome o;
+                              if (st.ok()) {
+                                o.position = call->reply.position();
+                              } else {
+                                o.status = Status(static_cast<StatusCode>(st.error_code()),
+                                                  st.error_message());
+                              }
+                              Answered(k, replica, epoch, std::move(o));
+                              std::lock_guard plock(peers_->mu);
+                              peers_->in_flight.erase(call);
+                              peers_->retired.push_back(call);
+                              if (peers_->in_flight.empty()) peers_->idle.notify_all();
+                            });
+          }
+          // States: in sync once it holds everything; lagging once behind for too long.
+          for (auto& [id, f] : s.followers) {
+            const bool holds = f.known && f.acked >= s.last;
+            if (holds) {
+              f.behind_since = {};
+            } else if (f.behind_since == SteadyClock::time_point{}) {
+              f.behind_since = now;
+            }
+            const auto& isr = s.state.in_sync;
+            const bool in_sync = std::find(isr.begin(), isr.end(), id) != isr.end();
+            if (in_sync) s.candidates.erase(id);
+            if (holds) {
+              if (!in_sync) s.candidates.insert(id);
+              Report(key, s, id, f, "in-sync", now);
+            } else if (now - f.behind_since > options_.lag_timeout) {
+              s.candidates.erase(id);
+              Report(key, s, id, f, "lagging", now);
+            } else if (f.reported.empty()) {
+              Report(key, s, id, f, "catching-up", now);
+            } else if (f.acked != f.reported_acked && now - f.reported_at > milliseconds(1000)) {
+              Report(key, s, id, f, f.reported, now);  // the lag, for `cluster status`
+            }
+          }
+        } else {
+          s.followers.clear();
+          s.candidates.clear();
+        }
+        Settle(s, now, finished);
+      }
+      puts.swap(puts_);
+    }
+    {
+      std::lock_guard plock(peers_->mu);
+      retired.swap(peers_->retired);
+    }
+    retired.clear();
+    for (auto& put : puts) put();
+    for (auto& [done, st] : finished) done(st);
+  }
+}
+
+void Replicator::Settle(Shard& s, SteadyClock::time_point now,
+                        std::vector<std::pair<std::function<void(Status)>, Status>>& finished) {
+  const bool primary = s.state.primary == options_.agent_id;
+  for (auto it = s.waiters.begin(); it != s.waiters.end();) {
+    Status st;
+    if (!primary) {
+      st = Unavailable("agent '" + options_.agent_id + "' stopped being the primary of shard " +
+                       std::to_string(s.index) + " of index '" + s.name +
+                       "' before every in-sync replica had the write: it is not acknowledged");
+    } else if (Holds(s, it->seq)) {
+      st = Status::Ok();
+    } else if (now >= it->deadline) {
+      std::string missing;
+      for (const std::string& r : s.state.in_sync) {
+        if (r == options_.agent_id) continue;
+        auto f = s.followers.find(r);
+        if (f == s.followers.end() || !f->second.known || f->second.acked < it->seq) {
+          missing += (missing.empty() ? "" : ", ") + r;
+        }
+      }
+      st = DeadlineExceeded("the write is logged on the primary, but in-sync replicas (" +
+                            missing + ") did not confirm it before the deadline");
+    } else {
+      ++it;
+      continue;
+    }
+    finished.emplace_back(std::move(it->done), std::move(st));
+    it = s.waiters.erase(it);
+  }
+}
+
+void Replicator::Report(const ShardKey& key, Shard& s, const std::string& replica, Follower& f,
+                        const std::string& state, SteadyClock::time_point now) {
+  if (f.reported == state && f.reported_acked == f.acked) return;
+  if (f.reported == state && now - f.reported_at < milliseconds(1000)) return;
+  if (options_.log && f.reported != state) {
+    options_.log("replica '" + replica + "' of shard " + std::to_string(s.index) + " of index '" +
+                 s.name + "' (tenant '" + s.tenant + "'): " + state + " at record " +
+                 std::to_string(f.acked) + " of " + std::to_string(s.last));
+  }
+  f.reported = state;
+  f.reported_acked = f.acked;
+  f.reported_at = now;
+  ReplicaStatus st{options_.agent_id, s.state.epoch, state, f.acked, s.last};
+  const std::string k = ReplicaStatusKey(options_.status_prefix, s.tenant, s.name, s.index, replica);
+  (void)key;
+  puts_.push_back([this, k, v = EncodeReplicaStatus(st)] { (void)etcd_.Put(k, v); });
+}
+
+void Replicator::Answered(const ShardKey& key, const std::string& replica, int64_t epoch,
+                          ReplicateOutcome outcome) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = shards_.find(key);
+    if (it == shards_.end()) return;
+    auto f = it->second.followers.find(replica);
+    if (f == it->second.followers.end()) return;
+    f->second.in_flight = false;
+    if (epoch != it->second.state.epoch) {
+      // An answer to an older epoch's request: what it says of positions may be stale.
+    } else if (outcome.status.ok()) {
+      f->second.known = true;
+      f->second.acked = outcome.position;
+    } else {
+      const bool refused = outcome.status.code() == StatusCode::kAborted;
+      f->second.retry_at = SteadyClock::now() + milliseconds(refused ? 1000 : 200);
+      if (refused && options_.log) options_.log("replicate refused: " + outcome.status.message());
+    }
+    dirty_ = true;
+  }
+  cv_.notify_all();
+}
+
+}  // namespace vecgpu::cluster

@@ -1,0 +1,166 @@
+#pragma once
+
+// Replication on an agent (issue [2/5], item 5: one primary per shard, epochs, an in-sync
+// set, as in PacificA and Kafka's ISR). Every record this agent's engine logs about a shard's
+// collection is kept in that shard's ring (the last `ring_bytes` of records, by storage_seq).
+// Where the shard map names this agent the shard's primary, a sender thread forwards the
+// records, in order, to every other replica (the agent API's Replicate), one request in
+// flight per replica, and learns each replica's position from its answer. A write to the
+// shard is acknowledged (AwaitReplicated) once every replica of the map's in-sync set, and
+// every replica reported caught up and waiting to be put back, holds every record logged
+// before it completed here; a silent in-sync replica holds it up until the placer has taken
+// it out of the in-sync set in etcd, never less. Replicas apply records at most once each
+// (by their place in the collection's order) and refuse a primary of an older epoch.
+//
+// The primary reports each replica's state in etcd (replica_status.h): "lagging" after
+// `lag_timeout` behind, "in-sync" once it holds every record. A replica whose gap the ring
+// no longer covers stays "lagging" (it is rebuilt by [3/5]'s re-replication).
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/agent/agent_server.h"
+#include "cluster/etcd/prefix_mirror.h"
+#include "cluster/membership/member_directory.h"
+#include "cluster/placement/shard_map.h"
+#include "core/mutation_log.h"
+#include "core/util/status.h"
+
+namespace vecgpu {
+class Engine;
+}
+
+namespace vecgpu::cluster {
+
+struct ReplicatorOptions {
+  std::string agent_id;
+  std::string maps_prefix = "/vecgpu/collections/";
+  std::string agents_prefix = "/vecgpu/agents/";
+  std::string status_prefix = "/vecgpu/replication/";
+  // Records kept per shard for replicas that fall behind (oldest dropped first).
+  size_t ring_bytes = size_t{64} << 20;
+  // Largest request to a replica.
+  size_t batch_bytes = size_t{4} << 20;
+  // A replica behind the primary for this long is reported lagging.
+  std::chrono::milliseconds lag_timeout{2000};
+  std::function<void(const std::string&)> log;
+};
+
+// A replica's answer, or why there is none.
+struct ReplicateOutcome {
+  Status status;
+  uint64_t position = 0;
+};
+
+class Replicator final : public ReplicaSink {
+ public:
+  // `etcd` and `engine` must outlive it. Call Start once the engine serves.
+  Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions options);
+  ~Replicator();
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // The log the engine is to write to: `inner`'s records, each handed on here too.
+  MutationLog* Wrap(MutationLog* inner);
+  void Start();
+
+  // A write to (tenant, collection) from a client (a gateway passes the epoch it routed by;
+  // 0: none): OK unless the collection is a shard this agent holds and is not the primary
+  // of (FAILED_PRECONDITION naming the primary), or the epoch is not the map's (ABORTED for
+  // an older one, UNAVAILABLE for one this agent has not seen yet).
+  Status AdmitWrite(const std::string& tenant, const std::string& collection, int64_t epoch);
+  // Calls `done` once every record of the collection logged so far is held by every replica
+  // that must hold it (at once when the collection is not a replicated shard); an error when
+  // `deadline` passes first or this agent stops being its primary.
+  void AwaitReplicated(const std::string& tenant, const std::string& collection,
+                       std::chrono::steady_clock::time_point deadline,
+                       std::function<void(Status)> done);
+
+  // On a replica: a primary's records (encoded WAL payloads), applied in order; returns the
+  // position after. ABORTED for an epoch older than one seen for the shard.
+  StatusOr<uint64_t> Apply(const std::string& tenant, const std::string& collection,
+                           const std::string& primary, int64_t epoch,
+                           const std::vector<std::string>& records) override;
+
+  // Replicate requests sent and records applied here (tests, metrics).
+  int64_t requests_sent() const;
+  int64_t records_applied() const;
+
+ private:
+  class TapLog;
+  struct Follower {
+    bool known = false;      // position learnt (a probe or an answer)
+    uint64_t acked = 0;      // its position
+    bool in_flight = false;
+    std::chrono::steady_clock::time_point retry_at{};
+    std::chrono::steady_clock::time_point behind_since{};  // when it last fell behind
+    std::string reported;    // the state last written to etcd
+    uint64_t reported_acked = 0;
+    std::chrono::steady_clock::time_point reported_at{};
+  };
+  struct Waiter {
+    uint64_t seq = 0;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(Status)> done;
+  };
+  struct Shard {
+    std::string map_key;        // the collection map's etcd key
+    std::string tenant, name;   // the collection (map) this is a shard of
+    int index = 0;
+    ShardState state;           // as the map says
+    std::deque<std::pair<uint64_t, std::string>> ring;  // (storage_seq, payload)
+    size_t ring_bytes = 0;
+    uint64_t last = 0;          // the last record logged here
+    int64_t max_epoch = 0;      // the highest epoch a primary used towards this copy
+    std::map<std::string, Follower> followers;  // primary: the other replicas
+    std::set<std::string> candidates;  // caught up, waiting to be put in sync
+    std::vector<Waiter> waiters;
+    std::shared_ptr<std::mutex> apply_mu = std::make_shared<std::mutex>();
+  };
+  using ShardKey = std::pair<std::string, std::string>;  // (tenant, collection on agents)
+
+  void Logged(const store::WalRecord& record);
+  void MapsChanged(const PrefixMirror::Entries& entries);
+  void Loop();
+  // Sends what each follower of `s` needs; REQUIRES mu_.
+  void Pump(const ShardKey& key, Shard& s, std::chrono::steady_clock::time_point now);
+  // Finishes the waiters of `s` that are done; REQUIRES mu_ (completions are collected).
+  void Settle(Shard& s, std::chrono::steady_clock::time_point now,
+              std::vector<std::pair<std::function<void(Status)>, Status>>& finished);
+  bool Holds(const Shard& s, uint64_t seq) const;
+  void Report(const ShardKey& key, Shard& s, const std::string& replica, Follower& f,
+              const std::string& state, std::chrono::steady_clock::time_point now);
+  void Answered(const ShardKey& key, const std::string& replica, int64_t epoch,
+                ReplicateOutcome outcome);
+
+  EtcdClient& etcd_;
+  Engine& engine_;
+  const ReplicatorOptions options_;
+  std::unique_ptr<TapLog> tap_;
+  struct Peers;
+  std::unique_ptr<Peers> peers_;  // agent API clients to the other agents
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<ShardKey, Shard> shards_;  // every shard copy the maps give this agent
+  std::vector<std::function<void()>> puts_;  // status writes, made outside mu_
+  bool stopping_ = false;
+  bool dirty_ = false;
+  int64_t requests_sent_ = 0;
+  int64_t records_applied_ = 0;
+  std::unique_ptr<MemberDirectory> members_;
+  std::unique_ptr<PrefixMirror> maps_;
+  std::thread thread_;
+};
+
+}  // namespace vecgpu::cluster
