@@ -207,10 +207,12 @@ class Engine {
   // The object stored under `key` (its vector as the index reconstructs it).
   StatusOr<KeyedObject> GetKeyed(const std::string& tenant, const std::string& name,
                                  const std::string& key) const;
-  // Up to `limit` objects with ids after `after_id` (-1: from the start), by ascending id.
+  // Up to `limit` objects with ids after `after_id` (-1: from the start), by ascending id
+  // (each object's id in `ids`, when given).
   StatusOr<std::vector<KeyedObject>> ListKeyed(const std::string& tenant, const std::string& name,
                                                int64_t after_id, int64_t limit,
-                                               int64_t* last_id) const;
+                                               int64_t* last_id,
+                                               std::vector<int64_t>* ids = nullptr) const;
   // The key of each id ("" for an id without one, as vectors added by int64 id have).
   StatusOr<std::vector<std::string>> KeysOf(const std::string& tenant, const std::string& name,
                                             std::span<const int64_t> ids) const;

@@ -286,7 +286,8 @@ StatusOr<KeyedObject> Engine::GetKeyed(const std::string& tenant, const std::str
 
 StatusOr<std::vector<KeyedObject>> Engine::ListKeyed(const std::string& tenant,
                                                      const std::string& name, int64_t after_id,
-                                                     int64_t limit, int64_t* last_id) const {
+                                                     int64_t limit, int64_t* last_id,
+                                                     std::vector<int64_t>* ids) const {
   ASSIGN_OR_RETURN(auto c, FindKeyed(tenant, name));
   return c->ReadKeyed([&](const Backend& b, const LabelTable& t,
                           const KeyTable& k) -> StatusOr<std::vector<KeyedObject>> {
@@ -299,6 +300,7 @@ StatusOr<std::vector<KeyedObject>> Engine::ListKeyed(const std::string& tenant,
       const int64_t id[] = {o.id};
       RETURN_IF_ERROR(ReconstructIds(b, t, c->view(), id, obj.vector.data()));
       out.push_back(std::move(obj));
+      if (ids) ids->push_back(o.id);
       *last_id = o.id;
     }
     return out;

@@ -18,6 +18,8 @@
 #include "cluster/membership/agent_registration.h"
 #include "cluster/replication/replicated_service.h"
 #include "cluster/replication/replicator.h"
+#include "core/store/wal.h"
+#include "core/store/wal_record.h"
 #endif
 #include "core/device/device_manager.h"
 #include "core/engine.h"
@@ -342,6 +344,21 @@ int Serve(const ServeOptions& o) {
     ro.agent_id = o.agent_id.empty() ? o.advertise : o.agent_id;
     ro.log = [](const std::string& line) { spdlog::info("replication: {}", line); };
     replicator = std::make_unique<cluster::Replicator>(*etcd, engine, ro);
+    if (persisted) {
+      // The records the log still holds, for replicas that come back behind.
+      int64_t kept = 0;
+      auto read = store::ReadWal(fs, o.data_dir + "/wal", 0,
+                                 [&](uint64_t, std::string_view payload) -> Status {
+                                   auto r = store::DecodeRecord(payload);
+                                   if (r.ok()) {
+                                     replicator->Preload(*r);
+                                     ++kept;
+                                   }
+                                   return Status::Ok();
+                                 });
+      if (!read.ok()) spdlog::warn("replication: reading the log: {}", read.status().message());
+      spdlog::info("replication: {} logged records kept for replicas that fall behind", kept);
+    }
     engine.set_log(replicator->Wrap(persisted.get()));
     replicator->Start();
     local_options.admit_writes = [&membership]() -> Status {

@@ -139,24 +139,38 @@ void Replicator::Logged(const store::WalRecord& record) {
   if (record.type == store::RecordType::kFailed || !record.has_storage) return;
   std::string payload = store::EncodeRecord(record);
   std::lock_guard lock(mu_);
-  auto it = shards_.find({record.tenant, record.collection});
-  if (it == shards_.end()) return;  // not a shard of any map: not replicated
-  Shard& s = it->second;
-  // A storage_seq seen before: the earlier record never became durable and was refused.
+  // Every collection's records are kept (within the budget), not only known shards': a map
+  // seen a moment after its first writes, or a copy promoted later, still has them.
+  Shard& s = shards_[{record.tenant, record.collection}];
+  // A storage_seq seen before: the earlier record never became durable and was refused, or
+  // the collection was dropped and made again.
   while (!s.ring.empty() && s.ring.back().first >= record.storage_seq) {
     s.ring_bytes -= s.ring.back().second.size();
+    ring_bytes_ -= s.ring.back().second.size();
     s.ring.pop_back();
   }
   s.ring_bytes += payload.size();
+  ring_bytes_ += payload.size();
   s.ring.emplace_back(record.storage_seq, std::move(payload));
-  while (s.ring_bytes > options_.ring_bytes && s.ring.size() > 1) {
-    s.ring_bytes -= s.ring.front().second.size();
-    s.ring.pop_front();
-  }
   s.last = record.storage_seq;
+  // Over the budget: the oldest records of the largest ring go first.
+  while (ring_bytes_ > options_.ring_bytes) {
+    Shard* largest = nullptr;
+    for (auto& [key, other] : shards_) {
+      if (other.ring.size() > 1 && (!largest || other.ring_bytes > largest->ring_bytes)) {
+        largest = &other;
+      }
+    }
+    if (!largest) break;
+    largest->ring_bytes -= largest->ring.front().second.size();
+    ring_bytes_ -= largest->ring.front().second.size();
+    largest->ring.pop_front();
+  }
   dirty_ = true;
   cv_.notify_all();
 }
+
+void Replicator::Preload(const store::WalRecord& record) { Logged(record); }
 
 void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
   std::map<ShardKey, std::pair<std::string, std::pair<CollectionMap, int>>> mine;
@@ -179,13 +193,15 @@ void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
   std::vector<std::function<void(Status)>> gone;
   {
     std::lock_guard lock(mu_);
-    for (auto it = shards_.begin(); it != shards_.end();) {
-      if (mine.count(it->first)) {
-        ++it;
-        continue;
-      }
-      for (Waiter& w : it->second.waiters) gone.push_back(std::move(w.done));
-      it = shards_.erase(it);
+    for (auto& [key, s] : shards_) {
+      if (mine.count(key) || s.map_key.empty()) continue;
+      // No longer a shard this agent holds (dropped, or moved): its records stay in the ring.
+      for (Waiter& w : s.waiters) gone.push_back(std::move(w.done));
+      s.waiters.clear();
+      s.map_key.clear();
+      s.state = ShardState{};
+      s.followers.clear();
+      s.candidates.clear();
     }
     for (auto& [key, v] : mine) {
       Shard& s = shards_[key];
@@ -207,7 +223,9 @@ Status Replicator::AdmitWrite(const std::string& tenant, const std::string& coll
                               int64_t epoch) {
   std::lock_guard lock(mu_);
   auto it = shards_.find({tenant, collection});
-  if (it == shards_.end()) return Status::Ok();  // not a shard (yet): a plain collection
+  if (it == shards_.end() || it->second.map_key.empty()) {
+    return Status::Ok();  // not a shard (yet): a plain collection
+  }
   const Shard& s = it->second;
   const std::string where = "shard " + std::to_string(s.index) + " of index '" + s.name + "'";
   if (epoch != 0 && epoch < s.state.epoch) {
@@ -268,7 +286,7 @@ StatusOr<uint64_t> Replicator::Apply(const std::string& tenant, const std::strin
   {
     std::lock_guard lock(mu_);
     auto it = shards_.find({tenant, collection});
-    if (it == shards_.end()) {
+    if (it == shards_.end() || it->second.map_key.empty()) {
       return Unavailable("agent '" + options_.agent_id + "' has no shard map naming it a " +
                          "replica of index '" + collection + "' (yet)");
     }

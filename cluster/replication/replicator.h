@@ -13,8 +13,10 @@
 // (by their place in the collection's order) and refuse a primary of an older epoch.
 //
 // The primary reports each replica's state in etcd (replica_status.h): "lagging" after
-// `lag_timeout` behind, "in-sync" once it holds every record. A replica whose gap the ring
-// no longer covers stays "lagging" (it is rebuilt by [3/5]'s re-replication).
+// `lag_timeout` behind, "in-sync" once it holds every record. The rings are filled from the
+// data directory's log at start, so a restarted primary still has the records its log holds.
+// A replica whose gap no ring covers stays "lagging" (it is rebuilt by [3/5]'s
+// re-replication, from a snapshot).
 
 #include <chrono>
 #include <condition_variable>
@@ -47,8 +49,9 @@ struct ReplicatorOptions {
   std::string maps_prefix = "/vecgpu/collections/";
   std::string agents_prefix = "/vecgpu/agents/";
   std::string status_prefix = "/vecgpu/replication/";
-  // Records kept per shard for replicas that fall behind (oldest dropped first).
-  size_t ring_bytes = size_t{64} << 20;
+  // Records kept, over all collections, for replicas that fall behind (the oldest records
+  // of the largest ring dropped first).
+  size_t ring_bytes = size_t{256} << 20;
   // Largest request to a replica.
   size_t batch_bytes = size_t{4} << 20;
   // A replica behind the primary for this long is reported lagging.
@@ -72,6 +75,10 @@ class Replicator final : public ReplicaSink {
 
   // The log the engine is to write to: `inner`'s records, each handed on here too.
   MutationLog* Wrap(MutationLog* inner);
+  // A record of the log as it was before this start (the data directory's log, read once
+  // before serving): kept as if logged now, so a replica behind by records logged before a
+  // restart can still catch up from them.
+  void Preload(const store::WalRecord& record);
   void Start();
 
   // A write to (tenant, collection) from a client (a gateway passes the epoch it routed by;
@@ -152,7 +159,10 @@ class Replicator final : public ReplicaSink {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::map<ShardKey, Shard> shards_;  // every shard copy the maps give this agent
+  // Every collection logged here, and every shard copy the maps give this agent (map_key
+  // set: a known shard).
+  std::map<ShardKey, Shard> shards_;
+  size_t ring_bytes_ = 0;  // over all rings
   std::vector<std::function<void()>> puts_;  // status writes, made outside mu_
   bool stopping_ = false;
   bool dirty_ = false;

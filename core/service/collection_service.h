@@ -137,7 +137,7 @@ struct ReadRequest {
 struct ReadReply {
   VectorLayout layout;
   FloatMatrix vectors;       // kReconstruct, kRange, kApplyTransform
-  std::vector<int64_t> ids;  // kRange
+  std::vector<int64_t> ids;  // kRange; kListKeyed: each object's id
   int64_t ntotal = 0;        // kRange: vectors in the collection
   double value = 0;          // kParameter
   std::vector<TransformStep> transforms;

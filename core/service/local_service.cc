@@ -311,7 +311,8 @@ void LocalCollectionService::Read(const CallContext& call, ReadRequest request,
           }
           case Op::kListKeyed: {
             ASSIGN_OR_RETURN(reply.objects,
-                             engine_.ListKeyed(tenant, n, r.start, r.count, &reply.last_id));
+                             engine_.ListKeyed(tenant, n, r.start, r.count, &reply.last_id,
+                                               &reply.ids));
             return reply;
           }
           case Op::kCountKeyed: {
