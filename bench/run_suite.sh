@@ -20,10 +20,13 @@ names=("$@")
 # "noisy-neighbour" (also part of "standard") is bench/noisy_neighbour.py: it starts servers of
 # its own, with auth and a data directory.
 noisy=0
+# "cluster-recall" is bench/cluster_recall.py: a cluster (S=3, R=2) of its own against one node.
+recall=0
 rest=()
 for n in "${names[@]}"; do
   case "$n" in
     noisy-neighbour) noisy=1 ;;
+    cluster-recall) recall=1 ;;
     standard) noisy=1; rest+=("$n") ;;
     *) rest+=("$n") ;;
   esac
@@ -277,4 +280,9 @@ if [ "$noisy" = 1 ]; then
     --out "bench/results/$stamp-noisy-neighbour.json" \
     --plot "bench/results/$stamp/noisy-neighbour.png"
   echo "noisy neighbour: bench/results/$stamp-noisy-neighbour.json, plot bench/results/$stamp/noisy-neighbour.png"
+fi
+
+if [ "$recall" = 1 ]; then
+  VECGPU_BIN="$B/vecgpu" .venv/bin/python bench/cluster_recall.py \
+    --json "bench/results/$stamp-cluster-recall.json" < /dev/null
 fi

@@ -179,6 +179,14 @@ class Engine {
   // missing before it; NOT_FOUND when the copy does not exist. Calls about one collection
   // must come from one thread at a time, in order.
   StatusOr<bool> ApplyReplicated(const store::WalRecord& record);
+  // A copy of the collection as it is now (its storage_seq its position), for a replica whose
+  // gap no kept record covers. Takes the storage's write order for the copy of its index.
+  StatusOr<store::StorageSnapshot> CaptureCopy(const std::string& tenant,
+                                               const std::string& name) const;
+  // Replaces this node's copy (if any) of snapshot.name with `snapshot` (CaptureCopy's on
+  // another node), at the snapshot's position. Logged as a create (Import): the caller takes
+  // a snapshot of the data directory before relying on it.
+  Status InstallCopy(const std::string& tenant, store::StorageSnapshot snapshot);
 
   // String ids (the Vald API; core/engine_keys.cc), on collections with an id map: each key
   // names an id of the collection (core/key_table.h), so both protocols see the same vectors.

@@ -343,6 +343,12 @@ int Serve(const ServeOptions& o) {
     cluster::ReplicatorOptions ro;
     ro.agent_id = o.agent_id.empty() ? o.advertise : o.agent_id;
     ro.log = [](const std::string& line) { spdlog::info("replication: {}", line); };
+    if (persisted) {
+      // A copy installed from a primary is durable once snapshotted.
+      ro.make_durable = [&persisted](const std::string& tenant) -> Status {
+        return persisted->Snapshot(tenant).status();
+      };
+    }
     replicator = std::make_unique<cluster::Replicator>(*etcd, engine, ro);
     if (persisted) {
       // The records the log still holds, for replicas that come back behind.

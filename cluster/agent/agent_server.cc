@@ -90,7 +90,27 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
       reactor->Finish(ToGrpc(position.status()));
       return reactor;
     }
-    out->set_position(*position);
+    out->set_position(position->position);
+    out->set_digest(position->digest);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* Install(grpc::CallbackServerContext* c, const apb::InstallRequest* r,
+                                    apb::ReplicateReply* out) override {
+    grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
+    if (!replicator || r->api_version() != kAgentApiVersion) {
+      reactor->Finish(ToGrpc(FailedPrecondition(
+          "install: this agent does not replicate, or speaks another agent API version")));
+      return reactor;
+    }
+    auto position = replicator->Install(r->tenant(), r->collection(), r->primary(), r->epoch(),
+                                        r->snapshot());
+    if (!position.ok()) {
+      reactor->Finish(ToGrpc(position.status()));
+      return reactor;
+    }
+    out->set_position(position->position);
+    out->set_digest(position->digest);
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }

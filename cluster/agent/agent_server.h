@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/service/collection_service.h"
@@ -17,14 +18,27 @@ class Server;
 
 namespace vecgpu::cluster {
 
+// Where a replica's copy of a shard is: its position (the last record it holds) and a digest
+// of that record (0: not known).
+struct ReplicaPosition {
+  uint64_t position = 0;
+  uint64_t digest = 0;
+};
+
 // What applies a primary's records on this agent (cluster/replication/replicator.h).
 class ReplicaSink {
  public:
   virtual ~ReplicaSink() = default;
-  // Applies `records` (WAL payloads, in order); returns the copy's position after.
-  virtual StatusOr<uint64_t> Apply(const std::string& tenant, const std::string& collection,
-                                   const std::string& primary, int64_t epoch,
-                                   const std::vector<std::string>& records) = 0;
+  // Applies `records` (WAL payloads, in order).
+  virtual StatusOr<ReplicaPosition> Apply(const std::string& tenant,
+                                          const std::string& collection,
+                                          const std::string& primary, int64_t epoch,
+                                          const std::vector<std::string>& records) = 0;
+  // Replaces the copy with `snapshot` (an encoded store::StorageSnapshot).
+  virtual StatusOr<ReplicaPosition> Install(const std::string& tenant,
+                                            const std::string& collection,
+                                            const std::string& primary, int64_t epoch,
+                                            std::string_view snapshot) = 0;
 };
 
 class AgentServer {

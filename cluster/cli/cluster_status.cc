@@ -4,6 +4,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cluster/replication/replica_status.h"
+
 #include "cluster/etcd/etcd_client.h"
 #include "cluster/membership/agent_registration.h"
 #include "cluster/placement/shard_map.h"
@@ -49,6 +51,36 @@ int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std
     err << "cluster status: etcd: the shard maps cannot be read\n";
     return 1;
   }
+  // What each shard's primary says of its replicas (cluster/replication/replica_status.h):
+  // only what the primary of the map's epoch wrote counts.
+  std::map<std::string, ReplicaStatus> reported;
+  if (auto st = (*client)->GetPrefix(kReplicationPrefix); st.ok()) {
+    for (const KeyValue& kv : st->kvs) {
+      if (auto r = DecodeReplicaStatus(kv.value); r.ok()) reported[kv.key] = *r;
+    }
+  }
+  auto status_of = [&](const CollectionMap& m, size_t shard,
+                       const std::string& replica) -> const ReplicaStatus* {
+    auto it = reported.find(
+        ReplicaStatusKey(kReplicationPrefix, m.tenant, m.name, static_cast<int>(shard), replica));
+    const ShardState& s = m.shards[shard];
+    if (it == reported.end() || it->second.primary != s.primary || it->second.epoch != s.epoch) {
+      return nullptr;
+    }
+    return &it->second;
+  };
+  // "a2 in-sync lag 0, a3 lagging lag 120" for the replicas other than the primary.
+  auto lag_text = [&](const CollectionMap& m, size_t shard) {
+    std::string out;
+    for (const std::string& r : m.shards[shard].replicas) {
+      if (r == m.shards[shard].primary) continue;
+      const ReplicaStatus* st = status_of(m, shard, r);
+      out += (out.empty() ? "" : ", ") + r + " " +
+             (st ? st->state + " lag " + std::to_string(st->last - std::min(st->last, st->acked))
+                 : std::string("unknown"));
+    }
+    return out;
+  };
   int unhealthy = 0;
   auto shard_ok = [&](const CollectionMap& m, const ShardState& s) {
     return members.count(s.primary) && static_cast<int>(s.in_sync.size()) >= m.replication;
@@ -67,6 +99,16 @@ int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std
       for (size_t i = 0; i < r.map.shards.size(); ++i) {
         c["shards"][i]["healthy"] = shard_ok(r.map, r.map.shards[i]);
         c["shards"][i]["primary_live"] = members.count(r.map.shards[i].primary) > 0;
+        nlohmann::json replicas = nlohmann::json::object();
+        for (const std::string& id : r.map.shards[i].replicas) {
+          if (id == r.map.shards[i].primary) continue;
+          const ReplicaStatus* st = status_of(r.map, i, id);
+          if (!st) continue;
+          replicas[id] = {{"state", st->state},
+                          {"position", st->acked},
+                          {"lag", st->last - std::min(st->last, st->acked)}};
+        }
+        c["shards"][i]["replica_lag"] = std::move(replicas);
       }
       j["collections"].push_back(std::move(c));
     }
@@ -99,6 +141,7 @@ int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std
                     static_cast<long long>(s.epoch), r.map.replication, Join(s.in_sync).c_str(),
                     Join(s.replicas).c_str(), shard_ok(r.map, s) ? "" : "  UNDER-REPLICATED");
       out << line;
+      if (s.replicas.size() > 1) out << "        replicas: " << lag_text(r.map, i) << "\n";
     }
   }
   if (malformed) out << "\n" << malformed << " keys under /vecgpu/collections/ are not maps\n";

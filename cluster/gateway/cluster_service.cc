@@ -21,6 +21,10 @@ std::string ShardName(const CollectionMap& map, int shard) {
 // Shards and replicas a collection may have at most.
 constexpr int kMaxShards = 64;
 
+// Searches of one lane in flight at once: two, so the agents work on one while the other's
+// answer and the next request cross the network (and two replicas can each take one).
+constexpr int kLaneInFlight = 2;
+
 // Query rows the gateway merges into one search at most.
 constexpr int64_t kMaxBatchRows = 4096;
 
@@ -175,6 +179,23 @@ void ClusterCollectionService::CheckShards() {
   if (!options_.log || !checking_.load()) return;
   auto now = UnservedShards();
   std::set<std::string> fresh(now.begin(), now.end());
+  // Shards with fewer live in-sync replicas than their collection wants, by name, and how many.
+  std::map<std::string, std::string> under;
+  {
+    const auto members = members_->members();
+    std::lock_guard lock(mu_);
+    for (const auto& [key, read] : maps_) {
+      for (size_t i = 0; i < read.map.shards.size(); ++i) {
+        int live = 0;
+        for (const std::string& r : read.map.shards[i].in_sync) live += members.count(r) > 0;
+        if (live < read.map.replication) {
+          under[read.map.tenant + "/" + read.map.name + "#" + std::to_string(i)] =
+              std::to_string(live) + " of " + std::to_string(read.map.replication) +
+              " replicas live and in sync";
+        }
+      }
+    }
+  }
   std::lock_guard lock(check_mu_);
   for (const std::string& s : fresh) {
     if (!unserved_.count(s)) options_.log("shard unserved: " + s);
@@ -183,6 +204,16 @@ void ClusterCollectionService::CheckShards() {
     if (!fresh.count(s)) options_.log("shard served again: " + s.substr(0, s.find(':')));
   }
   unserved_ = std::move(fresh);
+  for (const auto& [s, why] : under) {
+    auto it = under_.find(s);
+    if (it == under_.end() || it->second != why) {
+      options_.log("shard under-replicated: " + s + ": " + why);
+    }
+  }
+  for (const auto& [s, why] : under_) {
+    if (!under.count(s)) options_.log("shard fully replicated again: " + s);
+  }
+  under_ = std::move(under);
 }
 
 StatusOr<std::shared_ptr<RemoteCollectionService>> ClusterCollectionService::AgentById(
@@ -374,9 +405,12 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
     // A view shares its base's storage: it lives where its base does.
     auto read = MapOf(tenant, base);
     if (!read.ok()) return done(read.status());
-    if (read->map.shards.size() > 1) {
-      return done(Unimplemented("index '" + base + "' is sharded: views over a sharded index " +
-                                "are not supported"));
+    // A view's records share its base's order: its copies would have to be made in that
+    // order on every replica, which the gateway's own creates cannot promise.
+    if (read->map.shards.size() > 1 || read->map.replication > 1) {
+      return done(Unimplemented("index '" + base + "' is " +
+                                (read->map.shards.size() > 1 ? "sharded" : "replicated") +
+                                ": views over it are not supported in a cluster"));
     }
     map = read->map;
     map.name = request.name;
@@ -408,6 +442,8 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
   } else {
     return done(created.status());
   }
+  // Each shard's primary creates its copy; its replicas make theirs from the primary's create
+  // record, in the shard's order (the primary answers once they have).
   struct Copy {
     int shard;
     std::shared_ptr<RemoteCollectionService> agent;
@@ -415,11 +451,9 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
   std::vector<Copy> copies;
   const int n = static_cast<int>(map.shards.size());
   for (int i = 0; i < n; ++i) {
-    for (const std::string& r : map.shards[i].replicas) {
-      auto agent = AgentById(r);
-      if (!agent.ok()) return done(agent.status());
-      copies.push_back({i, *agent});
-    }
+    auto primary = PrimaryOf(map, i);
+    if (!primary.ok()) return done(primary.status());
+    copies.push_back({i, primary->agent});
   }
   struct State {
     std::mutex mu;
@@ -458,7 +492,9 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
   for (const Copy& c : copies) {
     CreateCollectionRequest r = request;
     r.name = ShardCollectionName(map.name, c.shard, n);
-    c.agent->Create(call, std::move(r), [st, finish, shard = c.shard](StatusOr<CollectionInfo> r) {
+    CallContext routed = call;
+    routed.shard_epoch = map.shards[c.shard].epoch;
+    c.agent->Create(routed, std::move(r), [st, finish, shard = c.shard](StatusOr<CollectionInfo> r) {
       bool last;
       {
         std::lock_guard lock(st->mu);
@@ -654,12 +690,12 @@ void ClusterCollectionService::Search(const CallContext& call, SearchRequest req
                            '/' + std::to_string(request.queries.cols);
   {
     std::lock_guard lock(lanes_mu_);
-    auto it = lanes_.find(lane);
-    if (it != lanes_.end()) {
-      it->second.queued.push_back({call, std::move(request), std::move(done)});
+    Lane& l = lanes_[lane];
+    if (l.in_flight >= kLaneInFlight) {
+      l.queued.push_back({call, std::move(request), std::move(done)});
       return;
     }
-    lanes_[lane];  // in flight from now
+    ++l.in_flight;
   }
   std::vector<PendingSearch> batch;
   batch.push_back({call, std::move(request), std::move(done)});
@@ -699,7 +735,8 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
       more.assign(std::make_move_iterator(queued.begin()),
                   std::make_move_iterator(queued.begin() + static_cast<std::ptrdiff_t>(take)));
       queued.erase(queued.begin(), queued.begin() + static_cast<std::ptrdiff_t>(take));
-      if (more.empty()) lanes_.erase(it);  // nothing waits: the lane closes
+      // Nothing waits: this search's place in flight is free (the lane closes with the last).
+      if (more.empty() && --it->second.in_flight == 0) lanes_.erase(it);
     }
     if (!more.empty()) SendBatch(lane, std::move(more));
   };

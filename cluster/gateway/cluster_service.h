@@ -24,6 +24,7 @@
 #include <thread>
 #include <functional>
 #include <set>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -58,8 +59,8 @@ class ClusterCollectionService final : public CollectionService {
   ~ClusterCollectionService() override;
 
   // Searches sent to agents, and the requests they carried: k-NN searches of one collection
-  // (same k and parameters) that arrive while one is in flight to its agent go together as
-  // one search when it returns (continuous batching, as the agents' schedulers do).
+  // (same k and parameters) that arrive while two are in flight to its agents go together as
+  // one search when one returns (continuous batching, as the agents' schedulers do).
   int64_t searches_sent() const { return searches_sent_.load(); }
   int64_t search_requests() const { return search_requests_.load(); }
 
@@ -143,6 +144,7 @@ class ClusterCollectionService final : public CollectionService {
   void CheckShards();
   std::mutex check_mu_;
   std::set<std::string> unserved_;  // as last logged (guarded by check_mu_)
+  std::map<std::string, std::string> under_;  // under-replicated, as last logged (check_mu_)
   std::atomic<bool> checking_{false};  // set once both mirrors exist, cleared when stopping
 
   // Gateway-side batching of k-NN searches.
@@ -152,11 +154,12 @@ class ClusterCollectionService final : public CollectionService {
     Completion<SearchReply> done;
   };
   struct Lane {
+    int in_flight = 0;  // searches of the lane sent and not answered yet
     std::vector<PendingSearch> queued;
   };
   void SendBatch(const std::string& lane, std::vector<PendingSearch> batch);
   std::mutex lanes_mu_;
-  std::map<std::string, Lane> lanes_;  // a lane exists while a search of it is in flight
+  std::map<std::string, Lane> lanes_;  // a lane exists while searches of it are in flight
   std::atomic<int64_t> searches_sent_{0};
   std::atomic<int64_t> search_requests_{0};
   std::atomic<bool> stopping_{false};  // batches still waiting are answered, not sent

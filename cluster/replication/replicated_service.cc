@@ -25,6 +25,16 @@ void Replicated(Replicator& replicator, const CallContext& call, const std::stri
 
 }  // namespace
 
+void ReplicatedCollectionService::Create(const CallContext& call, CreateCollectionRequest request,
+                                         Completion<CollectionInfo> done) {
+  if (call.shard_epoch == 0) return local_.Create(call, std::move(request), std::move(done));
+  const std::string collection = request.name;
+  Replicated<CollectionInfo>(
+      replicator_, call, collection,
+      [&](Completion<CollectionInfo> d) { local_.Create(call, std::move(request), std::move(d)); },
+      std::move(done));
+}
+
 void ReplicatedCollectionService::Write(const CallContext& call, WriteRequest request,
                                         Completion<WriteReply> done) {
   const std::string collection = request.collection;

@@ -16,10 +16,10 @@ class ReplicatedCollectionService final : public CollectionService {
   ReplicatedCollectionService(CollectionService& local, Replicator& replicator)
       : local_(local), replicator_(replicator) {}
 
+  // A gateway's create of a shard (shard_epoch set) is the primary's, and acknowledged once
+  // its replicas have the copy (they make it from the create record).
   void Create(const CallContext& call, CreateCollectionRequest request,
-              Completion<CollectionInfo> done) override {
-    local_.Create(call, std::move(request), std::move(done));
-  }
+              Completion<CollectionInfo> done) override;
   void Drop(const CallContext& call, std::string collection, Completion<Empty> done) override {
     local_.Drop(call, std::move(collection), std::move(done));
   }

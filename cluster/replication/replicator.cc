@@ -17,6 +17,46 @@ namespace vecgpu::cluster {
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
+uint64_t RecordDigest(const store::WalRecord& r) {
+  // FNV-1a over what the record changes (not its storage id, which each node numbers itself,
+  // nor a training artefact, which follows from the rest).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  auto str = [&](const std::string& v) {
+    const uint64_t n = v.size();
+    mix(&n, sizeof n);
+    mix(v.data(), v.size());
+  };
+  const auto type = static_cast<uint8_t>(r.type);
+  mix(&type, 1);
+  mix(&r.storage_seq, sizeof r.storage_seq);
+  str(r.tenant);
+  str(r.collection);
+  str(r.index_type);
+  mix(r.vectors.data.data(), r.vectors.data.size() * sizeof(float));
+  mix(r.ids.data(), r.ids.size() * sizeof(int64_t));
+  for (const std::string& k : r.keys) str(k);
+  mix(r.timestamps.data(), r.timestamps.size() * sizeof(int64_t));
+  str(r.name);
+  mix(&r.value, sizeof r.value);
+  mix(&r.n_clusters, sizeof r.n_clusters);
+  return h | 1;  // never 0 ("not known")
+}
+
+uint64_t Replicator::DigestAt(const Shard& s, uint64_t seq) {
+  if (s.ring.empty() || seq < s.ring.front().seq || seq > s.ring.back().seq) return 0;
+  // Kept records are consecutive, but a dropped-and-made-again collection restarts at 1.
+  const auto& k = s.ring[seq - s.ring.front().seq];
+  if (k.seq == seq) return k.digest;
+  for (const auto& e : s.ring) {
+    if (e.seq == seq) return e.digest;
+  }
+  return 0;
+}
+
 // The engine's log, each appended record handed on to the replicator too (under the
 // storage's write order, so a shard's records arrive in their order).
 class Replicator::TapLog final : public MutationLog {
@@ -53,9 +93,24 @@ struct Replicator::Peers {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;  // by address
   std::map<std::string, std::unique_ptr<apb::Agent::Stub>> stubs;
-  std::set<std::shared_ptr<Call>> in_flight;
-  std::vector<std::shared_ptr<Call>> retired;  // answered: freed by the loop, not the callback
+  // Calls in flight (their owners, by context), and answered ones: freed by the loop, never
+  // inside their own completion (gRPC asserts when a context dies in its callback).
+  std::map<grpc::ClientContext*, std::shared_ptr<void>> in_flight;
+  std::vector<std::shared_ptr<void>> retired;
   std::condition_variable idle;
+
+  void Started(grpc::ClientContext* c, std::shared_ptr<void> owner) {
+    std::lock_guard lock(mu);
+    in_flight[c] = std::move(owner);
+  }
+  void Finished(grpc::ClientContext* c) {
+    std::lock_guard lock(mu);
+    auto it = in_flight.find(c);
+    if (it == in_flight.end()) return;
+    retired.push_back(std::move(it->second));
+    in_flight.erase(it);
+    if (in_flight.empty()) idle.notify_all();
+  }
 
   apb::Agent::Stub& StubOf(const std::string& address) {
     std::lock_guard lock(mu);
@@ -90,7 +145,7 @@ Replicator::~Replicator() {
   members_.reset();
   {
     std::unique_lock lock(peers_->mu);
-    for (const auto& call : peers_->in_flight) call->context.TryCancel();
+    for (const auto& [context, owner] : peers_->in_flight) context->TryCancel();
     peers_->idle.wait(lock, [&] { return peers_->in_flight.empty(); });
     peers_->retired.clear();
   }
@@ -138,20 +193,21 @@ int64_t Replicator::records_applied() const {
 void Replicator::Logged(const store::WalRecord& record) {
   if (record.type == store::RecordType::kFailed || !record.has_storage) return;
   std::string payload = store::EncodeRecord(record);
+  const uint64_t digest = RecordDigest(record);
   std::lock_guard lock(mu_);
   // Every collection's records are kept (within the budget), not only known shards': a map
   // seen a moment after its first writes, or a copy promoted later, still has them.
   Shard& s = shards_[{record.tenant, record.collection}];
   // A storage_seq seen before: the earlier record never became durable and was refused, or
   // the collection was dropped and made again.
-  while (!s.ring.empty() && s.ring.back().first >= record.storage_seq) {
-    s.ring_bytes -= s.ring.back().second.size();
-    ring_bytes_ -= s.ring.back().second.size();
+  while (!s.ring.empty() && s.ring.back().seq >= record.storage_seq) {
+    s.ring_bytes -= s.ring.back().payload.size();
+    ring_bytes_ -= s.ring.back().payload.size();
     s.ring.pop_back();
   }
   s.ring_bytes += payload.size();
   ring_bytes_ += payload.size();
-  s.ring.emplace_back(record.storage_seq, std::move(payload));
+  s.ring.push_back({record.storage_seq, std::move(payload), digest});
   s.last = record.storage_seq;
   // Over the budget: the oldest records of the largest ring go first.
   while (ring_bytes_ > options_.ring_bytes) {
@@ -162,8 +218,8 @@ void Replicator::Logged(const store::WalRecord& record) {
       }
     }
     if (!largest) break;
-    largest->ring_bytes -= largest->ring.front().second.size();
-    ring_bytes_ -= largest->ring.front().second.size();
+    largest->ring_bytes -= largest->ring.front().payload.size();
+    ring_bytes_ -= largest->ring.front().payload.size();
     largest->ring.pop_front();
   }
   dirty_ = true;
@@ -221,10 +277,20 @@ void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
 
 Status Replicator::AdmitWrite(const std::string& tenant, const std::string& collection,
                               int64_t epoch) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  auto known = [&] {
+    auto it = shards_.find({tenant, collection});
+    return it != shards_.end() && !it->second.map_key.empty() &&
+           it->second.state.epoch >= epoch;
+  };
+  // Routed by a map this agent's mirror has not caught up with yet (a collection created a
+  // moment ago, a promotion): it waits for it, briefly.
+  if (epoch > 0 && !known()) cv_.wait_for(lock, milliseconds(2000), [&] { return known() || stopping_; });
   auto it = shards_.find({tenant, collection});
   if (it == shards_.end() || it->second.map_key.empty()) {
-    return Status::Ok();  // not a shard (yet): a plain collection
+    if (epoch == 0) return Status::Ok();  // not a shard: a plain collection
+    return Unavailable("agent '" + options_.agent_id + "' has not seen epoch " +
+                       std::to_string(epoch) + " of index '" + collection + "' yet");
   }
   const Shard& s = it->second;
   const std::string where = "shard " + std::to_string(s.index) + " of index '" + s.name + "'";
@@ -279,32 +345,49 @@ bool Replicator::Holds(const Shard& s, uint64_t seq) const {
   return true;
 }
 
-StatusOr<uint64_t> Replicator::Apply(const std::string& tenant, const std::string& collection,
-                                     const std::string& primary, int64_t epoch,
-                                     const std::vector<std::string>& records) {
-  std::shared_ptr<std::mutex> apply_mu;
-  {
-    std::lock_guard lock(mu_);
-    auto it = shards_.find({tenant, collection});
-    if (it == shards_.end() || it->second.map_key.empty()) {
-      return Unavailable("agent '" + options_.agent_id + "' has no shard map naming it a " +
-                         "replica of index '" + collection + "' (yet)");
-    }
-    Shard& s = it->second;
-    if (epoch < s.max_epoch) {
-      return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
-                     " refused: shard " + std::to_string(s.index) + " of index '" + s.name +
-                     "' is in epoch " + std::to_string(s.max_epoch));
-    }
-    if (s.state.primary == options_.agent_id && epoch <= s.state.epoch) {
-      return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
-                     " refused: agent '" + options_.agent_id + "' is the primary of shard " +
-                     std::to_string(s.index) + " of index '" + s.name + "' in epoch " +
-                     std::to_string(s.state.epoch));
-    }
-    s.max_epoch = epoch;
-    apply_mu = s.apply_mu;
+StatusOr<std::shared_ptr<std::mutex>> Replicator::Admit(const std::string& tenant,
+                                                        const std::string& collection,
+                                                        const std::string& primary,
+                                                        int64_t epoch) {
+  std::lock_guard lock(mu_);
+  auto it = shards_.find({tenant, collection});
+  if (it == shards_.end() || it->second.map_key.empty()) {
+    return Unavailable("agent '" + options_.agent_id + "' has no shard map naming it a " +
+                       "replica of index '" + collection + "' (yet)");
   }
+  Shard& s = it->second;
+  if (epoch < s.max_epoch) {
+    return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
+                   " refused: shard " + std::to_string(s.index) + " of index '" + s.name +
+                   "' is in epoch " + std::to_string(s.max_epoch));
+  }
+  if (s.state.primary == options_.agent_id && epoch <= s.state.epoch) {
+    return Aborted("replicate from '" + primary + "' in epoch " + std::to_string(epoch) +
+                   " refused: agent '" + options_.agent_id + "' is the primary of shard " +
+                   std::to_string(s.index) + " of index '" + s.name + "' in epoch " +
+                   std::to_string(s.state.epoch));
+  }
+  s.max_epoch = epoch;
+  return s.apply_mu;
+}
+
+ReplicaPosition Replicator::PositionOf(const std::string& tenant, const std::string& collection) {
+  ReplicaPosition at;
+  auto position = engine_.LogPosition(tenant, collection);
+  if (!position.ok()) return at;  // no copy: position 0
+  at.position = *position;
+  std::lock_guard lock(mu_);
+  if (auto it = shards_.find({tenant, collection}); it != shards_.end()) {
+    at.digest = DigestAt(it->second, at.position);
+  }
+  return at;
+}
+
+StatusOr<ReplicaPosition> Replicator::Apply(const std::string& tenant,
+                                            const std::string& collection,
+                                            const std::string& primary, int64_t epoch,
+                                            const std::vector<std::string>& records) {
+  ASSIGN_OR_RETURN(auto apply_mu, Admit(tenant, collection, primary, epoch));
   std::lock_guard order(*apply_mu);
   int64_t applied = 0;
   for (const std::string& payload : records) {
@@ -324,15 +407,39 @@ StatusOr<uint64_t> Replicator::Apply(const std::string& tenant, const std::strin
     std::lock_guard lock(mu_);
     records_applied_ += applied;
   }
-  return engine_.LogPosition(tenant, collection);
+  return PositionOf(tenant, collection);
+}
+
+StatusOr<ReplicaPosition> Replicator::Install(const std::string& tenant,
+                                              const std::string& collection,
+                                              const std::string& primary, int64_t epoch,
+                                              std::string_view snapshot) {
+  ASSIGN_OR_RETURN(auto apply_mu, Admit(tenant, collection, primary, epoch));
+  std::lock_guard order(*apply_mu);
+  ASSIGN_OR_RETURN(store::StorageSnapshot copy,
+                   store::DecodeSnapshot(snapshot, "the copy of index '" + collection +
+                                                       "' from agent '" + primary + "'"));
+  if (copy.name != collection) {
+    return InvalidArgument("install: a copy of index '" + copy.name + "' for '" + collection +
+                           "'");
+  }
+  const uint64_t position = copy.storage_seq;
+  RETURN_IF_ERROR(engine_.InstallCopy(tenant, std::move(copy)));
+  if (options_.make_durable) RETURN_IF_ERROR(options_.make_durable(tenant));
+  if (options_.log) {
+    options_.log("installed a copy of index '" + collection + "' (tenant '" + tenant +
+                 "') from primary '" + primary + "' at record " + std::to_string(position));
+  }
+  return PositionOf(tenant, collection);
 }
 
 void Replicator::Loop() {
-  std::vector<std::shared_ptr<Peers::Call>> retired;
+  std::vector<std::shared_ptr<void>> retired;
   while (true) {
     const auto members = members_->members();
     std::vector<std::pair<std::function<void(Status)>, Status>> finished;
     std::vector<std::function<void()>> puts;
+    std::vector<InstallJob> installs;
     {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, milliseconds(50), [&] { return stopping_ || dirty_; });
@@ -341,7 +448,13 @@ void Replicator::Loop() {
       const auto now = SteadyClock::now();
       for (auto& [key, s] : shards_) {
         if (s.state.primary == options_.agent_id) {
-          // Followers: the map's other replicas.
+          // Followers: the map's other replicas, learnt afresh in each epoch (a replica may
+          // have been primary in between).
+          if (s.followers_epoch != s.state.epoch) {
+            s.followers.clear();
+            s.candidates.clear();
+            s.followers_epoch = s.state.epoch;
+          }
           for (auto it = s.followers.begin(); it != s.followers.end();) {
             const auto& r = s.state.replicas;
             it = std::find(r.begin(), r.end(), it->first) == r.end() ? s.followers.erase(it)
@@ -359,19 +472,25 @@ void Replicator::Loop() {
             request.set_collection(key.second);
             request.set_primary(options_.agent_id);
             request.set_epoch(s.state.epoch);
+            const bool uncovered =
+                f.known && f.acked < s.last &&
+                (s.ring.empty() || s.ring.front().seq > f.acked + 1 ||
+                 s.ring.back().seq < s.last);
+            if (f.known && (f.diverged || uncovered)) {
+              // Holds records this primary does not, or misses records no longer kept: a
+              // whole copy replaces its own (captured and sent outside mu_).
+              Report(key, s, id, f, "lagging", now);
+              f.in_flight = true;
+              installs_.push_back({key, id, m->second.address, s.state.epoch});
+              continue;
+            }
             if (f.known && f.acked < s.last) {
-              if (s.ring.empty() || s.ring.front().first > f.acked + 1) {
-                // The ring no longer covers its gap: it stays out until rebuilt.
-                Report(key, s, id, f, "lagging", now);
-                f.retry_at = now + milliseconds(1000);
-                continue;
-              }
               size_t bytes = 0;
-              for (const auto& [seq, payload] : s.ring) {
-                if (seq <= f.acked) continue;
-                if (bytes > 0 && bytes + payload.size() > options_.batch_bytes) break;
-                bytes += payload.size();
-                request.add_records(payload);
+              for (const auto& kept : s.ring) {
+                if (kept.seq <= f.acked) continue;
+                if (bytes > 0 && bytes + kept.payload.size() > options_.batch_bytes) break;
+                bytes += kept.payload.size();
+                request.add_records(kept.payload);
               }
             } else if (f.known) {
               continue;  // holds everything
@@ -381,10 +500,7 @@ void Replicator::Loop() {
             auto call = std::make_shared<Peers::Call>();
             call->request = std::move(request);
             call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-            {
-              std::lock_guard plock(peers_->mu);
-              peers_->in_flight.insert(call);
-            }
+            peers_->Started(&call->context, call);
             const int64_t epoch = s.state.epoch;
             const ShardKey k = key;
             const std::string replica = id;
@@ -394,21 +510,18 @@ void Replicator::Loop() {
                             [this, call, k, replica, epoch](grpc::Status st) {
                               ReplicateOutcome o;
                               if (st.ok()) {
-                                o.position = call->reply.position();
+                                o.at = {call->reply.position(), call->reply.digest()};
                               } else {
                                 o.status = Status(static_cast<StatusCode>(st.error_code()),
                                                   st.error_message());
                               }
                               Answered(k, replica, epoch, std::move(o));
-                              std::lock_guard plock(peers_->mu);
-                              peers_->in_flight.erase(call);
-                              peers_->retired.push_back(call);
-                              if (peers_->in_flight.empty()) peers_->idle.notify_all();
+                              peers_->Finished(&call->context);
                             });
           }
           // States: in sync once it holds everything; lagging once behind for too long.
           for (auto& [id, f] : s.followers) {
-            const bool holds = f.known && f.acked >= s.last;
+            const bool holds = f.known && !f.diverged && f.acked >= s.last;
             if (holds) {
               f.behind_since = {};
             } else if (f.behind_since == SteadyClock::time_point{}) {
@@ -436,6 +549,7 @@ void Replicator::Loop() {
         Settle(s, now, finished);
       }
       puts.swap(puts_);
+      installs.swap(installs_);
     }
     {
       std::lock_guard plock(peers_->mu);
@@ -444,6 +558,7 @@ void Replicator::Loop() {
     retired.clear();
     for (auto& put : puts) put();
     for (auto& [done, st] : finished) done(st);
+    for (const InstallJob& job : installs) SendInstall(job);
   }
 }
 
@@ -504,20 +619,85 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
     if (it == shards_.end()) return;
     auto f = it->second.followers.find(replica);
     if (f == it->second.followers.end()) return;
-    f->second.in_flight = false;
-    if (epoch != it->second.state.epoch) {
+    Follower& fo = f->second;
+    const Shard& s = it->second;
+    fo.in_flight = false;
+    if (epoch != s.state.epoch) {
       // An answer to an older epoch's request: what it says of positions may be stale.
     } else if (outcome.status.ok()) {
-      f->second.known = true;
-      f->second.acked = outcome.position;
+      const ReplicaPosition& at = outcome.at;
+      if (outcome.installed) {
+        fo.diverged = false;  // the primary's own copy
+      } else if (!fo.known) {
+        // First word from this replica (a probe): is its copy a prefix of this primary's?
+        // Past this primary's position, or another record at its position (a former
+        // primary's unacknowledged writes), or one it cannot show: replaced by a copy.
+        const uint64_t mine = DigestAt(s, at.position);
+        fo.diverged = at.position > s.last || (at.position >= 2 && at.digest == 0) ||
+                      (mine != 0 && at.digest != 0 && mine != at.digest);
+        if (fo.diverged && options_.log) {
+          options_.log("replica '" + replica + "' of shard " + std::to_string(s.index) +
+                       " of index '" + s.name + "' holds records this primary does not (at " +
+                       std::to_string(at.position) + ", primary at " + std::to_string(s.last) +
+                       "): its copy is replaced");
+        }
+      }
+      fo.known = true;
+      fo.acked = at.position;
     } else {
       const bool refused = outcome.status.code() == StatusCode::kAborted;
-      f->second.retry_at = SteadyClock::now() + milliseconds(refused ? 1000 : 200);
-      if (refused && options_.log) options_.log("replicate refused: " + outcome.status.message());
+      fo.retry_at = SteadyClock::now() + milliseconds(refused || outcome.installed ? 1000 : 200);
+      if (options_.log && (refused || outcome.installed)) {
+        options_.log("replica '" + replica + "' of index '" + s.name + "': " +
+                     outcome.status.message());
+      }
     }
     dirty_ = true;
   }
   cv_.notify_all();
+}
+
+void Replicator::SendInstall(const InstallJob& job) {
+  ReplicateOutcome failed;
+  failed.installed = true;
+  auto copy = engine_.CaptureCopy(job.key.first, job.key.second);
+  if (!copy.ok()) {
+    failed.status = copy.status();
+    return Answered(job.key, job.replica, job.epoch, std::move(failed));
+  }
+  if (options_.log) {
+    options_.log("sending a copy of index '" + job.key.second + "' (tenant '" + job.key.first +
+                 "') at record " + std::to_string(copy->storage_seq) + " to replica '" +
+                 job.replica + "'");
+  }
+  struct Call {
+    grpc::ClientContext context;
+    apb::InstallRequest request;
+    apb::ReplicateReply reply;
+  };
+  auto call = std::make_shared<Call>();
+  call->request.set_api_version(kAgentApiVersion);
+  call->request.set_tenant(job.key.first);
+  call->request.set_collection(job.key.second);
+  call->request.set_primary(options_.agent_id);
+  call->request.set_epoch(job.epoch);
+  call->request.set_snapshot(store::EncodeSnapshot(*copy));
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  peers_->Started(&call->context, call);
+  peers_->StubOf(job.address)
+      .async()
+      ->Install(&call->context, &call->request, &call->reply,
+                [this, call, job](grpc::Status st) {
+                  ReplicateOutcome o;
+                  o.installed = true;
+                  if (st.ok()) {
+                    o.at = {call->reply.position(), call->reply.digest()};
+                  } else {
+                    o.status = Status(static_cast<StatusCode>(st.error_code()), st.error_message());
+                  }
+                  Answered(job.key, job.replica, job.epoch, std::move(o));
+                  peers_->Finished(&call->context);
+                });
 }
 
 }  // namespace vecgpu::cluster

@@ -15,8 +15,10 @@
 // The primary reports each replica's state in etcd (replica_status.h): "lagging" after
 // `lag_timeout` behind, "in-sync" once it holds every record. The rings are filled from the
 // data directory's log at start, so a restarted primary still has the records its log holds.
-// A replica whose gap no ring covers stays "lagging" (it is rebuilt by [3/5]'s
-// re-replication, from a snapshot).
+// A replica whose position is past the primary's, or whose record there is
+// not the primary's (a former primary's unacknowledged writes), or whose gap no kept record
+// covers, gets a whole copy instead (Install: the primary's copy captured, the replica's
+// replaced and made durable), then the records after it.
 
 #include <chrono>
 #include <condition_variable>
@@ -28,6 +30,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -57,13 +60,20 @@ struct ReplicatorOptions {
   // A replica behind the primary for this long is reported lagging.
   std::chrono::milliseconds lag_timeout{2000};
   std::function<void(const std::string&)> log;
+  // Makes a tenant's collections durable now (a snapshot of the data directory), after a
+  // copy was installed here. Empty: no data directory.
+  std::function<Status(const std::string& tenant)> make_durable;
 };
 
 // A replica's answer, or why there is none.
 struct ReplicateOutcome {
   Status status;
-  uint64_t position = 0;
+  ReplicaPosition at;
+  bool installed = false;  // the answer to an Install: the copy is the primary's own
 };
+
+// A digest of what a record changes (not how this node stored it), equal on every copy.
+uint64_t RecordDigest(const store::WalRecord& record);
 
 class Replicator final : public ReplicaSink {
  public:
@@ -95,9 +105,13 @@ class Replicator final : public ReplicaSink {
 
   // On a replica: a primary's records (encoded WAL payloads), applied in order; returns the
   // position after. ABORTED for an epoch older than one seen for the shard.
-  StatusOr<uint64_t> Apply(const std::string& tenant, const std::string& collection,
-                           const std::string& primary, int64_t epoch,
-                           const std::vector<std::string>& records) override;
+  StatusOr<ReplicaPosition> Apply(const std::string& tenant, const std::string& collection,
+                                  const std::string& primary, int64_t epoch,
+                                  const std::vector<std::string>& records) override;
+  // On a replica: replaces the copy with the primary's (an encoded snapshot).
+  StatusOr<ReplicaPosition> Install(const std::string& tenant, const std::string& collection,
+                                    const std::string& primary, int64_t epoch,
+                                    std::string_view snapshot) override;
 
   // Replicate requests sent and records applied here (tests, metrics).
   int64_t requests_sent() const;
@@ -107,6 +121,7 @@ class Replicator final : public ReplicaSink {
   class TapLog;
   struct Follower {
     bool known = false;      // position learnt (a probe or an answer)
+    bool diverged = false;   // holds records this primary does not: its copy is replaced
     uint64_t acked = 0;      // its position
     bool in_flight = false;
     std::chrono::steady_clock::time_point retry_at{};
@@ -125,11 +140,17 @@ class Replicator final : public ReplicaSink {
     std::string tenant, name;   // the collection (map) this is a shard of
     int index = 0;
     ShardState state;           // as the map says
-    std::deque<std::pair<uint64_t, std::string>> ring;  // (storage_seq, payload)
+    struct Kept {
+      uint64_t seq = 0;  // storage_seq
+      std::string payload;
+      uint64_t digest = 0;  // RecordDigest
+    };
+    std::deque<Kept> ring;
     size_t ring_bytes = 0;
     uint64_t last = 0;          // the last record logged here
     int64_t max_epoch = 0;      // the highest epoch a primary used towards this copy
     std::map<std::string, Follower> followers;  // primary: the other replicas
+    int64_t followers_epoch = 0;  // the epoch they were learnt in (a new one starts afresh)
     std::set<std::string> candidates;  // caught up, waiting to be put in sync
     std::vector<Waiter> waiters;
     std::shared_ptr<std::mutex> apply_mu = std::make_shared<std::mutex>();
@@ -149,6 +170,22 @@ class Replicator final : public ReplicaSink {
               const std::string& state, std::chrono::steady_clock::time_point now);
   void Answered(const ShardKey& key, const std::string& replica, int64_t epoch,
                 ReplicateOutcome outcome);
+  // The digest of the record at `seq` kept for `s` (0: not kept). REQUIRES mu_.
+  static uint64_t DigestAt(const Shard& s, uint64_t seq);
+  // Checks a primary's right to send to this copy (its epoch); the copy's apply lock.
+  StatusOr<std::shared_ptr<std::mutex>> Admit(const std::string& tenant,
+                                              const std::string& collection,
+                                              const std::string& primary, int64_t epoch);
+  ReplicaPosition PositionOf(const std::string& tenant, const std::string& collection);
+  // Copies of shards to send (captured and sent by the loop, outside mu_).
+  struct InstallJob {
+    ShardKey key;
+    std::string replica;
+    std::string address;
+    int64_t epoch = 0;
+  };
+  void SendInstall(const InstallJob& job);
+  std::vector<InstallJob> installs_;  // guarded by mu_
 
   EtcdClient& etcd_;
   Engine& engine_;

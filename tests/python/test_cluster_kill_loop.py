@@ -1,9 +1,9 @@
 """The cluster's kill -9 loop (tests/cluster/kill_loop.py), three rounds: a real etcd, three
 `serve --join` agents with data directories and a gateway; each round kills an agent with
 SIGKILL while four faissx clients add and search, and restarts it on its data. No
-acknowledged write may be lost. With replication (the gateway's --replicas, R = 2 once the
-gateway has the flag) no search may fail later than one lease TTL after a kill; with R = 1
-that check does not apply (a killed agent's collections wait for it)."""
+acknowledged write may be lost. With replication (the gateway's --replicas 2) no search may
+fail later than one lease TTL after a kill; with R = 1 (a build whose gateway has no
+--replicas) that check does not apply (a killed agent's collections wait for it)."""
 import json
 import shutil
 import subprocess

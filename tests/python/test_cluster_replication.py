@@ -160,6 +160,16 @@ def test_replicated_writes_survive_the_primary_and_the_replica_catches_up(cluste
     assert st.returncode == 0, st.stdout + st.stderr
     s = [col for col in json.loads(st.stdout)["collections"] if col["name"] == name][0]
     assert sorted(s["shards"][0]["in_sync"]) == sorted([primary, replica])
+    leader = s["shards"][0]["primary"]
+    other = primary if leader == replica else replica
+
+    def lag():
+        out = subprocess.run([str(BINARY), "cluster", "status", "--etcd", c.url, "--json"],
+                             capture_output=True, text=True, timeout=30).stdout
+        col = [x for x in json.loads(out)["collections"] if x["name"] == name][0]
+        return col["shards"][0]["replica_lag"].get(other)
+    assert wait_until(lambda: (lag() or {}).get("lag") == 0, 10), lag()
+    assert lag()["state"] == "in-sync" and lag()["position"] >= 1
     gw.stop()
     assert "promoted" in gw.output
 
@@ -262,3 +272,46 @@ def test_the_placer_role_moves_to_another_gateway(cluster_factory):
     promoted = wait_until(lambda: c.map(name)["shards"][0]["primary"] != primary, 30)
     assert promoted, c.map(name)
     assert wait_until(lambda: count(c.gateways[1], name) == 5, 10)
+
+
+def test_training_happens_once_and_the_replicas_hold_the_same_index(cluster_factory):
+    """IVF trained through the gateway: the primary trains, the trained quantizer reaches the
+    replica in the log, so both copies answer every search identically."""
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2"))
+    gw = c.gw
+    name = uid("ivf")
+    assert create(gw, name, dim=16, index_type="IVF8,Flat")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    ok(call(gw, action="train_index", index_id=name, training_vectors=rows(x)))
+    ok(call(gw, action="add_vectors", index_id=name, vectors=rows(x)))
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    shard = c.map(name)["shards"][0]
+    answers = [ok(call(c.agents[a], action="search", index_id=name, query_vectors=rows(q), k=5,
+                       params={"nprobe": 2}))
+               for a in shard["replicas"]]
+    for ra, rb in zip(answers[0]["results"], answers[1]["results"]):
+        assert ra["indices"] == rb["indices"] and ra["distances"] == rb["distances"]
+    # Trained once: the replica's log holds the primary's training (its artefact), so the
+    # replica did not run k-means itself.
+    replica = [a for a in shard["replicas"] if a != shard["primary"]][0]
+    assert count(c.agents[replica], name) == 400
+
+
+def test_searches_and_writes_go_on_across_an_etcd_restart(cluster_factory):
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2"))
+    gw = c.gw
+    name = uid("etcd")
+    assert create(gw, name)
+    x = rand(30, 8, 6)
+    ok(add_ids(gw, name, x[:10], range(10)))
+    c.etcd.stop()
+    # Searches are served from the last shard map the gateway saw.
+    r = ok(call(gw, action="search", index_id=name, query_vectors=rows(x[3:4]), k=1))
+    assert r["results"][0]["indices"][0] == 3
+    c.etcd.start()
+    # Back: the agents register again (fresh leases) and take writes; nothing was lost.
+    assert wait_until(lambda: add_ids(gw, name, x[10:20], range(10, 20)).get("success"), 30)
+    assert count(gw, name) == 20
+    m = c.map(name)
+    assert sorted(m["shards"][0]["in_sync"]) == sorted(m["shards"][0]["replicas"])
