@@ -421,7 +421,14 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
     for (const auto& [id, info] : members_->members()) {
       agents.push_back({id, std::max(0.1, info.free_memory_bytes / double(1 << 30))});
     }
-    auto placed = FirstPlacement(tenant, request.name, shards, replicas, agents);
+    std::map<std::string, int> leads;  // shards each agent leads now
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [key, read] : maps_) {
+        for (const ShardState& s : read.map.shards) ++leads[s.primary];
+      }
+    }
+    auto placed = FirstPlacement(tenant, request.name, shards, replicas, agents, leads);
     if (!placed.ok()) return done(Unavailable(placed.status().message()));
     map = std::move(*placed);
     map.inner_product = spec->metric == Metric::kInnerProduct;

@@ -99,6 +99,18 @@ TEST(ShardMapTest, FirstPlacementAndCodec) {
   auto back = DecodeCollectionMap(EncodeCollectionMap(*m));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, *m);
+  // Primaries spread over the owners: three shards over three agents, each on all three,
+  // are led by three different agents; agents that lead shards elsewhere lead fewer here.
+  auto spread = FirstPlacement("t", "spread", 3, 3, Agents(3));
+  ASSERT_TRUE(spread.ok());
+  std::set<std::string> leaders;
+  for (const ShardState& s : spread->shards) leaders.insert(s.primary);
+  EXPECT_EQ(leaders.size(), 3u);
+  auto busy = Agents(3);
+  std::map<std::string, int> elsewhere{{busy[0].id, 5}, {busy[1].id, 5}};
+  auto around = FirstPlacement("t", "around", 1, 3, busy, elsewhere);
+  ASSERT_TRUE(around.ok());
+  EXPECT_EQ(around->shards[0].primary, busy[2].id);
   EXPECT_EQ(FirstPlacement("t", "c", 1, 3, Agents(2)).status().code(),
             StatusCode::kFailedPrecondition);
   // Inconsistent maps are refused, naming the problem.

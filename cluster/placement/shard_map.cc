@@ -93,7 +93,9 @@ StatusOr<CollectionMap> DecodeCollectionMap(std::string_view json) {
 
 StatusOr<CollectionMap> FirstPlacement(const std::string& tenant, const std::string& name,
                                        int shards, int replication,
-                                       const std::vector<Candidate>& agents) {
+                                       const std::vector<Candidate>& agents,
+                                       const std::map<std::string, int>& primaries) {
+  std::map<std::string, int> leads = primaries;
   if (shards < 1 || replication < 1) {
     return InvalidArgument("placement: shards and replicas must be at least 1");
   }
@@ -109,6 +111,16 @@ StatusOr<CollectionMap> FirstPlacement(const std::string& tenant, const std::str
                                 " live agents with room, " + std::to_string(replication) +
                                 " replicas wanted");
     }
+    // The primary: the owner leading the fewest shards (of this collection, and of the
+    // others when given), so that one agent does not order every write; ties go to the
+    // rendezvous order. It is listed first.
+    size_t best = 0;
+    for (size_t j = 1; j < owners.size(); ++j) {
+      if (leads[owners[j]] < leads[owners[best]]) best = j;
+    }
+    std::rotate(owners.begin(), owners.begin() + static_cast<std::ptrdiff_t>(best),
+                owners.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    ++leads[owners.front()];
     ShardState s;
     s.replicas = owners;
     s.primary = owners.front();

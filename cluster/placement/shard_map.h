@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -57,11 +58,14 @@ std::string EncodeCollectionMap(const CollectionMap& map);
 StatusOr<CollectionMap> DecodeCollectionMap(std::string_view json);
 
 // A collection's first placement: each shard's R replicas by rendezvous hashing of
-// "<tenant>/<name>/<shard>" over `agents` (weighted by free capacity), the first one primary,
-// all in sync, epoch 1. FAILED_PRECONDITION when fewer than `replication` agents can hold it.
+// "<tenant>/<name>/<shard>" over `agents` (weighted by free capacity), all in sync, epoch 1;
+// its primary (listed first) the replica that leads the fewest shards so far, counting
+// `primaries` (shards each agent already leads). FAILED_PRECONDITION when fewer than
+// `replication` agents can hold it.
 StatusOr<CollectionMap> FirstPlacement(const std::string& tenant, const std::string& name,
                                        int shards, int replication,
-                                       const std::vector<Candidate>& agents);
+                                       const std::vector<Candidate>& agents,
+                                       const std::map<std::string, int>& primaries = {});
 
 // Who leads placement: one gateway at a time, through an etcd key held on a lease. The
 // leadership's *fence* is that key's create revision: it is compared in every transaction

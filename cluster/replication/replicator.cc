@@ -17,35 +17,6 @@ namespace vecgpu::cluster {
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
-uint64_t RecordDigest(const store::WalRecord& r) {
-  // FNV-1a over what the record changes (not its storage id, which each node numbers itself,
-  // nor a training artefact, which follows from the rest).
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
-  auto str = [&](const std::string& v) {
-    const uint64_t n = v.size();
-    mix(&n, sizeof n);
-    mix(v.data(), v.size());
-  };
-  const auto type = static_cast<uint8_t>(r.type);
-  mix(&type, 1);
-  mix(&r.storage_seq, sizeof r.storage_seq);
-  str(r.tenant);
-  str(r.collection);
-  str(r.index_type);
-  mix(r.vectors.data.data(), r.vectors.data.size() * sizeof(float));
-  mix(r.ids.data(), r.ids.size() * sizeof(int64_t));
-  for (const std::string& k : r.keys) str(k);
-  mix(r.timestamps.data(), r.timestamps.size() * sizeof(int64_t));
-  str(r.name);
-  mix(&r.value, sizeof r.value);
-  mix(&r.n_clusters, sizeof r.n_clusters);
-  return h | 1;  // never 0 ("not known")
-}
-
 uint64_t Replicator::DigestAt(const Shard& s, uint64_t seq) {
   if (s.ring.empty() || seq < s.ring.front().seq || seq > s.ring.back().seq) return 0;
   // Kept records are consecutive, but a dropped-and-made-again collection restarts at 1.
@@ -193,7 +164,7 @@ int64_t Replicator::records_applied() const {
 void Replicator::Logged(const store::WalRecord& record) {
   if (record.type == store::RecordType::kFailed || !record.has_storage) return;
   std::string payload = store::EncodeRecord(record);
-  const uint64_t digest = RecordDigest(record);
+  const uint64_t digest = store::RecordDigest(record);
   std::lock_guard lock(mu_);
   // Every collection's records are kept (within the budget), not only known shards': a map
   // seen a moment after its first writes, or a copy promoted later, still has them.

@@ -72,8 +72,6 @@ struct ReplicateOutcome {
   bool installed = false;  // the answer to an Install: the copy is the primary's own
 };
 
-// A digest of what a record changes (not how this node stored it), equal on every copy.
-uint64_t RecordDigest(const store::WalRecord& record);
 
 class Replicator final : public ReplicaSink {
  public:
@@ -143,7 +141,7 @@ class Replicator final : public ReplicaSink {
     struct Kept {
       uint64_t seq = 0;  // storage_seq
       std::string payload;
-      uint64_t digest = 0;  // RecordDigest
+      uint64_t digest = 0;  // store::RecordDigest
     };
     std::deque<Kept> ring;
     size_t ring_bytes = 0;

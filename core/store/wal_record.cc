@@ -325,4 +325,33 @@ StatusOr<WalRecord> DecodeRecord(std::string_view payload) {
   return r;
 }
 
+uint64_t RecordDigest(const WalRecord& r) {
+  // FNV-1a over what the record changes (not its storage id, which each node numbers itself,
+  // nor a training artefact, which follows from the rest).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  auto str = [&](const std::string& v) {
+    const uint64_t n = v.size();
+    mix(&n, sizeof n);
+    mix(v.data(), v.size());
+  };
+  const auto type = static_cast<uint8_t>(r.type);
+  mix(&type, 1);
+  mix(&r.storage_seq, sizeof r.storage_seq);
+  str(r.tenant);
+  str(r.collection);
+  str(r.index_type);
+  mix(r.vectors.data.data(), r.vectors.data.size() * sizeof(float));
+  mix(r.ids.data(), r.ids.size() * sizeof(int64_t));
+  for (const std::string& k : r.keys) str(k);
+  mix(r.timestamps.data(), r.timestamps.size() * sizeof(int64_t));
+  str(r.name);
+  mix(&r.value, sizeof r.value);
+  mix(&r.n_clusters, sizeof r.n_clusters);
+  return h | 1;  // never 0 ("not known")
+}
+
 }  // namespace vecgpu::store

@@ -78,6 +78,10 @@ struct WalRecord {
 
 // The record's payload bytes (FORMAT.md, "Record payload"), little-endian.
 std::string EncodeRecord(const WalRecord& r);
+// A digest of what a record changes, not of how one node stored it (its storage id, which each
+// node numbers itself, and a training artefact, which follows from the rest are left out):
+// equal for the same record on every copy of a replicated collection. Never 0.
+uint64_t RecordDigest(const WalRecord& r);
 // DataLoss naming what is wrong for bytes that are not a valid payload (an unknown type, a
 // length past the end, trailing bytes).
 StatusOr<WalRecord> DecodeRecord(std::string_view payload);
