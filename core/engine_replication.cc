@@ -54,9 +54,18 @@ StatusOr<bool> Engine::ApplyReplicated(const store::WalRecord& r) {
                        st.code() == StatusCode::kUnimplemented ||
                        st.code() == StatusCode::kFailedPrecondition;
   if (!st.ok() && !refusal) return st;  // a fault here (the log, memory): to be sent again
-  // A record refused here (as it was on the primary, which logged it before applying it: the
-  // same call meets the same state) still takes its place in the storage's order.
-  if (storage.log_seq() < r.storage_seq) storage.set_log_seq(r.storage_seq);
+  if (storage.log_seq() < r.storage_seq) {
+    // Refused before it was logged here (the primary logged it, then it failed there too:
+    // the same call meets the same state). It still takes its place in the storage's order,
+    // in the log as well, followed by its failure, as on the primary: replay refuses it again
+    // and skips it, and the next record follows without a hole.
+    MutexLock order(storage.write_order());
+    UninterruptibleScope uninterruptible;
+    if (storage.log_seq() < r.storage_seq) {
+      ASSIGN_OR_RETURN(const Logged logged, LogFor(storage, [&] { return r; }));
+      (void)Outcome(storage, logged, r.tenant, r.collection, st);
+    }
+  }
   return true;
 }
 

@@ -141,6 +141,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
+  if (o.replication_log_mb < 1 || o.replication_log_mb > 1'048'576) {
+    return InvalidArgument("replication-log-mb: must be within 1..1048576");
+  }
   if (o.replicas < 1 || o.replicas > 64) {
     return InvalidArgument("replicas: must be within 1..64");
   }
@@ -260,6 +263,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "etcd client URLs (comma-separated) a gateway coordinates through "
                    "(vecgpu gateway)")
       ->delimiter(',');
+  serve
+      ->add_option("--replication-log-mb", o.replication_log_mb,
+                   "An agent's memory (MB) for records its replicas may still need; a replica "
+                   "behind by more gets a whole copy")
+      ->capture_default_str();
   serve
       ->add_option("--replicas", o.replicas,
                    "Copies of each shard of a new collection unless its create says (vecgpu "

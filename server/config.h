@@ -96,6 +96,9 @@ struct ServeOptions {
   std::string advertise;
   std::string agent_id;
   int lease_ttl_s = 10;
+  // An agent's memory for records its replicas may still need (MB over all collections); a
+  // replica behind by more gets a whole copy. Default: 256.
+  int replication_log_mb = 256;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";

@@ -343,6 +343,7 @@ int Serve(const ServeOptions& o) {
     cluster::ReplicatorOptions ro;
     ro.agent_id = o.agent_id.empty() ? o.advertise : o.agent_id;
     ro.log = [](const std::string& line) { spdlog::info("replication: {}", line); };
+    ro.ring_bytes = static_cast<size_t>(o.replication_log_mb) << 20;
     if (persisted) {
       // A copy installed from a primary is durable once snapshotted.
       ro.make_durable = [&persisted](const std::string& tenant) -> Status {

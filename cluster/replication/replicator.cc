@@ -18,14 +18,11 @@ using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
 uint64_t Replicator::DigestAt(const Shard& s, uint64_t seq) {
-  if (s.ring.empty() || seq < s.ring.front().seq || seq > s.ring.back().seq) return 0;
-  // Kept records are consecutive, but a dropped-and-made-again collection restarts at 1.
-  const auto& k = s.ring[seq - s.ring.front().seq];
-  if (k.seq == seq) return k.digest;
-  for (const auto& e : s.ring) {
-    if (e.seq == seq) return e.digest;
-  }
-  return 0;
+  // Kept records ascend by seq, usually one apart (a record refused before it was logged
+  // leaves a hole in the numbers).
+  auto it = std::lower_bound(s.ring.begin(), s.ring.end(), seq,
+                             [](const Shard::Kept& k, uint64_t v) { return k.seq < v; });
+  return it != s.ring.end() && it->seq == seq ? it->digest : 0;
 }
 
 // The engine's log, each appended record handed on to the replicator too (under the

@@ -66,11 +66,28 @@ def log(msg):
 _given_ports = set()
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A free loopback port never handed out before by this process."""
-    for _ in range(100):
+    """A free loopback port never handed out before by this process, below the kernel's
+    ephemeral range where it can: a restarted agent takes its ports again, and a port the
+    kernel may give to any client's connection meanwhile would be taken."""
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, lo) if lo > 21000 else 0
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             port = s.getsockname()[1]
         if port not in _given_ports:
             _given_ports.add(port)

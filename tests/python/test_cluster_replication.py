@@ -315,3 +315,42 @@ def test_searches_and_writes_go_on_across_an_etcd_restart(cluster_factory):
     assert count(gw, name) == 20
     m = c.map(name)
     assert sorted(m["shards"][0]["in_sync"]) == sorted(m["shards"][0]["replicas"])
+
+
+def test_a_replica_behind_by_more_than_its_primary_kept_gets_a_whole_durable_copy(
+        cluster_factory, tmp_path):
+    """--replication-log-mb 1: while a replica is dead its primary takes more than it keeps;
+    back, the replica gets a whole copy of the collection (it says so), is put back in the
+    in-sync set with the same vectors, and keeps them across its own kill -9."""
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2"))
+    for name in list(c.agents):  # agents with a small memory for records
+        c.agents[name].stop()
+        c.args[name] = (*c.args[name], "--replication-log-mb", "1")
+        c.start_agent(name)
+    assert wait_until(lambda: len(c.etcd.agents()) == 2, 15)
+    gw = c.gw
+    name = uid("copy")
+    assert create(gw, name, dim=64)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6000, 64)).astype(np.float32)
+    ok(add_ids(gw, name, x[:100], range(100)))
+    shard = c.map(name)["shards"][0]
+    primary = shard["primary"]
+    replica = [r for r in shard["replicas"] if r != primary][0]
+    c.kill(replica)
+    assert wait_until(lambda: c.map(name)["shards"][0]["in_sync"] == [primary], 5 * TTL + 5)
+    for lo in range(100, 6000, 500):  # 1.5 MB of records, 12 of them: more than 1 MB kept
+        hi = min(lo + 500, 6000)
+        ok(add_ids(gw, name, x[lo:hi], range(lo, hi)))
+    c.start_agent(replica)
+    assert wait_until(lambda: sorted(c.map(name)["shards"][0]["in_sync"]) ==
+                      sorted([primary, replica]), 30), c.map(name)
+    assert count(c.agents[replica], name) == 6000
+    assert np.allclose(reconstruct(c.agents[replica], name, [0, 150, 5999]), x[[0, 150, 5999]])
+    c.agents[primary].stop()  # its log, flushed: the line that says a copy was sent
+    assert "sending a copy" in c.agents[primary].output
+    c.start_agent(primary)
+    # The copy is durable on the replica: a kill -9 right after keeps it.
+    c.kill(replica)
+    c.start_agent(replica)
+    assert count(c.agents[replica], name) == 6000
