@@ -3,7 +3,6 @@
 // collection's next record, so that every copy makes the same changes in the same order;
 // and copying a whole collection to a replica whose gap no kept record covers.
 #include "core/engine.h"
-
 #include "core/engine_internal.h"
 #include "core/util/interrupt.h"
 
@@ -48,11 +47,10 @@ StatusOr<bool> Engine::ApplyReplicated(const store::WalRecord& r) {
   } else {
     st = ApplyRecord(r);
   }
-  const bool refusal = st.code() == StatusCode::kInvalidArgument ||
-                       st.code() == StatusCode::kNotFound ||
-                       st.code() == StatusCode::kAlreadyExists ||
-                       st.code() == StatusCode::kUnimplemented ||
-                       st.code() == StatusCode::kFailedPrecondition;
+  const bool refusal =
+      st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound ||
+      st.code() == StatusCode::kAlreadyExists || st.code() == StatusCode::kUnimplemented ||
+      st.code() == StatusCode::kFailedPrecondition;
   if (!st.ok() && !refusal) return st;  // a fault here (the log, memory): to be sent again
   if (storage.log_seq() < r.storage_seq) {
     // Refused before it was logged here (the primary logged it, then it failed there too:

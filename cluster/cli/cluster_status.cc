@@ -4,11 +4,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "cluster/replication/replica_status.h"
-
 #include "cluster/etcd/etcd_client.h"
 #include "cluster/membership/agent_registration.h"
 #include "cluster/placement/shard_map.h"
+#include "cluster/replication/replica_status.h"
 
 namespace vecgpu::cluster {
 namespace {
@@ -28,8 +27,7 @@ std::string GiB(int64_t bytes) {
 }  // namespace
 
 int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std::ostream& err) {
-  auto client =
-      EtcdClient::Connect({options.etcd, std::chrono::milliseconds(options.timeout_ms)});
+  auto client = EtcdClient::Connect({options.etcd, std::chrono::milliseconds(options.timeout_ms)});
   if (!client.ok()) {
     err << "cluster status: " << client.status().message() << "\n";
     return 1;
@@ -92,7 +90,8 @@ int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std
     nlohmann::json j;
     j["revision"] = revision;
     j["members"] = nlohmann::json::array();
-    for (const auto& [id, a] : members) j["members"].push_back(nlohmann::json::parse(EncodeAgentInfo(a)));
+    for (const auto& [id, a] : members)
+      j["members"].push_back(nlohmann::json::parse(EncodeAgentInfo(a)));
     j["collections"] = nlohmann::json::array();
     for (const auto& r : maps) {
       auto c = nlohmann::json::parse(EncodeCollectionMap(r.map));
@@ -145,7 +144,8 @@ int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std
     }
   }
   if (malformed) out << "\n" << malformed << " keys under /vecgpu/collections/ are not maps\n";
-  out << "\n" << unhealthy << " shard(s) with fewer in-sync replicas than wanted or no live primary\n";
+  out << "\n"
+      << unhealthy << " shard(s) with fewer in-sync replicas than wanted or no live primary\n";
   return unhealthy ? 3 : 0;
 }
 

@@ -243,7 +243,6 @@ StatusOr<ShardMapStore::Read> ClusterCollectionService::MapOf(const std::string&
   return read;
 }
 
-
 StatusOr<ClusterCollectionService::Target> ClusterCollectionService::PrimaryOf(
     const CollectionMap& map, int shard) {
   const ShardState& s = map.shards.at(shard);
@@ -350,9 +349,8 @@ void ClusterCollectionService::EachShard(
   }
 }
 
-
-StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>>
-ClusterCollectionService::AgentsOf(const std::string& tenant) {
+StatusOr<std::vector<std::shared_ptr<RemoteCollectionService>>> ClusterCollectionService::AgentsOf(
+    const std::string& tenant) {
   std::set<std::string> ids;
   if (tenant.empty()) {
     for (const auto& [id, info] : members_->members()) ids.insert(id);
@@ -501,19 +499,20 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
     r.name = ShardCollectionName(map.name, c.shard, n);
     CallContext routed = call;
     routed.shard_epoch = map.shards[c.shard].epoch;
-    c.agent->Create(routed, std::move(r), [st, finish, shard = c.shard](StatusOr<CollectionInfo> r) {
-      bool last;
-      {
-        std::lock_guard lock(st->mu);
-        if (!r.ok()) {
-          if (st->error.ok()) st->error = r.status();
-        } else if (!st->info || shard == 0) {
-          st->info = std::move(*r);
-        }
-        last = --st->left == 0;
-      }
-      if (last) finish();
-    });
+    c.agent->Create(routed, std::move(r),
+                    [st, finish, shard = c.shard](StatusOr<CollectionInfo> r) {
+                      bool last;
+                      {
+                        std::lock_guard lock(st->mu);
+                        if (!r.ok()) {
+                          if (st->error.ok()) st->error = r.status();
+                        } else if (!st->info || shard == 0) {
+                          st->info = std::move(*r);
+                        }
+                        last = --st->left == 0;
+                      }
+                      if (last) finish();
+                    });
   }
 }
 
@@ -528,7 +527,8 @@ void ClusterCollectionService::Drop(const CallContext& call, std::string collect
   std::vector<std::pair<std::string, std::shared_ptr<RemoteCollectionService>>> copies;
   for (int i = 0; i < n; ++i) {
     for (const std::string& r : map.shards[i].replicas) {
-      if (auto a = AgentById(r); a.ok()) copies.emplace_back(ShardCollectionName(map.name, i, n), *a);
+      if (auto a = AgentById(r); a.ok())
+        copies.emplace_back(ShardCollectionName(map.name, i, n), *a);
     }
   }
   if (copies.empty()) {
@@ -781,11 +781,11 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
       [shared, rows = std::move(rows), next](StatusOr<SearchReply> r) {
         int64_t total = 0;
         for (int64_t n : rows) total += n;
-        if (r.ok() && (r->knn.nq != total ||
-                       static_cast<int64_t>(r->knn.labels.size()) != total * r->knn.k ||
-                       (!r->keys.empty() && r->keys.size() != r->knn.labels.size()))) {
-          r = Internal("agent answered a search of " + std::to_string(total) +
-                       " queries with " + std::to_string(r->knn.nq));
+        if (r.ok() &&
+            (r->knn.nq != total || static_cast<int64_t>(r->knn.labels.size()) != total * r->knn.k ||
+             (!r->keys.empty() && r->keys.size() != r->knn.labels.size()))) {
+          r = Internal("agent answered a search of " + std::to_string(total) + " queries with " +
+                       std::to_string(r->knn.nq));
         }
         int64_t row = 0;
         for (size_t i = 0; i < shared->size(); ++i) {
@@ -815,7 +815,6 @@ void ClusterCollectionService::SendBatch(const std::string& lane,
       });
 }
 
-
 namespace {
 
 // An agent's refusal that says the write was routed by a map it does not share: nothing was
@@ -831,8 +830,7 @@ bool Misrouted(const Status& st) {
 template <typename R, typename Request>
 void ClusterCollectionService::ToPrimaries(
     const CallContext& call, const CollectionMap& map, std::vector<std::pair<int, Request>> parts,
-    std::function<void(RemoteCollectionService&, const CallContext&, Request,
-                       Completion<R>)> send,
+    std::function<void(RemoteCollectionService&, const CallContext&, Request, Completion<R>)> send,
     std::function<void(std::vector<R>)> combine, std::function<void(Status)> fail) {
   // Every part's primary first: a part that cannot be sent fails the call before any is sent.
   std::vector<Target> targets;
@@ -974,9 +972,8 @@ void ClusterCollectionService::Read(const CallContext& call, ReadRequest request
   const Op op = shared->op;
   if (n == 1 || op == Op::kLayout || op == Op::kTransforms || op == Op::kApplyTransform ||
       (op == Op::kParameter && shared->parameter != "ntotal")) {
-    return all({0}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
-      return std::move(r.front());
-    });
+    return all(
+        {0}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> { return std::move(r.front()); });
   }
   switch (op) {
     case Op::kReconstruct:
@@ -1009,9 +1006,8 @@ void ClusterCollectionService::Read(const CallContext& call, ReadRequest request
         return std::move(r.front());
       });
     case Op::kCountKeyed:
-      return all({}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> {
-        return CombineCountKeyed(r);
-      });
+      return all(
+          {}, [](std::vector<ReadReply> r) -> StatusOr<ReadReply> { return CombineCountKeyed(r); });
     case Op::kListKeyed:
       return all({}, [count = shared->count](std::vector<ReadReply> r) {
         return MergeListKeyed(std::move(r), count);
@@ -1029,7 +1025,6 @@ void ClusterCollectionService::Read(const CallContext& call, ReadRequest request
       return done(Unimplemented("this read of a sharded index is not supported"));
   }
 }
-
 
 void ClusterCollectionService::Cluster(const CallContext& call, ClusterRequest request,
                                        Completion<ClusteringResult> done) {
@@ -1087,7 +1082,6 @@ void ClusterCollectionService::Usage(const CallContext& call, Completion<UsageRe
       },
       std::move(done));
 }
-
 
 void ClusterCollectionService::PlacerLoop() {
   std::unique_lock lock(placer_mu_);

@@ -21,13 +21,13 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <thread>
 #include <functional>
-#include <set>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/agent/remote_service.h"
@@ -41,7 +41,7 @@ namespace vecgpu::cluster {
 struct ClusterServiceOptions {
   std::string agents_prefix = "/vecgpu/agents/";
   std::string maps_prefix = "/vecgpu/collections/";
-  int replicas = 1;  // replicas of each new collection's shard (unless its create says)
+  int replicas = 1;            // replicas of each new collection's shard (unless its create says)
   bool allow_partial = false;  // every search may answer from the shards that can
   std::string id = "gateway";  // in the placer election
   bool placer = true;          // campaign for the placer role
@@ -115,11 +115,11 @@ class ClusterCollectionService final : public CollectionService {
   // by etcd's map when the agent says the map was stale), then `combine`s the replies, or
   // `fail`s with the first error.
   template <typename R, typename Request>
-  void ToPrimaries(const CallContext& call, const CollectionMap& map,
-                   std::vector<std::pair<int, Request>> parts,
-                   std::function<void(RemoteCollectionService&, const CallContext&, Request,
-                                      Completion<R>)> send,
-                   std::function<void(std::vector<R>)> combine, std::function<void(Status)> fail);
+  void ToPrimaries(
+      const CallContext& call, const CollectionMap& map, std::vector<std::pair<int, Request>> parts,
+      std::function<void(RemoteCollectionService&, const CallContext&, Request, Completion<R>)>
+          send,
+      std::function<void(std::vector<R>)> combine, std::function<void(Status)> fail);
   // The search of a (merged) request over every shard, merged.
   void SearchShards(const CallContext& call, const CollectionMap& map, SearchRequest request,
                     Completion<SearchReply> done);
@@ -143,9 +143,9 @@ class ClusterCollectionService final : public CollectionService {
   // Logs the shards that became unserved or served again since the last check.
   void CheckShards();
   std::mutex check_mu_;
-  std::set<std::string> unserved_;  // as last logged (guarded by check_mu_)
+  std::set<std::string> unserved_;            // as last logged (guarded by check_mu_)
   std::map<std::string, std::string> under_;  // under-replicated, as last logged (check_mu_)
-  std::atomic<bool> checking_{false};  // set once both mirrors exist, cleared when stopping
+  std::atomic<bool> checking_{false};         // set once both mirrors exist, cleared when stopping
 
   // Gateway-side batching of k-NN searches.
   struct PendingSearch {

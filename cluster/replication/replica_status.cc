@@ -7,8 +7,11 @@
 namespace vecgpu::cluster {
 
 std::string EncodeReplicaStatus(const ReplicaStatus& s) {
-  nlohmann::json j{{"primary", s.primary}, {"epoch", s.epoch}, {"state", s.state},
-                   {"acked", s.acked},     {"last", s.last}};
+  nlohmann::json j{{"primary", s.primary},
+                   {"epoch", s.epoch},
+                   {"state", s.state},
+                   {"acked", s.acked},
+                   {"last", s.last}};
   return j.dump();
 }
 
@@ -34,8 +37,7 @@ std::string ReplicaStatusPrefix(const std::string& prefix, const std::string& te
 }
 
 std::string ReplicaStatusKey(const std::string& prefix, const std::string& tenant,
-                             const std::string& collection, int shard,
-                             const std::string& replica) {
+                             const std::string& collection, int shard, const std::string& replica) {
   return ReplicaStatusPrefix(prefix, tenant, collection) + std::to_string(shard) + "/" +
          EscapeKeyPart(replica);
 }

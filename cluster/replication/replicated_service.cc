@@ -10,16 +10,14 @@ void Replicated(Replicator& replicator, const CallContext& call, const std::stri
   if (Status st = replicator.AdmitWrite(call.tenant, collection, call.shard_epoch); !st.ok()) {
     return done(st);
   }
-  start(Completion<Reply>([&replicator, tenant = call.tenant, collection,
-                           deadline = call.deadline,
+  start(Completion<Reply>([&replicator, tenant = call.tenant, collection, deadline = call.deadline,
                            done = std::move(done)](StatusOr<Reply> r) mutable {
     if (!r.ok()) return done(std::move(r));
-    replicator.AwaitReplicated(
-        tenant, collection, deadline,
-        [done = std::move(done), reply = std::move(*r)](Status st) mutable {
-          if (!st.ok()) return done(st);
-          done(std::move(reply));
-        });
+    replicator.AwaitReplicated(tenant, collection, deadline,
+                               [done = std::move(done), reply = std::move(*r)](Status st) mutable {
+                                 if (!st.ok()) return done(st);
+                                 done(std::move(reply));
+                               });
   }));
 }
 

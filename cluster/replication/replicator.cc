@@ -87,8 +87,7 @@ struct Replicator::Peers {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(INT32_MAX);
       args.SetMaxSendMessageSize(INT32_MAX);
-      auto channel =
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
       channels[address] = channel;
       stub = apb::Agent::NewStub(channel);
     }
@@ -235,7 +234,8 @@ void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
       s.index = v.second.second;
       s.state = v.second.first.shards[s.index];
       s.max_epoch = std::max(s.max_epoch, s.state.epoch);
-      if (auto at = positions.find(key); at != positions.end()) s.last = std::max(s.last, at->second);
+      if (auto at = positions.find(key); at != positions.end())
+        s.last = std::max(s.last, at->second);
     }
     dirty_ = true;
   }
@@ -248,12 +248,12 @@ Status Replicator::AdmitWrite(const std::string& tenant, const std::string& coll
   std::unique_lock lock(mu_);
   auto known = [&] {
     auto it = shards_.find({tenant, collection});
-    return it != shards_.end() && !it->second.map_key.empty() &&
-           it->second.state.epoch >= epoch;
+    return it != shards_.end() && !it->second.map_key.empty() && it->second.state.epoch >= epoch;
   };
   // Routed by a map this agent's mirror has not caught up with yet (a collection created a
   // moment ago, a promotion): it waits for it, briefly.
-  if (epoch > 0 && !known()) cv_.wait_for(lock, milliseconds(2000), [&] { return known() || stopping_; });
+  if (epoch > 0 && !known())
+    cv_.wait_for(lock, milliseconds(2000), [&] { return known() || stopping_; });
   auto it = shards_.find({tenant, collection});
   if (it == shards_.end() || it->second.map_key.empty()) {
     if (epoch == 0) return Status::Ok();  // not a shard: a plain collection
@@ -315,8 +315,7 @@ bool Replicator::Holds(const Shard& s, uint64_t seq) const {
 
 StatusOr<std::shared_ptr<std::mutex>> Replicator::Admit(const std::string& tenant,
                                                         const std::string& collection,
-                                                        const std::string& primary,
-                                                        int64_t epoch) {
+                                                        const std::string& primary, int64_t epoch) {
   std::lock_guard lock(mu_);
   auto it = shards_.find({tenant, collection});
   if (it == shards_.end() || it->second.map_key.empty()) {
@@ -388,8 +387,7 @@ StatusOr<ReplicaPosition> Replicator::Install(const std::string& tenant,
                    store::DecodeSnapshot(snapshot, "the copy of index '" + collection +
                                                        "' from agent '" + primary + "'"));
   if (copy.name != collection) {
-    return InvalidArgument("install: a copy of index '" + copy.name + "' for '" + collection +
-                           "'");
+    return InvalidArgument("install: a copy of index '" + copy.name + "' for '" + collection + "'");
   }
   const uint64_t position = copy.storage_seq;
   RETURN_IF_ERROR(engine_.InstallCopy(tenant, std::move(copy)));
@@ -442,8 +440,7 @@ void Replicator::Loop() {
             request.set_epoch(s.state.epoch);
             const bool uncovered =
                 f.known && f.acked < s.last &&
-                (s.ring.empty() || s.ring.front().seq > f.acked + 1 ||
-                 s.ring.back().seq < s.last);
+                (s.ring.empty() || s.ring.front().seq > f.acked + 1 || s.ring.back().seq < s.last);
             if (f.known && (f.diverged || uncovered)) {
               // Holds records this primary does not, or misses records no longer kept: a
               // whole copy replaces its own (captured and sent outside mu_).
@@ -550,8 +547,8 @@ void Replicator::Settle(Shard& s, SteadyClock::time_point now,
           missing += (missing.empty() ? "" : ", ") + r;
         }
       }
-      st = DeadlineExceeded("the write is logged on the primary, but in-sync replicas (" +
-                            missing + ") did not confirm it before the deadline");
+      st = DeadlineExceeded("the write is logged on the primary, but in-sync replicas (" + missing +
+                            ") did not confirm it before the deadline");
     } else {
       ++it;
       continue;
@@ -574,7 +571,8 @@ void Replicator::Report(const ShardKey& key, Shard& s, const std::string& replic
   f.reported_acked = f.acked;
   f.reported_at = now;
   ReplicaStatus st{options_.agent_id, s.state.epoch, state, f.acked, s.last};
-  const std::string k = ReplicaStatusKey(options_.status_prefix, s.tenant, s.name, s.index, replica);
+  const std::string k =
+      ReplicaStatusKey(options_.status_prefix, s.tenant, s.name, s.index, replica);
   (void)key;
   puts_.push_back([this, k, v = EncodeReplicaStatus(st)] { (void)etcd_.Put(k, v); });
 }
@@ -616,8 +614,8 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
       const bool refused = outcome.status.code() == StatusCode::kAborted;
       fo.retry_at = SteadyClock::now() + milliseconds(refused || outcome.installed ? 1000 : 200);
       if (options_.log && (refused || outcome.installed)) {
-        options_.log("replica '" + replica + "' of index '" + s.name + "': " +
-                     outcome.status.message());
+        options_.log("replica '" + replica + "' of index '" + s.name +
+                     "': " + outcome.status.message());
       }
     }
     dirty_ = true;
@@ -654,18 +652,17 @@ void Replicator::SendInstall(const InstallJob& job) {
   peers_->Started(&call->context, call);
   peers_->StubOf(job.address)
       .async()
-      ->Install(&call->context, &call->request, &call->reply,
-                [this, call, job](grpc::Status st) {
-                  ReplicateOutcome o;
-                  o.installed = true;
-                  if (st.ok()) {
-                    o.at = {call->reply.position(), call->reply.digest()};
-                  } else {
-                    o.status = Status(static_cast<StatusCode>(st.error_code()), st.error_message());
-                  }
-                  Answered(job.key, job.replica, job.epoch, std::move(o));
-                  peers_->Finished(&call->context);
-                });
+      ->Install(&call->context, &call->request, &call->reply, [this, call, job](grpc::Status st) {
+        ReplicateOutcome o;
+        o.installed = true;
+        if (st.ok()) {
+          o.at = {call->reply.position(), call->reply.digest()};
+        } else {
+          o.status = Status(static_cast<StatusCode>(st.error_code()), st.error_message());
+        }
+        Answered(job.key, job.replica, job.epoch, std::move(o));
+        peers_->Finished(&call->context);
+      });
 }
 
 }  // namespace vecgpu::cluster

@@ -72,7 +72,6 @@ struct ReplicateOutcome {
   bool installed = false;  // the answer to an Install: the copy is the primary's own
 };
 
-
 class Replicator final : public ReplicaSink {
  public:
   // `etcd` and `engine` must outlive it. Call Start once the engine serves.
@@ -118,13 +117,13 @@ class Replicator final : public ReplicaSink {
  private:
   class TapLog;
   struct Follower {
-    bool known = false;      // position learnt (a probe or an answer)
-    bool diverged = false;   // holds records this primary does not: its copy is replaced
-    uint64_t acked = 0;      // its position
+    bool known = false;     // position learnt (a probe or an answer)
+    bool diverged = false;  // holds records this primary does not: its copy is replaced
+    uint64_t acked = 0;     // its position
     bool in_flight = false;
     std::chrono::steady_clock::time_point retry_at{};
     std::chrono::steady_clock::time_point behind_since{};  // when it last fell behind
-    std::string reported;    // the state last written to etcd
+    std::string reported;                                  // the state last written to etcd
     uint64_t reported_acked = 0;
     std::chrono::steady_clock::time_point reported_at{};
   };
@@ -134,10 +133,10 @@ class Replicator final : public ReplicaSink {
     std::function<void(Status)> done;
   };
   struct Shard {
-    std::string map_key;        // the collection map's etcd key
-    std::string tenant, name;   // the collection (map) this is a shard of
+    std::string map_key;       // the collection map's etcd key
+    std::string tenant, name;  // the collection (map) this is a shard of
     int index = 0;
-    ShardState state;           // as the map says
+    ShardState state;  // as the map says
     struct Kept {
       uint64_t seq = 0;  // storage_seq
       std::string payload;
@@ -145,10 +144,10 @@ class Replicator final : public ReplicaSink {
     };
     std::deque<Kept> ring;
     size_t ring_bytes = 0;
-    uint64_t last = 0;          // the last record logged here
-    int64_t max_epoch = 0;      // the highest epoch a primary used towards this copy
+    uint64_t last = 0;      // the last record logged here
+    int64_t max_epoch = 0;  // the highest epoch a primary used towards this copy
     std::map<std::string, Follower> followers;  // primary: the other replicas
-    int64_t followers_epoch = 0;  // the epoch they were learnt in (a new one starts afresh)
+    int64_t followers_epoch = 0;       // the epoch they were learnt in (a new one starts afresh)
     std::set<std::string> candidates;  // caught up, waiting to be put in sync
     std::vector<Waiter> waiters;
     std::shared_ptr<std::mutex> apply_mu = std::make_shared<std::mutex>();
@@ -197,7 +196,7 @@ class Replicator final : public ReplicaSink {
   // Every collection logged here, and every shard copy the maps give this agent (map_key
   // set: a known shard).
   std::map<ShardKey, Shard> shards_;
-  size_t ring_bytes_ = 0;  // over all rings
+  size_t ring_bytes_ = 0;                    // over all rings
   std::vector<std::function<void()>> puts_;  // status writes, made outside mu_
   bool stopping_ = false;
   bool dirty_ = false;
