@@ -354,3 +354,38 @@ def test_a_replica_behind_by_more_than_its_primary_kept_gets_a_whole_durable_cop
     c.kill(replica)
     c.start_agent(replica)
     assert count(c.agents[replica], name) == 6000
+
+
+def test_vald_objects_survive_the_primarys_death(cluster_factory):
+    """The unmodified vald-client-python through a gateway with R=2: objects inserted before
+    the primary's kill -9 are found after the promotion, and inserts go on."""
+    from conftest import built_with_grpc
+    if not built_with_grpc():
+        pytest.skip("built without gRPC")
+    from test_vald import Vald, ins, pb, srch
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2"))
+    name = uid("vald")
+    vald = Vald(c.gw.grpc_target).on(name)
+    x = rand(30, 8, 12)
+
+    def insert(i):
+        try:
+            vald(vald.insert.Insert, ins(f"id-{i}", x[i]))
+            return True
+        except Exception:
+            return False
+    assert wait_until(lambda: insert(0), 15)
+    for i in range(1, 20):
+        assert insert(i), i
+    m = c.map(name)
+    assert m and len(m["shards"][0]["replicas"]) == 2
+    c.kill(m["shards"][0]["primary"])
+    assert wait_until(lambda: c.map(name)["shards"][0]["epoch"] == 2, 5 * TTL + 5)
+    for i in range(20):
+        r = vald(vald.search.Search, srch(x[i], num=1))
+        assert r.results[0].id == f"id-{i}"
+    assert wait_until(lambda: insert(20), 10)
+    for i in range(21, 30):
+        assert insert(i), i
+    got = vald(vald.object.GetObject, pb.Object.VectorRequest(id=pb.Object.ID(id="id-25")))
+    assert np.allclose(got.vector, x[25])
