@@ -864,7 +864,8 @@ void ClusterCollectionService::ToPrimaries(
   };
   const int n = static_cast<int>(map.shards.size());
   for (size_t i = 0; i < parts.size(); ++i) {
-    auto& [shard, request] = parts[i];
+    const int shard = parts[i].first;  // not a structured binding: lambdas capture it
+    Request& request = parts[i].second;
     CallContext c = call;
     c.shard_epoch = map.shards[shard].epoch;
     // Routed by a stale map (a promotion this gateway has not seen): once more, by etcd's.
