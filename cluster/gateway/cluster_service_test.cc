@@ -89,8 +89,8 @@ class ClusterServiceTest : public ::testing::Test {
     b_ = std::make_unique<Agent>(*client_, "agent-b");
     gateway_ = std::make_unique<ClusterCollectionService>(*client_);
     ASSERT_TRUE(gateway_->WaitReady(seconds(10)));
-    ASSERT_TRUE(gateway_->members().WaitFor([](const auto& m) { return m.size() == 2; },
-                                            seconds(10)));
+    ASSERT_TRUE(
+        gateway_->members().WaitFor([](const auto& m) { return m.size() == 2; }, seconds(10)));
     for (Agent* agent : {a_.get(), b_.get()}) {  // registered: writes admitted
       for (int i = 0; i < 100 && agent->registration->fenced(); ++i) {
         std::this_thread::sleep_for(milliseconds(20));
@@ -106,8 +106,7 @@ class ClusterServiceTest : public ::testing::Test {
   Status Create(const std::string& tenant, const std::string& name,
                 const std::string& type = "L2") {
     CreateCollectionRequest r{name, type, kDim, "", ""};
-    return Wait<CollectionInfo>([&](auto done) { gateway_->Create(As(tenant), r, done); })
-        .status();
+    return Wait<CollectionInfo>([&](auto done) { gateway_->Create(As(tenant), r, done); }).status();
   }
   StatusOr<WriteReply> Add(const std::string& tenant, const std::string& name, FloatMatrix x) {
     WriteRequest w;
@@ -115,8 +114,7 @@ class ClusterServiceTest : public ::testing::Test {
     w.vectors = std::move(x);
     return Wait<WriteReply>([&](auto done) { gateway_->Write(As(tenant), w, done); });
   }
-  StatusOr<SearchReply> Search(const std::string& tenant, const std::string& name,
-                               FloatMatrix q) {
+  StatusOr<SearchReply> Search(const std::string& tenant, const std::string& name, FloatMatrix q) {
     SearchRequest s;
     s.collection = name;
     s.queries = std::move(q);
@@ -153,14 +151,12 @@ TEST_F(ClusterServiceTest, CollectionsSpreadOverAgentsAndEveryCallReachesItsHold
   EXPECT_EQ(holders, (std::set<std::string>{"agent-a", "agent-b"}));
   EXPECT_EQ(Create("t", "c3").code(), StatusCode::kAlreadyExists);
 
-  auto list = Wait<std::vector<CollectionInfo>>(
-      [&](auto done) { gateway_->List(As("t"), done); });
+  auto list = Wait<std::vector<CollectionInfo>>([&](auto done) { gateway_->List(As("t"), done); });
   ASSERT_TRUE(list.ok()) << list.status().ToString();
   ASSERT_EQ(list->size(), 8u);
   EXPECT_EQ(list->front().name, "c0");
   // Another tenant sees none of it, by any path.
-  auto other = Wait<std::vector<CollectionInfo>>(
-      [&](auto done) { gateway_->List(As("u"), done); });
+  auto other = Wait<std::vector<CollectionInfo>>([&](auto done) { gateway_->List(As("u"), done); });
   ASSERT_TRUE(other.ok());
   EXPECT_TRUE(other->empty());
   EXPECT_EQ(Search("u", "c1", vecgpu::testing::Rows(x, 0, 1)).status().code(),
@@ -191,8 +187,8 @@ TEST_F(ClusterServiceTest, AViewLivesWithItsBaseAndAGoneAgentIsNamed) {
   // agent's go on; a list (it would miss collections) is refused too.
   const std::string gone = Holder("x");
   (gone == "agent-a" ? a_ : b_)->Leave();
-  ASSERT_TRUE(gateway_->members().WaitFor([&](const auto& m) { return !m.count(gone); },
-                                          seconds(10)));
+  ASSERT_TRUE(
+      gateway_->members().WaitFor([&](const auto& m) { return !m.count(gone); }, seconds(10)));
   auto r = Search("t", "x", vecgpu::testing::Clustered(1, kDim));
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find(gone), std::string::npos) << r.status().message();
@@ -203,8 +199,7 @@ TEST_F(ClusterServiceTest, AViewLivesWithItsBaseAndAGoneAgentIsNamed) {
           << name;
     }
   }
-  auto list = Wait<std::vector<CollectionInfo>>(
-      [&](auto done) { gateway_->List(As("t"), done); });
+  auto list = Wait<std::vector<CollectionInfo>>([&](auto done) { gateway_->List(As("t"), done); });
   EXPECT_EQ(list.status().code(), StatusCode::kUnavailable);
   // Reported: every shard of the departed agent, by name.
   const auto unserved = gateway_->UnservedShards();
@@ -239,12 +234,13 @@ TEST_F(ClusterServiceTest, ConcurrentSearchesOfACollectionGoAsOneAndEachGetsItsO
   auto opened = gate->get_future().share();
   std::promise<void> started;
   ASSERT_TRUE(holder.engine
-                  ->Submit("t", "c", WorkClass::kShort, Clock::time_point::max(),
-                           [opened, &started] {
-                             started.set_value();
-                             opened.wait();
-                           },
-                           [](const Status&) {})
+                  ->Submit(
+                      "t", "c", WorkClass::kShort, Clock::time_point::max(),
+                      [opened, &started] {
+                        started.set_value();
+                        opened.wait();
+                      },
+                      [](const Status&) {})
                   .ok());
   started.get_future().wait();
   const int64_t sent_before = gateway_->searches_sent();

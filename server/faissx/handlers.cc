@@ -189,8 +189,11 @@ Status Search(const Call& c) {
                        r.k = static_cast<int>(k);
                        ASSIGN_OR_RETURN(r.params, c->req.Params());
                        // vecgpu extension: a cluster may answer from the shards it reaches.
-                       ASSIGN_OR_RETURN(r.allow_partial,
-                                        c->req.OptionalBool("allow_partial", false));
+                       for (const char* key : {"allow_partial", "allow_partial_results",
+                                               "partial_results"}) {
+                         ASSIGN_OR_RETURN(bool partial, c->req.OptionalBool(key, false));
+                         r.allow_partial = r.allow_partial || partial;
+                       }
                        c->service.Search(c->call, std::move(r),
                                          Reply<SearchReply>(c, [c, binary](SearchReply& s) {
                                            WriteSearchResult(c->out, s.knn, binary, nullptr);
