@@ -443,8 +443,12 @@ void Replicator::Loop() {
                 (s.ring.empty() || s.ring.front().seq > f.acked + 1 || s.ring.back().seq < s.last);
             if (f.known && (f.diverged || uncovered)) {
               // Holds records this primary does not, or misses records no longer kept: a
-              // whole copy replaces its own (captured and sent outside mu_).
+              // whole copy replaces its own (captured and sent outside mu_), once the placer
+              // has taken it out of the in-sync set: a replica that could be promoted never
+              // gives up its copy.
               Report(key, s, id, f, "lagging", now);
+              const auto& isr = s.state.in_sync;
+              if (std::find(isr.begin(), isr.end(), id) != isr.end()) continue;
               f.in_flight = true;
               installs_.push_back({key, id, m->second.address, s.state.epoch});
               continue;
@@ -599,8 +603,9 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
         // Past this primary's position, or another record at its position (a former
         // primary's unacknowledged writes), or one it cannot show: replaced by a copy.
         const uint64_t mine = DigestAt(s, at.position);
-        fo.diverged = at.position > s.last || (at.position >= 2 && at.digest == 0) ||
-                      (mine != 0 && at.digest != 0 && mine != at.digest);
+        // (A record the replica no longer keeps, its position coming from a snapshot or a
+        // copy, is taken on trust: what a former primary logged on its own is in its log.)
+        fo.diverged = at.position > s.last || (mine != 0 && at.digest != 0 && mine != at.digest);
         if (fo.diverged && options_.log) {
           options_.log("replica '" + replica + "' of shard " + std::to_string(s.index) +
                        " of index '" + s.name + "' holds records this primary does not (at " +

@@ -18,7 +18,8 @@
 // A replica whose position is past the primary's, or whose record there is
 // not the primary's (a former primary's unacknowledged writes), or whose gap no kept record
 // covers, gets a whole copy instead (Install: the primary's copy captured, the replica's
-// replaced and made durable), then the records after it.
+// replaced and made durable), then the records after it; only once the placer has taken it
+// out of the in-sync set, so that a replica that could be promoted never gives up its copy.
 
 #include <chrono>
 #include <condition_variable>
