@@ -72,46 +72,39 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
   grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* c,
                                       const apb::ReplicateRequest* r,
                                       apb::ReplicateReply* out) override {
+    return ToReplica(c, r->api_version(), out, [&] {
+      std::vector<std::string> records(r->records().begin(), r->records().end());
+      return replicator->Apply(r->tenant(), r->collection(), r->primary(), r->epoch(), records);
+    });
+  }
+  grpc::ServerUnaryReactor* Install(grpc::CallbackServerContext* c, const apb::InstallRequest* r,
+                                    apb::ReplicateReply* out) override {
+    return ToReplica(c, r->api_version(), out, [&] {
+      return replicator->Install(r->tenant(), r->collection(), r->primary(), r->epoch(),
+                                 r->snapshot());
+    });
+  }
+  // A primary's call to this replica: checked, run, answered with the copy's position.
+  template <typename Run>
+  grpc::ServerUnaryReactor* ToReplica(grpc::CallbackServerContext* c, int32_t api_version,
+                                      apb::ReplicateReply* out, Run run) {
     grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
     if (!replicator) {
       reactor->Finish(ToGrpc(FailedPrecondition("this agent does not replicate")));
       return reactor;
     }
-    if (r->api_version() != kAgentApiVersion) {
-      reactor->Finish(ToGrpc(FailedPrecondition(
-          "agent API version " + std::to_string(r->api_version()) + " is not this agent's (" +
-          std::to_string(kAgentApiVersion) + ")")));
+    if (api_version != kAgentApiVersion) {
+      reactor->Finish(ToGrpc(FailedPrecondition("agent API version " + std::to_string(api_version) +
+                                                " is not this agent's (" +
+                                                std::to_string(kAgentApiVersion) + ")")));
       return reactor;
     }
-    std::vector<std::string> records(r->records().begin(), r->records().end());
-    auto position = replicator->Apply(r->tenant(), r->collection(), r->primary(), r->epoch(),
-                                      records);
-    if (!position.ok()) {
-      reactor->Finish(ToGrpc(position.status()));
-      return reactor;
+    StatusOr<ReplicaPosition> position = run();
+    if (position.ok()) {
+      out->set_position(position->position);
+      out->set_digest(position->digest);
     }
-    out->set_position(position->position);
-    out->set_digest(position->digest);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  grpc::ServerUnaryReactor* Install(grpc::CallbackServerContext* c, const apb::InstallRequest* r,
-                                    apb::ReplicateReply* out) override {
-    grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
-    if (!replicator || r->api_version() != kAgentApiVersion) {
-      reactor->Finish(ToGrpc(FailedPrecondition(
-          "install: this agent does not replicate, or speaks another agent API version")));
-      return reactor;
-    }
-    auto position = replicator->Install(r->tenant(), r->collection(), r->primary(), r->epoch(),
-                                        r->snapshot());
-    if (!position.ok()) {
-      reactor->Finish(ToGrpc(position.status()));
-      return reactor;
-    }
-    out->set_position(position->position);
-    out->set_digest(position->digest);
-    reactor->Finish(grpc::Status::OK);
+    reactor->Finish(ToGrpc(position.status()));
     return reactor;
   }
 
@@ -163,8 +156,7 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
       service.Read(call, std::move(*req), std::move(done));
     });
   }
-  grpc::ServerUnaryReactor* Maintain(grpc::CallbackServerContext* c,
-                                     const apb::MaintainRequest* r,
+  grpc::ServerUnaryReactor* Maintain(grpc::CallbackServerContext* c, const apb::MaintainRequest* r,
                                      apb::MaintainReply* out) override {
     auto req = FromPb(*r);
     if (!req.ok()) return Refuse(c, req.status());
@@ -180,8 +172,7 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
       service.Cluster(call, std::move(*req), std::move(done));
     });
   }
-  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* c,
-                                     const apb::ContextRequest* r,
+  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* c, const apb::ContextRequest* r,
                                      apb::SnapshotReply* out) override {
     return Serve<SnapshotReport>(c, r->context(), out, [&](const CallContext& call, auto done) {
       service.Snapshot(call, std::move(done));
@@ -197,7 +188,9 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
 
 AgentServer::AgentServer(CollectionService& service, std::string bind_address, int port,
                          ReplicaSink* replicator)
-    : impl_(std::make_unique<Impl>(service, replicator)), bind_address_(std::move(bind_address)), port_(port) {}
+    : impl_(std::make_unique<Impl>(service, replicator)),
+      bind_address_(std::move(bind_address)),
+      port_(port) {}
 
 AgentServer::~AgentServer() {
   if (server_) Stop(std::chrono::milliseconds(0));
@@ -206,9 +199,8 @@ AgentServer::~AgentServer() {
 Status AgentServer::Start() {
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  const std::string host = bind_address_.find(':') != std::string::npos
-                               ? "[" + bind_address_ + "]"
-                               : bind_address_;
+  const std::string host =
+      bind_address_.find(':') != std::string::npos ? "[" + bind_address_ + "]" : bind_address_;
   builder.AddListeningPort(host + ":" + std::to_string(port_), grpc::InsecureServerCredentials(),
                            &port_);
   builder.SetMaxReceiveMessageSize(INT32_MAX);

@@ -51,6 +51,23 @@ class Replicator::TapLog final : public MutationLog {
   std::atomic<uint64_t> seq_{0};
 };
 
+namespace {
+
+// A replica's answer: a gRPC status, then the position it reports.
+ReplicateOutcome OutcomeOf(const grpc::Status& st, const apb::ReplicateReply& reply,
+                           bool installed = false) {
+  ReplicateOutcome o;
+  o.installed = installed;
+  if (st.ok()) {
+    o.at = {reply.position(), reply.digest()};
+  } else {
+    o.status = Status(static_cast<StatusCode>(st.error_code()), st.error_message());
+  }
+  return o;
+}
+
+}  // namespace
+
 // One agent API client per other agent, and the calls in flight to them.
 struct Replicator::Peers {
   struct Call {
@@ -477,14 +494,7 @@ void Replicator::Loop() {
                 .async()
                 ->Replicate(&call->context, &call->request, &call->reply,
                             [this, call, k, replica, epoch](grpc::Status st) {
-                              ReplicateOutcome o;
-                              if (st.ok()) {
-                                o.at = {call->reply.position(), call->reply.digest()};
-                              } else {
-                                o.status = Status(static_cast<StatusCode>(st.error_code()),
-                                                  st.error_message());
-                              }
-                              Answered(k, replica, epoch, std::move(o));
+                              Answered(k, replica, epoch, OutcomeOf(st, call->reply));
                               peers_->Finished(&call->context);
                             });
           }
@@ -658,14 +668,7 @@ void Replicator::SendInstall(const InstallJob& job) {
   peers_->StubOf(job.address)
       .async()
       ->Install(&call->context, &call->request, &call->reply, [this, call, job](grpc::Status st) {
-        ReplicateOutcome o;
-        o.installed = true;
-        if (st.ok()) {
-          o.at = {call->reply.position(), call->reply.digest()};
-        } else {
-          o.status = Status(static_cast<StatusCode>(st.error_code()), st.error_message());
-        }
-        Answered(job.key, job.replica, job.epoch, std::move(o));
+        Answered(job.key, job.replica, job.epoch, OutcomeOf(st, call->reply, /*installed=*/true));
         peers_->Finished(&call->context);
       });
 }
