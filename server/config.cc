@@ -138,6 +138,9 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     return InvalidArgument("advertise: --join needs --advertise HOST:PORT (where gateways reach "
                            "this agent)");
   }
+  if (o.agent_port < 0 || o.agent_port > 65535) {
+    return InvalidArgument("agent-port: expected 0..65535, got " + std::to_string(o.agent_port));
+  }
   if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
@@ -278,6 +281,9 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                   "missing ones, instead of failing (vecgpu gateway)");
   serve->add_option("--advertise", o.advertise,
                     "HOST:PORT gateways reach this agent at (with --join)");
+  serve->add_option("--agent-port", o.agent_port,
+                    "Port the agent API listens on (default: the --advertise port; differs "
+                    "behind a proxy or a NAT)");
   serve->add_option("--agent-id", o.agent_id,
                     "This agent's id in the cluster (default: the --advertise address)");
   serve

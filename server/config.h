@@ -94,6 +94,9 @@ struct ServeOptions {
   int replicas = 1;
   bool allow_partial_results = false;
   std::string advertise;
+  // The port the agent API listens on (on --bind); 0: the advertised one. Differs where the
+  // advertised address is a proxy's, a NAT's or a Service's.
+  int agent_port = 0;
   std::string agent_id;
   int lease_ttl_s = 10;
   // An agent's memory for records its replicas may still need (MB over all collections); a

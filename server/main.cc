@@ -514,8 +514,11 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<cluster::AgentServer> agent_api;
   std::unique_ptr<cluster::AgentRegistration> registration;
   if (!o.join.empty()) {
-    // The agent API (gateways call the service contract here) on the advertised port.
-    const int agent_port = std::atoi(o.advertise.substr(o.advertise.rfind(':') + 1).c_str());
+    // The agent API (gateways call the service contract here) on --agent-port, else the
+    // advertised port.
+    const int agent_port =
+        o.agent_port > 0 ? o.agent_port
+                         : std::atoi(o.advertise.substr(o.advertise.rfind(':') + 1).c_str());
     agent_api = std::make_unique<cluster::AgentServer>(*front, o.bind_address, agent_port,
                                                        replicator.get());
     if (Status st = agent_api->Start(); !st.ok()) {
