@@ -144,6 +144,16 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
+  if (o.max_copies < 1 || o.max_copies > 64) {
+    return InvalidArgument("max-copies: must be within 1..64");
+  }
+  if (o.copy_bandwidth_mb < 0) return InvalidArgument("copy-bandwidth-mb: must be >= 0");
+  if (!(o.rereplicate_after_s >= 0) || o.rereplicate_after_s > 86400 * 30) {
+    return InvalidArgument("rereplicate-after: must be within 0..2592000 seconds");
+  }
+  if (!(o.rebalance_tolerance >= 0) || o.rebalance_tolerance > 100) {
+    return InvalidArgument("rebalance-tolerance: must be within 0..100");
+  }
   if (o.replication_log_mb < 1 || o.replication_log_mb > 1'048'576) {
     return InvalidArgument("replication-log-mb: must be within 1..1048576");
   }
@@ -270,6 +280,26 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--replication-log-mb", o.replication_log_mb,
                    "An agent's memory (MB) for records its replicas may still need; a replica "
                    "behind by more gets a whole copy")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-copies", o.max_copies,
+                   "Copies at once per agent: whole copies an agent sends at once; replicas "
+                   "a gateway builds at once with an agent as source or target")
+      ->capture_default_str();
+  serve
+      ->add_option("--copy-bandwidth-mb", o.copy_bandwidth_mb,
+                   "An agent's MB/s for copies and for records to replicas being built (0: no "
+                   "cap)")
+      ->capture_default_str();
+  serve
+      ->add_option("--rereplicate-after", o.rereplicate_after_s,
+                   "Seconds a shard may have fewer than R in-sync replicas before the gateway "
+                   "builds a new one on another agent (vecgpu gateway)")
+      ->capture_default_str();
+  serve
+      ->add_option("--rebalance-tolerance", o.rebalance_tolerance,
+                   "How uneven the agents' data may get ((max - min) / mean) before the "
+                   "gateway moves replicas; 0: only drains move them (vecgpu gateway)")
       ->capture_default_str();
   serve
       ->add_option("--replicas", o.replicas,
@@ -446,6 +476,32 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->delimiter(',')
       ->required();
   status_cmd->add_flag("--json", result.cluster_json, "Print JSON");
+  CLI::App* drain_cmd = cluster_cmd->add_subcommand(
+      "drain", "Move every replica off an agent before maintenance (the placer does it)");
+  drain_cmd->add_option("agent", result.cluster_agent, "The agent's id")->required();
+  drain_cmd
+      ->add_option("--etcd", result.cluster_etcd, "etcd client URLs (comma-separated)")
+      ->delimiter(',')
+      ->required();
+  drain_cmd->add_flag("--undo", result.cluster_undo,
+                      "Let the agent take replicas again (rebalancing brings some back)");
+  drain_cmd
+      ->add_option("--wait", result.cluster_wait_s,
+                   "Wait up to this many seconds until the agent holds nothing (exit 3 if not)")
+      ->capture_default_str();
+  CLI::App* rebalance_cmd = cluster_cmd->add_subcommand(
+      "rebalance", "Show the placer's rebalancing plan (--dry-run); the placer carries it out");
+  rebalance_cmd
+      ->add_option("--etcd", result.cluster_etcd, "etcd client URLs (comma-separated)")
+      ->delimiter(',')
+      ->required();
+  rebalance_cmd->add_flag("--dry-run", result.cluster_dry_run, "Print the plan, change nothing")
+      ->required();
+  rebalance_cmd
+      ->add_option("--tolerance", result.cluster_tolerance,
+                   "The gateways' --rebalance-tolerance ((max - min) / mean)")
+      ->capture_default_str();
+  rebalance_cmd->add_flag("--json", result.cluster_json, "Print JSON");
 
   HealthcheckOptions& ho = result.healthcheck_options;
   CLI::App* health_cmd = app.add_subcommand(
@@ -523,6 +579,14 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   }
   if (status_cmd->parsed()) {
     result.cluster_status = true;
+    return result;
+  }
+  if (drain_cmd->parsed()) {
+    result.cluster_drain = true;
+    return result;
+  }
+  if (rebalance_cmd->parsed()) {
+    result.cluster_rebalance = true;
     return result;
   }
   if (health_cmd->parsed()) {

@@ -102,6 +102,17 @@ struct ServeOptions {
   // An agent's memory for records its replicas may still need (MB over all collections); a
   // replica behind by more gets a whole copy. Default: 256.
   int replication_log_mb = 256;
+  // Issue [3/5]. Copies at once per agent: on an agent, whole copies it sends at once; on a
+  // gateway (the placer), replicas being built with the agent as source or target. An
+  // agent's bytes per second for copies and for records to replicas being built (MB; 0: no
+  // cap). A gateway's seconds a shard may stay below R in-sync replicas before a new replica
+  // is built elsewhere, and how uneven (max - min over the mean of the agents' bytes) the
+  // placement may get before it moves replicas (0: never by itself; draining still moves).
+  // Defaults: 2, 100, 60, 0.2.
+  int max_copies = 2;
+  int copy_bandwidth_mb = 100;
+  double rereplicate_after_s = 60;
+  double rebalance_tolerance = 0.2;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";
@@ -154,6 +165,15 @@ struct ParsedCommand {
   bool cluster_status = false;
   std::vector<std::string> cluster_etcd;
   bool cluster_json = false;
+  // `vecgpu cluster drain AGENT [--undo] [--wait S]`, `vecgpu cluster rebalance --dry-run
+  // [--tolerance X]` (issue [3/5]).
+  bool cluster_drain = false;
+  bool cluster_rebalance = false;
+  std::string cluster_agent;
+  bool cluster_undo = false;
+  double cluster_wait_s = 0;
+  bool cluster_dry_run = false;
+  double cluster_tolerance = 0.2;
   int exit_code = 0;
   std::string message;
 };

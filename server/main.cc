@@ -12,7 +12,9 @@
 #include <iostream>
 
 #if VECGPU_HAVE_ETCD
+#include "cluster/agent/agent_codec.h"
 #include "cluster/agent/agent_server.h"
+#include "cluster/cli/cluster_moves.h"
 #include "cluster/cli/cluster_status.h"
 #include "cluster/gateway/cluster_service.h"
 #include "cluster/membership/agent_registration.h"
@@ -344,6 +346,8 @@ int Serve(const ServeOptions& o) {
     ro.agent_id = o.agent_id.empty() ? o.advertise : o.agent_id;
     ro.log = [](const std::string& line) { spdlog::info("replication: {}", line); };
     ro.ring_bytes = static_cast<size_t>(o.replication_log_mb) << 20;
+    ro.max_copies = o.max_copies;
+    ro.copy_bytes_per_second = static_cast<int64_t>(o.copy_bandwidth_mb) << 20;
     if (persisted) {
       // A copy installed from a primary is durable once snapshotted.
       ro.make_durable = [&persisted](const std::string& tenant) -> Status {
@@ -403,6 +407,10 @@ int Serve(const ServeOptions& o) {
     co.id = "gateway-" + std::to_string(getpid()) + "@" + o.bind_address + ":" +
             std::to_string(o.port);
     co.log = [](const std::string& line) { spdlog::warn("gateway: {}", line); };
+    co.rereplicate_after = std::chrono::milliseconds(
+        static_cast<int64_t>(o.rereplicate_after_s * 1000));
+    co.max_copies = o.max_copies;
+    co.rebalance_tolerance = o.rebalance_tolerance;
     gateway = std::make_unique<cluster::ClusterCollectionService>(*gateway_etcd, co);
     registry.AddGauge("vecgpu_cluster_unserved_shards",
                       "Shards whose agent is not live (their calls answer UNAVAILABLE)", {},
@@ -440,7 +448,22 @@ int Serve(const ServeOptions& o) {
   RegisterDeviceGauges(registry, devices);
   if (persisted) RegisterStoreGauges(registry, *persisted);
   std::atomic<bool> ready{false};
-  MetricsServer metrics_server(registry, [&] { return ready.load(); }, o.metrics_token);
+  // An agent is ready once it serves and every shard copy it holds caught up (in the
+  // in-sync set), once after each start: later copies being built do not take it out.
+  std::atomic<bool> caught_up{false};
+  MetricsServer metrics_server(
+      registry,
+      [&] {
+        if (!ready.load()) return false;
+#if VECGPU_HAVE_ETCD
+        if (caught_up.load() || !replicator) return true;
+        if (replicator->CaughtUp()) caught_up = true;
+#else
+        caught_up = true;
+#endif
+        return caught_up.load();
+      },
+      o.metrics_token);
   if (o.metrics_port != 0) {
     if (Status st = metrics_server.Start(o.metrics_address, o.metrics_port); !st.ok()) {
       spdlog::critical("{}", st.message());
@@ -540,6 +563,7 @@ int Serve(const ServeOptions& o) {
                               scheduler->workers(WorkClass::kLong);
           info.load = workers > 0 ? static_cast<double>(scheduler->queued()) / workers : 0;
           info.version = "vecgpu-0.1.0";
+          info.api_version = cluster::kAgentApiVersion;
           return info;
         });
     membership.store(registration.get());
@@ -630,6 +654,22 @@ int main(int argc, char** argv) {
     return vecgpu::cluster::RunClusterStatus(co, std::cout, std::cerr);
 #else
     std::cerr << "cluster status: this build has no etcd client\n";
+    return 1;
+#endif
+  }
+  if (parsed.cluster_drain || parsed.cluster_rebalance) {
+#if VECGPU_HAVE_ETCD
+    vecgpu::cluster::ClusterMovesOptions mo;
+    mo.etcd = parsed.cluster_etcd;
+    mo.json = parsed.cluster_json;
+    mo.agent = parsed.cluster_agent;
+    mo.undo = parsed.cluster_undo;
+    mo.wait_s = parsed.cluster_wait_s;
+    mo.tolerance = parsed.cluster_tolerance;
+    return parsed.cluster_drain ? vecgpu::cluster::RunClusterDrain(mo, std::cout, std::cerr)
+                                : vecgpu::cluster::RunClusterRebalance(mo, std::cout, std::cerr);
+#else
+    std::cerr << "cluster: this build has no etcd client\n";
     return 1;
 #endif
   }

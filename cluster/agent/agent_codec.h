@@ -15,7 +15,7 @@ namespace vecgpu::cluster {
 namespace apb = ::vecgpu::agent::v1;
 
 // The agent API version this build speaks; an agent refuses a call of another.
-constexpr int kAgentApiVersion = 2;
+constexpr int kAgentApiVersion = 3;  // 3: chunked Install; agents say theirs in etcd
 
 void ToPb(const CallContext& c, apb::Context* out);
 // The context of a call received: its deadline from the milliseconds left when it was sent.

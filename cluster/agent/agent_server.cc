@@ -81,7 +81,7 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
                                     apb::ReplicateReply* out) override {
     return ToReplica(c, r->api_version(), out, [&] {
       return replicator->Install(r->tenant(), r->collection(), r->primary(), r->epoch(),
-                                 r->snapshot());
+                                 r->offset(), r->total(), r->snapshot());
     });
   }
   // A primary's call to this replica: checked, run, answered with the copy's position.

@@ -34,11 +34,13 @@ class ReplicaSink {
                                           const std::string& collection,
                                           const std::string& primary, int64_t epoch,
                                           const std::vector<std::string>& records) = 0;
-  // Replaces the copy with `snapshot` (an encoded store::StorageSnapshot).
+  // Takes the `chunk` at `offset` of a copy of `total` bytes (an encoded
+  // store::StorageSnapshot); replaces the copy with it once it has all of it.
   virtual StatusOr<ReplicaPosition> Install(const std::string& tenant,
                                             const std::string& collection,
                                             const std::string& primary, int64_t epoch,
-                                            std::string_view snapshot) = 0;
+                                            uint64_t offset, uint64_t total,
+                                            std::string_view chunk) = 0;
 };
 
 class AgentServer {

@@ -4,8 +4,10 @@
 #include <optional>
 #include <set>
 
+#include "cluster/agent/agent_codec.h"
 #include "cluster/gateway/gateway_internal.h"
 #include "cluster/gateway/shard_merge.h"
+#include "cluster/placement/rebalance.h"
 #include "cluster/replication/replica_status.h"
 #include "core/index_spec.h"
 
@@ -13,8 +15,9 @@ namespace vecgpu::cluster {
 
 ClusterCollectionService::ClusterCollectionService(EtcdClient& etcd, ClusterServiceOptions options)
     : etcd_(etcd), options_(std::move(options)), store_(etcd, options_.maps_prefix) {
-  members_ = std::make_unique<MemberDirectory>(etcd, options_.agents_prefix,
-                                               [this](const auto&) { CheckShards(); });
+  members_ = std::make_unique<MemberDirectory>(
+      etcd, options_.agents_prefix, [this](const auto&) { CheckShards(); }, kAgentApiVersion,
+      options_.log);
   maps_mirror_ = std::make_unique<PrefixMirror>(
       etcd, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { DecodeMaps(e); });
   checking_.store(true);
@@ -291,7 +294,9 @@ void ClusterCollectionService::Create(const CallContext& call, CreateCollectionR
     auto spec = ParseIndexType(request.index_type, request.dim, request.metric);
     if (!spec.ok()) return done(spec.status());
     std::vector<Candidate> agents;
+    const std::set<std::string> draining = Draining(etcd_, options_.drain_prefix);
     for (const auto& [id, info] : members_->members()) {
+      if (draining.count(id)) continue;  // being emptied for maintenance
       agents.push_back({id, std::max(0.1, info.free_memory_bytes / double(1 << 30))});
     }
     std::map<std::string, int> leads;  // shards each agent leads now

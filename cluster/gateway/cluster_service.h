@@ -18,6 +18,13 @@
 // in-sync replica of a shard whose primary is gone (a new epoch), takes dead and lagging
 // replicas out of the in-sync set and puts back those their primary reports caught up, each
 // by a transaction fenced on the map's revision and on its leadership.
+//
+// It also heals and balances (issue [3/5]): a shard below R live in-sync replicas for
+// `rereplicate_after` gets a new replica on another live agent (rendezvous order), built by
+// the primary's catch-up, and the dead agent's entry is dropped once R are in sync again;
+// replicas move off draining agents (`vecgpu cluster drain`) and from the fullest agents to
+// the emptiest (PlanRebalance) by "add, catch up, then drop", the primary handed over first
+// when it is the one leaving; at most `max_copies` replicas are built at once per agent.
 
 #include <atomic>
 #include <condition_variable>
@@ -34,6 +41,7 @@
 #include "cluster/etcd/prefix_mirror.h"
 #include "cluster/membership/member_directory.h"
 #include "cluster/placement/shard_map.h"
+#include "cluster/replication/replica_status.h"
 #include "core/service/collection_service.h"
 
 namespace vecgpu::cluster {
@@ -47,6 +55,13 @@ struct ClusterServiceOptions {
   bool placer = true;          // campaign for the placer role
   std::chrono::milliseconds placer_period{300};
   std::string status_prefix = "/vecgpu/replication/";
+  std::string drain_prefix = "/vecgpu/drain/";
+  // Healing and balancing (issue [3/5]).
+  std::chrono::milliseconds rereplicate_after{60'000};
+  int max_copies = 2;               // replicas being built at once per agent (source or target)
+  double rebalance_tolerance = 0.2;  // (max - min) / mean of the agents' bytes; 0: drains only
+  std::chrono::milliseconds rebalance_period{2000};
+  std::chrono::milliseconds handover_timeout{10'000};
   // A line for each shard that loses its last live serving agent, and for each that gets one
   // back (empty: none).
   std::function<void(const std::string&)> log;
@@ -126,6 +141,15 @@ class ClusterCollectionService final : public CollectionService {
   // The placer: repairs the maps while this gateway leads.
   void PlacerLoop();
   void Place(const std::map<std::string, AgentInfo>& live);
+  // Starts the moves of the rebalancing plan that the copy limits allow.
+  void Rebalance(const std::map<std::string, AgentInfo>& live, const std::set<std::string>& draining,
+                 const std::map<std::string, ReplicaStatus>& reported,
+                 std::map<std::string, int>& copies);
+  // The placer's memory (its thread only): since when each shard ("<map key>#<shard>") has
+  // been below R, since when its handover runs, and when it last planned a rebalance.
+  std::map<std::string, std::chrono::steady_clock::time_point> degraded_since_;
+  std::map<std::string, std::chrono::steady_clock::time_point> handover_since_;
+  std::chrono::steady_clock::time_point rebalanced_at_{};
   std::unique_ptr<PlacerElection> election_;
   std::thread placer_;
   std::mutex placer_mu_;

@@ -10,6 +10,7 @@
 #include <future>
 #include <set>
 
+#include "cluster/agent/agent_codec.h"
 #include "cluster/agent/agent_server.h"
 #include "cluster/etcd/test_etcd.h"
 #include "cluster/membership/agent_registration.h"
@@ -40,7 +41,7 @@ struct Agent {
     ro.ttl_seconds = 2;
     const std::string address = "127.0.0.1:" + std::to_string(server->port());
     registration = std::make_unique<AgentRegistration>(etcd, ro, [id, address] {
-      return AgentInfo{id, address, {"cpu"}, int64_t{8} << 30, 0, "test"};
+      return AgentInfo{id, address, {"cpu"}, int64_t{8} << 30, 0, "test", kAgentApiVersion};
     });
   }
   ~Agent() { Leave(); }

@@ -21,6 +21,7 @@ std::string EncodeAgentInfo(const AgentInfo& info) {
   j["free_memory_bytes"] = info.free_memory_bytes;
   j["load"] = info.load;
   j["version"] = info.version;
+  j["api_version"] = info.api_version;
   return j.dump();
 }
 
@@ -37,6 +38,7 @@ StatusOr<AgentInfo> DecodeAgentInfo(std::string_view json) {
     a.free_memory_bytes = j.value("free_memory_bytes", int64_t{0});
     a.load = j.value("load", 0.0);
     a.version = j.value("version", std::string());
+    a.api_version = j.value("api_version", 0);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("agent info: ") + e.what());
   }

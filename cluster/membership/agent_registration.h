@@ -34,7 +34,10 @@ struct AgentInfo {
   std::vector<std::string> devices;  // "cpu", "gpu:0", ...
   int64_t free_memory_bytes = 0;
   double load = 0;                   // queued work per worker, or similar: lower is idler
-  std::string version;               // vecgpu's, so a gateway can refuse what it cannot speak
+  std::string version;               // vecgpu's, for operators
+  // The agent API version it speaks (kAgentApiVersion); 0: not said (before [3/5]). A
+  // gateway does not route to, nor place on, an agent whose version is not its own.
+  int api_version = 0;
 
   bool operator==(const AgentInfo&) const = default;
 };

@@ -44,10 +44,13 @@ std::string EncodeCollectionMap(const CollectionMap& map) {
   if (map.inner_product) j["metric"] = "inner_product";
   j["shards"] = nlohmann::json::array();
   for (const ShardState& s : map.shards) {
-    j["shards"].push_back({{"replicas", s.replicas},
-                           {"primary", s.primary},
-                           {"in_sync", s.in_sync},
-                           {"epoch", s.epoch}});
+    nlohmann::json shard = {{"replicas", s.replicas},
+                            {"primary", s.primary},
+                            {"in_sync", s.in_sync},
+                            {"epoch", s.epoch}};
+    if (!s.leaving.empty()) shard["leaving"] = s.leaving;
+    if (!s.handover.empty()) shard["handover"] = s.handover;
+    j["shards"].push_back(std::move(shard));
   }
   return j.dump();
 }
@@ -67,6 +70,8 @@ StatusOr<CollectionMap> DecodeCollectionMap(std::string_view json) {
       st.primary = s.at("primary").get<std::string>();
       st.in_sync = s.at("in_sync").get<std::vector<std::string>>();
       st.epoch = s.at("epoch").get<int64_t>();
+      st.leaving = s.value("leaving", std::string());
+      st.handover = s.value("handover", std::string());
       m.shards.push_back(std::move(st));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -86,6 +91,13 @@ StatusOr<CollectionMap> DecodeCollectionMap(std::string_view json) {
       if (!Contains(s.replicas, r)) {
         return InvalidArgument(where + ": in-sync '" + r + "' is not a replica");
       }
+    }
+    if (!s.leaving.empty() && !Contains(s.replicas, s.leaving)) {
+      return InvalidArgument(where + ": leaving '" + s.leaving + "' is not a replica");
+    }
+    if (!s.handover.empty() && (!Contains(s.in_sync, s.handover) || s.handover == s.primary)) {
+      return InvalidArgument(where + ": handover to '" + s.handover +
+                             "', which is not another in-sync replica");
     }
   }
   return m;

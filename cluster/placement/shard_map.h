@@ -31,6 +31,12 @@ struct ShardState {
   std::string primary;                // takes the shard's writes and orders them
   std::vector<std::string> in_sync;   // replicas that have every acknowledged write
   int64_t epoch = 1;                  // +1 at each change of primary; replicas refuse older
+  // A move in progress (issue [3/5]): the replica to drop once the one added in its place is
+  // in sync ("" none); and the in-sync replica the primary is handing the shard over to
+  // ("" none): the primary stops admitting writes, and once that replica holds every write it
+  // admitted, the placer makes it the primary in epoch+1.
+  std::string leaving;
+  std::string handover;
 
   bool operator==(const ShardState&) const = default;
 };

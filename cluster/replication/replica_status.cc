@@ -12,6 +12,7 @@ std::string EncodeReplicaStatus(const ReplicaStatus& s) {
                    {"state", s.state},
                    {"acked", s.acked},
                    {"last", s.last}};
+  if (s.bytes >= 0) j["bytes"] = s.bytes;
   return j.dump();
 }
 
@@ -25,6 +26,7 @@ StatusOr<ReplicaStatus> DecodeReplicaStatus(std::string_view json) {
     s.state = j.at("state").get<std::string>();
     s.acked = j.at("acked").get<uint64_t>();
     s.last = j.at("last").get<uint64_t>();
+    s.bytes = j.value("bytes", int64_t{-1});
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("replica status: ") + e.what());
   }

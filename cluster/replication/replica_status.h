@@ -20,9 +20,12 @@ namespace vecgpu::cluster {
 struct ReplicaStatus {
   std::string primary;  // who wrote it
   int64_t epoch = 0;    // the epoch it was primary in
-  std::string state;    // "in-sync", "catching-up", "lagging"
+  // "in-sync", "catching-up", "lagging"; "handed-over" (in sync, and the primary handing the
+  // shard over to it has no write left in flight); "primary" (the primary's own copy)
+  std::string state;
   uint64_t acked = 0;   // the replica's position: the last record it holds
   uint64_t last = 0;    // the primary's position then
+  int64_t bytes = -1;   // the primary's copy's size then (-1: not known)
 
   bool operator==(const ReplicaStatus&) const = default;
 };

@@ -12,7 +12,10 @@ void Replicated(Replicator& replicator, const CallContext& call, const std::stri
   }
   start(Completion<Reply>([&replicator, tenant = call.tenant, collection, deadline = call.deadline,
                            done = std::move(done)](StatusOr<Reply> r) mutable {
-    if (!r.ok()) return done(std::move(r));
+    if (!r.ok()) {
+      replicator.Release(tenant, collection);
+      return done(std::move(r));
+    }
     replicator.AwaitReplicated(tenant, collection, deadline,
                                [done = std::move(done), reply = std::move(*r)](Status st) mutable {
                                  if (!st.ok()) return done(st);

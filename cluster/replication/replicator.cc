@@ -4,6 +4,7 @@
 
 #include "cluster/agent/agent_codec.h"
 #include "cluster/replication/replica_status.h"
+#include "cluster/replication/throttle.h"
 #include "core/engine.h"
 #include "core/store/wal_record.h"
 
@@ -83,10 +84,14 @@ struct Replicator::Peers {
   std::map<grpc::ClientContext*, std::shared_ptr<void>> in_flight;
   std::vector<std::shared_ptr<void>> retired;
   std::condition_variable idle;
+  bool closed = false;  // shutting down: no more calls
 
-  void Started(grpc::ClientContext* c, std::shared_ptr<void> owner) {
+  // False (the call is not to be made) once closed.
+  bool Started(grpc::ClientContext* c, std::shared_ptr<void> owner) {
     std::lock_guard lock(mu);
+    if (closed) return false;
     in_flight[c] = std::move(owner);
+    return true;
   }
   void Finished(grpc::ClientContext* c) {
     std::lock_guard lock(mu);
@@ -116,7 +121,8 @@ Replicator::Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions optio
     : etcd_(etcd),
       engine_(engine),
       options_(std::move(options)),
-      peers_(std::make_unique<Peers>()) {}
+      peers_(std::make_unique<Peers>()),
+      throttle_(std::make_unique<Throttle>(options_.copy_bytes_per_second)) {}
 
 Replicator::~Replicator() {
   {
@@ -124,12 +130,18 @@ Replicator::~Replicator() {
     stopping_ = true;
   }
   cv_.notify_all();
+  copy_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   maps_.reset();
   members_.reset();
   {
-    std::unique_lock lock(peers_->mu);
+    std::lock_guard lock(peers_->mu);
+    peers_->closed = true;
     for (const auto& [context, owner] : peers_->in_flight) context->TryCancel();
+  }
+  for (std::thread& t : copiers_) t.join();
+  {
+    std::unique_lock lock(peers_->mu);
     peers_->idle.wait(lock, [&] { return peers_->in_flight.empty(); });
     peers_->retired.clear();
   }
@@ -151,17 +163,22 @@ MutationLog* Replicator::Wrap(MutationLog* inner) {
 }
 
 void Replicator::Start() {
-  members_ = std::make_unique<MemberDirectory>(etcd_, options_.agents_prefix,
-                                               [this](const MemberDirectory::Members&) {
-                                                 {
-                                                   std::lock_guard lock(mu_);
-                                                   dirty_ = true;
-                                                 }
-                                                 cv_.notify_all();
-                                               });
+  members_ = std::make_unique<MemberDirectory>(
+      etcd_, options_.agents_prefix,
+      [this](const MemberDirectory::Members&) {
+        {
+          std::lock_guard lock(mu_);
+          dirty_ = true;
+        }
+        cv_.notify_all();
+      },
+      kAgentApiVersion, options_.log);
   maps_ = std::make_unique<PrefixMirror>(
       etcd_, options_.maps_prefix, [this](const PrefixMirror::Entries& e) { MapsChanged(e); });
   thread_ = std::thread([this] { Loop(); });
+  for (int i = 0; i < std::max(1, options_.max_copies); ++i) {
+    copiers_.emplace_back([this] { CopyLoop(); });
+  }
 }
 
 int64_t Replicator::requests_sent() const {
@@ -214,13 +231,17 @@ void Replicator::Preload(const store::WalRecord& record) { Logged(record); }
 
 void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
   std::map<ShardKey, std::pair<std::string, std::pair<CollectionMap, int>>> mine;
+  std::set<ShardKey> others;  // shards the maps give to other agents only
   for (const auto& [suffix, kv] : entries) {
     auto m = DecodeCollectionMap(kv.value);
     if (!m.ok()) continue;
     const int n = static_cast<int>(m->shards.size());
     for (int i = 0; i < n; ++i) {
       const auto& r = m->shards[i].replicas;
-      if (std::find(r.begin(), r.end(), options_.agent_id) == r.end()) continue;
+      if (std::find(r.begin(), r.end(), options_.agent_id) == r.end()) {
+        others.insert({m->tenant, ShardCollectionName(m->name, i, n)});
+        continue;
+      }
       mine[{m->tenant, ShardCollectionName(m->name, i, n)}] = {kv.key, {*m, i}};
     }
   }
@@ -243,6 +264,11 @@ void Replicator::MapsChanged(const PrefixMirror::Entries& entries) {
       s.followers.clear();
       s.candidates.clear();
     }
+    const auto now = SteadyClock::now();
+    for (auto it = orphans_.begin(); it != orphans_.end();) {
+      it = others.count(it->first) ? std::next(it) : orphans_.erase(it);
+    }
+    for (const ShardKey& key : others) orphans_.emplace(key, now);
     for (auto& [key, v] : mine) {
       Shard& s = shards_[key];
       s.map_key = v.first;
@@ -277,8 +303,27 @@ Status Replicator::AdmitWrite(const std::string& tenant, const std::string& coll
     return Unavailable("agent '" + options_.agent_id + "' has not seen epoch " +
                        std::to_string(epoch) + " of index '" + collection + "' yet");
   }
+  // A primary handing the shard over admits nothing new: the write waits (briefly) for the
+  // new primary, and is then refused as routed to the wrong agent, which the gateway retries.
+  if (!it->second.state.handover.empty() && it->second.state.primary == options_.agent_id) {
+    const ShardKey key{tenant, collection};
+    cv_.wait_for(lock, options_.handover_wait, [&] {
+      auto at = shards_.find(key);
+      return stopping_ || at == shards_.end() || at->second.state.handover.empty() ||
+             at->second.state.primary != options_.agent_id;
+    });
+    it = shards_.find(key);
+    if (it == shards_.end() || it->second.map_key.empty()) {
+      return Unavailable("agent '" + options_.agent_id + "' no longer holds index '" + collection +
+                         "'");
+    }
+  }
   const Shard& s = it->second;
   const std::string where = "shard " + std::to_string(s.index) + " of index '" + s.name + "'";
+  if (!s.state.handover.empty() && s.state.primary == options_.agent_id) {
+    return Unavailable(where + " is being handed over from '" + options_.agent_id + "' to '" +
+                       s.state.handover + "': retry");
+  }
   if (epoch != 0 && epoch < s.state.epoch) {
     return Aborted("epoch " + std::to_string(epoch) + " of " + where + " is over: it is in epoch " +
                    std::to_string(s.state.epoch) + " (primary '" + s.state.primary + "')");
@@ -292,12 +337,38 @@ Status Replicator::AdmitWrite(const std::string& tenant, const std::string& coll
                               ": '" + s.state.primary + "' is (epoch " +
                               std::to_string(s.state.epoch) + ")");
   }
+  ++admitted_[{tenant, collection}];
   return Status::Ok();
+}
+
+void Replicator::Release(const std::string& tenant, const std::string& collection) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = admitted_.find({tenant, collection});
+    if (it == admitted_.end()) return;
+    if (--it->second <= 0) admitted_.erase(it);
+    dirty_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Replicator::CaughtUp() const {
+  const auto members = members_ ? members_->members() : MemberDirectory::Members{};
+  std::lock_guard lock(mu_);
+  for (const auto& [key, s] : shards_) {
+    if (s.map_key.empty() || s.state.primary == options_.agent_id) continue;
+    const auto& isr = s.state.in_sync;
+    if (std::find(isr.begin(), isr.end(), options_.agent_id) != isr.end()) continue;
+    if (!members.count(s.state.primary)) continue;  // nobody to catch up from
+    return false;
+  }
+  return true;
 }
 
 void Replicator::AwaitReplicated(const std::string& tenant, const std::string& collection,
                                  SteadyClock::time_point deadline,
                                  std::function<void(Status)> done) {
+  Release(tenant, collection);
   {
     std::lock_guard lock(mu_);
     auto it = shards_.find({tenant, collection});
@@ -397,9 +468,46 @@ StatusOr<ReplicaPosition> Replicator::Apply(const std::string& tenant,
 StatusOr<ReplicaPosition> Replicator::Install(const std::string& tenant,
                                               const std::string& collection,
                                               const std::string& primary, int64_t epoch,
-                                              std::string_view snapshot) {
+                                              uint64_t offset, uint64_t total,
+                                              std::string_view chunk) {
   ASSIGN_OR_RETURN(auto apply_mu, Admit(tenant, collection, primary, epoch));
   std::lock_guard order(*apply_mu);
+  if (total == 0) return InvalidArgument("install: a copy of index '" + collection + "' of 0 bytes");
+  std::string snapshot;
+  {
+    std::lock_guard lock(mu_);
+    const auto now = SteadyClock::now();
+    std::erase_if(incoming_, [&](const auto& kv) {
+      return now - kv.second.touched > std::chrono::minutes(2);  // abandoned copies
+    });
+    const ShardKey key{tenant, collection};
+    const std::string what =
+        "install: the copy of index '" + collection + "' from agent '" + primary + "'";
+    Incoming& in = incoming_[key];
+    if (offset == 0) {
+      in = Incoming{primary, epoch, total, {}, now};
+    } else if (in.primary != primary || in.epoch != epoch || in.total != total ||
+               in.data.size() != offset) {
+      const size_t have = in.data.size();
+      incoming_.erase(key);
+      return FailedPrecondition(what + ": a chunk at byte " + std::to_string(offset) + " of " +
+                                std::to_string(total) + ", expected byte " +
+                                std::to_string(have) + " (a copy starts at byte 0)");
+    }
+    if (chunk.size() > total - offset) {
+      incoming_.erase(key);
+      return InvalidArgument(what + ": a chunk of " + std::to_string(chunk.size()) +
+                             " bytes at byte " + std::to_string(offset) + " runs past its " +
+                             std::to_string(total) + " bytes");
+    }
+    in.data.append(chunk);
+    in.touched = now;
+    if (in.data.size() == total) {
+      snapshot = std::move(in.data);
+      incoming_.erase(key);
+    }
+  }
+  if (snapshot.empty()) return PositionOf(tenant, collection);  // more to come
   ASSIGN_OR_RETURN(store::StorageSnapshot copy,
                    store::DecodeSnapshot(snapshot, "the copy of index '" + collection +
                                                        "' from agent '" + primary + "'"));
@@ -422,7 +530,7 @@ void Replicator::Loop() {
     const auto members = members_->members();
     std::vector<std::pair<std::function<void(Status)>, Status>> finished;
     std::vector<std::function<void()>> puts;
-    std::vector<InstallJob> installs;
+    Housekeep(SteadyClock::now());
     {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, milliseconds(50), [&] { return stopping_ || dirty_; });
@@ -468,6 +576,7 @@ void Replicator::Loop() {
               if (std::find(isr.begin(), isr.end(), id) != isr.end()) continue;
               f.in_flight = true;
               installs_.push_back({key, id, m->second.address, s.state.epoch});
+              copy_cv_.notify_one();
               continue;
             }
             if (f.known && f.acked < s.last) {
@@ -478,6 +587,14 @@ void Replicator::Loop() {
                 bytes += kept.payload.size();
                 request.add_records(kept.payload);
               }
+              // A replica being built (out of the in-sync set) catches up at the copies' rate.
+              const auto& isr = s.state.in_sync;
+              if (std::find(isr.begin(), isr.end(), id) == isr.end() &&
+                  !throttle_->TryAcquire(static_cast<int64_t>(bytes))) {
+                f.retry_at = now + milliseconds(20);
+                dirty_ = true;
+                continue;
+              }
             } else if (f.known) {
               continue;  // holds everything
             }
@@ -486,7 +603,10 @@ void Replicator::Loop() {
             auto call = std::make_shared<Peers::Call>();
             call->request = std::move(request);
             call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-            peers_->Started(&call->context, call);
+            if (!peers_->Started(&call->context, call)) {
+              f.in_flight = false;
+              continue;
+            }
             const int64_t epoch = s.state.epoch;
             const ShardKey k = key;
             const std::string replica = id;
@@ -509,9 +629,14 @@ void Replicator::Loop() {
             const auto& isr = s.state.in_sync;
             const bool in_sync = std::find(isr.begin(), isr.end(), id) != isr.end();
             if (in_sync) s.candidates.erase(id);
+            // Handing over to this replica: done once it holds every write admitted here.
+            auto admitted = admitted_.find(key);
+            const bool handed_over = holds && s.state.handover == id &&
+                                     (admitted == admitted_.end() || admitted->second == 0) &&
+                                     s.waiters.empty();
             if (holds) {
               if (!in_sync) s.candidates.insert(id);
-              Report(key, s, id, f, "in-sync", now);
+              Report(key, s, id, f, handed_over ? "handed-over" : "in-sync", now);
             } else if (now - f.behind_since > options_.lag_timeout) {
               s.candidates.erase(id);
               Report(key, s, id, f, "lagging", now);
@@ -521,14 +646,17 @@ void Replicator::Loop() {
               Report(key, s, id, f, f.reported, now);  // the lag, for `cluster status`
             }
           }
+          ReportSelf(key, s, now);
+          Settle(s, now, finished);
         } else {
+          // A primary no longer: its waiting writes are settled by what the followers it knew
+          // held (a handover's new primary holds them all), then the followers are forgotten.
+          Settle(s, now, finished);
           s.followers.clear();
           s.candidates.clear();
         }
-        Settle(s, now, finished);
       }
       puts.swap(puts_);
-      installs.swap(installs_);
     }
     {
       std::lock_guard plock(peers_->mu);
@@ -537,7 +665,6 @@ void Replicator::Loop() {
     retired.clear();
     for (auto& put : puts) put();
     for (auto& [done, st] : finished) done(st);
-    for (const InstallJob& job : installs) SendInstall(job);
   }
 }
 
@@ -546,7 +673,11 @@ void Replicator::Settle(Shard& s, SteadyClock::time_point now,
   const bool primary = s.state.primary == options_.agent_id;
   for (auto it = s.waiters.begin(); it != s.waiters.end();) {
     Status st;
-    if (!primary) {
+    auto successor = s.followers.find(s.state.primary);
+    if (!primary && successor != s.followers.end() && successor->second.known &&
+        !successor->second.diverged && successor->second.acked >= it->seq) {
+      st = Status::Ok();  // the new primary holds it: it stays, in the new epoch too
+    } else if (!primary) {
       st = Unavailable("agent '" + options_.agent_id + "' stopped being the primary of shard " +
                        std::to_string(s.index) + " of index '" + s.name +
                        "' before every in-sync replica had the write: it is not acknowledged");
@@ -584,10 +715,11 @@ void Replicator::Report(const ShardKey& key, Shard& s, const std::string& replic
   f.reported = state;
   f.reported_acked = f.acked;
   f.reported_at = now;
-  ReplicaStatus st{options_.agent_id, s.state.epoch, state, f.acked, s.last};
+  int64_t bytes = -1;
+  if (auto size = sizes_.find(key); size != sizes_.end()) bytes = size->second;
+  ReplicaStatus st{options_.agent_id, s.state.epoch, state, f.acked, s.last, bytes};
   const std::string k =
       ReplicaStatusKey(options_.status_prefix, s.tenant, s.name, s.index, replica);
-  (void)key;
   puts_.push_back([this, k, v = EncodeReplicaStatus(st)] { (void)etcd_.Put(k, v); });
 }
 
@@ -638,39 +770,144 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
   cv_.notify_all();
 }
 
+void Replicator::ReportSelf(const ShardKey& key, Shard& s, SteadyClock::time_point now) {
+  int64_t bytes = -1;
+  if (auto size = sizes_.find(key); size != sizes_.end()) bytes = size->second;
+  const bool changed = s.self_epoch != s.state.epoch || s.self_last != s.last ||
+                       s.self_bytes != bytes;
+  if (!changed || (s.self_epoch == s.state.epoch && now - s.self_at < milliseconds(2000))) return;
+  s.self_epoch = s.state.epoch;
+  s.self_last = s.last;
+  s.self_bytes = bytes;
+  s.self_at = now;
+  ReplicaStatus st{options_.agent_id, s.state.epoch, "primary", s.last, s.last, bytes};
+  const std::string k =
+      ReplicaStatusKey(options_.status_prefix, s.tenant, s.name, s.index, options_.agent_id);
+  puts_.push_back([this, k, v = EncodeReplicaStatus(st)] { (void)etcd_.Put(k, v); });
+}
+
+void Replicator::Housekeep(SteadyClock::time_point now) {
+  if (now - housekept_ < milliseconds(1000)) return;
+  housekept_ = now;
+  std::vector<ShardKey> led, orphans;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, s] : shards_) {
+      if (!s.map_key.empty() && s.state.primary == options_.agent_id) led.push_back(key);
+    }
+    for (const auto& [key, since] : orphans_) {
+      if (now - since >= options_.orphan_grace) orphans.push_back(key);
+    }
+  }
+  // The engine is asked outside mu_ (it may hold its catalog while it logs, which takes mu_).
+  std::map<ShardKey, int64_t> sizes;
+  for (const ShardKey& key : led) {
+    if (auto info = engine_.Describe(key.first, key.second); info.ok()) {
+      sizes[key] = info->backend.memory_bytes;
+    }
+  }
+  std::vector<ShardKey> drop;
+  {
+    std::lock_guard lock(mu_);
+    sizes_ = std::move(sizes);
+    for (const ShardKey& key : orphans) {
+      auto it = orphans_.find(key);
+      auto s = shards_.find(key);
+      if (it == orphans_.end() || (s != shards_.end() && !s->second.map_key.empty())) continue;
+      orphans_.erase(it);  // looked at once: a copy made later is the maps' business again
+      drop.push_back(key);
+    }
+  }
+  for (const ShardKey& key : drop) {
+    if (!engine_.Describe(key.first, key.second).ok()) continue;  // no copy here
+    Status st = engine_.Drop(key.first, key.second);
+    if (options_.log) {
+      options_.log("dropped this agent's copy of index '" + key.second + "' (tenant '" +
+                   key.first + "'): the shard map gives the shard to other agents" +
+                   (st.ok() ? std::string() : ": " + st.message()));
+    }
+  }
+}
+
+void Replicator::CopyLoop() {
+  while (true) {
+    InstallJob job;
+    {
+      std::unique_lock lock(mu_);
+      copy_cv_.wait(lock, [&] { return stopping_ || !installs_.empty(); });
+      if (stopping_) return;
+      job = std::move(installs_.front());
+      installs_.pop_front();
+    }
+    SendInstall(job);
+  }
+}
+
+bool Replicator::StillPrimary(const InstallJob& job) {
+  std::lock_guard lock(mu_);
+  auto it = shards_.find(job.key);
+  return !stopping_ && it != shards_.end() && it->second.state.primary == options_.agent_id &&
+         it->second.state.epoch == job.epoch && it->second.followers.count(job.replica);
+}
+
 void Replicator::SendInstall(const InstallJob& job) {
-  ReplicateOutcome failed;
-  failed.installed = true;
-  auto copy = engine_.CaptureCopy(job.key.first, job.key.second);
-  if (!copy.ok()) {
-    failed.status = copy.status();
-    return Answered(job.key, job.replica, job.epoch, std::move(failed));
+  ReplicateOutcome outcome;
+  outcome.installed = true;
+  uint64_t position = 0;
+  std::string bytes;
+  {
+    auto copy = engine_.CaptureCopy(job.key.first, job.key.second);
+    if (!copy.ok()) {
+      outcome.status = copy.status();
+      return Answered(job.key, job.replica, job.epoch, std::move(outcome));
+    }
+    position = copy->storage_seq;
+    bytes = store::EncodeSnapshot(*copy);
   }
   if (options_.log) {
     options_.log("sending a copy of index '" + job.key.second + "' (tenant '" + job.key.first +
-                 "') at record " + std::to_string(copy->storage_seq) + " to replica '" +
-                 job.replica + "'");
+                 "') at record " + std::to_string(position) + " to replica '" + job.replica +
+                 "': " + std::to_string(bytes.size()) + " bytes");
   }
-  struct Call {
-    grpc::ClientContext context;
+  // In chunks, one at a time, at the copies' rate; given up once this agent is not the
+  // shard's primary in this epoch any more.
+  apb::Agent::Stub& stub = peers_->StubOf(job.address);
+  const size_t chunk = std::max<size_t>(1, options_.copy_chunk_bytes);
+  size_t offset = 0;
+  apb::ReplicateReply reply;
+  grpc::Status st;
+  while (offset < bytes.size()) {
+    if (!StillPrimary(job)) {
+      outcome.status = Aborted("the copy of index '" + job.key.second + "' for replica '" +
+                               job.replica + "' was given up: this agent is not its primary in " +
+                               "epoch " + std::to_string(job.epoch) + " any more");
+      break;
+    }
+    const size_t n = std::min(chunk, bytes.size() - offset);
+    throttle_->Acquire(static_cast<int64_t>(n));
     apb::InstallRequest request;
-    apb::ReplicateReply reply;
-  };
-  auto call = std::make_shared<Call>();
-  call->request.set_api_version(kAgentApiVersion);
-  call->request.set_tenant(job.key.first);
-  call->request.set_collection(job.key.second);
-  call->request.set_primary(options_.agent_id);
-  call->request.set_epoch(job.epoch);
-  call->request.set_snapshot(store::EncodeSnapshot(*copy));
-  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  peers_->Started(&call->context, call);
-  peers_->StubOf(job.address)
-      .async()
-      ->Install(&call->context, &call->request, &call->reply, [this, call, job](grpc::Status st) {
-        Answered(job.key, job.replica, job.epoch, OutcomeOf(st, call->reply, /*installed=*/true));
-        peers_->Finished(&call->context);
-      });
+    request.set_api_version(kAgentApiVersion);
+    request.set_tenant(job.key.first);
+    request.set_collection(job.key.second);
+    request.set_primary(options_.agent_id);
+    request.set_epoch(job.epoch);
+    request.set_offset(offset);
+    request.set_total(bytes.size());
+    request.set_snapshot(bytes.data() + offset, n);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    if (!peers_->Started(&context, nullptr)) {
+      outcome.status = Unavailable("the agent is shutting down");
+      break;
+    }
+    st = stub.Install(&context, request, &reply);
+    peers_->Finished(&context);
+    if (!st.ok()) break;
+    offset += n;
+  }
+  if (outcome.status.ok()) outcome = OutcomeOf(st, reply, /*installed=*/true);
+  if (outcome.status.ok() && offset < bytes.size()) outcome.status = Aborted("copy not finished");
+  Answered(job.key, job.replica, job.epoch, std::move(outcome));
 }
 
 }  // namespace vecgpu::cluster

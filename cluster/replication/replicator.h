@@ -20,6 +20,16 @@
 // covers, gets a whole copy instead (Install: the primary's copy captured, the replica's
 // replaced and made durable), then the records after it; only once the placer has taken it
 // out of the in-sync set, so that a replica that could be promoted never gives up its copy.
+//
+// Issue [3/5]: a replica new to a shard (re-replication, a move) is built the same way: from
+// the primary's kept records when they reach back to the collection's creation, else from a
+// whole copy. Whole copies are sent in chunks by `max_copies` threads, and they and the
+// records sent to replicas out of the in-sync set share a byte rate (Throttle). A primary
+// asked to hand its shard over (the map's `handover`) admits no more writes, and reports the
+// new primary "handed-over" once it holds every write admitted here. The primary reports its
+// own copy's size too (state "primary"), which the placer balances by. A copy of a shard the
+// maps give only to other agents (moved away, or re-replicated while this agent was away) is
+// dropped after `orphan_grace`.
 
 #include <chrono>
 #include <condition_variable>
@@ -64,6 +74,15 @@ struct ReplicatorOptions {
   // Makes a tenant's collections durable now (a snapshot of the data directory), after a
   // copy was installed here. Empty: no data directory.
   std::function<Status(const std::string& tenant)> make_durable;
+  // Whole copies sent at once; their bytes per second, with the records sent to replicas
+  // not in sync yet (0: no cap); the size of one Install request.
+  int max_copies = 2;
+  int64_t copy_bytes_per_second = int64_t{100} << 20;
+  size_t copy_chunk_bytes = size_t{4} << 20;
+  // A write waits this long for a handover to finish before it is refused.
+  std::chrono::milliseconds handover_wait{3000};
+  // A copy of a shard the maps give only to other agents is dropped after this long.
+  std::chrono::milliseconds orphan_grace{5000};
 };
 
 // A replica's answer, or why there is none.
@@ -100,6 +119,13 @@ class Replicator final : public ReplicaSink {
   void AwaitReplicated(const std::string& tenant, const std::string& collection,
                        std::chrono::steady_clock::time_point deadline,
                        std::function<void(Status)> done);
+  // A write AdmitWrite let in that failed before it was logged (AwaitReplicated ends the
+  // others): a handover no longer waits for it.
+  void Release(const std::string& tenant, const std::string& collection);
+
+  // Whether every shard copy this agent holds is in its in-sync set, or is its primary, or
+  // has no live primary to catch up from (readiness after a restart).
+  bool CaughtUp() const;
 
   // On a replica: a primary's records (encoded WAL payloads), applied in order; returns the
   // position after. ABORTED for an epoch older than one seen for the shard.
@@ -108,8 +134,8 @@ class Replicator final : public ReplicaSink {
                                   const std::vector<std::string>& records) override;
   // On a replica: replaces the copy with the primary's (an encoded snapshot).
   StatusOr<ReplicaPosition> Install(const std::string& tenant, const std::string& collection,
-                                    const std::string& primary, int64_t epoch,
-                                    std::string_view snapshot) override;
+                                    const std::string& primary, int64_t epoch, uint64_t offset,
+                                    uint64_t total, std::string_view chunk) override;
 
   // Replicate requests sent and records applied here (tests, metrics).
   int64_t requests_sent() const;
@@ -152,6 +178,11 @@ class Replicator final : public ReplicaSink {
     std::set<std::string> candidates;  // caught up, waiting to be put in sync
     std::vector<Waiter> waiters;
     std::shared_ptr<std::mutex> apply_mu = std::make_shared<std::mutex>();
+    // What this primary last said of its own copy.
+    uint64_t self_last = 0;
+    int64_t self_bytes = -1;
+    int64_t self_epoch = 0;
+    std::chrono::steady_clock::time_point self_at{};
   };
   using ShardKey = std::pair<std::string, std::string>;  // (tenant, collection on agents)
 
@@ -183,7 +214,32 @@ class Replicator final : public ReplicaSink {
     int64_t epoch = 0;
   };
   void SendInstall(const InstallJob& job);
-  std::vector<InstallJob> installs_;  // guarded by mu_
+  void CopyLoop();
+  // Whether `job` is still worth sending (this agent its primary in its epoch).
+  bool StillPrimary(const InstallJob& job);
+  void ReportSelf(const std::pair<std::string, std::string>& key, Shard& s,
+                  std::chrono::steady_clock::time_point now);
+  // Sizes of the copies this agent leads, and orphan copies dropped; outside mu_.
+  void Housekeep(std::chrono::steady_clock::time_point now);
+  std::deque<InstallJob> installs_;  // guarded by mu_
+  std::condition_variable copy_cv_;
+  std::vector<std::thread> copiers_;
+  // A copy arriving in chunks, by shard.
+  struct Incoming {
+    std::string primary;
+    int64_t epoch = 0;
+    uint64_t total = 0;
+    std::string data;
+    std::chrono::steady_clock::time_point touched{};
+  };
+  std::map<std::pair<std::string, std::string>, Incoming> incoming_;  // guarded by mu_
+  std::map<std::pair<std::string, std::string>, int> admitted_;      // guarded by mu_
+  std::map<std::pair<std::string, std::string>, int64_t> sizes_;     // guarded by mu_
+  // Copies of shards the maps give to other agents only, since when.
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point>
+      orphans_;  // guarded by mu_
+  std::chrono::steady_clock::time_point housekept_{};
+  std::unique_ptr<class Throttle> throttle_;
 
   EtcdClient& etcd_;
   Engine& engine_;
