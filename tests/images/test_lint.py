@@ -83,6 +83,17 @@ def test_statefulset_wires_probes_ports_gpu_secret_and_volume():
     assert docs["Service/" + sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
 
 
+def test_pods_get_no_service_link_variables():
+    """A Service named "vecgpu" makes Kubernetes set VECGPU_PORT=tcp://IP:45678 in every pod
+    of its namespace created after it ("vecgpu-metrics": VECGPU_METRICS_PORT), which vecgpu
+    reads as --port (--metrics-port) and refuses; every pod template turns the links off."""
+    workloads = [(name, d) for name, d in kube_docs() if d["kind"] in ("StatefulSet", "Deployment")]
+    assert workloads
+    for name, d in workloads:
+        pod = d["spec"]["template"]["spec"]
+        assert pod.get("enableServiceLinks") is False, (name, d["metadata"]["name"])
+
+
 def test_compose_file_matches_the_compose_spec():
     r = run(BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec",
             DOCKER / "compose.yaml")
