@@ -438,8 +438,9 @@ def test_compose_reserves_a_gpu_and_scrapes_metrics():
 
 def test_compose_cluster_profile_wires_etcd_agents_and_a_gateway():
     """The cluster profile: etcd (from the CPU image, which carries Debian's etcd), three
-    agents joining it, each on a volume of its own and none publishing a port, and a gateway
-    publishing the client ports; agents and gateway wait for a healthy etcd."""
+    agents joining it, each on a volume of its own and none publishing a port, healthy once
+    caught up (/readyz), and a gateway publishing the client ports; agents and gateway wait
+    for a healthy etcd, the gateway for the agents to start."""
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     cluster = {n: s for n, s in compose["services"].items()
                if "cluster" in s.get("profiles", [])}
@@ -469,6 +470,9 @@ def test_compose_cluster_profile_wires_etcd_agents_and_a_gateway():
         assert env["VECGPU_ENABLE_AUTH"] == "true"
         assert agent["depends_on"]["etcd"]["condition"] == "service_healthy"
         assert "ports" not in agent  # the agent API is for gateways on the compose network
+        # Healthy: caught up, every copy it holds in its shard's in-sync set.
+        assert agent["healthcheck"]["test"] == [
+            "CMD", "/usr/local/bin/vecgpu", "healthcheck", "--ready"]
         (volume,) = [v for v in agent["volumes"] if v.endswith(":/data")]
         volumes[name] = volume.split(":")[0]
     assert len(set(volumes.values())) == len(agents), volumes
@@ -482,6 +486,8 @@ def test_compose_cluster_profile_wires_etcd_agents_and_a_gateway():
     assert not any(v.endswith(":/data") for v in gateway.get("volumes", []))
     assert env["VECGPU_ENABLE_AUTH"] == "true" and "vecgpu-keys" in gateway["secrets"]
     assert gateway["depends_on"]["etcd"]["condition"] == "service_healthy"
+    for name in agents:
+        assert gateway["depends_on"][name]["condition"] == "service_started"
     assert {"45678:45678", "8081:8081", "127.0.0.1:45679:45679"} <= set(gateway["ports"])
     assert "vecgpu-server" in gateway["networks"]["default"]["aliases"]  # Prometheus's target
 
