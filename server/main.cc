@@ -418,6 +418,24 @@ int Serve(const ServeOptions& o) {
                         return std::vector<GaugeSample>{
                             {{}, static_cast<double>(g->UnservedShards().size())}};
                       });
+    registry.AddGauge("vecgpu_cluster_replicas_building",
+                      "Replicas being built (re-replication or a move): live, not in sync yet",
+                      {}, [g = gateway.get()] {
+                        return std::vector<GaugeSample>{
+                            {{}, static_cast<double>(g->HealingNow().building)}};
+                      });
+    registry.AddGauge("vecgpu_cluster_moves_in_progress",
+                      "Shards with a move (drain or rebalancing) under way", {},
+                      [g = gateway.get()] {
+                        return std::vector<GaugeSample>{
+                            {{}, static_cast<double>(g->HealingNow().moving)}};
+                      });
+    registry.AddGauge("vecgpu_cluster_handovers_in_progress",
+                      "Shards whose primary is being handed over to another replica", {},
+                      [g = gateway.get()] {
+                        return std::vector<GaugeSample>{
+                            {{}, static_cast<double>(g->HealingNow().handovers)}};
+                      });
     registry.AddGauge("vecgpu_cluster_under_replicated_shards",
                       "Shards with fewer live in-sync replicas than their collection wants", {},
                       [g = gateway.get()] {

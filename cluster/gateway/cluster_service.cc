@@ -112,6 +112,23 @@ int64_t ClusterCollectionService::UnderReplicatedShards() const {
   return n;
 }
 
+ClusterCollectionService::Healing ClusterCollectionService::HealingNow() const {
+  const auto members = members_->members();
+  Healing h;
+  std::lock_guard lock(mu_);
+  for (const auto& [key, read] : maps_) {
+    for (const ShardState& s : read.map.shards) {
+      for (const std::string& r : s.replicas) {
+        h.building += members.count(r) > 0 &&
+                      std::find(s.in_sync.begin(), s.in_sync.end(), r) == s.in_sync.end();
+      }
+      h.moving += !s.leaving.empty();
+      h.handovers += !s.handover.empty();
+    }
+  }
+  return h;
+}
+
 void ClusterCollectionService::CheckShards() {
   if (!options_.log || !checking_.load()) return;
   auto now = UnservedShards();

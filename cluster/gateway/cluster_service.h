@@ -83,6 +83,12 @@ class ClusterCollectionService final : public CollectionService {
   // those with fewer in-sync replicas than wanted; from the mirrors, never waits.
   std::vector<std::string> UnservedShards() const;
   int64_t UnderReplicatedShards() const;
+  // Work of the placer in progress, from the mirrors: replicas being built (live, not in
+  // sync yet), shards with a move under way, shards whose primary is being handed over.
+  struct Healing {
+    int64_t building = 0, moving = 0, handovers = 0;
+  };
+  Healing HealingNow() const;
 
   // Until the agents and the maps were listed once (or `timeout` passes).
   bool WaitReady(std::chrono::milliseconds timeout) const;

@@ -121,8 +121,10 @@ Replicator::Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions optio
     : etcd_(etcd),
       engine_(engine),
       options_(std::move(options)),
-      peers_(std::make_unique<Peers>()),
-      throttle_(std::make_unique<Throttle>(options_.copy_bytes_per_second)) {}
+      peers_(std::make_unique<Peers>()) {
+  // Here, not in the list: throttle_ is declared (so initialised) before options_.
+  throttle_ = std::make_unique<Throttle>(options_.copy_bytes_per_second);
+}
 
 Replicator::~Replicator() {
   {

@@ -43,6 +43,18 @@ def settled(c, name, replicas=2, without=()):
     return True
 
 
+def logs(c):
+    """For a failed assertion: the cluster's map changes and replication lines (stops it)."""
+    out = []
+    for who, srv in [*c.agents.items(), ("gateway", c.gw)]:
+        if srv.proc.poll() is None:
+            srv.stop()
+        lines = [ln for ln in (getattr(srv, "output", "") or "").splitlines()
+                 if "replica" in ln or "placer" in ln or "cop" in ln]
+        out.append(f"--- {who}\n" + "\n".join(lines[-200:]))
+    return "\n".join(out)
+
+
 def cli(c, *args, timeout=60):
     return subprocess.run([str(BINARY), "cluster", *args, "--etcd", c.url],
                           capture_output=True, text=True, timeout=timeout)
@@ -159,7 +171,7 @@ def test_a_new_replica_beyond_the_kept_records_is_built_from_a_whole_copy(cluste
     victim = [r for r in s["replicas"] if r != s["primary"]][0]
     third = [a for a in c.agents if a not in s["replicas"]][0]
     c.kill(victim)
-    assert wait_until(lambda: settled(c, name, without=(victim,)), 60), c.map(name)
+    assert wait_until(lambda: settled(c, name, without=(victim,)), 60), (c.map(name), logs(c))
     assert count(c.agents[third], name) == 6000
     assert np.allclose(reconstruct(c.agents[third], name, [0, 3000, 5999]), x[[0, 3000, 5999]])
     primary = c.agents[shard(c, name)["primary"]]
@@ -194,6 +206,9 @@ def test_drain_moves_everything_off_an_agent_while_serving(cluster_factory):
     extra = uid("new")
     assert create(gw, extra)
     assert target not in shard(c, extra)["replicas"]
+    metrics = urllib.request.urlopen(gw.metrics_url + "/metrics", timeout=5).read().decode()
+    for gauge in ("moves_in_progress", "replicas_building", "handovers_in_progress"):
+        assert f"vecgpu_cluster_{gauge} 0" in metrics, gauge
     r = cli(c, "drain", target, "--undo")
     assert r.returncode == 0 and "takes replicas again" in r.stdout
     # An unknown agent is refused with a clear message.
