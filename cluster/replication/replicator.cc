@@ -83,6 +83,7 @@ struct Replicator::Peers {
   std::map<grpc::ClientContext*, std::shared_ptr<void>> in_flight;
   std::vector<std::shared_ptr<void>> retired;
   std::condition_variable idle;
+  std::shared_ptr<const TlsCredentials> tls;  // null: plaintext
 
   void Started(grpc::ClientContext* c, std::shared_ptr<void> owner) {
     std::lock_guard lock(mu);
@@ -104,7 +105,7 @@ struct Replicator::Peers {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(INT32_MAX);
       args.SetMaxSendMessageSize(INT32_MAX);
-      auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto channel = MakeChannel(address, args, tls.get());
       channels[address] = channel;
       stub = apb::Agent::NewStub(channel);
     }
@@ -116,7 +117,9 @@ Replicator::Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions optio
     : etcd_(etcd),
       engine_(engine),
       options_(std::move(options)),
-      peers_(std::make_unique<Peers>()) {}
+      peers_(std::make_unique<Peers>()) {
+  peers_->tls = options_.tls;
+}
 
 Replicator::~Replicator() {
   {

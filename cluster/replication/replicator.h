@@ -39,6 +39,7 @@
 #include "cluster/etcd/prefix_mirror.h"
 #include "cluster/membership/member_directory.h"
 #include "cluster/placement/shard_map.h"
+#include "cluster/security/tls.h"
 #include "core/mutation_log.h"
 #include "core/util/status.h"
 
@@ -64,6 +65,8 @@ struct ReplicatorOptions {
   // Makes a tenant's collections durable now (a snapshot of the data directory), after a
   // copy was installed here. Empty: no data directory.
   std::function<Status(const std::string& tenant)> make_durable;
+  // Mutual TLS to the other agents (cluster/security/tls.h). Default: null, plaintext.
+  std::shared_ptr<const TlsCredentials> tls;
 };
 
 // A replica's answer, or why there is none.
