@@ -99,6 +99,19 @@ struct ServeOptions {
   // An agent's memory for records its replicas may still need (MB over all collections); a
   // replica behind by more gets a whole copy. Default: 256.
   int replication_log_mb = 256;
+  // Mutual TLS on the cluster's links (an agent's API, gateway -> agent, agent -> agent): this
+  // member's PEM certificate chain and key, and the cluster's CA (all three or none; an agent
+  // or a gateway only). Read again every 2 s (cluster/security/tls.h). Default: none
+  // (plaintext).
+  std::string cluster_tls_cert;
+  std::string cluster_tls_key;
+  std::string cluster_tls_ca;
+  // TLS to etcd, for https:// URLs in --join/--etcd: the CA etcd's certificate must lead to
+  // (none: the system's roots) and a client certificate and key (both or neither; etcd's
+  // --client-cert-auth). Default: none.
+  std::string etcd_cacert;
+  std::string etcd_cert;
+  std::string etcd_key;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";
@@ -147,9 +160,13 @@ struct ParsedCommand {
   ImportFaissxOptions import_options;
   bool healthcheck = false;
   HealthcheckOptions healthcheck_options;
-  // `vecgpu cluster status --etcd URL[,URL] [--json]`.
+  // `vecgpu cluster status --etcd URL[,URL] [--json]`, with etcd's TLS as serve's
+  // --etcd-cacert, --etcd-cert and --etcd-key.
   bool cluster_status = false;
   std::vector<std::string> cluster_etcd;
+  std::string cluster_etcd_cacert;
+  std::string cluster_etcd_cert;
+  std::string cluster_etcd_key;
   bool cluster_json = false;
   int exit_code = 0;
   std::string message;
