@@ -48,6 +48,58 @@ StatusOr<std::vector<std::string>> ConfigArgs(const std::string& path, const CLI
   return args;
 }
 
+// A file given to --flag that this process cannot open is a start-up error naming both.
+Status CheckReadable(const std::string& flag, const std::string& path) {
+  if (path.empty() || std::ifstream(path, std::ios::binary)) return Status::Ok();
+  return InvalidArgument(flag + ": cannot read '" + path + "'");
+}
+
+// etcd's TLS flags against its URLs: https:// for all of them or none, the flags only with
+// https://, a client certificate with its key.
+Status CheckEtcdTls(const std::vector<std::string>& urls, const std::string& cacert,
+                    const std::string& cert, const std::string& key) {
+  const auto https = std::count_if(
+      urls.begin(), urls.end(), [](const std::string& u) { return u.rfind("https://", 0) == 0; });
+  if (https != 0 && static_cast<size_t>(https) != urls.size()) {
+    return InvalidArgument("etcd: give every etcd URL as https:// or none of them");
+  }
+  if (cert.empty() != key.empty()) {
+    return InvalidArgument(std::string(cert.empty() ? "etcd-cert" : "etcd-key") +
+                           ": missing (--etcd-cert and --etcd-key go together)");
+  }
+  if (https == 0 && !(cacert.empty() && cert.empty())) {
+    return InvalidArgument(
+        "etcd-cacert, etcd-cert, etcd-key: TLS to etcd needs https:// etcd URLs");
+  }
+  RETURN_IF_ERROR(CheckReadable("etcd-cacert", cacert));
+  RETURN_IF_ERROR(CheckReadable("etcd-cert", cert));
+  return CheckReadable("etcd-key", key);
+}
+
+// The cluster's mutual TLS: all three files or none, only on a cluster member.
+Status CheckClusterTls(const ServeOptions& o) {
+  const bool any =
+      !o.cluster_tls_cert.empty() || !o.cluster_tls_key.empty() || !o.cluster_tls_ca.empty();
+  if (!any) return Status::Ok();
+  for (const auto& [value, flag] : {std::pair{&o.cluster_tls_cert, "cluster-tls-cert"},
+                                    std::pair{&o.cluster_tls_key, "cluster-tls-key"},
+                                    std::pair{&o.cluster_tls_ca, "cluster-tls-ca"}}) {
+    if (value->empty()) {
+      return InvalidArgument(std::string(flag) +
+                             ": missing (cluster TLS needs --cluster-tls-cert, "
+                             "--cluster-tls-key and --cluster-tls-ca)");
+    }
+  }
+  if (o.join.empty() && !o.gateway) {
+    return InvalidArgument(
+        "cluster-tls-cert, cluster-tls-key, cluster-tls-ca: for a cluster "
+        "agent (--join) or a gateway (vecgpu gateway)");
+  }
+  RETURN_IF_ERROR(CheckReadable("cluster-tls-cert", o.cluster_tls_cert));
+  RETURN_IF_ERROR(CheckReadable("cluster-tls-key", o.cluster_tls_key));
+  return CheckReadable("cluster-tls-ca", o.cluster_tls_ca);
+}
+
 Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::string& auth_file) {
   if (o.durability != "sync" && o.durability != "async") {
     return InvalidArgument("durability: '" + o.durability + "' is not sync or async");
@@ -154,6 +206,15 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (!(o.rebalance_tolerance >= 0) || o.rebalance_tolerance > 100) {
     return InvalidArgument("rebalance-tolerance: must be within 0..100");
   }
+  RETURN_IF_ERROR(CheckClusterTls(o));
+  if (o.join.empty() && !o.gateway &&
+      !(o.etcd_cacert.empty() && o.etcd_cert.empty() && o.etcd_key.empty())) {
+    return InvalidArgument(
+        "etcd-cacert, etcd-cert, etcd-key: for a cluster agent (--join) or "
+        "a gateway (vecgpu gateway)");
+  }
+  RETURN_IF_ERROR(
+      CheckEtcdTls(o.gateway ? o.etcd : o.join, o.etcd_cacert, o.etcd_cert, o.etcd_key));
   if (o.replication_log_mb < 1 || o.replication_log_mb > 1'048'576) {
     return InvalidArgument("replication-log-mb: must be within 1..1048576");
   }
@@ -314,6 +375,19 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   serve->add_option("--agent-port", o.agent_port,
                     "Port the agent API listens on (default: the --advertise port; differs "
                     "behind a proxy or a NAT)");
+  serve->add_option("--cluster-tls-cert", o.cluster_tls_cert,
+                    "PEM certificate chain of this agent or gateway for mutual TLS between "
+                    "gateways and agents (names the --advertise host)");
+  serve->add_option("--cluster-tls-key", o.cluster_tls_key,
+                    "PEM private key of --cluster-tls-cert");
+  serve->add_option("--cluster-tls-ca", o.cluster_tls_ca,
+                    "PEM CA every gateway's and agent's certificate must lead to");
+  serve->add_option("--etcd-cacert", o.etcd_cacert,
+                    "PEM CA etcd's certificate must lead to, for https:// etcd URLs (none: "
+                    "the system's roots)");
+  serve->add_option("--etcd-cert", o.etcd_cert,
+                    "PEM client certificate presented to etcd (its --client-cert-auth)");
+  serve->add_option("--etcd-key", o.etcd_key, "PEM private key of --etcd-cert");
   serve->add_option("--agent-id", o.agent_id,
                     "This agent's id in the cluster (default: the --advertise address)");
   serve
@@ -471,10 +545,10 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   CLI::App* status_cmd = cluster_cmd->add_subcommand(
       "status", "Agents, collections, shards, primaries and in-sync sets, from etcd");
   cluster_cmd->require_subcommand(1);
-  status_cmd
-      ->add_option("--etcd", result.cluster_etcd, "etcd client URLs (comma-separated)")
-      ->delimiter(',')
-      ->required();
+  status_cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // One string, split below: a vector option would gather VECGPU_ETCD's URLs and the flag's.
+  std::string status_etcd;
+  status_cmd->add_option("--etcd", status_etcd, "etcd client URLs (comma-separated)")->required();
   status_cmd->add_flag("--json", result.cluster_json, "Print JSON");
   CLI::App* drain_cmd = cluster_cmd->add_subcommand(
       "drain", "Move every replica off an agent before maintenance (the placer does it)");
@@ -502,6 +576,13 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "The gateways' --rebalance-tolerance ((max - min) / mean)")
       ->capture_default_str();
   rebalance_cmd->add_flag("--json", result.cluster_json, "Print JSON");
+  for (CLI::App* cmd : {status_cmd, drain_cmd, rebalance_cmd}) {
+    cmd->add_option("--etcd-cacert", result.cluster_etcd_cacert,
+                    "PEM CA etcd's certificate must lead to (https:// URLs)");
+    cmd->add_option("--etcd-cert", result.cluster_etcd_cert,
+                    "PEM client certificate presented to etcd");
+    cmd->add_option("--etcd-key", result.cluster_etcd_key, "PEM private key of --etcd-cert");
+  }
 
   HealthcheckOptions& ho = result.healthcheck_options;
   CLI::App* health_cmd = app.add_subcommand(
@@ -531,6 +612,14 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
   const bool is_serve = !cli.empty() && cli[0] == "serve";
   const bool is_import = !cli.empty() && cli[0] == "import-faissx";
   const bool is_health = !cli.empty() && cli[0] == "healthcheck";
+  // `cluster status` takes etcd's URLs and TLS files from the environment too (VECGPU_ETCD,
+  // VECGPU_ETCD_CACERT, ...: a gateway's container already has them).
+  const bool is_status = cli.size() >= 2 && cli[0] == "cluster" && cli[1] == "status";
+  if (is_status) {
+    for (const char* name : {"etcd", "etcd-cacert", "etcd-cert", "etcd-key"}) {
+      LayerEnvironment(name, layered);
+    }
+  }
   if (is_health) {
     for (const char* name : {"metrics-port", "metrics-address"}) LayerEnvironment(name, layered);
   }
@@ -563,6 +652,10 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     args.push_back(cli[0]);
     args.insert(args.end(), layered.begin(), layered.end());
     args.insert(args.end(), cli.begin() + 1, cli.end());
+  } else if (is_status) {
+    args.insert(args.end(), {cli[0], cli[1]});
+    args.insert(args.end(), layered.begin(), layered.end());
+    args.insert(args.end(), cli.begin() + 2, cli.end());
   } else {
     args.insert(args.end(), cli.begin(), cli.end());
   }
@@ -578,15 +671,31 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
     return result;
   }
   if (status_cmd->parsed()) {
+    for (size_t from = 0; from <= status_etcd.size();) {
+      const size_t comma = std::min(status_etcd.find(',', from), status_etcd.size());
+      if (comma > from) result.cluster_etcd.push_back(status_etcd.substr(from, comma - from));
+      from = comma + 1;
+    }
+    Status st = CheckEtcdTls(result.cluster_etcd, result.cluster_etcd_cacert,
+                             result.cluster_etcd_cert, result.cluster_etcd_key);
+    if (!st.ok()) {
+      result.exit_code = 2;
+      result.message = "cluster status: " + st.message();
+      return result;
+    }
     result.cluster_status = true;
     return result;
   }
-  if (drain_cmd->parsed()) {
-    result.cluster_drain = true;
-    return result;
-  }
-  if (rebalance_cmd->parsed()) {
-    result.cluster_rebalance = true;
+  if (drain_cmd->parsed() || rebalance_cmd->parsed()) {
+    Status st = CheckEtcdTls(result.cluster_etcd, result.cluster_etcd_cacert,
+                             result.cluster_etcd_cert, result.cluster_etcd_key);
+    if (!st.ok()) {
+      result.exit_code = 2;
+      result.message = std::string("cluster ") + (drain_cmd->parsed() ? "drain" : "rebalance") +
+                       ": " + st.message();
+      return result;
+    }
+    (drain_cmd->parsed() ? result.cluster_drain : result.cluster_rebalance) = true;
     return result;
   }
   if (health_cmd->parsed()) {

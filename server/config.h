@@ -113,6 +113,19 @@ struct ServeOptions {
   int copy_bandwidth_mb = 100;
   double rereplicate_after_s = 60;
   double rebalance_tolerance = 0.2;
+  // Mutual TLS on the cluster's links (an agent's API, gateway -> agent, agent -> agent): this
+  // member's PEM certificate chain and key, and the cluster's CA (all three or none; an agent
+  // or a gateway only). Read again every 2 s (cluster/security/tls.h). Default: none
+  // (plaintext).
+  std::string cluster_tls_cert;
+  std::string cluster_tls_key;
+  std::string cluster_tls_ca;
+  // TLS to etcd, for https:// URLs in --join/--etcd: the CA etcd's certificate must lead to
+  // (none: the system's roots) and a client certificate and key (both or neither; etcd's
+  // --client-cert-auth). Default: none.
+  std::string etcd_cacert;
+  std::string etcd_cert;
+  std::string etcd_key;
   // The collection a Vald call reaches when it names none (metadata x-vecgpu-collection).
   // Default: "default".
   std::string vald_collection = "default";
@@ -161,9 +174,13 @@ struct ParsedCommand {
   ImportFaissxOptions import_options;
   bool healthcheck = false;
   HealthcheckOptions healthcheck_options;
-  // `vecgpu cluster status --etcd URL[,URL] [--json]`.
+  // `vecgpu cluster status --etcd URL[,URL] [--json]`, with etcd's TLS as serve's
+  // --etcd-cacert, --etcd-cert and --etcd-key.
   bool cluster_status = false;
   std::vector<std::string> cluster_etcd;
+  std::string cluster_etcd_cacert;
+  std::string cluster_etcd_cert;
+  std::string cluster_etcd_key;
   bool cluster_json = false;
   // `vecgpu cluster drain AGENT [--undo] [--wait S]`, `vecgpu cluster rebalance --dry-run
   // [--tolerance X]` (issue [3/5]).

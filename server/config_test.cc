@@ -114,5 +114,127 @@ TEST_F(ConfigTest, GrpcAndValdSettings) {
   EXPECT_FALSE(Parse({"serve", "--vald-dimension", "20000"}).serve);
 }
 
+// Files that exist (their contents are the TLS module's to judge, at start).
+std::string TouchedFile(const std::string& name) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << "-----BEGIN CERTIFICATE-----\n";
+  return path;
+}
+
+TEST_F(ConfigTest, ClusterTlsNeedsAllThreeFilesReadableOnAClusterMember) {
+  const std::string cert = TouchedFile("member.pem"), key = TouchedFile("member.key"),
+                    ca = TouchedFile("ca.pem");
+  auto agent = [&](std::vector<const char*> extra) {
+    std::vector<const char*> args = {"serve", "--join", "http://127.0.0.1:2379", "--advertise",
+                                     "127.0.0.1:7001"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Parse(args);
+  };
+  auto all = agent({"--cluster-tls-cert", cert.c_str(), "--cluster-tls-key", key.c_str(),
+                    "--cluster-tls-ca", ca.c_str()});
+  ASSERT_TRUE(all.serve) << all.message;
+  EXPECT_EQ(all.options.cluster_tls_cert, cert);
+  EXPECT_EQ(all.options.cluster_tls_key, key);
+  EXPECT_EQ(all.options.cluster_tls_ca, ca);
+  EXPECT_TRUE(agent({}).serve);  // none: plaintext, as before
+
+  // Each one missing is named.
+  auto no_ca = agent({"--cluster-tls-cert", cert.c_str(), "--cluster-tls-key", key.c_str()});
+  EXPECT_FALSE(no_ca.serve);
+  EXPECT_EQ(no_ca.exit_code, 2);
+  EXPECT_NE(no_ca.message.find("cluster-tls-ca: missing"), std::string::npos) << no_ca.message;
+  auto no_key = agent({"--cluster-tls-cert", cert.c_str(), "--cluster-tls-ca", ca.c_str()});
+  EXPECT_NE(no_key.message.find("cluster-tls-key: missing"), std::string::npos) << no_key.message;
+  auto no_cert = agent({"--cluster-tls-key", key.c_str(), "--cluster-tls-ca", ca.c_str()});
+  EXPECT_NE(no_cert.message.find("cluster-tls-cert: missing"), std::string::npos)
+      << no_cert.message;
+  // A file that cannot be read is named with its flag.
+  auto unreadable = agent({"--cluster-tls-cert", cert.c_str(), "--cluster-tls-key",
+                           "/no/such/key.pem", "--cluster-tls-ca", ca.c_str()});
+  EXPECT_FALSE(unreadable.serve);
+  EXPECT_NE(unreadable.message.find("cluster-tls-key: cannot read '/no/such/key.pem'"),
+            std::string::npos)
+      << unreadable.message;
+  // Only a cluster member has cluster links.
+  auto single = Parse({"serve", "--cluster-tls-cert", cert.c_str(), "--cluster-tls-key",
+                       key.c_str(), "--cluster-tls-ca", ca.c_str()});
+  EXPECT_FALSE(single.serve);
+  EXPECT_NE(single.message.find("--join"), std::string::npos) << single.message;
+  // From the environment, as every serve flag.
+  setenv("VECGPU_CLUSTER_TLS_CERT", cert.c_str(), 1);
+  setenv("VECGPU_CLUSTER_TLS_KEY", key.c_str(), 1);
+  setenv("VECGPU_CLUSTER_TLS_CA", ca.c_str(), 1);
+  auto gateway = Parse({"gateway", "--etcd", "http://127.0.0.1:2379"});
+  for (const char* v :
+       {"VECGPU_CLUSTER_TLS_CERT", "VECGPU_CLUSTER_TLS_KEY", "VECGPU_CLUSTER_TLS_CA"}) {
+    unsetenv(v);
+  }
+  ASSERT_TRUE(gateway.serve) << gateway.message;
+  EXPECT_EQ(gateway.options.cluster_tls_ca, ca);
+}
+
+TEST_F(ConfigTest, EtcdTlsGoesWithHttpsUrls) {
+  const std::string ca = TouchedFile("etcd-ca.pem"), cert = TouchedFile("etcd-client.pem"),
+                    key = TouchedFile("etcd-client.key");
+  auto gateway = [&](const char* urls, std::vector<const char*> extra) {
+    std::vector<const char*> args = {"gateway", "--etcd", urls};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Parse(args);
+  };
+  auto full = gateway(
+      "https://10.0.0.1:2379,https://10.0.0.2:2379",
+      {"--etcd-cacert", ca.c_str(), "--etcd-cert", cert.c_str(), "--etcd-key", key.c_str()});
+  ASSERT_TRUE(full.serve) << full.message;
+  EXPECT_EQ(full.options.etcd.size(), 2u);
+  EXPECT_EQ(full.options.etcd_cacert, ca);
+  EXPECT_EQ(full.options.etcd_cert, cert);
+  EXPECT_EQ(full.options.etcd_key, key);
+  EXPECT_TRUE(gateway("https://10.0.0.1:2379", {}).serve);  // the system's roots
+  EXPECT_TRUE(gateway("https://10.0.0.1:2379", {"--etcd-cacert", ca.c_str()}).serve);
+
+  auto half = gateway("https://10.0.0.1:2379", {"--etcd-cert", cert.c_str()});
+  EXPECT_FALSE(half.serve);
+  EXPECT_NE(half.message.find("etcd-key: missing"), std::string::npos) << half.message;
+  auto plain = gateway("http://10.0.0.1:2379", {"--etcd-cacert", ca.c_str()});
+  EXPECT_FALSE(plain.serve);
+  EXPECT_NE(plain.message.find("https://"), std::string::npos) << plain.message;
+  auto mixed = gateway("https://10.0.0.1:2379,http://10.0.0.2:2379", {});
+  EXPECT_FALSE(mixed.serve);
+  EXPECT_NE(mixed.message.find("https://"), std::string::npos) << mixed.message;
+  auto unreadable = gateway("https://10.0.0.1:2379", {"--etcd-cacert", "/no/such/ca.pem"});
+  EXPECT_FALSE(unreadable.serve);
+  EXPECT_NE(unreadable.message.find("etcd-cacert: cannot read"), std::string::npos)
+      << unreadable.message;
+  // An agent's --join takes them too; a single node has no etcd.
+  EXPECT_TRUE(Parse({"serve", "--join", "https://10.0.0.1:2379", "--advertise", "h:1",
+                     "--etcd-cacert", ca.c_str()})
+                  .serve);
+  EXPECT_FALSE(Parse({"serve", "--etcd-cacert", ca.c_str()}).serve);
+
+  // `cluster status`: the same rules, and the flags (or VECGPU_ETCD*) handed on.
+  auto status = Parse({"cluster", "status", "--etcd", "https://10.0.0.1:2379", "--etcd-cacert",
+                       ca.c_str(), "--etcd-cert", cert.c_str(), "--etcd-key", key.c_str()});
+  ASSERT_TRUE(status.cluster_status) << status.message;
+  EXPECT_EQ(status.cluster_etcd_cacert, ca);
+  EXPECT_EQ(status.cluster_etcd_cert, cert);
+  EXPECT_EQ(status.cluster_etcd_key, key);
+  auto bad_status = Parse({"cluster", "status", "--etcd", "http://10.0.0.1:2379", "--etcd-cert",
+                           cert.c_str(), "--etcd-key", key.c_str()});
+  EXPECT_FALSE(bad_status.cluster_status);
+  EXPECT_EQ(bad_status.exit_code, 2);
+  setenv("VECGPU_ETCD", "https://10.0.0.9:2379", 1);
+  setenv("VECGPU_ETCD_CACERT", ca.c_str(), 1);
+  auto from_env = Parse({"cluster", "status"});
+  auto flag_wins = Parse({"cluster", "status", "--etcd", "https://10.0.0.1:2379,https://h:2"});
+  unsetenv("VECGPU_ETCD");
+  unsetenv("VECGPU_ETCD_CACERT");
+  ASSERT_TRUE(from_env.cluster_status) << from_env.message;
+  EXPECT_EQ(from_env.cluster_etcd, std::vector<std::string>{"https://10.0.0.9:2379"});
+  EXPECT_EQ(from_env.cluster_etcd_cacert, ca);
+  ASSERT_TRUE(flag_wins.cluster_status) << flag_wins.message;
+  EXPECT_EQ(flag_wins.cluster_etcd,
+            (std::vector<std::string>{"https://10.0.0.1:2379", "https://h:2"}));
+}
+
 }  // namespace
 }  // namespace vecgpu::server

@@ -20,6 +20,7 @@
 #include "cluster/membership/agent_registration.h"
 #include "cluster/replication/replicated_service.h"
 #include "cluster/replication/replicator.h"
+#include "cluster/security/tls.h"
 #include "core/store/wal.h"
 #include "core/store/wal_record.h"
 #endif
@@ -335,8 +336,24 @@ int Serve(const ServeOptions& o) {
   // Replication (cluster/replication): every record the engine logs is also handed to the
   // replicator, which forwards the shards this agent is primary of to their replicas.
   std::unique_ptr<cluster::Replicator> replicator;
+  // Mutual TLS on the cluster's links (--cluster-tls-*): one set of credentials, its files
+  // watched, for the agent API and every client to an agent; TLS to etcd for https:// URLs.
+  std::shared_ptr<const cluster::TlsCredentials> cluster_tls;
+  if (!o.cluster_tls_cert.empty()) {
+    // An agent's certificate must name the host it is dialled at (its --advertise host).
+    std::string host = o.advertise.substr(0, o.advertise.rfind(':'));
+    if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    auto tls = cluster::TlsCredentials::ForCluster(
+        {o.cluster_tls_cert, o.cluster_tls_key, o.cluster_tls_ca}, o.join.empty() ? "" : host);
+    if (!tls.ok()) {
+      spdlog::critical("{}", tls.status().message());
+      return 1;
+    }
+    cluster_tls = *tls;
+  }
+  const cluster::TlsFiles etcd_tls{o.etcd_cert, o.etcd_key, o.etcd_cacert};
   if (!o.join.empty()) {
-    auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000)});
+    auto client = cluster::EtcdClient::Connect({o.join, std::chrono::milliseconds(5000), etcd_tls});
     if (!client.ok()) {
       spdlog::critical("join: {}", client.status().message());
       return 1;
@@ -348,6 +365,7 @@ int Serve(const ServeOptions& o) {
     ro.ring_bytes = static_cast<size_t>(o.replication_log_mb) << 20;
     ro.max_copies = o.max_copies;
     ro.copy_bytes_per_second = static_cast<int64_t>(o.copy_bandwidth_mb) << 20;
+    ro.tls = cluster_tls;
     if (persisted) {
       // A copy installed from a primary is durable once snapshotted.
       ro.make_durable = [&persisted](const std::string& tenant) -> Status {
@@ -395,7 +413,7 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<cluster::EtcdClient> gateway_etcd;
   std::unique_ptr<cluster::ClusterCollectionService> gateway;
   if (o.gateway) {
-    auto client = cluster::EtcdClient::Connect({o.etcd, std::chrono::milliseconds(5000)});
+    auto client = cluster::EtcdClient::Connect({o.etcd, std::chrono::milliseconds(5000), etcd_tls});
     if (!client.ok()) {
       spdlog::critical("etcd: {}", client.status().message());
       return 1;
@@ -404,6 +422,7 @@ int Serve(const ServeOptions& o) {
     cluster::ClusterServiceOptions co;
     co.replicas = o.replicas;
     co.allow_partial = o.allow_partial_results;
+    co.tls = cluster_tls;
     co.id = "gateway-" + std::to_string(getpid()) + "@" + o.bind_address + ":" +
             std::to_string(o.port);
     co.log = [](const std::string& line) { spdlog::warn("gateway: {}", line); };
@@ -561,7 +580,7 @@ int Serve(const ServeOptions& o) {
         o.agent_port > 0 ? o.agent_port
                          : std::atoi(o.advertise.substr(o.advertise.rfind(':') + 1).c_str());
     agent_api = std::make_unique<cluster::AgentServer>(*front, o.bind_address, agent_port,
-                                                       replicator.get());
+                                                       replicator.get(), cluster_tls);
     if (Status st = agent_api->Start(); !st.ok()) {
       spdlog::critical("advertise: {}", st.message());
       return 1;
@@ -585,8 +604,9 @@ int Serve(const ServeOptions& o) {
           return info;
         });
     membership.store(registration.get());
-    spdlog::info("cluster agent '{}' at {}: registering in etcd {} (lease TTL {} s)", id,
-                 o.advertise, o.join.front() + (o.join.size() > 1 ? ",..." : ""), o.lease_ttl_s);
+    spdlog::info("cluster agent '{}' at {}{}: registering in etcd {} (lease TTL {} s)", id,
+                 o.advertise, cluster_tls ? " (mutual TLS)" : "",
+                 o.join.front() + (o.join.size() > 1 ? ",..." : ""), o.lease_ttl_s);
   }
 #endif
   ready = true;
@@ -669,6 +689,7 @@ int main(int argc, char** argv) {
     vecgpu::cluster::ClusterStatusOptions co;
     co.etcd = parsed.cluster_etcd;
     co.json = parsed.cluster_json;
+    co.etcd_tls = {parsed.cluster_etcd_cert, parsed.cluster_etcd_key, parsed.cluster_etcd_cacert};
     return vecgpu::cluster::RunClusterStatus(co, std::cout, std::cerr);
 #else
     std::cerr << "cluster status: this build has no etcd client\n";
@@ -684,6 +705,7 @@ int main(int argc, char** argv) {
     mo.undo = parsed.cluster_undo;
     mo.wait_s = parsed.cluster_wait_s;
     mo.tolerance = parsed.cluster_tolerance;
+    mo.etcd_tls = {parsed.cluster_etcd_cert, parsed.cluster_etcd_key, parsed.cluster_etcd_cacert};
     return parsed.cluster_drain ? vecgpu::cluster::RunClusterDrain(mo, std::cout, std::cerr)
                                 : vecgpu::cluster::RunClusterRebalance(mo, std::cout, std::cerr);
 #else

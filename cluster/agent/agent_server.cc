@@ -187,10 +187,11 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
 };
 
 AgentServer::AgentServer(CollectionService& service, std::string bind_address, int port,
-                         ReplicaSink* replicator)
+                         ReplicaSink* replicator, std::shared_ptr<const TlsCredentials> tls)
     : impl_(std::make_unique<Impl>(service, replicator)),
       bind_address_(std::move(bind_address)),
-      port_(port) {}
+      port_(port),
+      tls_(std::move(tls)) {}
 
 AgentServer::~AgentServer() {
   if (server_) Stop(std::chrono::milliseconds(0));
@@ -201,7 +202,7 @@ Status AgentServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   const std::string host =
       bind_address_.find(':') != std::string::npos ? "[" + bind_address_ + "]" : bind_address_;
-  builder.AddListeningPort(host + ":" + std::to_string(port_), grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(host + ":" + std::to_string(port_), MakeServerCredentials(tls_.get()),
                            &port_);
   builder.SetMaxReceiveMessageSize(INT32_MAX);
   builder.SetMaxSendMessageSize(INT32_MAX);

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/security/tls.h"
 #include "core/service/collection_service.h"
 
 namespace grpc {
@@ -46,9 +47,11 @@ class ReplicaSink {
 class AgentServer {
  public:
   // `service` (and `replicator`, which takes other agents' Replicate calls; null: refused)
-  // must outlive the server.
+  // must outlive the server. With `tls`, the port takes only mutual TLS: every caller
+  // presents a certificate the cluster's CA signed (null: plaintext).
   AgentServer(CollectionService& service, std::string bind_address, int port,
-              ReplicaSink* replicator = nullptr);
+              ReplicaSink* replicator = nullptr,
+              std::shared_ptr<const TlsCredentials> tls = nullptr);
   ~AgentServer();
 
   // UNAVAILABLE when the port cannot be bound.
@@ -62,6 +65,7 @@ class AgentServer {
   std::unique_ptr<grpc::Server> server_;
   std::string bind_address_;
   int port_;
+  std::shared_ptr<const TlsCredentials> tls_;
 };
 
 }  // namespace vecgpu::cluster

@@ -140,7 +140,8 @@ struct RemoteCollectionService::Impl {
   }
 };
 
-RemoteCollectionService::RemoteCollectionService(const std::string& address)
+RemoteCollectionService::RemoteCollectionService(const std::string& address,
+                                                 std::shared_ptr<const TlsCredentials> tls)
     : address_(address), impl_(std::make_unique<Impl>()) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(INT32_MAX);
@@ -148,7 +149,7 @@ RemoteCollectionService::RemoteCollectionService(const std::string& address)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   impl_->address = address;
-  impl_->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  impl_->channel = MakeChannel(address, args, tls.get());
   impl_->stub = apb::Agent::NewStub(impl_->channel);
 }
 

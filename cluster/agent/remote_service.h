@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "cluster/security/tls.h"
 #include "core/service/collection_service.h"
 
 namespace grpc {
@@ -20,8 +21,10 @@ namespace vecgpu::cluster {
 
 class RemoteCollectionService final : public CollectionService {
  public:
-  // `address`: the agent's host:port (its --advertise).
-  explicit RemoteCollectionService(const std::string& address);
+  // `address`: the agent's host:port (its --advertise). With `tls`, mutual TLS: the agent's
+  // certificate must name the address's host (null: plaintext).
+  explicit RemoteCollectionService(const std::string& address,
+                                   std::shared_ptr<const TlsCredentials> tls = nullptr);
   ~RemoteCollectionService() override;
 
   void Create(const CallContext& call, CreateCollectionRequest request,

@@ -24,7 +24,8 @@ std::string Mib(int64_t bytes) {
 
 std::unique_ptr<EtcdClient> Connect(const ClusterMovesOptions& o, const char* what,
                                     std::ostream& err) {
-  auto client = EtcdClient::Connect({o.etcd, std::chrono::milliseconds(o.timeout_ms)});
+  auto client =
+      EtcdClient::Connect({o.etcd, std::chrono::milliseconds(o.timeout_ms), o.etcd_tls});
   if (!client.ok()) {
     err << "cluster " << what << ": " << client.status().message() << "\n";
     return nullptr;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cluster/security/tls.h"
+
 namespace vecgpu::cluster {
 
 struct ClusterMovesOptions {
@@ -20,6 +22,7 @@ struct ClusterMovesOptions {
   double wait_s = 0;  // drain: wait until it holds nothing (0: do not wait)
   double tolerance = 0.2;  // rebalance: the gateways' --rebalance-tolerance
   int timeout_ms = 5000;
+  TlsFiles etcd_tls;  // for https:// URLs (cluster/security/tls.h)
 };
 
 // 0 done (or, with --wait, the agent holds nothing), 1 etcd unreachable or an unknown agent,

@@ -27,7 +27,8 @@ std::string GiB(int64_t bytes) {
 }  // namespace
 
 int RunClusterStatus(const ClusterStatusOptions& options, std::ostream& out, std::ostream& err) {
-  auto client = EtcdClient::Connect({options.etcd, std::chrono::milliseconds(options.timeout_ms)});
+  auto client = EtcdClient::Connect(
+      {options.etcd, std::chrono::milliseconds(options.timeout_ms), options.etcd_tls});
   if (!client.ok()) {
     err << "cluster status: " << client.status().message() << "\n";
     return 1;

@@ -9,10 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "cluster/security/tls.h"
+
 namespace vecgpu::cluster {
 
 struct ClusterStatusOptions {
   std::vector<std::string> etcd;
+  TlsFiles etcd_tls;  // for https:// URLs (cluster/security/tls.h)
   bool json = false;
   int timeout_ms = 5000;
 };

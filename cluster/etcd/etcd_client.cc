@@ -1,5 +1,8 @@
 #include "cluster/etcd/etcd_client.h"
 
+#include <algorithm>
+#include <cctype>
+
 // After vecgpu's headers: abseil (under gRPC) defines GUARDED_BY too.
 #include <grpcpp/grpcpp.h>
 
@@ -20,6 +23,8 @@ bool Unreachable(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
+
+bool IsHttps(const std::string& endpoint) { return endpoint.rfind("https://", 0) == 0; }
 
 std::string Target(std::string endpoint) {
   for (const char* scheme : {"http://", "https://"}) {
@@ -145,6 +150,7 @@ struct EtcdClient::Impl {
     std::unique_ptr<pb::Watch::Stub> watch;
   };
   EtcdOptions options;
+  std::shared_ptr<const TlsCredentials> tls;  // null: plaintext
   std::vector<Endpoint> endpoints;
   std::atomic<size_t> current{0};
 
@@ -188,9 +194,85 @@ struct EtcdWatch::State {
 EtcdClient::EtcdClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EtcdClient::~EtcdClient() = default;
 
+namespace {
+
+bool Mentions(std::string message, const char* word) {
+  std::transform(message.begin(), message.end(), message.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return message.find(word) != std::string::npos;
+}
+
+// One fail-fast read on a channel of its own (not sharing the client's subchannel, whose
+// reconnection a fail-fast call can stall): whether the TLS handshake with `target` works.
+// gRPC 1.51 says "Endpoint read failed" when etcd closes the connection right after the
+// handshake (TLS 1.3: the server judges the client's certificate last), and names the
+// handshake or the certificate when this side refuses etcd's.
+Status ProbeTls(const std::string& endpoint, const std::string& target, const TlsFiles& files,
+                const TlsCredentials& tls) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto kv = pb::KV::NewStub(MakeChannel(target, args, &tls));
+  grpc::ClientContext c;
+  c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  pb::RangeRequest req;
+  req.set_key("/");
+  req.set_count_only(true);
+  pb::RangeResponse resp;
+  const grpc::Status s = kv->Range(&c, req, &resp);
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return Status::Ok();
+  const std::string& m = s.error_message();
+  if (Mentions(m, "failed to create security handshaker")) {
+    return Unauthenticated("etcd " + endpoint +
+                           ": no TLS session could be made from "
+                           "--etcd-cacert, --etcd-cert and --etcd-key (" +
+                           m + ")");
+  }
+  if (Mentions(m, "endpoint read failed")) {
+    return Unauthenticated(
+        "etcd " + endpoint + " closed the connection after the TLS handshake: " +
+        (files.cert_file.empty()
+             ? std::string("it wants a client certificate (--etcd-cert, --etcd-key)")
+             : "it does not accept --etcd-cert '" + files.cert_file +
+                   "' (not signed by a CA of its --trusted-ca-file?)") +
+        " (" + m + ")");
+  }
+  for (const char* word : {"handshake", "ssl", "tls", "certificate"}) {
+    if (Mentions(m, word)) {
+      return Unauthenticated("etcd " + endpoint +
+                             ": the TLS handshake failed: etcd's certificate does not lead "
+                             "to " +
+                             (files.ca_file.empty()
+                                  ? std::string("the system's roots (no --etcd-cacert)")
+                                  : "--etcd-cacert '" + files.ca_file + "'") +
+                             " or does not name the URL's host (" + m + ")");
+    }
+  }
+  return Status::Ok();  // not answering at all: etcd may come later
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Connect(EtcdOptions options) {
   if (options.endpoints.empty()) return InvalidArgument("etcd: no endpoint given");
+  const size_t https = static_cast<size_t>(
+      std::count_if(options.endpoints.begin(), options.endpoints.end(), IsHttps));
+  if (https != 0 && https != options.endpoints.size()) {
+    return InvalidArgument("etcd: give every endpoint as https:// or none of them");
+  }
+  if (https == 0 && !options.tls.empty()) {
+    return InvalidArgument(
+        "etcd: TLS files (--etcd-cacert, --etcd-cert, --etcd-key) need "
+        "https:// endpoints");
+  }
+  std::shared_ptr<const TlsCredentials> tls;
+  if (https != 0) {
+    ASSIGN_OR_RETURN(tls, TlsCredentials::ForEtcdClient(options.tls));
+    for (const std::string& e : options.endpoints) {
+      RETURN_IF_ERROR(ProbeTls(e, Target(e), options.tls, *tls));
+    }
+  }
   auto impl = std::make_unique<Impl>();
+  impl->tls = tls;
   for (const std::string& e : options.endpoints) {
     const std::string target = Target(e);
     if (target.empty()) return InvalidArgument("etcd: empty endpoint");
@@ -203,7 +285,7 @@ StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Connect(EtcdOptions options) {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     Impl::Endpoint ep;
     ep.target = target;
-    ep.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    ep.channel = MakeChannel(target, args, tls.get());
     ep.kv = pb::KV::NewStub(ep.channel);
     ep.lease = pb::Lease::NewStub(ep.channel);
     ep.watch = pb::Watch::NewStub(ep.channel);

@@ -21,15 +21,21 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/security/tls.h"
 #include "core/util/status.h"
 
 namespace vecgpu::cluster {
 
 struct EtcdOptions {
-  // "http://host:port" or "host:port", one per etcd member.
+  // "http://host:port" or "host:port", one per etcd member; "https://host:port" for TLS (all
+  // or none of them).
   std::vector<std::string> endpoints;
   // Deadline of each unary call.
   std::chrono::milliseconds timeout{5000};
+  // With https:// endpoints: the CA etcd's certificate must lead to (empty: the system's
+  // roots) and the client certificate to present (etcd's --client-cert-auth), reloaded as
+  // cluster/security/tls.h says. Given with plaintext endpoints: INVALID_ARGUMENT.
+  TlsFiles tls;
 };
 
 struct KeyValue {
@@ -100,6 +106,11 @@ class EtcdWatch;
 
 class EtcdClient {
  public:
+  // Calls no member, except with TLS: then each member is asked once (up to 2 s), and a
+  // handshake either side refuses (no or a wrong client certificate, a server certificate
+  // the CA did not sign or that does not name the host) is UNAUTHENTICATED naming the member
+  // and gRPC's reason. A member that does not answer at all is not an error: etcd may come
+  // later.
   static StatusOr<std::unique_ptr<EtcdClient>> Connect(EtcdOptions options);
   ~EtcdClient();
 

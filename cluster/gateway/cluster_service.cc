@@ -179,7 +179,7 @@ StatusOr<std::shared_ptr<RemoteCollectionService>> ClusterCollectionService::Age
   }
   std::lock_guard lock(mu_);
   auto& agent = agents_[it->second.address];
-  if (!agent) agent = std::make_shared<RemoteCollectionService>(it->second.address);
+  if (!agent) agent = std::make_shared<RemoteCollectionService>(it->second.address, options_.tls);
   return agent;
 }
 

@@ -42,6 +42,7 @@
 #include "cluster/membership/member_directory.h"
 #include "cluster/placement/shard_map.h"
 #include "cluster/replication/replica_status.h"
+#include "cluster/security/tls.h"
 #include "core/service/collection_service.h"
 
 namespace vecgpu::cluster {
@@ -65,6 +66,8 @@ struct ClusterServiceOptions {
   // A line for each shard that loses its last live serving agent, and for each that gets one
   // back (empty: none).
   std::function<void(const std::string&)> log;
+  // Mutual TLS to the agents (cluster/security/tls.h). Default: null, plaintext.
+  std::shared_ptr<const TlsCredentials> tls;
 };
 
 class ClusterCollectionService final : public CollectionService {

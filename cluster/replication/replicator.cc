@@ -85,6 +85,7 @@ struct Replicator::Peers {
   std::vector<std::shared_ptr<void>> retired;
   std::condition_variable idle;
   bool closed = false;  // shutting down: no more calls
+  std::shared_ptr<const TlsCredentials> tls;  // null: plaintext
 
   // False (the call is not to be made) once closed.
   bool Started(grpc::ClientContext* c, std::shared_ptr<void> owner) {
@@ -109,7 +110,7 @@ struct Replicator::Peers {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(INT32_MAX);
       args.SetMaxSendMessageSize(INT32_MAX);
-      auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      auto channel = MakeChannel(address, args, tls.get());
       channels[address] = channel;
       stub = apb::Agent::NewStub(channel);
     }
@@ -124,6 +125,7 @@ Replicator::Replicator(EtcdClient& etcd, Engine& engine, ReplicatorOptions optio
       peers_(std::make_unique<Peers>()) {
   // Here, not in the list: throttle_ is declared (so initialised) before options_.
   throttle_ = std::make_unique<Throttle>(options_.copy_bytes_per_second);
+  peers_->tls = options_.tls;
 }
 
 Replicator::~Replicator() {

@@ -49,6 +49,7 @@
 #include "cluster/etcd/prefix_mirror.h"
 #include "cluster/membership/member_directory.h"
 #include "cluster/placement/shard_map.h"
+#include "cluster/security/tls.h"
 #include "core/mutation_log.h"
 #include "core/util/status.h"
 
@@ -83,6 +84,8 @@ struct ReplicatorOptions {
   std::chrono::milliseconds handover_wait{3000};
   // A copy of a shard the maps give only to other agents is dropped after this long.
   std::chrono::milliseconds orphan_grace{5000};
+  // Mutual TLS to the other agents (cluster/security/tls.h). Default: null, plaintext.
+  std::shared_ptr<const TlsCredentials> tls;
 };
 
 // A replica's answer, or why there is none.
