@@ -174,6 +174,10 @@ class Proxy:
     def connections(self):
         return len(self._conns)
 
+    def sources(self):
+        """source -> number of its open connections (None: not identified)."""
+        return collections.Counter(c.source for c in list(self._conns))
+
     def __repr__(self):
         return f"<Proxy {self.name} :{self.port} -> {self.upstream[1]} {self._default.kind}>"
 
@@ -312,31 +316,38 @@ class Proxy:
 
 # ----------------------------------------------------------------------------- sources
 
-def _proc_key(addr):
+def _proc_key(addr, v6):
+    """An IPv4 (host, port) as /proc/net/tcp writes it, or (v6) as /proc/net/tcp6 writes
+    its IPv4-mapped form (dual-stack clients such as gRPC's connect that way)."""
     ip, port = addr[0], addr[1]
+    if v6:
+        words = struct.unpack("<4I", socket.inet_pton(socket.AF_INET6, "::ffff:" + ip))
+        return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
     return f"{struct.unpack('<I', socket.inet_aton(ip))[0]:08X}:{port:04X}"
 
 
 def socket_inode(local, remote):
-    """The inode of the IPv4 TCP socket whose own address is `local` and whose peer is
-    `remote` ((host, port) pairs), from /proc/net/tcp; None when there is none."""
-    want_l, want_r = _proc_key(local), _proc_key(remote)
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[1] == want_l and fields[2] == want_r:
-                    return int(fields[9])
-    except (OSError, StopIteration, ValueError):
-        pass
+    """The inode of the TCP socket whose own address is `local` and whose peer is `remote`
+    (IPv4 (host, port) pairs; the socket itself may be IPv6, IPv4-mapped), from
+    /proc/net/tcp and tcp6; None when there is none."""
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        want_l, want_r = _proc_key(local, v6), _proc_key(remote, v6)
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1] == want_l and fields[2] == want_r:
+                        return int(fields[9])
+        except (OSError, StopIteration, ValueError):
+            pass
     return None
 
 
 def pid_of_peer(peer, proxy_port, candidate_pids):
     """Which of `candidate_pids` opened the connection that reached 127.0.0.1:proxy_port
     from `peer` (the accepted socket's peername); None when none of them did (or not on
-    Linux). Reads /proc/net/tcp and the candidates' /proc/PID/fd."""
+    Linux). Reads /proc/net/tcp{,6} and the candidates' /proc/PID/fd."""
     if not peer or ":" in peer[0]:
         return None
     inode = socket_inode(peer, ("127.0.0.1", proxy_port))

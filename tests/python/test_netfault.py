@@ -108,7 +108,7 @@ def test_pass_forwards_both_ways(proxy, echo):
         assert recv_exactly(s, 3, 2) == GREETING
         s.sendall(b"x" * 200000)
         assert recv_exactly(s, 200000, 5) == b"x" * 200000
-    assert proxy.stats["up"] == 200000 and proxy.stats["down"] == 200003
+    assert wait_for(lambda: proxy.stats["up"] == 200000 and proxy.stats["down"] == 200003)
 
 
 def test_blackhole_starves_open_connections_and_new_ones_then_heals_without_loss(proxy, echo):
@@ -168,10 +168,9 @@ def test_refuse_resets_new_connections_and_reset_closes_open_ones(proxy):
     old = dial(proxy.port)
     assert recv_exactly(old, 3, 2) == GREETING
     proxy.set(REFUSE)
-    with dial(proxy.port) as s:  # accepted by the kernel, then reset
-        s.settimeout(2)
-        with pytest.raises((ConnectionResetError, EOFError)):
-            if not s.recv(1):
+    with pytest.raises((ConnectionResetError, EOFError)):
+        with dial(proxy.port) as s:  # accepted by the kernel, then reset (maybe before
+            if not s.recv(1):        # connect() has returned)
                 raise EOFError
     old.sendall(b"still")  # refuse leaves open connections alone
     assert recv_exactly(old, 5, 2) == b"still"
@@ -236,7 +235,12 @@ def test_pid_of_peer_finds_the_process_that_connected(proxy):
     try:
         with dial(p.port) as s:
             assert recv_exactly(s, 3, 2) == GREETING
-        assert seen == [os.getpid()]
+        # A dual-stack client (gRPC's are) connects from an IPv4-mapped IPv6 socket.
+        with socket.socket(socket.AF_INET6) as s6:
+            s6.settimeout(2)
+            s6.connect(("::ffff:127.0.0.1", p.port))
+            assert recv_exactly(s6, 3, 2) == GREETING
+        assert seen == [os.getpid(), os.getpid()]
     finally:
         p.close()
 
