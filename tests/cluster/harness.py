@@ -272,8 +272,11 @@ class Gateway:
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.args = ["gateway", "--etcd", etcd_url, "--port", self.port,
                      "--metrics-port", free_port(), "--log-level", "info"]
+        self.grpc_target = None  # "127.0.0.1:port" of its gRPC front end (Vald, vecgpu.v1)
         if grpc:
-            self.args += ["--grpc-port", free_port()]
+            grpc_port = free_port()
+            self.args += ["--grpc-port", grpc_port]
+            self.grpc_target = f"127.0.0.1:{grpc_port}"
         self.args += list(extra)
         self.proc = None
 
