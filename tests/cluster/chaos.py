@@ -44,10 +44,11 @@ sync within the bound, replicas identical, one primary per epoch.
 watchdog kills everything at the bound. Every process it started is killed on exit.
 """
 import argparse
-import os
 import atexit
+import collections
 import json
 import logging
+import os
 import pathlib
 import random
 import re
@@ -151,7 +152,9 @@ class Round:
             self.member = rng.randrange(len(c.etcd.names))
             self.mode = rng.choice(["kill", "blackhole"])
             self.target = f"etcd {c.etcd.names[self.member]}"
-            self.what = f"{self.mode} of member {c.etcd.names[self.member]}"
+            leader = c.etcd.leader()
+            self.what = (f"{self.mode} of member {c.etcd.names[self.member]}"
+                         + (" (the leader)" if leader == self.member else ""))
         if kind != "etcd-member":
             self.led = sorted(set(holders(status, collections, "primary").get(self.target, [])))
             self.held = sorted(set(holders(status, collections).get(self.target, [])))
@@ -332,30 +335,35 @@ def summarize(args, meta, rounds, workers, lost, unverified, diffs, violations, 
                 return r
         return None
 
+    def kind_of(err):
+        return re.sub(r"\d+", "N", err)[:160]  # "127.0.0.1:N", "for N ms": one kind
+
     for r in rounds:
         r.update(acked_writes=0, failed_writes=0, searches=0, failed_searches=0,
-                 searches_ok_without_the_id=0)
+                 searches_ok_without_the_id=0, errors=collections.Counter())
     quiet = {"failed_writes": 0, "failed_searches": 0, "searches_ok_without_the_id": 0}
-    for sent, _, ok, _, _ in writes:
+    for sent, _, ok, _, err in writes:
         r = during(sent)
         if r is not None:
             r["acked_writes" if ok else "failed_writes"] += 1
         elif not ok:
             quiet["failed_writes"] += 1
-    for sent, _, ok, found, _ in searches:
+        if r is not None and err:
+            r["errors"]["write: " + kind_of(err)] += 1
+    for sent, _, ok, found, err in searches:
         r = during(sent)
         if r is not None:
             r["searches"] += 1
             r["failed_searches"] += not ok
             r["searches_ok_without_the_id"] += found is False
+            if err:
+                r["errors"]["search: " + kind_of(err)] += 1
         else:
             quiet["failed_searches"] += not ok
             quiet["searches_ok_without_the_id"] += found is False
-    errors = {}
-    for *_, err in writes + searches:
-        if err:
-            key = re.sub(r"\d+", "N", err)[:160]  # "127.0.0.1:N", "for N ms": one kind
-            errors[key] = errors.get(key, 0) + 1
+    for r in rounds:
+        r["errors"] = dict(r["errors"].most_common(3))
+    errors = collections.Counter(kind_of(err) for *_, err in writes + searches if err)
 
     def spread(xs):
         if not xs:
@@ -426,7 +434,7 @@ def summarize(args, meta, rounds, workers, lost, unverified, diffs, violations, 
         "replica_ntotals": ntotals,
         "epoch_violations": violations[:20],
         "failures_outside_faults": quiet,
-        "errors_seen": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:12]),
+        "errors_seen": dict(errors.most_common(12)),
         "heal_to_in_sync_s": spread([r["heal_to_in_sync_s"] for r in rounds if r["recovered"]]),
         "fault_to_in_sync_s": spread([r["fault_to_in_sync_s"] for r in rounds
                                       if r["recovered"]]),

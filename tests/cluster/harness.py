@@ -197,6 +197,39 @@ class EtcdCluster:
             "--command-timeout", "3s", *args], env={**os.environ, "ETCDCTL_API": "3"},
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def _endpoint_status(self, i):
+        r = subprocess.run(["etcdctl", "--endpoints", self.client_urls[i][len("http://"):],
+                            "--dial-timeout", "1s", "--command-timeout", "2s", "endpoint",
+                            "status", "-w", "json"], env={**os.environ, "ETCDCTL_API": "3"},
+                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        try:
+            return json.loads(r.stdout)[0]["Status"]
+        except (ValueError, IndexError, KeyError):
+            return None
+
+    def leader(self):
+        """The index of the member that leads the raft group now, or None."""
+        for i in range(len(self.names)):
+            st = self.alive(i) and self._endpoint_status(i)
+            if st and st["leader"] == st["header"]["member_id"]:
+                return i
+        return None
+
+    def move_leader(self, i):
+        """Makes member i the leader (etcdctl move-leader); True when it is."""
+        if self.leader() == i:
+            return True
+        st = self._endpoint_status(i)
+        if not st:
+            return False
+        self.ctl("move-leader", format(st["header"]["member_id"], "x"))
+        deadline = now() + 10
+        while now() < deadline:
+            if self.leader() == i:
+                return True
+            time.sleep(0.2)
+        return False
+
     def get_prefix(self, prefix):
         """key -> decoded JSON value under `prefix` (None when etcd did not answer)."""
         r = self.ctl("get", "--prefix", prefix, "-w", "json")
