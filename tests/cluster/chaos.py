@@ -155,11 +155,9 @@ class Round:
             leader = c.etcd.leader()
             self.what = (f"{self.mode} of member {c.etcd.names[self.member]}"
                          + (" (the leader)" if leader == self.member else ""))
-        if kind != "etcd-member":
-            self.led = sorted(set(holders(status, collections, "primary").get(self.target, [])))
-            self.held = sorted(set(holders(status, collections).get(self.target, [])))
-        else:
-            self.led = self.held = []
+        # Shards (one name per shard) the target leads and holds.
+        self.led = holders(status, collections, "primary").get(self.target, [])
+        self.held = holders(status, collections).get(self.target, [])
 
     def apply(self):
         c, k, a = self.c, self.kind, self.target
@@ -265,7 +263,8 @@ def run(args, children, workdir, t0, deadline):
             after = shard_keys(c.status(), collections)
             promotions = sum(1 for k, v in after.items() if k in before and v[0] != before[k][0])
             rounds.append({"round": n, "fault": kind, "target": rd.target, "what": rd.what,
-                           "primary_of": len(rd.led), "replica_of": len(rd.held),
+                           "primary_of_shards": len(rd.led),
+                           "replica_of_shards": len(rd.held),
                            "started_at": started, "healed_at": healed,
                            "fault_s": round(healed - started, 3), "recovered": ok,
                            "heal_to_in_sync_s": round(done - healed, 3),

@@ -69,8 +69,8 @@ def free_port():
 
 class Children:
     """Every process a script or test started. kill_all() may run from several places
-    (finally, atexit, a watchdog); it is idempotent, and continues stopped processes first
-    (a SIGSTOPped child still dies on SIGKILL, but say so anyway). Thread-safe."""
+    (finally, atexit, a watchdog); it is idempotent (SIGKILL ends a SIGSTOPped child too).
+    Thread-safe."""
 
     def __init__(self):
         self._procs = []
