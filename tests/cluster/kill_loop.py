@@ -39,347 +39,18 @@ import pathlib
 import random
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-import numpy as np
-from faissx.client.client import FaissXClient
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from harness import (BINARY, INDEX_TYPE, Agent, Children, ClientWorker, EtcdCluster,  # noqa: E402
+                     Gateway, cluster_status, connect, fully_in_sync, help_of, holders,
+                     logger, merge_acked, now, tail, verify)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BINARY = pathlib.Path(os.environ.get("VECGPU_BIN", ROOT / "build" / "vecgpu"))
-INDEX_TYPE = "IDMap,Flat"  # ids chosen by the clients (PROTOCOL.md: plain factory strings)
-now = time.monotonic
-
-
-def log(msg):
-    print(f"[kill-loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- processes
-
-_given_ports = set()
-
-
-def _ephemeral_range():
-    try:
-        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port():
-    """A free loopback port never handed out before by this process, below the kernel's
-    ephemeral range where it can: a restarted agent takes its ports again, and a port the
-    kernel may give to any client's connection meanwhile would be taken."""
-    lo, _ = _ephemeral_range()
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, lo) if lo > 21000 else 0
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            port = s.getsockname()[1]
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
-    raise RuntimeError("no fresh free port")
-
-
-class Children:
-    """Every process this script started. kill_all() may run from several places (finally,
-    atexit, the watchdog); it is idempotent. Thread-safe."""
-
-    def __init__(self):
-        self._procs = []
-        self._lock = threading.Lock()
-
-    def start(self, args, log_path):
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        with self._lock:
-            self._procs.append(proc)
-        return proc
-
-    def kill_all(self):
-        with self._lock:
-            procs = list(self._procs)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def help_of(command):
-    return subprocess.run([str(BINARY), command, "--help"], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=20).stdout
-
-
-class Etcd:
-    """One etcd member on free loopback ports, its data under `workdir`."""
-
-    def __init__(self, children, workdir):
-        self.client_url = f"http://127.0.0.1:{free_port()}"
-        peer = f"http://127.0.0.1:{free_port()}"
-        self.proc = children.start(
-            ["etcd", "--name", "m", "--data-dir", workdir / "etcd",
-             "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", "m=" + peer, "--unsafe-no-fsync"], workdir / "etcd.log")
-
-    def wait_healthy(self, timeout=20.0):
-        deadline = now() + timeout
-        while now() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
-                    if json.loads(r.read()).get("health") == "true":
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("etcd did not come up")
-
-
-class Agent:
-    """`vecgpu serve --join`: restarts reuse its data directory, ports and id."""
-
-    def __init__(self, children, workdir, index, etcd_url, lease_ttl, grpc):
-        self.children, self.id = children, f"agent{index}"
-        self.data_dir = workdir / self.id
-        self.log_path = workdir / f"{self.id}.log"
-        self.advertise = f"127.0.0.1:{free_port()}"
-        self.args = ["serve", "--join", etcd_url, "--advertise", self.advertise,
-                     "--agent-id", self.id, "--lease-ttl", lease_ttl, "--data-dir", self.data_dir,
-                     "--port", free_port(), "--metrics-port", free_port(), "--log-level", "info"]
-        if grpc:
-            self.args += ["--grpc-port", free_port()]
-        self.proc = None
-        self.starts = 0
-
-    def start(self):
-        self.proc = self.children.start([BINARY, *self.args], self.log_path)
-        self.starts += 1
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-
-def cluster_status(etcd_url):
-    """`vecgpu cluster status --json` (exit 3 only means unhealthy shards), or None."""
-    try:
-        r = subprocess.run([str(BINARY), "cluster", "status", "--etcd", etcd_url, "--json"],
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
-    except subprocess.TimeoutExpired:
-        return None
-    if r.returncode not in (0, 3):
-        return None
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        return None
-
-
-def fully_in_sync(status, agent_ids, collections):
-    """Every agent registered, and every shard of our collections with a live primary and
-    an in-sync set that is its whole replica set (at least `replication` of them)."""
-    if status is None:
-        return False
-    if not set(agent_ids) <= {m["id"] for m in status["members"]}:
-        return False
-    maps = {c["name"]: c for c in status["collections"]}
-    for name in collections:
-        c = maps.get(name)
-        if c is None:
-            return False
-        for s in c["shards"]:
-            if not s["primary_live"] or set(s["in_sync"]) != set(s["replicas"]):
-                return False
-            if len(s["in_sync"]) < c["replication"]:
-                return False
-    return True
-
-
-def holders(status, collections, role="replicas"):
-    """agent id -> names of our collections whose shards it holds (role "replicas") or
-    leads (role "primary")."""
-    held = {}
-    for c in (status or {}).get("collections", []):
-        if c["name"] in collections:
-            for s in c["shards"]:
-                for a in (s["replicas"] if role == "replicas" else [s["primary"]]):
-                    held.setdefault(a, []).append(c["name"])
-    return held
-
-
-# ----------------------------------------------------------------------------- clients
-
-def connect(endpoint, timeout):
-    """A FaissXClient of its own (zmq sockets are per thread), connected and pinged."""
-    client = FaissXClient()
-    client.configure(server=endpoint, timeout=timeout)
-    return client
-
-
-def add_with_ids(client, collection, vectors, ids):
-    """The request faissx's IndexIDMap.add_with_ids sends (its _add_with_ids_remote_batch);
-    raises unless the server acknowledged it."""
-    client._send_request({"action": "add_with_ids", "index_id": collection,
-                          "vectors": vectors.tolist(), "ids": ids.tolist()})
-
-
-class ClientWorker(threading.Thread):
-    """One client: adds a batch under fresh ids, then searches for a vector it added, over
-    and over, round robin over the collections. Records every call; keeps the acknowledged
-    ids and vectors. Only its own thread writes its fields until stop is set and it is
-    joined."""
-
-    def __init__(self, index, endpoint, collections, args, stop):
-        super().__init__(name=f"client{index}", daemon=True)
-        self.index, self.endpoint, self.collections = index, endpoint, collections
-        self.args, self.stop = args, stop
-        self.writes = []    # (sent, answered, ok, n ids)
-        self.searches = []  # (sent, answered, ok, found the id or None)
-        self.acked = {c: ([], []) for c in collections}  # name -> ([ids], [vectors])
-        self._pool = []     # (collection, batch number) of acknowledged batches
-        self.error = None   # what stopped the thread early
-
-    def run(self):
-        try:
-            self._loop()
-        except Exception as e:  # a bug here, not in the cluster: fails the run, loudly
-            self.error = f"{self.name}: {e!r}"
-            log(self.error)
-
-    def _loop(self):
-        a = self.args
-        rng = np.random.default_rng(a.seed * 1000 + self.index)
-        pick = random.Random(a.seed * 1000 + self.index)
-        next_id = (self.index + 1) * 10**12
-        client, op = None, 0
-        while not self.stop.is_set():
-            name = self.collections[(op + self.index) % len(self.collections)]
-            op += 1
-            if client is None:
-                client = self._reconnect()
-            ids = np.arange(next_id, next_id + a.batch, dtype=np.int64)
-            next_id += a.batch
-            x = rng.standard_normal((a.batch, a.dim)).astype(np.float32)
-            sent = now()
-            ok = client is not None and self._call(lambda: add_with_ids(client, name, x, ids))
-            self.writes.append((sent, now(), ok, a.batch))
-            if ok:
-                self.acked[name][0].append(ids)
-                self.acked[name][1].append(x)
-                self._pool.append((name, len(self.acked[name][0]) - 1))
-            else:
-                client = None
-            if self._pool:
-                qname, b = pick.choice(self._pool)
-                row = pick.randrange(a.batch)
-                want = int(self.acked[qname][0][b][row])
-                q = self.acked[qname][1][b][row:row + 1]
-                if client is None:
-                    client = self._reconnect()
-                sent = now()
-                got = []
-                ok = client is not None and self._call(
-                    lambda: got.append(client.search(qname, q, k=5)))
-                found = None
-                if ok:
-                    top = (got[0].get("results") or [{}])[0].get("indices") or [-1]
-                    found = int(top[0]) == want
-                else:
-                    client = None
-                self.searches.append((sent, now(), ok, found))
-            time.sleep(a.pause_ms / 1000)
-
-    @staticmethod
-    def _call(fn):
-        try:
-            fn()
-            return True
-        except Exception:  # faissx raises RuntimeError/TimeoutError and drops its socket
-            return False
-
-    def _reconnect(self):
-        try:
-            return connect(self.endpoint, self.args.client_timeout)
-        except Exception:
-            time.sleep(0.2)
-            return None
-
-
-# ----------------------------------------------------------------------------- checks
-
-def verify(endpoint, acked, timeout, deadline):
-    """Looks every acknowledged id up through the gateway. Returns (lost ids, unverified)."""
-    lost, unverified = [], 0
-    client = None
-
-    def retry(fn):
-        nonlocal client
-        while now() < deadline:
-            try:
-                if client is None:
-                    client = connect(endpoint, timeout)
-                return fn(client)
-            except Exception:
-                client = None
-                time.sleep(0.5)
-        return None
-
-    for name, (ids, vecs) in acked.items():
-        if not ids:
-            continue
-        ids, vecs = np.concatenate(ids), np.concatenate(vecs)
-        for start in range(0, len(ids), 500):
-            qi, qv = ids[start:start + 500], vecs[start:start + 500]
-            r = retry(lambda c: c.search(name, qv, k=1))
-            if r is None:
-                unverified += len(qi)
-                continue
-            results = r.get("results") or []
-            for j in range(len(qi)):
-                res = results[j] if j < len(results) else {}
-                want, v = int(qi[j]), qv[j]
-                tol = 1e-4 * (1.0 + float(v @ v))
-                top, dist = res.get("indices") or [-1], res.get("distances") or [np.inf]
-                if int(top[0]) == want and dist[0] <= tol:
-                    continue
-                # Not the nearest at ~0: is it stored at all?
-                if now() > deadline:
-                    unverified += 1
-                    continue
-                try:
-                    if client is None:
-                        client = connect(endpoint, timeout)
-                    got = np.asarray(client.reconstruct(name, want)["vector"], dtype=np.float32)
-                    if np.array_equal(got, v):
-                        continue
-                except Exception:
-                    client = None
-                lost.append((name, want))
-    return lost, unverified
+log = logger("kill-loop")
 
 
 def summarize(args, meta, rounds, workers, lost, unverified, elapsed):
@@ -395,7 +66,7 @@ def summarize(args, meta, rounds, workers, lost, unverified, elapsed):
     per = [{"acked_writes": 0, "acked_ids": 0, "failed_writes": 0, "searches": 0,
             "failed_searches": 0, "late_failed_searches": 0, "late_failed_writes": 0,
             "last_failed_search_after_kill_s": None} for _ in range(len(rounds) + 1)]
-    for sent, _, ok, n in writes:
+    for sent, _, ok, n, _ in writes:
         i = window(sent)
         p = per[i + 1]
         if ok:
@@ -406,7 +77,7 @@ def summarize(args, meta, rounds, workers, lost, unverified, elapsed):
             if i < 0 or sent - kills[i] > ttl:
                 p["late_failed_writes"] += 1
     stale = 0
-    for sent, _, ok, found in searches:
+    for sent, _, ok, found, _ in searches:
         i = window(sent)
         p = per[i + 1]
         p["searches"] += 1
@@ -531,36 +202,25 @@ def run(args, children, workdir, t0, deadline):
         log(f"WARNING: `vecgpu gateway` has no --replicas yet: running with R = 1, "
             f"not {args.replicas}")
 
-    etcd = Etcd(children, workdir)
+    etcd = EtcdCluster(children, workdir, members=1)
     etcd.wait_healthy()
-    agents = [Agent(children, workdir, i + 1, etcd.client_url, args.lease_ttl, grpc)
+    agents = [Agent(children, workdir, i + 1, etcd.url, args.lease_ttl, grpc)
               for i in range(args.agents)]
     for a in agents:
         a.start()
     ids = [a.id for a in agents]
-    while not fully_in_sync(cluster_status(etcd.client_url), ids, []):
+    while not fully_in_sync(cluster_status(etcd.url), ids, []):
         if now() > t0 + 30 or any(not a.alive() for a in agents):
             raise RuntimeError("the agents did not all register (see their logs)")
         time.sleep(0.2)
-    gw_args = ["gateway", "--etcd", etcd.client_url, "--port", free_port(),
-               "--metrics-port", free_port(), "--log-level", "info"]
-    if grpc:
-        gw_args += ["--grpc-port", free_port()]
-    if replicas_flag:
-        gw_args += ["--replicas", args.replicas]
-    endpoint = f"tcp://127.0.0.1:{gw_args[gw_args.index('--port') + 1]}"
-    gateway = children.start([BINARY, *gw_args], workdir / "gateway.log")
-    client = None
-    while client is None:
-        if gateway.poll() is not None or now() > t0 + 45:
-            raise RuntimeError("the gateway did not answer (see gateway.log)")
-        try:
-            client = connect(endpoint, 1.0)
-        except Exception:
-            time.sleep(0.2)
+    gateway = Gateway(children, workdir, 1, etcd.url, grpc,
+                      ["--replicas", args.replicas] if replicas_flag else [])
+    gateway.start()
+    gateway.wait_ready(max(5.0, t0 + 45 - now()))
+    endpoint = gateway.endpoint
     time.sleep(0.5)  # the gateway's member directory catches up with etcd
 
-    collections, status = create_collections(args, endpoint, etcd.client_url, ids)
+    collections, status = create_collections(args, endpoint, etcd.url, ids)
     replication = min(c["replication"] for c in status["collections"]
                       if c["name"] in collections)
     log(f"{args.agents} agents, gateway {endpoint} (R = {replication}"
@@ -586,7 +246,7 @@ def run(args, children, workdir, t0, deadline):
                 log(stopped_early)
                 break
             victim = pick.choice(agents)
-            before = cluster_status(etcd.client_url)
+            before = cluster_status(etcd.url)
             held = holders(before, collections).get(victim.id, [])
             led = holders(before, collections, "primary").get(victim.id, [])
             starts = victim.starts
@@ -601,7 +261,7 @@ def run(args, children, workdir, t0, deadline):
                 if not victim.alive():  # died on start (a port taken?): try again
                     time.sleep(0.5)
                     victim.start()
-                if fully_in_sync(cluster_status(etcd.client_url), ids, collections):
+                if fully_in_sync(cluster_status(etcd.url), ids, collections):
                     recovered = True
                     break
                 time.sleep(0.2)
@@ -627,24 +287,13 @@ def run(args, children, workdir, t0, deadline):
         for w in workers:
             w.join(args.client_timeout + 5)
 
-    acked = {c: ([], []) for c in collections}
-    for w in workers:
-        for c, (i, v) in w.acked.items():
-            acked[c][0].extend(i)
-            acked[c][1].extend(v)
+    acked = merge_acked(workers, collections)
     n_acked = sum(len(batch) for batches, _ in acked.values() for batch in batches)
     log(f"verifying {n_acked} acknowledged ids through the gateway")
     lost, unverified = verify(endpoint, acked, args.client_timeout, deadline - 2)
     meta = {"replicas_flag": replicas_flag, "replication": replication,
             "collections": len(collections), "stopped_early": stopped_early}
     return summarize(args, meta, rounds, workers, lost, unverified, now() - t0)
-
-
-def tail(path, lines=15):
-    try:
-        return "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
-    except OSError:
-        return ""
 
 
 def main(argv=None):
