@@ -161,20 +161,21 @@ struct EtcdClient::Impl {
     return std::max<std::chrono::milliseconds>(
         options.timeout / static_cast<int>(endpoints.size()), std::chrono::milliseconds(250));
   }
-  void Deadline(grpc::ClientContext& c) const {
-    c.set_deadline(std::chrono::system_clock::now() + PerTry());
+  void Deadline(grpc::ClientContext& c, std::chrono::milliseconds per_try = {}) const {
+    c.set_deadline(std::chrono::system_clock::now() +
+                   (per_try.count() > 0 ? per_try : PerTry()));
     c.set_wait_for_ready(true);
   }
   // Runs `call` on the current endpoint; when that one is unreachable and `retry` (the call
   // is safe to repeat), on the others in turn. An unreachable endpoint stops being current.
   template <typename Call>
-  grpc::Status Run(bool retry, Call call) {
+  grpc::Status Run(bool retry, Call call, std::chrono::milliseconds per_try = {}) {
     grpc::Status s;
     const size_t n = endpoints.size();
     for (size_t tried = 0; tried < n; ++tried) {
       size_t seen = current.load();
       grpc::ClientContext c;
-      Deadline(c);
+      Deadline(c, per_try);
       s = call(endpoints[seen % n], c);
       if (!Unreachable(s)) return s;
       current.compare_exchange_strong(seen, seen + 1);
@@ -385,7 +386,7 @@ StatusOr<Lease> EtcdClient::GrantLease(int64_t ttl_seconds) {
   return Lease{resp.id(), resp.ttl()};
 }
 
-StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease) {
+StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease, std::chrono::milliseconds per_try) {
   pb::LeaseKeepAliveResponse resp;
   bool answered = false;
   grpc::Status s = impl_->Run(true, [&](Impl::Endpoint& e, grpc::ClientContext& c) {
@@ -397,7 +398,7 @@ StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease) {
     if (answered) c.TryCancel();  // the one answer is in: end the stream
     grpc::Status st = stream->Finish();
     return answered ? grpc::Status::OK : st;
-  });
+  }, per_try);
   RETURN_IF_ERROR(FromGrpc(s, "lease keep-alive"));
   if (!answered) return Unavailable("etcd lease keep-alive: no answer");
   if (resp.ttl() <= 0) {

@@ -127,7 +127,10 @@ class EtcdClient {
 
   StatusOr<Lease> GrantLease(int64_t ttl_seconds);
   // Renews the lease once; returns its TTL, NOT_FOUND when it has expired or was revoked.
-  StatusOr<int64_t> KeepAliveOnce(int64_t lease);
+  // `per_try` (when > 0) bounds each member's try instead of the client's share of its
+  // timeout, so that a member that holds the call without answering is left sooner.
+  StatusOr<int64_t> KeepAliveOnce(int64_t lease,
+                                  std::chrono::milliseconds per_try = std::chrono::milliseconds(0));
   Status RevokeLease(int64_t lease);
 
   // Watches every key under `prefix` from `start_revision` (inclusive; 0: from now). `on_events`

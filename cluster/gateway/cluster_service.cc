@@ -215,9 +215,11 @@ StatusOr<ClusterCollectionService::Target> ClusterCollectionService::ReaderOf(
   const auto members = members_->members();
   std::string best;
   int64_t least = 0;
+  bool best_suspect = false;
   std::vector<std::string> down;
   {
     std::lock_guard lock(inflight_mu_);
+    const auto now = std::chrono::steady_clock::now();
     for (const std::string& r : s.in_sync) {
       if (!members.count(r)) {
         down.push_back(r);
@@ -225,10 +227,15 @@ StatusOr<ClusterCollectionService::Target> ClusterCollectionService::ReaderOf(
       }
       if (exclude.count(r)) continue;
       const int64_t n = inflight_[r];
-      // The primary first among equals: it has every write the moment it is acknowledged.
-      if (best.empty() || n < least || (n == least && r == s.primary)) {
+      // A replica that did not answer lately goes last; the primary first among equals: it
+      // has every write the moment it is acknowledged.
+      auto sus = suspect_.find(r);
+      const bool suspect = sus != suspect_.end() && sus->second > now;
+      if (best.empty() || (best_suspect && !suspect) ||
+          (suspect == best_suspect && (n < least || (n == least && r == s.primary)))) {
         best = r;
         least = n;
+        best_suspect = suspect;
       }
     }
   }
@@ -476,7 +483,7 @@ void ClusterCollectionService::Describe(const CallContext& call, std::string col
   EachShard<CollectionInfo>(
       read->map, {},
       [call](const Target& t, Completion<CollectionInfo> d) {
-        t.agent->Describe(call, t.collection, std::move(d));
+        t.agent->Describe(t.For(call), t.collection, std::move(d));
       },
       [done = std::move(done), collection](auto results) {
         CollectionInfo info;

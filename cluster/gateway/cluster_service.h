@@ -63,6 +63,10 @@ struct ClusterServiceOptions {
   double rebalance_tolerance = 0.2;  // (max - min) / mean of the agents' bytes; 0: drains only
   std::chrono::milliseconds rebalance_period{2000};
   std::chrono::milliseconds handover_timeout{10'000};
+  // A search's or read's first try on one replica when another could answer; a replica that
+  // timed out or could not be reached is asked last for `suspect_for`.
+  std::chrono::milliseconds read_try{2000};
+  std::chrono::milliseconds suspect_for{5000};
   // A line for each shard that loses its last live serving agent, and for each that gets one
   // back (empty: none).
   std::function<void(const std::string&)> log;
@@ -125,6 +129,15 @@ class ClusterCollectionService final : public CollectionService {
     std::shared_ptr<RemoteCollectionService> agent;
     std::string collection;  // the shard's collection on the agents
     int shard = 0;
+    // A read's first try, when another replica could answer: its own deadline (a replica cut
+    // off by a partition holds a call without answering), after which the other one is asked.
+    std::chrono::steady_clock::time_point try_deadline = std::chrono::steady_clock::time_point::max();
+    // `call` with this try's deadline.
+    CallContext For(const CallContext& call) const {
+      CallContext c = call;
+      c.deadline = std::min(c.deadline, try_deadline);
+      return c;
+    }
   };
   StatusOr<Target> ReaderOf(const CollectionMap& map, int shard,
                             const std::set<std::string>& exclude = {});
@@ -166,6 +179,8 @@ class ClusterCollectionService final : public CollectionService {
   bool placer_stop_ = false;  // guarded by placer_mu_
   std::mutex inflight_mu_;
   std::map<std::string, int64_t> inflight_;  // calls in flight per agent id
+  // Replicas that did not answer a read lately, until when (guarded by inflight_mu_).
+  std::map<std::string, std::chrono::steady_clock::time_point> suspect_;
   // The agent API client of a live agent (one per agent, kept).
   StatusOr<std::shared_ptr<RemoteCollectionService>> AgentById(const std::string& id);
   // The agents holding a map of `tenant` (every live agent with `tenant` empty): for each

@@ -127,16 +127,29 @@ void ClusterCollectionService::EachShard(
       finish(shard, first.status());
       continue;
     }
+    // Another replica could answer: this try gets a deadline of its own.
+    if (ReaderOf(*m, shard, {first->id}).ok()) {
+      first->try_deadline = std::chrono::steady_clock::now() + options_.read_try;
+    }
     auto counted = [this](const std::string& id, int delta) {
       std::lock_guard lock(inflight_mu_);
       inflight_[id] += delta;
     };
     counted(first->id, 1);
-    call(*first, [this, m, shard, call, finish, counted, id = first->id](StatusOr<R> r) {
+    call(*first, [this, m, shard, call, finish, counted, id = first->id,
+                  try_deadline = first->try_deadline](StatusOr<R> r) {
       counted(id, -1);
-      // Unreachable (not an answer): once more on another in-sync replica.
-      if (r.ok() || r.status().code() != StatusCode::kUnavailable || stopping_.load()) {
+      // Unreachable, or silent past this try's deadline (not an answer): once more on another
+      // in-sync replica, and this one is asked last for a while.
+      const bool silent = !r.ok() && r.status().code() == StatusCode::kDeadlineExceeded &&
+                          std::chrono::steady_clock::now() >= try_deadline;
+      if (r.ok() || (r.status().code() != StatusCode::kUnavailable && !silent) ||
+          stopping_.load()) {
         return finish(shard, std::move(r));
+      }
+      {
+        std::lock_guard lock(inflight_mu_);
+        suspect_[id] = std::chrono::steady_clock::now() + options_.suspect_for;
       }
       auto second = ReaderOf(*m, shard, {id});
       if (!second.ok()) return finish(shard, std::move(r));

@@ -26,7 +26,7 @@ void ClusterCollectionService::SearchShards(const CallContext& call, const Colle
       [call, shared](const Target& t, Completion<SearchReply> d) {
         SearchRequest r = *shared;
         r.collection = t.collection;
-        t.agent->Search(call, std::move(r), std::move(d));
+        t.agent->Search(t.For(call), std::move(r), std::move(d));
       },
       [done = std::move(done), nq, k, partial, kind, larger, n](auto results) {
         std::vector<SearchReply> parts;

@@ -79,7 +79,7 @@ void ClusterCollectionService::Read(const CallContext& call, ReadRequest request
   using Op = ReadRequest::Op;
   auto one = [call](const Target& t, ReadRequest r, Completion<ReadReply> d) {
     r.collection = t.collection;
-    t.agent->Read(call, std::move(r), std::move(d));
+    t.agent->Read(t.For(call), std::move(r), std::move(d));
   };
   auto shared = std::make_shared<ReadRequest>(std::move(request));
   auto all = [&](std::vector<int> shards,

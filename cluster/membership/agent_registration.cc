@@ -101,23 +101,29 @@ Status AgentRegistration::Register() {
 }
 
 void AgentRegistration::Loop() {
-  const auto period = std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3);
+  const auto period = std::chrono::milliseconds(options_.ttl_seconds * 1000 / 4);
+  // A renewal tries one member for at most this long, then the next: a member cut off (its
+  // connection open, no answer) must not cost a whole TTL, and a slow link (a round trip of
+  // a few hundred ms) must still renew.
+  const auto try_timeout = std::max(std::chrono::milliseconds(500),
+                                    std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3));
   std::unique_lock lock(mu_);
   while (!stopping_) {
     lock.unlock();
     std::chrono::milliseconds wait = period;
     const int64_t lease = lease_.load();
-    if (lease == 0 || fenced()) {
-      // Not registered, or fenced: a fresh lease (the old one may be gone, and with it the
-      // key; writes stay refused until this succeeds).
-      if (lease != 0) {
-        lease_.store(0);
-        (void)etcd_.RevokeLease(lease);  // best effort: it may be gone already
-      }
+    if (lease == 0) {
+      // Not registered: a fresh lease (writes stay refused until this succeeds).
       if (!Register().ok()) wait = std::chrono::milliseconds(500);
     } else {
+      // Renewed, or fenced (no renewal for a TTL): the same lease is renewed again. It may
+      // well be alive in etcd (3.4 gives every lease a full TTL at a change of leader, and a
+      // member that was cut off may hold it for us), and while it is, the agent's key never
+      // went away: no gateway saw the agent leave, no shard changed primary, and the agent
+      // may take writes again as soon as a renewal proves the lease alive. Only an expired
+      // lease (NOT_FOUND) means registering anew.
       const auto sent = Clock::now();
-      auto ttl = etcd_.KeepAliveOnce(lease);
+      auto ttl = etcd_.KeepAliveOnce(lease, try_timeout);
       if (ttl.ok()) {
         renewed_sent_.store(Nanos(sent));
         // What the agent says of itself, when it changed (not more often than `refresh`).
@@ -133,7 +139,9 @@ void AgentRegistration::Loop() {
         lease_.store(0);  // expired: its key is gone; register anew at once
         wait = std::chrono::milliseconds(0);
       } else {
-        wait = std::chrono::milliseconds(500);  // etcd unreachable: try again soon
+        // etcd unreachable, or a member without a leader: again soon (the client has moved
+        // on to the next member).
+        wait = std::chrono::milliseconds(100);
       }
     }
     lock.lock();

@@ -1,10 +1,12 @@
 #pragma once
 
 // An agent's membership in the cluster (issue [2/5], item 3): it registers under
-// `<prefix><id>` on an etcd lease (TTL ~10 s, renewed every TTL/3) with its address, devices,
+// `<prefix><id>` on an etcd lease (TTL ~10 s, renewed every TTL/4) with its address, devices,
 // free memory and load, and fences itself: when no renewal has succeeded for a TTL, counted
 // from when the last successful renewal was *sent* (so etcd cannot have kept the lease for
-// less), it stops accepting writes until it has registered anew on a fresh lease. The fence is
+// less), it stops accepting writes until a renewal succeeds again: of the same lease while
+// etcd still holds it (its key never went away, so nobody took its shards over: issue [3/5]),
+// else on a fresh lease. The fence is
 // computed from the clock at every admission, so an agent that was paused (SIGSTOP, a long GC
 // or swap) is fenced the moment it runs again, before its background thread notices.
 //
