@@ -576,7 +576,39 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "The gateways' --rebalance-tolerance ((max - min) / mean)")
       ->capture_default_str();
   rebalance_cmd->add_flag("--json", result.cluster_json, "Print JSON");
-  for (CLI::App* cmd : {status_cmd, drain_cmd, rebalance_cmd}) {
+  CLI::App* backup_cmd = cluster_cmd->add_subcommand(
+      "backup", "Copy one collection, shard by shard, from its in-sync replicas to a file");
+  backup_cmd->add_option("collection", result.cluster_collection, "The collection")->required();
+  backup_cmd->add_option("--tenant", result.cluster_tenant, "The collection's tenant")->required();
+  backup_cmd->add_option("--out", result.cluster_file, "The file to write (FILE.tmp, renamed)")
+      ->required();
+  CLI::App* restore_cmd = cluster_cmd->add_subcommand(
+      "restore", "Create a collection from a `cluster backup` file (refused if it exists)");
+  restore_cmd->add_option("--from", result.cluster_file, "The backup file")->required();
+  restore_cmd->add_option("--tenant", result.cluster_tenant,
+                          "The tenant to restore into (default: the backup's)");
+  restore_cmd->add_option("--as", result.cluster_as, "Another name (default: the backup's)");
+  restore_cmd
+      ->add_option("--replicas", result.cluster_replicas,
+                   "Replicas of each shard (default: the backup's)")
+      ->check(CLI::Range(1, 64));
+  restore_cmd
+      ->add_option("--wait", result.cluster_restore_wait_s,
+                   "Wait up to this many seconds for every shard's replicas to be in sync "
+                   "(exit 3 if not)")
+      ->capture_default_str();
+  for (CLI::App* cmd : {backup_cmd, restore_cmd}) {
+    cmd->add_option("--etcd", result.cluster_etcd, "etcd client URLs (comma-separated)")
+        ->delimiter(',')
+        ->required();
+    cmd->add_option("--cluster-tls-cert", result.cluster_tls_cert,
+                    "PEM certificate chain presented to the agents (mutual TLS, as serve's)");
+    cmd->add_option("--cluster-tls-key", result.cluster_tls_key,
+                    "PEM private key of --cluster-tls-cert");
+    cmd->add_option("--cluster-tls-ca", result.cluster_tls_ca,
+                    "PEM CA the agents' certificates must lead to");
+  }
+  for (CLI::App* cmd : {status_cmd, drain_cmd, rebalance_cmd, backup_cmd, restore_cmd}) {
     cmd->add_option("--etcd-cacert", result.cluster_etcd_cacert,
                     "PEM CA etcd's certificate must lead to (https:// URLs)");
     cmd->add_option("--etcd-cert", result.cluster_etcd_cert,
@@ -696,6 +728,23 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       return result;
     }
     (drain_cmd->parsed() ? result.cluster_drain : result.cluster_rebalance) = true;
+    return result;
+  }
+  if (backup_cmd->parsed() || restore_cmd->parsed()) {
+    const std::string what = backup_cmd->parsed() ? "cluster backup: " : "cluster restore: ";
+    Status st = CheckEtcdTls(result.cluster_etcd, result.cluster_etcd_cacert,
+                             result.cluster_etcd_cert, result.cluster_etcd_key);
+    const int tls = !result.cluster_tls_cert.empty() + !result.cluster_tls_key.empty() +
+                    !result.cluster_tls_ca.empty();
+    if (st.ok() && tls != 0 && tls != 3) {
+      st = InvalidArgument("cluster-tls-cert, cluster-tls-key, cluster-tls-ca: all three or none");
+    }
+    if (!st.ok()) {
+      result.exit_code = 2;
+      result.message = what + st.message();
+      return result;
+    }
+    (backup_cmd->parsed() ? result.cluster_backup : result.cluster_restore) = true;
     return result;
   }
   if (health_cmd->parsed()) {

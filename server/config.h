@@ -191,6 +191,21 @@ struct ParsedCommand {
   double cluster_wait_s = 0;
   bool cluster_dry_run = false;
   double cluster_tolerance = 0.2;
+  // `vecgpu cluster backup COLLECTION --tenant T --out FILE` and `vecgpu cluster restore
+  // --from FILE [--tenant T] [--as NAME] [--replicas R] [--wait S]`
+  // (cluster/cli/cluster_backup.h), reaching the agents with --cluster-tls-cert, -key and -ca
+  // (all three or none).
+  bool cluster_backup = false;
+  bool cluster_restore = false;
+  std::string cluster_tenant;
+  std::string cluster_collection;
+  std::string cluster_file;
+  std::string cluster_as;
+  int cluster_replicas = 0;
+  double cluster_restore_wait_s = 300;
+  std::string cluster_tls_cert;
+  std::string cluster_tls_key;
+  std::string cluster_tls_ca;
   int exit_code = 0;
   std::string message;
 };

@@ -236,5 +236,45 @@ TEST_F(ConfigTest, EtcdTlsGoesWithHttpsUrls) {
             (std::vector<std::string>{"https://10.0.0.1:2379", "https://h:2"}));
 }
 
+TEST_F(ConfigTest, ClusterBackupAndRestoreTakeTheirFlags) {
+  auto backup = Parse({"cluster", "backup", "c", "--etcd", "http://e1:2379,http://e2:2379",
+                       "--tenant", "t", "--out", "/tmp/c.backup"});
+  ASSERT_TRUE(backup.cluster_backup) << backup.message;
+  EXPECT_EQ(backup.cluster_collection, "c");
+  EXPECT_EQ(backup.cluster_tenant, "t");
+  EXPECT_EQ(backup.cluster_file, "/tmp/c.backup");
+  EXPECT_EQ(backup.cluster_etcd, (std::vector<std::string>{"http://e1:2379", "http://e2:2379"}));
+  // The tenant and the file are required.
+  EXPECT_FALSE(
+      Parse({"cluster", "backup", "c", "--etcd", "http://e:1", "--out", "f"}).cluster_backup);
+  EXPECT_FALSE(
+      Parse({"cluster", "backup", "c", "--etcd", "http://e:1", "--tenant", "t"}).cluster_backup);
+
+  auto restore = Parse({"cluster", "restore", "--etcd", "http://e:1", "--from", "f", "--as", "d",
+                        "--replicas", "3", "--wait", "20", "--cluster-tls-cert", "c.pem",
+                        "--cluster-tls-key", "k.pem", "--cluster-tls-ca", "ca.pem"});
+  ASSERT_TRUE(restore.cluster_restore) << restore.message;
+  EXPECT_EQ(restore.cluster_file, "f");
+  EXPECT_EQ(restore.cluster_as, "d");
+  EXPECT_TRUE(restore.cluster_tenant.empty());  // the backup's
+  EXPECT_EQ(restore.cluster_replicas, 3);
+  EXPECT_EQ(restore.cluster_restore_wait_s, 20);
+  EXPECT_EQ(restore.cluster_tls_cert, "c.pem");
+  EXPECT_EQ(restore.cluster_tls_key, "k.pem");
+  EXPECT_EQ(restore.cluster_tls_ca, "ca.pem");
+  EXPECT_EQ(
+      Parse({"cluster", "restore", "--etcd", "http://e:1", "--from", "f"}).cluster_restore_wait_s,
+      300);
+  // The agents' TLS: all three files or none.
+  auto half = Parse(
+      {"cluster", "restore", "--etcd", "http://e:1", "--from", "f", "--cluster-tls-cert", "c.pem"});
+  EXPECT_FALSE(half.cluster_restore);
+  EXPECT_EQ(half.exit_code, 2);
+  EXPECT_NE(half.message.find("all three or none"), std::string::npos) << half.message;
+  EXPECT_FALSE(
+      Parse({"cluster", "restore", "--etcd", "http://e:1", "--from", "f", "--replicas", "0"})
+          .cluster_restore);
+}
+
 }  // namespace
 }  // namespace vecgpu::server

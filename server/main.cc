@@ -14,6 +14,7 @@
 #if VECGPU_HAVE_ETCD
 #include "cluster/agent/agent_codec.h"
 #include "cluster/agent/agent_server.h"
+#include "cluster/cli/cluster_backup.h"
 #include "cluster/cli/cluster_moves.h"
 #include "cluster/cli/cluster_status.h"
 #include "cluster/gateway/cluster_service.h"
@@ -708,6 +709,25 @@ int main(int argc, char** argv) {
     mo.etcd_tls = {parsed.cluster_etcd_cert, parsed.cluster_etcd_key, parsed.cluster_etcd_cacert};
     return parsed.cluster_drain ? vecgpu::cluster::RunClusterDrain(mo, std::cout, std::cerr)
                                 : vecgpu::cluster::RunClusterRebalance(mo, std::cout, std::cerr);
+#else
+    std::cerr << "cluster: this build has no etcd client\n";
+    return 1;
+#endif
+  }
+  if (parsed.cluster_backup || parsed.cluster_restore) {
+#if VECGPU_HAVE_ETCD
+    vecgpu::cluster::ClusterBackupOptions bo;
+    bo.etcd = parsed.cluster_etcd;
+    bo.etcd_tls = {parsed.cluster_etcd_cert, parsed.cluster_etcd_key, parsed.cluster_etcd_cacert};
+    bo.cluster_tls = {parsed.cluster_tls_cert, parsed.cluster_tls_key, parsed.cluster_tls_ca};
+    bo.tenant = parsed.cluster_tenant;
+    bo.collection = parsed.cluster_collection;
+    bo.file = parsed.cluster_file;
+    bo.as = parsed.cluster_as;
+    bo.replicas = parsed.cluster_replicas;
+    bo.wait_s = parsed.cluster_restore_wait_s;
+    return parsed.cluster_backup ? vecgpu::cluster::RunClusterBackup(bo, std::cout, std::cerr)
+                                 : vecgpu::cluster::RunClusterRestore(bo, std::cout, std::cerr);
 #else
     std::cerr << "cluster: this build has no etcd client\n";
     return 1;

@@ -107,5 +107,91 @@ TEST_F(AgentApiTest, AnAgentThatIsNotThereIsUnavailableNamingItWithinTheDeadline
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
 }
 
+// Records a backup's calls and answers them as told.
+class FakeSink final : public ReplicaSink {
+ public:
+  StatusOr<ReplicaPosition> Apply(const std::string&, const std::string&, const std::string&,
+                                  int64_t, const std::vector<std::string>&) override {
+    return Unimplemented("not here");
+  }
+  StatusOr<ReplicaPosition> Install(const std::string&, const std::string&, const std::string&,
+                                    int64_t, uint64_t, uint64_t, std::string_view) override {
+    return Unimplemented("not here");
+  }
+  StatusOr<ExportedCopy> Export(const std::string& tenant, const std::string& collection) override {
+    if (collection == "missing") return NotFound("index 'missing' does not exist");
+    return ExportedCopy{tenant + "/" + collection, 17};
+  }
+  StatusOr<ReplicaPosition> Restore(const std::string& tenant, const std::string& collection,
+                                    const std::string& primary, int64_t epoch,
+                                    std::string_view snapshot) override {
+    restored = tenant + "/" + collection + "/" + primary + "/" + std::to_string(epoch) + "/" +
+               std::string(snapshot);
+    if (collection == "full") return FailedPrecondition("index 'full' already holds data");
+    return ReplicaPosition{17, 0};
+  }
+  std::string restored;
+};
+
+TEST_F(AgentApiTest, ExportAndRestoreReachTheReplicatorAndAreCheckedFirst) {
+  // Without a replicator (a node that is not a cluster agent): refused.
+  {
+    grpc::ClientContext c;
+    apb::ExportRequest req;
+    req.set_api_version(kAgentApiVersion);
+    req.set_tenant("t");
+    req.set_collection("c#0");
+    apb::ExportReply out;
+    grpc::Status s = stub_->Export(&c, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(s.error_message().find("does not replicate"), std::string::npos);
+  }
+  FakeSink sink;
+  AgentServer agent(*local_, "127.0.0.1", 0, &sink);
+  ASSERT_TRUE(agent.Start().ok());
+  auto stub = apb::Agent::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port()),
+                                                      grpc::InsecureChannelCredentials()));
+  auto exported = [&](const std::string& collection, int version, apb::ExportReply* out) {
+    grpc::ClientContext c;
+    apb::ExportRequest req;
+    req.set_api_version(version);
+    req.set_tenant("t");
+    req.set_collection(collection);
+    return stub->Export(&c, req, out);
+  };
+  apb::ExportReply out;
+  ASSERT_TRUE(exported("c#0", kAgentApiVersion, &out).ok());
+  EXPECT_EQ(out.snapshot(), "t/c#0");
+  EXPECT_EQ(out.position(), 17u);
+  EXPECT_EQ(exported("missing", kAgentApiVersion, &out).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::Status s = exported("c#0", 99, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("99"), std::string::npos);
+
+  auto restore = [&](const std::string& collection, int version) {
+    grpc::ClientContext c;
+    apb::RestoreRequest req;
+    req.set_api_version(version);
+    req.set_tenant("t");
+    req.set_collection(collection);
+    req.set_primary("a1");
+    req.set_epoch(3);
+    req.set_snapshot("bytes");
+    apb::ReplicateReply reply;
+    grpc::Status st = stub->Restore(&c, req, &reply);
+    EXPECT_TRUE(!st.ok() || reply.position() == 17u);
+    return st;
+  };
+  ASSERT_TRUE(restore("c#1", kAgentApiVersion).ok());
+  EXPECT_EQ(sink.restored, "t/c#1/a1/3/bytes");
+  s = restore("full", kAgentApiVersion);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("already holds data"), std::string::npos);
+  sink.restored.clear();
+  EXPECT_EQ(restore("c#1", 2).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(sink.restored.empty());  // another version never reaches the replicator
+  agent.Stop(milliseconds(100));
+}
+
 }  // namespace
 }  // namespace vecgpu::cluster

@@ -84,19 +84,45 @@ struct AgentServer::Impl final : public apb::Agent::CallbackService {
                                  r->offset(), r->total(), r->snapshot());
     });
   }
+  // A backup's calls (cluster/cli/cluster_backup.h): a copy out, a copy in on a primary.
+  grpc::ServerUnaryReactor* Export(grpc::CallbackServerContext* c, const apb::ExportRequest* r,
+                                   apb::ExportReply* out) override {
+    grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
+    if (Status st = Admit(r->api_version()); !st.ok()) {
+      reactor->Finish(ToGrpc(st));
+      return reactor;
+    }
+    StatusOr<ExportedCopy> copy = replicator->Export(r->tenant(), r->collection());
+    if (copy.ok()) {
+      out->set_snapshot(std::move(copy->snapshot));
+      out->set_position(copy->position);
+    }
+    reactor->Finish(ToGrpc(copy.status()));
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* c, const apb::RestoreRequest* r,
+                                    apb::ReplicateReply* out) override {
+    return ToReplica(c, r->api_version(), out, [&] {
+      return replicator->Restore(r->tenant(), r->collection(), r->primary(), r->epoch(),
+                                 r->snapshot());
+    });
+  }
+  // Whether this agent takes replication and backup calls of `api_version`.
+  Status Admit(int32_t api_version) const {
+    if (!replicator) return FailedPrecondition("this agent does not replicate");
+    if (api_version != kAgentApiVersion) {
+      return FailedPrecondition("agent API version " + std::to_string(api_version) +
+                                " is not this agent's (" + std::to_string(kAgentApiVersion) + ")");
+    }
+    return Status::Ok();
+  }
   // A primary's call to this replica: checked, run, answered with the copy's position.
   template <typename Run>
   grpc::ServerUnaryReactor* ToReplica(grpc::CallbackServerContext* c, int32_t api_version,
                                       apb::ReplicateReply* out, Run run) {
     grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
-    if (!replicator) {
-      reactor->Finish(ToGrpc(FailedPrecondition("this agent does not replicate")));
-      return reactor;
-    }
-    if (api_version != kAgentApiVersion) {
-      reactor->Finish(ToGrpc(FailedPrecondition("agent API version " + std::to_string(api_version) +
-                                                " is not this agent's (" +
-                                                std::to_string(kAgentApiVersion) + ")")));
+    if (Status st = Admit(api_version); !st.ok()) {
+      reactor->Finish(ToGrpc(st));
       return reactor;
     }
     StatusOr<ReplicaPosition> position = run();

@@ -520,6 +520,7 @@ StatusOr<ReplicaPosition> Replicator::Install(const std::string& tenant,
   }
   const uint64_t position = copy.storage_seq;
   RETURN_IF_ERROR(engine_.InstallCopy(tenant, std::move(copy)));
+  Installed({tenant, collection}, position);
   if (options_.make_durable) RETURN_IF_ERROR(options_.make_durable(tenant));
   if (options_.log) {
     options_.log("installed a copy of index '" + collection + "' (tenant '" + tenant +
@@ -751,7 +752,9 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
         const uint64_t mine = DigestAt(s, at.position);
         // (A record the replica no longer keeps, its position coming from a snapshot or a
         // copy, is taken on trust: what a former primary logged on its own is in its log.)
-        fo.diverged = at.position > s.last || (mine != 0 && at.digest != 0 && mine != at.digest);
+        // After a restore in this epoch, whatever a replica holds is not the backup.
+        fo.diverged = at.position > s.last || (mine != 0 && at.digest != 0 && mine != at.digest) ||
+                      (s.restored_epoch == s.state.epoch && at.position != 0);
         if (fo.diverged && options_.log) {
           options_.log("replica '" + replica + "' of shard " + std::to_string(s.index) +
                        " of index '" + s.name + "' holds records this primary does not (at " +

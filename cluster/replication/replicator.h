@@ -139,6 +139,13 @@ class Replicator final : public ReplicaSink {
   StatusOr<ReplicaPosition> Install(const std::string& tenant, const std::string& collection,
                                     const std::string& primary, int64_t epoch, uint64_t offset,
                                     uint64_t total, std::string_view chunk) override;
+  // Backup and restore of a shard's copy (replicator_backup.cc): this agent's copy, captured;
+  // a backed-up copy installed on the shard's primary while it holds none, every other
+  // replica then replaced by a whole copy of it.
+  StatusOr<ExportedCopy> Export(const std::string& tenant, const std::string& collection) override;
+  StatusOr<ReplicaPosition> Restore(const std::string& tenant, const std::string& collection,
+                                    const std::string& primary, int64_t epoch,
+                                    std::string_view snapshot) override;
 
   // Replicate requests sent and records applied here (tests, metrics).
   int64_t requests_sent() const;
@@ -186,6 +193,9 @@ class Replicator final : public ReplicaSink {
     int64_t self_bytes = -1;
     int64_t self_epoch = 0;
     std::chrono::steady_clock::time_point self_at{};
+    // The epoch a backup was restored into this primary's copy in (0: none): in it, a replica
+    // that holds anything is replaced by a whole copy (whatever it holds is not the backup).
+    int64_t restored_epoch = 0;
   };
   using ShardKey = std::pair<std::string, std::string>;  // (tenant, collection on agents)
 
@@ -209,6 +219,11 @@ class Replicator final : public ReplicaSink {
                                               const std::string& collection,
                                               const std::string& primary, int64_t epoch);
   ReplicaPosition PositionOf(const std::string& tenant, const std::string& collection);
+  // After a whole copy at `position` was installed here: the records kept about the
+  // collection up to `position` are not its history (the install logs it as a create, record
+  // 1, and a former copy's may be kept), so they are forgotten, and a replica behind
+  // `position` gets a whole copy rather than records it cannot apply.
+  void Installed(const ShardKey& key, uint64_t position);
   // Copies of shards to send (captured and sent by the loop, outside mu_).
   struct InstallJob {
     ShardKey key;
