@@ -196,7 +196,22 @@ int64_t Replicator::records_applied() const {
 }
 
 void Replicator::Logged(const store::WalRecord& record) {
-  if (record.type == store::RecordType::kFailed || !record.has_storage) return;
+  if (record.type == store::RecordType::kFailed) return;
+  if (record.type == store::RecordType::kDrop) {
+    // Dropped: its records are nobody's any more (a collection made again under the name
+    // starts at record 1; until its create is logged, nothing of the old one may reach a
+    // replica of the new one).
+    std::lock_guard lock(mu_);
+    auto it = shards_.find({record.tenant, record.collection});
+    if (it != shards_.end()) {
+      ring_bytes_ -= it->second.ring_bytes;
+      it->second.ring_bytes = 0;
+      it->second.ring.clear();
+      it->second.last = 0;
+    }
+    return;
+  }
+  if (!record.has_storage) return;
   std::string payload = store::EncodeRecord(record);
   const uint64_t digest = store::RecordDigest(record);
   std::lock_guard lock(mu_);

@@ -289,3 +289,22 @@ def test_a_gateway_refuses_an_agent_of_another_api_version(cluster_factory):
         ok(add_ids(gw, n, rand(5, 8, 60), range(5)))
     gw.stop()
     assert "agent 'old-agent' at 127.0.0.1:9 (vecgpu-0.0.9) speaks agent API version 2" in gw.output
+
+
+def test_a_collection_made_again_under_a_dropped_name_starts_empty_on_every_replica(
+        cluster_factory):
+    """The primary keeps no record of a dropped collection: the one made again under its name
+    reaches its replicas from its own create on, never with the old one's writes."""
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2"))
+    gw = c.gw
+    name = uid("again")
+    for round_ in range(3):
+        assert create(gw, name)
+        x = rand(20 + round_, 8, 70 + round_)
+        ok(add_ids(gw, name, x, range(1000 * round_, 1000 * round_ + len(x))))
+        assert wait_until(lambda: settled(c, name), 15), c.map(name)
+        for a in c.agents.values():
+            assert wait_until(lambda: holds(a, name) and count(a, name) == len(x), 10)
+            assert np.allclose(reconstruct(a, name, [1000 * round_]), x[:1])
+        ok(call(gw, action="delete_index", index_id=name))
+        assert wait_until(lambda: c.map(name) is None, 10)
