@@ -34,7 +34,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
-import kill_loop as kl  # noqa: E402  (processes: etcd, agents, free ports)
+import harness as kl  # noqa: E402  (processes: etcd, agents, gateways, free ports)
 from conftest import call, rows  # noqa: E402
 
 
@@ -79,19 +79,18 @@ def main(argv=None):
     children = kl.Children()
     result = {"config": vars(args) | {"json": str(args.json) if args.json else None}}
     try:
-        etcd = kl.Etcd(children, workdir)
+        etcd = kl.EtcdCluster(children, workdir)
         etcd.wait_healthy()
-        agents = [kl.Agent(children, workdir, i, etcd.client_url, "3", grpc=True)
-                  for i in (1, 2, 3)]
+        etcd.client_url = etcd.url
+        agents = [kl.Agent(children, workdir, i, etcd.url, "3", grpc=True) for i in (1, 2, 3)]
         for a in agents[:2]:
             a.start()
-        gw_port = kl.free_port()
-        children.start([kl.BINARY, "gateway", "--etcd", etcd.client_url, "--port", gw_port,
-                        "--metrics-port", kl.free_port(), "--grpc-port", kl.free_port(),
-                        "--replicas", args.replicas,
-                        "--rebalance-tolerance", args.tolerance, "--log-level", "info"],
-                       workdir / "gateway.log")
-        endpoint = f"tcp://127.0.0.1:{gw_port}"
+        gateway = kl.Gateway(children, workdir, 1, etcd.url, grpc=True,
+                             extra=["--replicas", args.replicas,
+                                    "--rebalance-tolerance", args.tolerance])
+        gateway.start()
+        gateway.wait_ready()
+        endpoint = gateway.endpoint
         rng = np.random.default_rng(1)
         names, probes = [], []
         for c in range(args.collections):
@@ -140,7 +139,7 @@ def main(argv=None):
         for th in threads:
             th.start()
         time.sleep(1)
-        moving = lambda: sum(1 for line in (workdir / "gateway.log").read_text().splitlines()  # noqa: E731
+        moving = lambda: sum(1 for line in gateway.log_path.read_text().splitlines()  # noqa: E731
                              if "placer:" in line and ": moving from '" in line)
         moves_before = moving()
         joined = time.monotonic()

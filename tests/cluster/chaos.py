@@ -44,19 +44,14 @@ sync within the bound, replicas identical, one primary per epoch.
 watchdog kills everything at the bound. Every process it started is killed on exit.
 """
 import argparse
-import atexit
 import collections
-import json
 import logging
-import os
 import pathlib
 import random
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
@@ -64,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from faulty_cluster import FaultyCluster  # noqa: E402
-from harness import (BINARY, INDEX_TYPE, Children, ClientWorker, help_of, holders,  # noqa: E402
+from harness import (run_bounded, BINARY, INDEX_TYPE, Children, ClientWorker, help_of, holders,  # noqa: E402
                      logger, merge_acked, now, raw_call, tail, verify)
 from probes import epoch_violations, map_history, replica_differences  # noqa: E402
 
@@ -497,51 +492,14 @@ def main(argv=None):
         p.error(f"{BINARY} has no `serve --agent-port`: no proxy can sit in front of an agent")
     logging.getLogger("faissx").setLevel(logging.CRITICAL + 1)  # it logs every failure
 
-    t0 = now()
-    deadline = t0 + args.max_seconds
-    children = Children()
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="vecgpu-chaos-"))
-    atexit.register(children.kill_all)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: sys.exit(128 + s))
+    def headline(summary):
+        return (f"{summary['verdict']}: {summary['rounds']} rounds {summary['faults']}, "
+                f"{summary['acked_ids']} acknowledged ids, {summary['lost_writes']} lost, "
+                f"{summary['searches_ok_without_the_id']} searches OK without the id, replicas "
+                f"{'identical' if summary['replicas_identical'] else 'DIFFER'}, back in sync p50 "
+                f"{summary['heal_to_in_sync_s']['p50']} s max {summary['heal_to_in_sync_s']['max']} s")
 
-    def hard_stop():
-        log(f"hard bound --max-seconds {args.max_seconds} reached: killing everything")
-        children.kill_all()
-        if args.json:
-            args.json.write_text(json.dumps({"verdict": "fail",
-                                             "reasons": ["--max-seconds reached"]}) + "\n")
-        if not args.keep_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        os._exit(3)
-
-    watchdog = threading.Timer(args.max_seconds, hard_stop)
-    watchdog.daemon = True
-    watchdog.start()
-    summary = None
-    try:
-        log(f"work directory {workdir}, seed {args.seed}")
-        summary = run(args, children, workdir, t0, deadline)
-    finally:
-        watchdog.cancel()
-        children.kill_all()
-        if summary is None or summary["verdict"] != "pass":
-            for f in sorted(workdir.glob("*.log")):
-                log(f"--- last lines of {f.name}:\n{tail(f)}")
-        if args.keep_dir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    log(f"{summary['verdict']}: {summary['rounds']} rounds {summary['faults']}, "
-        f"{summary['acked_ids']} acknowledged ids, {summary['lost_writes']} lost, "
-        f"{summary['searches_ok_without_the_id']} searches OK without the id, replicas "
-        f"{'identical' if summary['replicas_identical'] else 'DIFFER'}, back in sync p50 "
-        f"{summary['heal_to_in_sync_s']['p50']} s max {summary['heal_to_in_sync_s']['max']} s")
-    return 0 if summary["verdict"] == "pass" else 1
+    return run_bounded(args, "vecgpu-chaos-", run, headline)
 
 
 if __name__ == "__main__":

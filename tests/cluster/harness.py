@@ -568,3 +568,56 @@ def verify(endpoint, acked, timeout, deadline):
                     client = None
                 lost.append((name, want))
     return lost, unverified
+
+
+def run_bounded(args, prefix, run, headline):
+    """A harness's main after its arguments: `run(args, children, workdir, t0, deadline)` in a
+    fresh work directory (`prefix`), every process it starts killed on exit (finally, atexit,
+    SIGTERM, SIGHUP) and at --max-seconds by a watchdog (exit 3, a failing JSON); the JSON
+    summary printed (and written to --json), `headline(summary)` logged; 0 when it passed."""
+    import atexit
+    import json as json_
+    import shutil
+    import tempfile
+    log = logger(prefix.strip("-").split("-", 1)[-1])
+    t0 = now()
+    deadline = t0 + args.max_seconds
+    children = Children()
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(children.kill_all)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: sys.exit(128 + s))
+
+    def hard_stop():
+        log(f"hard bound --max-seconds {args.max_seconds} reached: killing everything")
+        children.kill_all()
+        if args.json:
+            args.json.write_text(json_.dumps({"verdict": "fail",
+                                              "reasons": ["--max-seconds reached"]}) + "\n")
+        if not args.keep_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        os._exit(3)
+
+    watchdog = threading.Timer(args.max_seconds, hard_stop)
+    watchdog.daemon = True
+    watchdog.start()
+    summary = None
+    try:
+        log(f"work directory {workdir}, seed {args.seed}")
+        summary = run(args, children, workdir, t0, deadline)
+    finally:
+        watchdog.cancel()
+        children.kill_all()
+        if summary is None or summary["verdict"] != "pass":
+            for f in sorted(workdir.glob("*.log")):
+                log(f"--- last lines of {f.name}:\n{tail(f)}")
+        if args.keep_dir:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = json_.dumps(summary, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    log(headline(summary))
+    return 0 if summary["verdict"] == "pass" else 1

@@ -30,23 +30,18 @@ the next one would not fit, and a watchdog kills everything at the bound. Every 
 started is killed on exit (finally, atexit, SIGTERM, SIGHUP).
 """
 import argparse
-import atexit
 import bisect
-import json
 import logging
-import os
 import pathlib
 import random
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from harness import (BINARY, INDEX_TYPE, Agent, Children, ClientWorker, EtcdCluster,  # noqa: E402
+from harness import (run_bounded, BINARY, INDEX_TYPE, Agent, Children, ClientWorker, EtcdCluster,  # noqa: E402
                      Gateway, cluster_status, connect, fully_in_sync, help_of, holders,
                      logger, merge_acked, now, tail, verify)
 
@@ -332,50 +327,13 @@ def main(argv=None):
         p.error(f"{BINARY} is not built (or set VECGPU_BIN)")
     logging.getLogger("faissx").setLevel(logging.CRITICAL + 1)  # it logs every failure
 
-    t0 = now()
-    deadline = t0 + args.max_seconds
-    children = Children()
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="vecgpu-kill-loop-"))
-    atexit.register(children.kill_all)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: sys.exit(128 + s))
+    def headline(summary):
+        return (f"{summary['verdict']}: {summary['rounds']} rounds, {summary['acked_ids']} acknowledged "
+                f"ids, {summary['lost_writes']} lost, {summary['late_search_failures']} late search "
+                f"failures ({'checked' if summary['late_check_applies'] else 'not checked, R = 1'}), "
+                f"recovery p50 {summary['recovery_s']['p50']} s max {summary['recovery_s']['max']} s")
 
-    def hard_stop():
-        log(f"hard bound --max-seconds {args.max_seconds} reached: killing everything")
-        children.kill_all()
-        if args.json:
-            args.json.write_text(json.dumps({"verdict": "fail",
-                                             "reasons": ["--max-seconds reached"]}) + "\n")
-        if not args.keep_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        os._exit(3)
-
-    watchdog = threading.Timer(args.max_seconds, hard_stop)
-    watchdog.daemon = True
-    watchdog.start()
-    summary = None
-    try:
-        log(f"work directory {workdir}, seed {args.seed}")
-        summary = run(args, children, workdir, t0, deadline)
-    finally:
-        watchdog.cancel()
-        children.kill_all()
-        if summary is None or summary["verdict"] != "pass":
-            for f in sorted(workdir.glob("*.log")):
-                log(f"--- last lines of {f.name}:\n{tail(f)}")
-        if args.keep_dir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    log(f"{summary['verdict']}: {summary['rounds']} rounds, {summary['acked_ids']} acknowledged "
-        f"ids, {summary['lost_writes']} lost, {summary['late_search_failures']} late search "
-        f"failures ({'checked' if summary['late_check_applies'] else 'not checked, R = 1'}), "
-        f"recovery p50 {summary['recovery_s']['p50']} s max {summary['recovery_s']['max']} s")
-    return 0 if summary["verdict"] == "pass" else 1
+    return run_bounded(args, "vecgpu-kill-loop-", run, headline)
 
 
 if __name__ == "__main__":
