@@ -143,7 +143,9 @@ class ClusterCollectionService final : public CollectionService {
                             const std::set<std::string>& exclude = {});
   StatusOr<Target> PrimaryOf(const CollectionMap& map, int shard);
   // Runs `call` on a reader of each shard in `shards` (every shard when empty), retrying once
-  // on another replica when one cannot be reached, and completes with each shard's result.
+  // on another replica when one cannot be reached, stays silent past its try's deadline
+  // (Target::try_deadline) or has no copy (a map that moved it), and completes with each
+  // shard's result.
   template <typename R>
   void EachShard(const CollectionMap& map, std::vector<int> shards,
                  std::function<void(const Target&, Completion<R>)> call,

@@ -143,11 +143,14 @@ void ClusterCollectionService::EachShard(
       // in-sync replica, and this one is asked last for a while.
       const bool silent = !r.ok() && r.status().code() == StatusCode::kDeadlineExceeded &&
                           std::chrono::steady_clock::now() >= try_deadline;
-      if (r.ok() || (r.status().code() != StatusCode::kUnavailable && !silent) ||
+      // No copy there: this gateway's map is behind one that moved the replica away (etcd's
+      // watch lags while a member is lost); another in-sync replica may hold it.
+      const bool moved = !r.ok() && r.status().code() == StatusCode::kNotFound;
+      if (r.ok() || (r.status().code() != StatusCode::kUnavailable && !silent && !moved) ||
           stopping_.load()) {
         return finish(shard, std::move(r));
       }
-      {
+      if (!moved) {
         std::lock_guard lock(inflight_mu_);
         suspect_[id] = std::chrono::steady_clock::now() + options_.suspect_for;
       }

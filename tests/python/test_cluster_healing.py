@@ -308,3 +308,33 @@ def test_a_collection_made_again_under_a_dropped_name_starts_empty_on_every_repl
             assert np.allclose(reconstruct(a, name, [1000 * round_]), x[:1])
         ok(call(gw, action="delete_index", index_id=name))
         assert wait_until(lambda: c.map(name) is None, 10)
+
+
+def test_a_search_that_finds_no_copy_on_a_replica_asks_another(cluster_factory):
+    """A gateway's map can lag one that moved a replica away (etcd's watch is slow while a
+    member is lost): the replica answers NOT_FOUND, and the search goes to another in-sync
+    replica instead of failing. Made here by dropping a replica's copy behind the map's back."""
+    c = cluster_factory(agents=2, gateway_args=("--replicas", "2", "--rebalance-tolerance", "0"))
+    gw = c.gw
+    name = uid("gone")
+    assert create(gw, name)
+    x = rand(50, 8, 80)
+    ok(add_ids(gw, name, x, range(50)))
+    s = shard(c, name)
+    replica = [r for r in s["replicas"] if r != s["primary"]][0]
+    assert wait_until(lambda: holds(c.agents[replica], name), 10)
+    ok(call(c.agents[replica], action="delete_index", index_id=name))
+    failures = []
+
+    def search(seed):
+        for i in range(25):
+            j = (seed * 7 + i) % 50
+            r = call(gw, action="search", index_id=name, query_vectors=rows(x[j:j + 1]), k=1)
+            if not r.get("success") or r["results"][0]["indices"][0] != j:
+                failures.append(r)
+    threads = [threading.Thread(target=search, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures[:3]
