@@ -143,11 +143,9 @@ int RunClusterRebalance(const ClusterMovesOptions& o, std::ostream& out, std::os
   for (const auto& read : maps) {
     in.maps.push_back(read.map);
     for (int i = 0; i < static_cast<int>(read.map.shards.size()); ++i) {
-      auto it = reported.find(ReplicaStatusKey(kReplicationPrefix, read.map.tenant, read.map.name,
-                                               i, read.map.shards[i].primary));
-      if (it != reported.end() && it->second.state == "primary" && it->second.bytes >= 0) {
-        in.bytes[{read.map.tenant, read.map.name, i}] = it->second.bytes;
-      }
+      const int64_t bytes =
+          ReportedShardBytes(reported, kReplicationPrefix, read.map.tenant, read.map.name, i);
+      if (bytes >= 0) in.bytes[{read.map.tenant, read.map.name, i}] = bytes;
     }
   }
   const RebalancePlan plan = PlanRebalance(in);

@@ -271,12 +271,9 @@ void ClusterCollectionService::Rebalance(const std::map<std::string, AgentInfo>&
     in.maps.push_back(m);
     for (int i = 0; i < static_cast<int>(m.shards.size()); ++i) {
       key_of[{m.tenant, m.name, i}] = key;
-      // The primary's word on its own copy's size.
-      auto it = reported.find(
-          ReplicaStatusKey(options_.status_prefix, m.tenant, m.name, i, m.shards[i].primary));
-      if (it != reported.end() && it->second.state == "primary" && it->second.bytes >= 0) {
-        in.bytes[{m.tenant, m.name, i}] = it->second.bytes;
-      }
+      // What its primaries said of its size.
+      const int64_t bytes = ReportedShardBytes(reported, options_.status_prefix, m.tenant, m.name, i);
+      if (bytes >= 0) in.bytes[{m.tenant, m.name, i}] = bytes;
     }
   }
   const RebalancePlan plan = PlanRebalance(in);

@@ -44,4 +44,23 @@ std::string ReplicaStatusKey(const std::string& prefix, const std::string& tenan
          EscapeKeyPart(replica);
 }
 
+int64_t ReportedShardBytes(const std::map<std::string, ReplicaStatus>& reported,
+                           const std::string& prefix, const std::string& tenant,
+                           const std::string& collection, int shard) {
+  const std::string under =
+      ReplicaStatusPrefix(prefix, tenant, collection) + std::to_string(shard) + "/";
+  int64_t bytes = -1, epoch = -1;
+  for (auto it = reported.lower_bound(under);
+       it != reported.end() && it->first.compare(0, under.size(), under) == 0; ++it) {
+    const ReplicaStatus& st = it->second;
+    if (st.bytes < 0) continue;
+    // The latest epoch; in one epoch, the primary's own word first.
+    if (st.epoch > epoch || (st.epoch == epoch && st.state == "primary")) {
+      bytes = st.bytes;
+      epoch = st.epoch;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace vecgpu::cluster

@@ -10,6 +10,7 @@
 // map's current epoch counts.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -39,5 +40,12 @@ std::string ReplicaStatusPrefix(const std::string& prefix, const std::string& te
                                 const std::string& collection);
 std::string ReplicaStatusKey(const std::string& prefix, const std::string& tenant,
                              const std::string& collection, int shard, const std::string& replica);
+
+// A shard's size as its primaries reported it (`reported`: status values by key): the
+// latest epoch's report that says (a primary's own, or one about a replica), -1 when none
+// does. Sizes survive a change of primary this way, until the new one reports.
+int64_t ReportedShardBytes(const std::map<std::string, ReplicaStatus>& reported,
+                           const std::string& prefix, const std::string& tenant,
+                           const std::string& collection, int shard);
 
 }  // namespace vecgpu::cluster

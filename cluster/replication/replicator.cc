@@ -795,6 +795,7 @@ void Replicator::Answered(const ShardKey& key, const std::string& replica, int64
 void Replicator::ReportSelf(const ShardKey& key, Shard& s, SteadyClock::time_point now) {
   int64_t bytes = -1;
   if (auto size = sizes_.find(key); size != sizes_.end()) bytes = size->second;
+  if (bytes < 0) return;  // not measured yet (within a second)
   const bool changed = s.self_epoch != s.state.epoch || s.self_last != s.last ||
                        s.self_bytes != bytes;
   if (!changed || (s.self_epoch == s.state.epoch && now - s.self_at < milliseconds(2000))) return;
