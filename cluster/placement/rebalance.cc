@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "cluster/placement/rendezvous.h"
 
@@ -109,36 +110,84 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
       break;  // one move per shard at a time
     }
   }
-  // Then from the heaviest agent to the lightest, while the spread is beyond the tolerance
-  // and a move narrows it.
-  if (in.tolerance > 0 && eligible.size() >= 2) {
-    while (!full()) {
-      auto [lo, hi] = std::minmax_element(loads.begin(), loads.end(), [](const auto& a, const auto& b) {
-        return a.second != b.second ? a.second < b.second : a.first < b.first;
-      });
-      const int64_t gap = hi->second - lo->second;
-      double total = 0;
-      for (const auto& [id, l] : loads) total += static_cast<double>(l);
-      const double mean = total / static_cast<double>(loads.size());
-      if (static_cast<double>(gap) <= in.tolerance * mean) break;
-      // The shard of the heaviest that the lightest lacks whose size is closest to half the
-      // gap (moving it narrows the gap most), if moving it narrows the gap at all.
-      size_t best = shards.size();
-      double best_distance = 0;
-      for (size_t i = 0; i < shards.size(); ++i) {
-        const Entry& e = shards[i];
-        if (!e.movable || moved.count(i) || !e.holders.count(hi->first) ||
-            e.holders.count(lo->first) || e.bytes >= gap) {
-          continue;
-        }
-        const double distance = std::fabs(static_cast<double>(gap) / 2 - static_cast<double>(e.bytes));
-        if (best == shards.size() || distance < best_distance) {
-          best = i;
-          best_distance = distance;
+  // Then, while the spread is beyond the tolerance: between the heaviest and the lightest
+  // agent first, then the next pairs by gap, the move that narrows the pair's gap most (the
+  // shard whose size is closest to half the gap), else the swap that does (a larger shard
+  // of the heavier for a smaller one of the lighter). Every such step lowers the sum of the
+  // squared loads, and a shard moves once per plan, so this ends.
+  // A step between `heavy` and `light`, if one narrows their gap; false when none does.
+  auto step = [&](const std::string& heavy, const std::string& light) {
+    const int64_t gap = loads[heavy] - loads[light];
+    if (gap <= 0) return false;
+    auto can = [&](size_t i, const std::string& from, const std::string& to) {
+      const Entry& e = shards[i];
+      return e.movable && !moved.count(i) && e.holders.count(from) && !e.holders.count(to);
+    };
+    size_t best = shards.size();
+    double best_distance = 0;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      if (!can(i, heavy, light) || shards[i].bytes >= gap) continue;
+      const double distance =
+          std::fabs(static_cast<double>(gap) / 2 - static_cast<double>(shards[i].bytes));
+      if (best == shards.size() || distance < best_distance) {
+        best = i;
+        best_distance = distance;
+      }
+    }
+    if (best != shards.size()) {
+      move(best, heavy, light, "balance");
+      return true;
+    }
+    size_t give = shards.size(), take = shards.size();
+    int64_t best_gap = gap;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      if (!can(i, heavy, light)) continue;
+      for (size_t j = 0; j < shards.size(); ++j) {
+        if (!can(j, light, heavy) || shards[j].bytes >= shards[i].bytes) continue;
+        const int64_t d = shards[i].bytes - shards[j].bytes;
+        const int64_t after = std::llabs(gap - 2 * d);
+        if (after < best_gap) {
+          best_gap = after;
+          give = i;
+          take = j;
         }
       }
-      if (best == shards.size()) break;
-      move(best, hi->first, lo->first, "balance");
+    }
+    if (give == shards.size() || (in.max_moves > 0 && plan.moves.size() + 2 > in.max_moves)) {
+      return false;
+    }
+    move(give, heavy, light, "balance");
+    move(take, light, heavy, "balance");
+    return true;
+  };
+  if (in.tolerance > 0 && eligible.size() >= 2) {
+    while (!full()) {
+      std::vector<std::pair<int64_t, std::string>> order;  // lightest first
+      double total = 0;
+      for (const auto& [id, l] : loads) {
+        order.push_back({l, id});
+        total += static_cast<double>(l);
+      }
+      std::sort(order.begin(), order.end());
+      const double mean = total / static_cast<double>(order.size());
+      if (static_cast<double>(order.back().first - order.front().first) <= in.tolerance * mean) {
+        break;
+      }
+      // Pairs by gap, widest first.
+      std::vector<std::tuple<int64_t, std::string, std::string>> pairs;
+      for (size_t a = 0; a < order.size(); ++a) {
+        for (size_t b = a + 1; b < order.size(); ++b) {
+          pairs.push_back({order[b].first - order[a].first, order[b].second, order[a].second});
+        }
+      }
+      std::stable_sort(pairs.begin(), pairs.end(),
+                       [](const auto& x, const auto& y) { return std::get<0>(x) > std::get<0>(y); });
+      bool stepped = false;
+      for (const auto& [gap, heavy, light] : pairs) {
+        if (gap <= 0) break;
+        if ((stepped = step(heavy, light))) break;
+      }
+      if (!stepped) break;
     }
   }
   plan.after = loads;

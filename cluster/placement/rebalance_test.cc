@@ -85,6 +85,59 @@ TEST(RebalanceTest, SizesCountAndTheToleranceStopsSmallMoves) {
   EXPECT_TRUE(PlanRebalance(in).moves.empty()) << "within the tolerance";
 }
 
+TEST(RebalanceTest, ASwapEvensOutWhatNoSingleMoveCan) {
+  // a holds c0 (30) and c2 (20): 50; b holds c1 (25) and c3 (15): 40. Every shard of a is
+  // larger than the gap (10), so no single move narrows it; swapping c0 for c1 gives 45/45.
+  RebalanceInput in;
+  in.maps = Maps(4, 1, {"a", "b"});
+  in.bytes[{"t", "c0", 0}] = 30 * kUnitBytes;
+  in.bytes[{"t", "c2", 0}] = 20 * kUnitBytes;
+  in.bytes[{"t", "c1", 0}] = 25 * kUnitBytes;
+  in.bytes[{"t", "c3", 0}] = 15 * kUnitBytes;
+  in.agents = Rooms({"a", "b"});
+  in.tolerance = 0.1;
+  auto plan = PlanRebalance(in);
+  ASSERT_EQ(plan.moves.size(), 2u);
+  EXPECT_EQ(plan.moves[0].shard.name, "c0");
+  EXPECT_EQ(plan.moves[0].to, "b");
+  EXPECT_EQ(plan.moves[1].shard.name, "c1");
+  EXPECT_EQ(plan.moves[1].to, "a");
+  EXPECT_EQ(plan.after.at("a"), 45 * kUnitBytes);
+  EXPECT_EQ(plan.after.at("b"), 45 * kUnitBytes);
+  // Where no swap narrows it either, nothing moves.
+  in.bytes[{"t", "c1", 0}] = 5 * kUnitBytes;  // a: 50, b: 20; c0 (30) >= gap, c2 (20) <= gap
+  in.bytes[{"t", "c2", 0}] = 31 * kUnitBytes;  // a: 61, b: 20: gap 41; c0 (30) moves
+  EXPECT_FALSE(PlanRebalance(in).moves.empty());
+}
+
+TEST(RebalanceTest, SixCollectionsOfGrowingSizesOnThreeAgentsComeOutEven) {
+  // Sizes 2, 3, 4, 5, 6, 7 (27 in all: 9 each is possible: 2 + 7, 3 + 6, 4 + 5). Two agents
+  // hold them, a third joins: single moves stop short, a swap finishes the job.
+  RebalanceInput in;
+  in.maps = Maps(6, 1, {"a", "b"});  // a: c0, c2, c4 (2 + 4 + 6), b: c1, c3, c5 (3 + 5 + 7)
+  for (int c = 0; c < 6; ++c) in.bytes[{"t", "c" + std::to_string(c), 0}] = (c + 2) * kUnitBytes;
+  in.agents = Rooms({"a", "b", "c"});
+  in.tolerance = 0.2;
+  auto plan = PlanRebalance(in);
+  EXPECT_LE(plan.spread_after, 0.2 + 1e-9) << plan.after.at("a") << " " << plan.after.at("b")
+                                            << " " << plan.after.at("c");
+  std::set<std::string> moved;
+  for (const Move& m : plan.moves) EXPECT_TRUE(moved.insert(m.shard.name).second);
+}
+
+TEST(RebalanceTest, SizesFiveToFifteenOnThreeAgentsComeOutEven) {
+  // bench/cluster_rebalance.py --vary: sizes 5, 7, 9, 11, 13, 15 (60: 20 each is possible).
+  RebalanceInput in;
+  in.maps = Maps(6, 1, {"a", "b"});  // a: 5 + 9 + 13 = 27, b: 7 + 11 + 15 = 33
+  for (int c = 0; c < 6; ++c) in.bytes[{"t", "c" + std::to_string(c), 0}] = (5 + 2 * c) * kUnitBytes;
+  in.agents = Rooms({"a", "b", "c"});
+  in.tolerance = 0.2;
+  auto plan = PlanRebalance(in);
+  EXPECT_LE(plan.spread_after, 0.2 + 1e-9) << plan.after.at("a") / kUnitBytes << " "
+                                            << plan.after.at("b") / kUnitBytes << " "
+                                            << plan.after.at("c") / kUnitBytes;
+}
+
 TEST(RebalanceTest, DrainMovesEverythingOffAndKeepsReplicasDistinct) {
   RebalanceInput in;
   in.maps = Maps(6, 2, {"a", "b", "c"});
