@@ -132,7 +132,9 @@ int RunClusterRebalance(const ClusterMovesOptions& o, std::ostream& out, std::os
   RebalanceInput in;
   in.tolerance = o.tolerance;
   for (const auto& [id, info] : Agents(*etcd)) {
-    if (info.api_version == kAgentApiVersion) in.agents.push_back({id, draining.count(id) > 0});
+    if (info.api_version == kAgentApiVersion) {
+      in.agents.push_back({id, draining.count(id) > 0, info.free_memory_bytes});
+    }
   }
   std::map<std::string, ReplicaStatus> reported;
   if (auto st = etcd->GetPrefix(kReplicationPrefix); st.ok()) {

@@ -211,9 +211,13 @@ void ClusterCollectionService::Place(const std::map<std::string, AgentInfo>& liv
         if (now - since >= options_.rereplicate_after &&
             good(true) + building < m.replication && room(s.primary)) {
           std::set<std::string> exclude(s.replicas.begin(), s.replicas.end());
+          // Agents with a copy slot and the memory for the shard (as its primaries said).
+          const int64_t bytes =
+              ReportedShardBytes(reported, options_.status_prefix, m.tenant, m.name, i);
           std::vector<std::string> open;
           for (const std::string& t : targets) {
-            if (room(t)) open.push_back(t);
+            const int64_t free = live.at(t).free_memory_bytes;
+            if (room(t) && (bytes <= 0 || free <= 0 || free > bytes)) open.push_back(t);
           }
           const std::string to = PickTarget({m.tenant, m.name, i}, open, exclude);
           if (!to.empty()) {
@@ -263,7 +267,9 @@ void ClusterCollectionService::Rebalance(const std::map<std::string, AgentInfo>&
     maps = maps_;
   }
   RebalanceInput in;
-  for (const auto& [id, info] : live) in.agents.push_back({id, draining.count(id) > 0});
+  for (const auto& [id, info] : live) {
+    in.agents.push_back({id, draining.count(id) > 0, info.free_memory_bytes});
+  }
   in.tolerance = options_.rebalance_tolerance;
   std::map<ShardRef, std::string> key_of;
   for (const auto& [key, read] : maps) {

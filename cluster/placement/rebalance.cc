@@ -53,7 +53,9 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
   RebalancePlan plan;
   std::set<std::string> draining;
   std::vector<std::string> eligible;
+  std::map<std::string, int64_t> room;  // free bytes left, where known
   for (const AgentRoom& a : in.agents) {
+    if (a.free_bytes > 0) room[a.id] = a.free_bytes;
     if (a.draining) {
       draining.insert(a.id);
     } else {
@@ -91,8 +93,14 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
   std::map<std::string, int64_t> loads = plan.before;
   auto full = [&] { return in.max_moves > 0 && plan.moves.size() >= in.max_moves; };
   std::set<size_t> moved;
+  auto fits = [&](const std::string& to, int64_t bytes) {
+    auto r = room.find(to);
+    return r == room.end() || r->second > bytes;
+  };
   auto move = [&](size_t i, const std::string& from, const std::string& to, const char* why) {
     Entry& e = shards[i];
+    if (auto r = room.find(to); r != room.end()) r->second -= e.bytes;
+    if (auto r = room.find(from); r != room.end()) r->second += e.bytes;
     plan.moves.push_back({e.ref, from, to, e.bytes, why});
     e.holders.erase(from);
     e.holders.insert(to);
@@ -105,7 +113,11 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
     if (!shards[i].movable) continue;
     for (const std::string& r : std::set<std::string>(shards[i].holders)) {
       if (!draining.count(r)) continue;
-      const std::string to = PickTarget(shards[i].ref, eligible, shards[i].holders);
+      std::vector<std::string> open;
+      for (const std::string& id : eligible) {
+        if (fits(id, shards[i].bytes)) open.push_back(id);
+      }
+      const std::string to = PickTarget(shards[i].ref, open, shards[i].holders);
       if (!to.empty()) move(i, r, to, "drain");
       break;  // one move per shard at a time
     }
@@ -126,7 +138,9 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
     size_t best = shards.size();
     double best_distance = 0;
     for (size_t i = 0; i < shards.size(); ++i) {
-      if (!can(i, heavy, light) || shards[i].bytes >= gap) continue;
+      if (!can(i, heavy, light) || shards[i].bytes >= gap || !fits(light, shards[i].bytes)) {
+        continue;
+      }
       const double distance =
           std::fabs(static_cast<double>(gap) / 2 - static_cast<double>(shards[i].bytes));
       if (best == shards.size() || distance < best_distance) {
@@ -143,7 +157,10 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
     for (size_t i = 0; i < shards.size(); ++i) {
       if (!can(i, heavy, light)) continue;
       for (size_t j = 0; j < shards.size(); ++j) {
-        if (!can(j, light, heavy) || shards[j].bytes >= shards[i].bytes) continue;
+        if (!can(j, light, heavy) || shards[j].bytes >= shards[i].bytes ||
+            !fits(light, shards[i].bytes - shards[j].bytes)) {
+          continue;
+        }
         const int64_t d = shards[i].bytes - shards[j].bytes;
         const int64_t after = std::llabs(gap - 2 * d);
         if (after < best_gap) {

@@ -29,6 +29,9 @@ struct ShardRef {
 struct AgentRoom {
   std::string id;
   bool draining = false;  // everything moves off it, nothing new goes to it
+  // Memory it has free (0: not known, no limit): a replica larger than what is left after
+  // the plan's earlier moves does not go there.
+  int64_t free_bytes = 0;
 };
 
 struct Move {

@@ -161,6 +161,22 @@ TEST(RebalanceTest, DrainMovesEverythingOffAndKeepsReplicasDistinct) {
   EXPECT_EQ(off_b, 4);  // b held 4 of the 12 replicas
 }
 
+TEST(RebalanceTest, AReplicaGoesOnlyWhereItFits) {
+  RebalanceInput in;
+  in.maps = Maps(6, 1, {"a", "b"});
+  in.agents = Rooms({"a", "b", "c"});
+  in.agents[2].free_bytes = kUnitBytes + kUnitBytes / 2;  // room for one 1 MiB shard
+  auto plan = PlanRebalance(in);
+  int to_c = 0;
+  for (const Move& m : plan.moves) to_c += m.to == "c";
+  EXPECT_EQ(to_c, 1);
+  // A drain moves nothing where nothing fits.
+  in.agents = Rooms({"a", "b"}, "b");
+  in.agents[0].free_bytes = kUnitBytes / 2;
+  in.tolerance = 0;
+  EXPECT_TRUE(PlanRebalance(in).moves.empty());
+}
+
 TEST(RebalanceTest, ShardsWithChangesInProgressStay) {
   RebalanceInput in;
   in.maps = Maps(2, 2, {"a", "b"});
