@@ -131,6 +131,24 @@ TEST(DeviceManager, KindsFaissCannotRunOnAGpuGoToTheCpu) {
   EXPECT_EQ(h.dm->cpu_collections(), 7);
 }
 
+TEST(DeviceManager, IvfPqRunsOnAGpuWithAnyDimensionsPerSubQuantizer) {
+  // FAISS 1.7.3 runs dimensions per sub-quantizer without a specialised kernel (48 here) on
+  // its GEMM path, and PQ96 with float16 lookup tables: both belong on the GPU.
+  Harness h({kGiB});
+  for (const char* type : {"IVF16,PQ16", "IVF16,PQ96", "IVF16,PQ48", "IVF16,PQ64"}) {
+    auto p = h.dm->Place(Spec(type, 768), kMiB, "", "t/c");
+    ASSERT_TRUE(p.ok()) << type;
+    EXPECT_TRUE(p->on_gpu()) << type << ": " << p->reason;
+  }
+  // What it does not run: 5 or 128 sub-quantizers, 4-bit codes.
+  for (const char* type : {"IVF16,PQ5", "IVF16,PQ128", "IVF16,PQ16x4"}) {
+    auto spec = ParseIndexType(type, 640);
+    ASSERT_TRUE(spec.ok()) << type;
+    EXPECT_FALSE(DeviceManager::GpuUnsupported(*spec).empty()) << type;
+  }
+  EXPECT_EQ(DeviceManager::GpuUnsupported(Spec("IVF16,PQ16", 768)), "");
+}
+
 TEST(DeviceManager, ShardsWhatNoSingleGpuHolds) {
   Harness h({kGiB, kGiB, kGiB});
   Placement p = h.Place("Flat", 1500 * kMiB);
