@@ -196,6 +196,8 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   if (!o.advertise.empty() && o.advertise.find(':') == std::string::npos) {
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
+  if (o.gpu_reserve_mb < 0) return InvalidArgument("gpu-reserve-mb: must be >= 0");
+  o.devices.reserve_bytes = static_cast<int64_t>(o.gpu_reserve_mb) << 20;
   if (o.max_copies < 1 || o.max_copies > 64) {
     return InvalidArgument("max-copies: must be within 1..64");
   }
@@ -293,6 +295,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--gpu-memory-fraction", o.devices.memory_fraction,
                    "Share of each GPU's memory collections may take (the rest is left to "
                    "FAISS's temporary memory)")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-reserve-mb", o.gpu_reserve_mb,
+                   "MiB of each GPU's memory, as the device measures it free, that placement "
+                   "leaves free")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve

@@ -110,6 +110,8 @@ struct ServeOptions {
   // placement may get before it moves replicas (0: never by itself; draining still moves).
   // Defaults: 2, 100, 60, 0.2.
   int max_copies = 2;
+  // MiB of each GPU's measured free memory placement leaves free (DeviceOptions::reserve_bytes).
+  int gpu_reserve_mb = 256;
   int copy_bandwidth_mb = 100;
   double rereplicate_after_s = 60;
   double rebalance_tolerance = 0.2;

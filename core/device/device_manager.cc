@@ -33,6 +33,7 @@ bool IsIvf(const std::string& part) {
 }  // namespace
 
 Status DeviceOptions::Validate() const {
+  if (reserve_bytes < 0) return InvalidArgument("gpu_reserve_mb: must be >= 0");
   if (!(memory_fraction > 0 && memory_fraction <= 1)) {
     return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
                            std::to_string(memory_fraction));
@@ -204,16 +205,35 @@ int64_t DeviceManager::GpuBytes(const IndexSpec& spec, int64_t n) {
   return kBase + centroids + n * (d * 4 + kId);
 }
 
+std::map<int, int64_t> DeviceManager::Measured(const std::vector<int>& ids) const {
+  std::map<int, int64_t> out;
+  for (int id : ids) {
+    if (auto free = provider_->FreeBytes(id); free.ok()) {
+      out[id] = std::max<int64_t>(0, *free - options_.reserve_bytes);
+    }
+  }
+  return out;
+}
+
 Placement DeviceManager::Choose(const std::vector<Device*>& candidates, int64_t bytes,
-                                bool shardable) {
+                                bool shardable, const std::map<int, int64_t>& measured) {
   Placement p;
   const int64_t want = bytes + bytes / 4;  // headroom for growth
+  // Room: what the budget leaves, and no more than the device says is free beyond the
+  // reserve (other processes, FAISS's temporary memory, copies estimated too low).
+  auto free_of = [&](Device* d) {
+    int64_t room = d->budget - d->reserved;
+    if (auto m = measured.find(d->props.id); m != measured.end()) room = std::min(room, m->second);
+    return room;
+  };
   std::vector<Device*> by_free = candidates;
-  std::stable_sort(by_free.begin(), by_free.end(), [](Device* a, Device* b) {
+  // Most room first; among equals (a measure that caps them alike), the most budget left.
+  std::stable_sort(by_free.begin(), by_free.end(), [&](Device* a, Device* b) {
+    const int64_t fa = free_of(a), fb = free_of(b);
+    if (fa != fb) return fa > fb;
     return a->budget - a->reserved > b->budget - b->reserved;
   });
   if (by_free.empty()) return p;
-  auto free_of = [](Device* d) { return d->budget - d->reserved; };
   if (free_of(by_free[0]) >= bytes) {
     Device* d = by_free[0];
     const int64_t take = std::min(want, free_of(d));
@@ -265,21 +285,39 @@ StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
     p.fallback = kFallbackUnsupported;
   } else {
     std::vector<Device*> candidates;
+    std::vector<int> ids;
     for (const auto& d : devices_) {
-      if ((only < 0 || d->props.id == only) && d->healthy.load()) candidates.push_back(d.get());
+      if ((only < 0 || d->props.id == only) && d->healthy.load()) {
+        candidates.push_back(d.get());
+        ids.push_back(d->props.id);
+      }
     }
+    const std::map<int, int64_t> measured = Measured(ids);
     MutexLock lock(mu_);
     if (candidates.empty()) {
       p.reason = "on the CPU: " + (only >= 0 ? "GPU " + std::to_string(only) + " is not in use"
                                              : std::string("every GPU in use has failed"));
       p.fallback = only >= 0 ? kFallbackHint : kFallbackDeviceFailed;
     } else {
-      p = Choose(candidates, bytes, /*shardable=*/only < 0);
+      p = Choose(candidates, bytes, /*shardable=*/only < 0, measured);
       if (!p.on_gpu()) {
-        int64_t best = 0;
-        for (Device* d : candidates) best = std::max(best, d->budget - d->reserved);
-        p.reason = "on the CPU: needs " + MiB(bytes) + " of GPU memory, the most free budget is " +
-                   MiB(best);
+        // The roomiest GPU, and whether its measured memory (not its budget) limits it.
+        int64_t best = -1;
+        bool by_measure = false;
+        for (Device* d : candidates) {
+          const int64_t budget = d->budget - d->reserved;
+          auto m = measured.find(d->props.id);
+          const int64_t room = m != measured.end() ? std::min(budget, m->second) : budget;
+          if (room > best) {
+            best = room;
+            by_measure = m != measured.end() && m->second < budget;
+          }
+        }
+        std::string what = "budget is ";
+        if (by_measure) what = "as measured, less the " + MiB(options_.reserve_bytes) + " reserve, is ";
+        p.reason = "on the CPU: needs " + MiB(bytes) + " of GPU memory, the most free ";
+        p.reason += what;
+        p.reason += MiB(std::max<int64_t>(best, 0));
         p.fallback = kFallbackNoBudget;
       }
     }
@@ -297,17 +335,22 @@ Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64
                                 const std::string& hint, const std::string& who) {
   if (!p.on_gpu()) return p;  // the CPU has no budget to track
   {
-    MutexLock lock(mu_);
     int64_t have = 0;
     for (int64_t r : p.reserved) have += r;
     if (bytes <= have) return p;
-    // Grow in place when every GPU of the placement has room for its share.
+    const std::map<int, int64_t> measured = Measured(p.gpus);
+    MutexLock lock(mu_);
+    // Grow in place when every GPU of the placement has room for its share: in its budget,
+    // and measured free for what the share adds.
     const int64_t k = static_cast<int64_t>(p.gpus.size());
     const int64_t share = (bytes + bytes / 4 + k - 1) / k;
     bool fits = true;
     for (size_t i = 0; i < p.gpus.size(); ++i) {
       Device* d = Find(p.gpus[i]);
       fits = fits && d && d->healthy.load() && d->budget - d->reserved + p.reserved[i] >= share;
+      if (auto m = measured.find(p.gpus[i]); fits && m != measured.end()) {
+        fits = m->second >= share - p.reserved[i];
+      }
     }
     if (fits) {
       Placement grown = p;

@@ -24,6 +24,11 @@ struct DeviceOptions {
   // FAISS's temporary memory (StandardGpuResources takes up to 1.5 GiB) and other users.
   // 0 < fraction <= 1. Default: 0.75.
   double memory_fraction = 0.75;
+  // Device memory left free as the device reports it (cudaMemGetInfo, through the provider:
+  // every process's use, FAISS's temporary memory included): a collection is placed on a GPU
+  // only if, after it, the GPU's measured free memory stays above this. Default: 0 here;
+  // `vecgpu serve --gpu-reserve-mb` sets 256 MiB.
+  int64_t reserve_bytes = 0;
 
   Status Validate() const;
 };
@@ -118,9 +123,13 @@ class DeviceManager {
     std::atomic<bool> healthy{true};
   };
   Device* Find(int id) const;
-  // Chooses GPUs with room for `bytes` among `candidates`; reserves with headroom.
-  Placement Choose(const std::vector<Device*>& candidates, int64_t bytes, bool shardable)
-      REQUIRES(mu_);
+  // Each GPU's measured free memory less the reserve (the provider's FreeBytes, asked now,
+  // outside mu_); a GPU whose provider cannot say is left out (no limit but the budget).
+  std::map<int, int64_t> Measured(const std::vector<int>& ids) const;
+  // Chooses GPUs with room for `bytes` among `candidates` (room: the budget left, and the
+  // measured free memory less the reserve); reserves with headroom.
+  Placement Choose(const std::vector<Device*>& candidates, int64_t bytes, bool shardable,
+                   const std::map<int, int64_t>& measured) REQUIRES(mu_);
   void Log(const std::string& line) const;
   void CountFallback(const std::string& reason) const;
   void ReleaseLocked(const Placement& p) REQUIRES(mu_);

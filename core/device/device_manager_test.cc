@@ -149,6 +149,39 @@ TEST(DeviceManager, IvfPqRunsOnAGpuWithAnyDimensionsPerSubQuantizer) {
   EXPECT_EQ(DeviceManager::GpuUnsupported(Spec("IVF16,PQ16", 768)), "");
 }
 
+TEST(DeviceManager, PlacementReadsTheDevicesFreeMemoryAndKeepsTheReserve) {
+  // Budgets of 1 GiB, but another process holds most of GPU 0: it reports 300 MiB free.
+  FakeDeviceProvider provider({kGiB, kGiB});
+  DeviceOptions options;
+  options.reserve_bytes = 256 * kMiB;
+  struct H {
+    FakeDeviceProvider& provider;
+    std::unique_ptr<DeviceManager> dm;
+    Placement Place(const std::string& type, int64_t bytes) {
+      auto p = dm->Place(Spec(type, 128), bytes, "", "t/c");
+      EXPECT_TRUE(p.ok());
+      return p.ok() ? *p : Placement{};
+    }
+  } h{provider, std::make_unique<DeviceManager>(&provider, options)};
+  h.provider.free[0] = 300 * kMiB;
+  h.provider.free[1] = 700 * kMiB;
+  Placement a = h.Place("L2", 200 * kMiB);
+  EXPECT_EQ(a.gpus, std::vector<int>{1}) << a.reason;  // more free, as measured
+  // 500 MiB: GPU 1 would keep less than the 256 MiB reserve once it is used (700 - 256 =
+  // 444 < 500), GPU 0 has 44 MiB beyond its reserve: the CPU, saying so.
+  h.provider.free[1] = 450 * kMiB;  // the first copy, built
+  Placement b = h.Place("L2", 500 * kMiB);
+  EXPECT_FALSE(b.on_gpu());
+  EXPECT_NE(b.reason.find("as measured, less the 256 MiB reserve"), std::string::npos) << b.reason;
+  // Growth is measured too: GPU 1 has 450 - 256 = 194 MiB to give beyond its reserve.
+  Placement grown = h.dm->Resize(a, Spec("L2", 128), 400 * kMiB, "", "t/c");
+  EXPECT_FALSE(grown.on_gpu() && grown.gpus == a.gpus && grown.reserved[0] >= 500 * kMiB)
+      << grown.reason;
+  // A provider that cannot measure leaves the budget alone in charge.
+  h.provider.free_error = Unavailable("no cudaMemGetInfo");
+  EXPECT_TRUE(h.Place("L2", 300 * kMiB).on_gpu());
+}
+
 TEST(DeviceManager, ShardsWhatNoSingleGpuHolds) {
   Harness h({kGiB, kGiB, kGiB});
   Placement p = h.Place("Flat", 1500 * kMiB);

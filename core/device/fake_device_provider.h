@@ -15,7 +15,9 @@ namespace vecgpu {
 class FakeDeviceProvider final : public DeviceProvider {
  public:
   // One entry per GPU: its memory in bytes.
-  explicit FakeDeviceProvider(std::vector<int64_t> memory) : memory_(std::move(memory)) {}
+  explicit FakeDeviceProvider(std::vector<int64_t> memory) : memory_(std::move(memory)) {
+    for (auto& f : free) f = -1;
+  }
 
   std::string name() const override { return "fake"; }
   StatusOr<int> Count() override {
@@ -26,7 +28,13 @@ class FakeDeviceProvider final : public DeviceProvider {
     if (device < 0 || device >= static_cast<int>(memory_.size())) return NotFound("no device");
     return GpuProperties{device, "Fake GPU", memory_[device], 9, 0};
   }
-  StatusOr<int64_t> FreeBytes(int device) override { return memory_.at(device); }
+  StatusOr<int64_t> FreeBytes(int device) override {
+    if (!free_error.ok()) return free_error;
+    if (device >= 0 && device < static_cast<int>(free.size()) && free[device] >= 0) {
+      return free[device].load();
+    }
+    return memory_.at(device);
+  }
   StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
                                                   const std::vector<int>& devices) override {
     builds++;
@@ -40,6 +48,10 @@ class FakeDeviceProvider final : public DeviceProvider {
   Status count_error;
   // BuildReplica fails with this when set.
   Status build_error;
+  // FreeBytes reports these (per GPU; -1 or absent: all its memory), or fails with
+  // free_error when set: memory other processes hold, as cudaMemGetInfo would say.
+  std::vector<std::atomic<int64_t>> free = std::vector<std::atomic<int64_t>>(8);
+  Status free_error;
   std::function<StatusOr<std::unique_ptr<Backend>>(const Backend&, const std::vector<int>&)>
       make_replica;
   std::atomic<int> builds{0};
