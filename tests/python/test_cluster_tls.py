@@ -351,10 +351,22 @@ def test_an_agent_whose_certificate_does_not_name_its_address_is_refused(cluster
         assert wait_until(lambda: _handshake_or_none(c.agent_port("a3"), c.ca_file,
                                                      c.files("gateway"), False) == want,
                           4 * RELOAD_S)
-        # R=3 puts a copy on a3, which the gateway has not called yet: refused, naming it.
-        r = call(c.gateway, action="create_index", index_id=uid("tls-name"), dimension=8,
-                 index_type="IDMap,Flat", replicas=3)
-        fail(r, c.args["a3"][c.args["a3"].index("--advertise") + 1])
+        # With a1 and a2 draining, a new collection goes to a3 alone, which the gateway has
+        # not called yet: the gateway's handshake refuses it, and the create fails naming it.
+        etcd_tls = ("--etcd-cacert", c.etcd_ca[0], "--etcd-cert", c.etcd_client[0],
+                    "--etcd-key", c.etcd_client[1])
+        for a in ("a1", "a2"):
+            d = subprocess.run([str(BINARY), "cluster", "drain", a, "--etcd", c.url, *etcd_tls],
+                               capture_output=True, text=True, timeout=30)
+            assert d.returncode == 0, d.stdout + d.stderr
+        try:
+            r = call(c.gateway, action="create_index", index_id=uid("tls-name"), dimension=8,
+                     index_type="IDMap,Flat", replicas=1)
+            fail(r, c.args["a3"][c.args["a3"].index("--advertise") + 1])
+        finally:
+            for a in ("a1", "a2"):
+                subprocess.run([str(BINARY), "cluster", "drain", a, "--undo", "--etcd", c.url,
+                                *etcd_tls], capture_output=True, text=True, timeout=30)
     finally:
         a3.stop()
         del c.agents["a3"]
