@@ -15,8 +15,7 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
-bool Settled(const CollectionMap& map, const ShardState& shard) {
-  (void)map;
+bool Settled(const ShardState& shard) {
   if (!shard.leaving.empty() || !shard.handover.empty()) return false;
   if (shard.in_sync.size() != shard.replicas.size()) return false;
   for (const std::string& r : shard.replicas) {
@@ -79,7 +78,7 @@ RebalancePlan PlanRebalance(const RebalanceInput& in) {
   for (const CollectionMap& m : in.maps) {
     for (int i = 0; i < static_cast<int>(m.shards.size()); ++i) {
       const ShardState& s = m.shards[i];
-      Entry e{{m.tenant, m.name, i}, {}, 0, Settled(m, s)};
+      Entry e{{m.tenant, m.name, i}, {}, 0, Settled(s)};
       e.bytes = size_of(e.ref);
       for (const std::string& r : s.replicas) {
         if (r != s.leaving) e.holders.insert(r);

@@ -60,9 +60,9 @@ struct RebalancePlan {
 // The least a shard counts for: an empty collection still costs an agent something.
 inline constexpr int64_t kUnitBytes = int64_t{1} << 20;
 
-// A shard is settled when nothing is in progress on it: R replicas, all in sync, no move, no
+// A shard is settled when nothing is in progress on it: every replica in sync, no move, no
 // handover.
-bool Settled(const CollectionMap& map, const ShardState& shard);
+bool Settled(const ShardState& shard);
 
 RebalancePlan PlanRebalance(const RebalanceInput& input);
 

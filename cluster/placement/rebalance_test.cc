@@ -184,7 +184,7 @@ TEST(RebalanceTest, ShardsWithChangesInProgressStay) {
   in.maps[1].shards[0].leaving = "b";     // a move in progress
   in.agents = Rooms({"a", "b", "c"}, "b");
   EXPECT_TRUE(PlanRebalance(in).moves.empty());
-  EXPECT_FALSE(Settled(in.maps[0], in.maps[0].shards[0]));
+  EXPECT_FALSE(Settled(in.maps[0].shards[0]));
 }
 
 TEST(RebalanceTest, PlansAreDeterministicAndCapped) {

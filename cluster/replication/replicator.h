@@ -147,10 +147,6 @@ class Replicator final : public ReplicaSink {
                                     const std::string& primary, int64_t epoch,
                                     std::string_view snapshot) override;
 
-  // Replicate requests sent and records applied here (tests, metrics).
-  int64_t requests_sent() const;
-  int64_t records_applied() const;
-
  private:
   class TapLog;
   struct Follower {
@@ -275,8 +271,6 @@ class Replicator final : public ReplicaSink {
   std::vector<std::function<void()>> puts_;  // status writes, made outside mu_
   bool stopping_ = false;
   bool dirty_ = false;
-  int64_t requests_sent_ = 0;
-  int64_t records_applied_ = 0;
   std::unique_ptr<MemberDirectory> members_;
   std::unique_ptr<PrefixMirror> maps_;
   std::thread thread_;
