@@ -61,8 +61,11 @@ class FakeCopy final : public Backend {
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
                 int64_t* labels) const override {
     const int done = searches_->fetch_add(1) + 1;
-    const int fail = fail_at_->load();
-    if (fail > 0 && done >= fail) return Internal("CUDA error 700: an illegal memory access");
+    int fail = fail_at_->load();
+    // Fails once, at the fail_at-th search (a copy built after a restart serves again).
+    if (fail > 0 && done >= fail && fail_at_->compare_exchange_strong(fail, 0)) {
+      return Internal("CUDA error 700: an illegal memory access");
+    }
     return index_->Search(n, x, k, params, distances, labels);
   }
   StatusOr<RangeResult> RangeSearch(int64_t, const float*, float,
@@ -88,7 +91,8 @@ class FakeCopy final : public Backend {
 
 // An Engine with a scheduler (one worker per fake GPU) and a DeviceManager.
 struct PlacedEngine {
-  explicit PlacedEngine(std::vector<int64_t> memory) : provider(std::move(memory)) {
+  explicit PlacedEngine(std::vector<int64_t> memory, DeviceOptions o = Slow())
+      : provider(std::move(memory)) {
     provider.make_replica =
         [this](const Backend& host,
                const std::vector<int>& devices) -> StatusOr<std::unique_ptr<Backend>> {
@@ -102,7 +106,6 @@ struct PlacedEngine {
       return std::unique_ptr<Backend>(std::make_unique<FakeCopy>(
           std::move(index), "gpu:" + std::to_string(devices[0]), &copy_searches, &fail_at));
     };
-    DeviceOptions o;
     o.memory_fraction = 1.0;
     devices = std::make_unique<DeviceManager>(&provider, o, nullptr, &metrics);
     SchedulerOptions so;
@@ -114,6 +117,12 @@ struct PlacedEngine {
     engine = std::make_unique<Engine>(limits, factory, &metrics, scheduler.get(), devices.get());
   }
   ~PlacedEngine() { scheduler->Shutdown(); }
+  // A failed GPU is not restarted within a test unless it asks.
+  static DeviceOptions Slow() {
+    DeviceOptions o;
+    o.restart_backoff_s = 3600;
+    return o;
+  }
 
   void Create(const std::string& name, const std::string& hint = "") {
     CreateCollectionRequest r{name, "L2", kDim, ""};
@@ -206,8 +215,12 @@ TEST(PlacedEngineTest, SearchesRunOnTheDeviceCopyOnceItIsBuilt) {
   EXPECT_EQ(e.copy_searches.load(), copy);
 }
 
-TEST(PlacedEngineTest, AFailingDeviceLosesNoRequest) {
-  PlacedEngine e({kMiB * 64});
+TEST(PlacedEngineTest, AFailingDeviceLosesNoRequestAndItsCollectionsReturnToIt) {
+  DeviceOptions o;
+  o.max_faults = 1;     // the first fault quarantines it ...
+  o.quarantine_s = 0;   // ... until Enable()
+  o.restart_backoff_s = 0.01;
+  PlacedEngine e({kMiB * 64}, o);
   e.Create("c");
   e.Create("b");  // another collection on the same GPU
   const FloatMatrix x = Clustered(1000, kDim);
@@ -239,20 +252,36 @@ TEST(PlacedEngineTest, AFailingDeviceLosesNoRequest) {
   EXPECT_FALSE(e.devices->healthy(0));
   BackendInfo info = e.Info("c");
   EXPECT_EQ(info.device, "cpu");
+  EXPECT_EQ(info.replica, "waiting for the GPU");
   EXPECT_NE(info.placement.find("GPU 0 failed (CUDA error 700"), std::string::npos)
       << info.placement;
+  EXPECT_NE(info.placement.find("quarantined"), std::string::npos) << info.placement;
   EXPECT_EQ(e.metrics.gpu_fallbacks.With({kFallbackDeviceFailed}).value(), 1);
-  // The other collection on that GPU leaves it at its next search, answered by the host.
+  // The other collection on that GPU is answered by the host from its next search on.
   auto other = e.Search("b", Rows(x, 7, 1), 1);
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->labels[0], 7);
   EXPECT_EQ(e.Info("b").device, "cpu");
-  EXPECT_NE(e.Info("b").placement.find("marked unhealthy"), std::string::npos)
-      << e.Info("b").placement;
-  EXPECT_EQ(e.devices->Devices()[0].collections, 0);  // both gave their reservations back
+  EXPECT_EQ(e.devices->Devices()[0].collections, 2);  // both keep their place on the GPU
   // A new collection avoids the failed GPU.
   e.Create("d");
   EXPECT_NE(e.Info("d").placement.find("every GPU in use has failed"), std::string::npos);
+  // Re-enabled, the GPU restarts, and the next searches rebuild both copies there.
+  EXPECT_EQ(e.devices->Enable(0), 1);
+  for (int i = 0; i < 1000 && !e.devices->healthy(0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(e.devices->healthy(0));
+  for (const char* name : {"c", "b"}) {
+    ASSERT_TRUE(e.Search(name, Rows(x, 3, 1), 1).ok());
+    ASSERT_TRUE(e.WaitForCopy(name)) << name;
+    EXPECT_EQ(e.Info(name).device, "gpu:0");
+  }
+  const int before = e.copy_searches.load();
+  auto r = e.Search("c", q, 5);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->labels, want.labels);
+  EXPECT_GT(e.copy_searches.load(), before);  // from the rebuilt copy
 }
 
 TEST(PlacedEngineTest, OutOfMemoryWhileBuildingServesFromTheHost) {

@@ -197,6 +197,19 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     return InvalidArgument("advertise: expected HOST:PORT, got '" + o.advertise + "'");
   }
   if (o.gpu_reserve_mb < 0) return InvalidArgument("gpu-reserve-mb: must be >= 0");
+  if (!o.fake_gpus.empty()) {
+    for (size_t at = 0; at <= o.fake_gpus.size();) {
+      size_t comma = o.fake_gpus.find(',', at);
+      if (comma == std::string::npos) comma = o.fake_gpus.size();
+      const std::string part = o.fake_gpus.substr(at, comma - at);
+      if (part.empty() || part.size() > 9 ||
+          part.find_first_not_of("0123456789") != std::string::npos || std::stoll(part) <= 0) {
+        return InvalidArgument("fake-gpus: '" + o.fake_gpus +
+                               "' is not a list of MiB per fake GPU such as 1024,1024");
+      }
+      at = comma + 1;
+    }
+  }
   o.devices.reserve_bytes = static_cast<int64_t>(o.gpu_reserve_mb) << 20;
   if (o.max_copies < 1 || o.max_copies > 64) {
     return InvalidArgument("max-copies: must be within 1..64");
@@ -300,6 +313,24 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--gpu-reserve-mb", o.gpu_reserve_mb,
                    "MiB of each GPU's memory, as the device measures it free, that placement "
                    "leaves free")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-max-faults", o.devices.max_faults,
+                   "Faults of a GPU (crashes, CUDA errors, hangs of its GPU host process) within "
+                   "--gpu-fault-window-s that quarantine it")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-fault-window-s", o.devices.fault_window_s,
+                   "Seconds over which a GPU's faults are counted")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-quarantine-s", o.devices.quarantine_s,
+                   "Seconds a quarantined GPU stays out of use (0: until SIGHUP re-enables it)")
+      ->capture_default_str();
+  serve
+      ->add_option("--fake-gpus", o.fake_gpus,
+                   "Testing: GPUs that exist only in GPU host processes, MiB each (e.g. "
+                   "1024,1024); their copies are CPU indexes")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve

@@ -112,6 +112,9 @@ struct ServeOptions {
   int max_copies = 2;
   // MiB of each GPU's measured free memory placement leaves free (DeviceOptions::reserve_bytes).
   int gpu_reserve_mb = 256;
+  // Testing and demonstrations: fake GPUs of these sizes (MiB, "1024,1024"), served by GPU
+  // host processes whose copies are CPU indexes. Default: none (the real GPUs).
+  std::string fake_gpus;
   int copy_bandwidth_mb = 100;
   double rereplicate_after_s = 60;
   double rebalance_tolerance = 0.2;

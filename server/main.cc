@@ -26,6 +26,9 @@
 #include "core/store/wal_record.h"
 #endif
 #include "core/device/device_manager.h"
+#include "core/device/fake_device_provider.h"
+#include "gpu_host/host_main.h"
+#include "gpu_host/host_provider.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
 #include "core/service/local_service.h"
@@ -81,13 +84,77 @@ void SetUpLogging(const ServeOptions& o) {
   spdlog::set_default_logger(logger);
 }
 
-// The CUDA device provider when this build has the GPU backend, else none.
-std::unique_ptr<DeviceProvider> MakeDeviceProvider() {
+// GPU host processes (gpu_host/) serving the CUDA devices when this build has the GPU
+// backend, or the fake GPUs of --fake-gpus; else none.
+std::unique_ptr<DeviceProvider> MakeDeviceProvider(const ServeOptions& o) {
+  gpu_host::GpuHostOptions h;
+  h.log = [](const std::string& line) { spdlog::info("{}", line); };
+  if (!o.fake_gpus.empty()) {
+    h.provider_args = {"--provider", "fake", "--fake-gpus", o.fake_gpus};
+    return std::make_unique<gpu_host::GpuHostProvider>(std::move(h));
+  }
 #if VECGPU_HAVE_GPU
-  return gpu::MakeCudaDeviceProvider();
+  h.provider_args = {"--provider", "cuda"};
+  return std::make_unique<gpu_host::GpuHostProvider>(std::move(h));
 #else
   return nullptr;
 #endif
+}
+
+// `vecgpu gpu-host --device N --provider cuda|fake [--fake-gpus MiB,...]`: a GPU host
+// process, started by the server (GpuHostProvider) with its socket as descriptor 3.
+int RunGpuHostCommand(int argc, char** argv) {
+  gpu_host::GpuHostMainOptions ho;
+  std::string provider_name, fake;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--device") {
+      ho.device = std::atoi(value.c_str());
+    } else if (flag == "--provider") {
+      provider_name = value;
+    } else if (flag == "--fake-gpus") {
+      fake = value;
+    } else {
+      std::fprintf(stderr, "gpu-host: unknown flag %s (started by vecgpu serve only)\n",
+                   flag.c_str());
+      return 2;
+    }
+  }
+  cpu::ConfigureCpuThreads();
+  ho.on_worker_start = cpu::UseOneThreadHere;
+  cpu::CpuBackendFactory cpu_factory;
+  std::unique_ptr<DeviceProvider> inner;
+  if (provider_name == "fake") {
+    std::vector<int64_t> memory;
+    for (size_t at = 0; at < fake.size();) {
+      size_t comma = fake.find(',', at);
+      if (comma == std::string::npos) comma = fake.size();
+      memory.push_back(std::atoll(fake.substr(at, comma - at).c_str()) << 20);
+      at = comma + 1;
+    }
+    auto f = std::make_unique<FakeDeviceProvider>(memory);
+    // A fake GPU's copy: a CPU index loaded from the host's bytes.
+    f->make_replica = [&cpu_factory](const Backend& host, const std::vector<int>&)
+        -> StatusOr<std::unique_ptr<Backend>> {
+      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, host.Serialize());
+      return cpu_factory.Load(
+          host.spec(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+          host.next_label());
+    };
+    inner = std::move(f);
+    ho.fake = true;
+  } else if (provider_name == "cuda") {
+#if VECGPU_HAVE_GPU
+    inner = gpu::MakeCudaDeviceProvider();
+#else
+    std::fprintf(stderr, "gpu-host: this build has no GPU support\n");
+    return 2;
+#endif
+  } else {
+    std::fprintf(stderr, "gpu-host: --provider must be cuda or fake\n");
+    return 2;
+  }
+  return gpu_host::RunGpuHost(ho, *inner, cpu_factory);
 }
 
 // Per-GPU gauges: memory budget and reserved, collections, health; CPU-placed collections.
@@ -108,8 +175,17 @@ void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& device
   registry.AddGauge("vecgpu_gpu_memory_reserved_bytes",
                     "GPU memory reserved by the collections placed there", {"gpu"},
                     per_gpu([](const D& d) { return d.reserved_bytes; }));
-  registry.AddGauge("vecgpu_gpu_healthy", "1 while the GPU serves, 0 after it failed", {"gpu"},
+  registry.AddGauge("vecgpu_gpu_healthy", "1 while the GPU serves, 0 while it is down", {"gpu"},
                     per_gpu([](const D& d) { return d.healthy ? 1 : 0; }));
+  registry.AddGauge("vecgpu_gpu_quarantined",
+                    "1 while the GPU is quarantined after repeated faults", {"gpu"},
+                    per_gpu([](const D& d) { return d.quarantined ? 1 : 0; }));
+  registry.AddGauge("vecgpu_gpu_faults_total",
+                    "Faults of the GPU: crashes, device errors and hangs of its GPU host process",
+                    {"gpu"}, per_gpu([](const D& d) { return d.faults; }));
+  registry.AddGauge("vecgpu_gpu_host_restarts_total",
+                    "Restarts of the GPU's host process that brought it back", {"gpu"},
+                    per_gpu([](const D& d) { return d.restarts; }));
   registry.AddGauge(
       "vecgpu_device_collections", "Collections placed per device", {"device"}, [&devices] {
         std::vector<GaugeSample> out{{{"cpu"}, static_cast<double>(devices.cpu_collections())}};
@@ -245,6 +321,7 @@ int Serve(const ServeOptions& o) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // not a stop: re-enables quarantined GPUs
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   g_main_thread = pthread_self();
   struct sigaction forward = {};
@@ -252,6 +329,7 @@ int Serve(const ServeOptions& o) {
   sigemptyset(&forward.sa_mask);
   sigaction(SIGINT, &forward, nullptr);
   sigaction(SIGTERM, &forward, nullptr);
+  sigaction(SIGHUP, &forward, nullptr);
 
   {
     std::string info = BuildInfo();
@@ -265,7 +343,7 @@ int Serve(const ServeOptions& o) {
   cpu::CpuBackendFactory cpu_factory;
   MetricsRegistry registry;
   ServerMetrics metrics(registry);
-  std::unique_ptr<DeviceProvider> provider = MakeDeviceProvider();
+  std::unique_ptr<DeviceProvider> provider = MakeDeviceProvider(o);
   DeviceManager devices(
       provider.get(), o.devices, [](const std::string& line) { spdlog::info("{}", line); },
       &metrics);
@@ -501,7 +579,7 @@ int Serve(const ServeOptions& o) {
 #endif
         return caught_up.load();
       },
-      o.metrics_token);
+      o.metrics_token, [&devices] { return devices.QuarantineDetail(); });
   if (o.metrics_port != 0) {
     if (Status st = metrics_server.Start(o.metrics_address, o.metrics_port); !st.ok()) {
       spdlog::critical("{}", st.message());
@@ -613,7 +691,12 @@ int Serve(const ServeOptions& o) {
   ready = true;
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    sigwait(&stop_signals, &sig);
+    if (sig != SIGHUP) break;
+    const int enabled = devices.Enable(-1);
+    spdlog::info("received SIGHUP: {} quarantined GPU(s) re-enabled", enabled);
+  }
   spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   const auto start = std::chrono::steady_clock::now();
   ready = false;
@@ -681,6 +764,9 @@ int Serve(const ServeOptions& o) {
 }  // namespace vecgpu::server
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "gpu-host") {
+    return vecgpu::server::RunGpuHostCommand(argc, argv);
+  }
   auto parsed = vecgpu::server::ParseCommandLine(argc, argv, vecgpu::server::BuildInfo());
   if (parsed.healthcheck) {
     return vecgpu::server::RunHealthcheck(parsed.healthcheck_options, std::cout, std::cerr);

@@ -34,6 +34,10 @@ bool IsIvf(const std::string& part) {
 
 Status DeviceOptions::Validate() const {
   if (reserve_bytes < 0) return InvalidArgument("gpu_reserve_mb: must be >= 0");
+  if (max_faults < 1) return InvalidArgument("gpu_max_faults: must be >= 1");
+  if (!(fault_window_s > 0)) return InvalidArgument("gpu_fault_window_s: must be > 0");
+  if (!(quarantine_s >= 0)) return InvalidArgument("gpu_quarantine_s: must be >= 0");
+  if (!(restart_backoff_s >= 0)) return InvalidArgument("gpu restart backoff: must be >= 0");
   if (!(memory_fraction > 0 && memory_fraction <= 1)) {
     return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
                            std::to_string(memory_fraction));
@@ -122,7 +126,173 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
     gpus_.push_back(id);
     devices_.push_back(std::move(d));
   }
-  if (gpus_.empty()) Log("gpus: none of the GPUs named is usable; serving from the CPU");
+  if (gpus_.empty()) {
+    Log("gpus: none of the GPUs named is usable; serving from the CPU");
+    return;
+  }
+  provider_->Watch(this);
+  supervisor_ = std::thread([this] { Supervise(); });
+}
+
+DeviceManager::~DeviceManager() {
+  if (!supervisor_.joinable()) return;
+  provider_->Watch(nullptr);
+  {
+    MutexLock lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  supervisor_.join();
+}
+
+namespace {
+std::string Seconds(double s) {
+  std::ostringstream out;
+  out << s << " s";
+  return out.str();
+}
+}  // namespace
+
+void DeviceManager::RecordFault(Device* d, const std::string& why) {
+  const auto now = Clock::now();
+  const auto window = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(options_.fault_window_s));
+  d->down = true;
+  d->healthy.store(false, std::memory_order_release);
+  d->faults++;
+  d->last_fault = why;
+  d->recent.push_back(now);
+  while (!d->recent.empty() && d->recent.front() < now - window) d->recent.pop_front();
+  const std::string id = "GPU " + std::to_string(d->props.id);
+  const int n = static_cast<int>(d->recent.size());
+  if (n >= options_.max_faults) {
+    d->quarantined = true;
+    d->quarantine_end =
+        options_.quarantine_s > 0
+            ? now + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(options_.quarantine_s))
+            : Clock::time_point::max();
+    Log("gpus: " + id + " quarantined after " + std::to_string(n) + " faults in " +
+        Seconds(options_.fault_window_s) + " (last: " + why +
+        "); its collections are served from the CPU until " +
+        (options_.quarantine_s > 0 ? Seconds(options_.quarantine_s) + " have passed or " : "") +
+        "an operator re-enables it (SIGHUP)");
+  } else {
+    const double backoff = options_.restart_backoff_s * static_cast<double>(1 << (n - 1));
+    d->retry_at = now + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(backoff));
+    Log("gpus: " + id + " lost (" + why + "); its collections are served from the CPU; restart in " +
+        Seconds(backoff) + " (fault " + std::to_string(n) + " of " +
+        std::to_string(options_.max_faults) + " in " + Seconds(options_.fault_window_s) + ")");
+  }
+  changed_ = true;
+  cv_.notify_all();
+}
+
+void DeviceManager::DeviceLost(int device, const std::string& why) {
+  Device* d = Find(device);
+  if (!d) return;
+  MutexLock lock(mu_);
+  if (d->down) return;  // the same loss, reported again (a copy's error and the process's end)
+  RecordFault(d, why);
+}
+
+int DeviceManager::Enable(int device) {
+  int enabled = 0;
+  MutexLock lock(mu_);
+  for (const auto& d : devices_) {
+    if ((device >= 0 && d->props.id != device) || !d->quarantined) continue;
+    d->quarantined = false;
+    d->recent.clear();
+    d->retry_at = Clock::now();
+    enabled++;
+    Log("gpus: GPU " + std::to_string(d->props.id) + " re-enabled by the operator; restarting it");
+  }
+  changed_ = true;
+  cv_.notify_all();
+  return enabled;
+}
+
+void DeviceManager::Supervise() {
+  MutexLock lock(mu_);
+  while (!stop_) {
+    changed_ = false;
+    const auto now = Clock::now();
+    auto next = now + std::chrono::hours(1);
+    std::vector<Device*> due;
+    for (const auto& d : devices_) {
+      if (!d->down) continue;
+      if (d->quarantined) {
+        if (d->quarantine_end <= now) {
+          d->quarantined = false;
+          d->recent.clear();
+          Log("gpus: GPU " + std::to_string(d->props.id) + " quarantine over; restarting it");
+          due.push_back(d.get());
+        } else {
+          next = std::min(next, d->quarantine_end);
+        }
+      } else if (d->retry_at <= now) {
+        due.push_back(d.get());
+      } else {
+        next = std::min(next, d->retry_at);
+      }
+    }
+    if (due.empty()) {
+      mu_.AwaitUntil(cv_, next, [this]() REQUIRES(mu_) { return stop_ || changed_; });
+      continue;
+    }
+    for (Device* d : due) {
+      const int id = d->props.id;
+      mu_.Unlock();
+      Status st = provider_->Restart(id);  // starts a process: never under mu_
+      mu_.Lock();
+      if (stop_) break;
+      if (st.ok()) {
+        d->down = false;
+        d->restarts++;
+        d->healthy.store(true, std::memory_order_release);
+        Log("gpus: GPU " + std::to_string(id) + " is back (restart " +
+            std::to_string(d->restarts) + "); its collections return to it");
+      } else {
+        RecordFault(d, "restart failed: " + st.message());
+      }
+    }
+  }
+}
+
+int64_t DeviceManager::generation(const std::vector<int>& devices) const {
+  MutexLock lock(mu_);
+  int64_t g = 0;
+  for (int id : devices) {
+    if (Device* d = Find(id)) g += d->restarts;
+  }
+  return g;
+}
+
+std::string DeviceManager::DownReason(const std::vector<int>& devices) const {
+  MutexLock lock(mu_);
+  std::string out;
+  for (int id : devices) {
+    Device* d = Find(id);
+    if (!d || !d->down) continue;
+    if (!out.empty()) out += "; ";
+    out += "GPU " + std::to_string(id) + " failed (" + d->last_fault + "), " +
+           (d->quarantined ? "quarantined: served from the CPU until re-enabled"
+                           : "restarting: served from the CPU until it is back");
+  }
+  return out;
+}
+
+std::string DeviceManager::QuarantineDetail() const {
+  MutexLock lock(mu_);
+  std::string out;
+  for (const auto& d : devices_) {
+    if (!d->quarantined) continue;
+    out += "GPU " + std::to_string(d->props.id) + " quarantined after " +
+           std::to_string(d->recent.size()) + " faults (last: " + d->last_fault +
+           "); its collections are served from the CPU\n";
+  }
+  return out;
 }
 
 DeviceManager::Device* DeviceManager::Find(int id) const {
@@ -341,13 +511,14 @@ Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64
     const std::map<int, int64_t> measured = Measured(p.gpus);
     MutexLock lock(mu_);
     // Grow in place when every GPU of the placement has room for its share: in its budget,
-    // and measured free for what the share adds.
+    // and measured free for what the share adds. A GPU that is down counts too: the
+    // collection keeps its place there while it restarts (its memory cannot be measured).
     const int64_t k = static_cast<int64_t>(p.gpus.size());
     const int64_t share = (bytes + bytes / 4 + k - 1) / k;
     bool fits = true;
     for (size_t i = 0; i < p.gpus.size(); ++i) {
       Device* d = Find(p.gpus[i]);
-      fits = fits && d && d->healthy.load() && d->budget - d->reserved + p.reserved[i] >= share;
+      fits = fits && d && d->budget - d->reserved + p.reserved[i] >= share;
       if (auto m = measured.find(p.gpus[i]); fits && m != measured.end()) {
         fits = m->second >= share - p.reserved[i];
       }
@@ -404,13 +575,13 @@ Placement DeviceManager::Failed(const Placement& p, int device, const Status& er
     cpu.reason = "on the CPU: its copy on " + p.device() + " failed (" + error.message() + ")";
     cpu.fallback = kFallbackDeviceFailed;
   } else {
-    Device* d = Find(device);
-    if (d && d->healthy.exchange(false)) {
-      Log("gpus: GPU " + std::to_string(device) + " marked unhealthy: " + error.message() +
-          "; everything placed there is served from the CPU");
-    }
-    cpu.reason = "on the CPU: GPU " + std::to_string(device) + " failed (" + error.message() + ")";
-    cpu.fallback = kFallbackDeviceFailed;
+    // The GPU failed: it restarts (or is quarantined); the collection keeps its place there
+    // and is served from the CPU until the GPU is back.
+    DeviceLost(device, error.message());
+    CountFallback(kFallbackDeviceFailed);
+    Log("placement: " + who + " served from the CPU while GPU " + std::to_string(device) +
+        " is down (" + error.message() + ")");
+    return p;
   }
   {
     MutexLock lock(mu_);
@@ -427,7 +598,7 @@ std::vector<DeviceManager::DeviceState> DeviceManager::Devices() const {
   std::vector<DeviceState> out;
   for (const auto& d : devices_) {
     out.push_back({d->props.id, d->props.name, d->props.total_bytes, d->budget, d->reserved,
-                   d->collections, d->healthy.load()});
+                   d->collections, d->healthy.load(), d->quarantined, d->faults, d->restarts});
   }
   return out;
 }

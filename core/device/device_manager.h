@@ -1,10 +1,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/device/device_provider.h"
@@ -29,6 +33,14 @@ struct DeviceOptions {
   // only if, after it, the GPU's measured free memory stays above this. Default: 0 here;
   // `vecgpu serve --gpu-reserve-mb` sets 256 MiB.
   int64_t reserve_bytes = 0;
+  // A lost GPU (its GPU host process crashed, faulted or hung) is restarted after
+  // restart_backoff_s, doubled for each earlier fault in the window; max_faults losses within
+  // fault_window_s quarantine it for quarantine_s (0: until Enable(), which SIGHUP calls).
+  // Its collections are served from the CPU meanwhile. Defaults: 3, 600 s, 3600 s, 0.5 s.
+  int max_faults = 3;
+  double fault_window_s = 600;
+  double quarantine_s = 3600;
+  double restart_backoff_s = 0.5;
 
   Status Validate() const;
 };
@@ -55,8 +67,13 @@ inline constexpr const char* kFallbackDeviceFailed = "device_failed";
 // Knows the GPUs (--gpus), their memory budgets and what is placed where (DESIGN.md).
 // Placement rule: on the healthy GPU with the most free budget when FAISS runs the kind there
 // and it fits; sharded over several GPUs when no single one has room but together they do;
-// else the CPU, with the reason. Thread-safe.
-class DeviceManager {
+// else the CPU, with the reason.
+//
+// Faults: a GPU that is lost (the provider's DeviceLost, or a device error a copy returned)
+// is unhealthy until its own thread has restarted it through the provider (restart backoff,
+// quarantine: DeviceOptions); collections placed there keep their placement and are served
+// from the CPU meanwhile, their copies rebuilt once it is back. Thread-safe.
+class DeviceManager final : public DeviceWatcher {
  public:
   // Probes `provider` (may be null: no GPU support built) and selects the devices `options`
   // names; every decision and problem is passed to `log` (one line each). Devices named but
@@ -64,6 +81,7 @@ class DeviceManager {
   DeviceManager(DeviceProvider* provider, const DeviceOptions& options,
                 std::function<void(const std::string&)> log = nullptr,
                 ServerMetrics* metrics = nullptr);
+  ~DeviceManager() override;
 
   // The ordinals `spec` ("none", "all", "0,1") selects among `visible` devices; names of
   // missing devices go to `missing`. InvalidArgument for a malformed spec.
@@ -94,6 +112,21 @@ class DeviceManager {
 
   bool healthy(int device) const;
   bool all_healthy(const std::vector<int>& devices) const;
+  // Changes whenever one of `devices` restarts: a copy built at another generation lives in a
+  // process that is gone, and its errors are not new faults.
+  int64_t generation(const std::vector<int>& devices) const EXCLUDES(mu_);
+  // Why `devices` do not serve now ("GPU 0 failed (...); restarting"), "" when they all do.
+  std::string DownReason(const std::vector<int>& devices) const EXCLUDES(mu_);
+
+  // The provider lost `device`: unhealthy from now on, restarted after the backoff, or
+  // quarantined after max_faults losses in the window. A loss reported again before the
+  // device is back is the same loss.
+  void DeviceLost(int device, const std::string& why) override EXCLUDES(mu_);
+  // Ends the quarantine of `device` (-1: every quarantined GPU) and restarts it now: an
+  // operator's call (SIGHUP). Returns how many it re-enabled.
+  int Enable(int device) EXCLUDES(mu_);
+  // "GPU 0 quarantined after 3 faults ...; " for each quarantined GPU; "" when none is.
+  std::string QuarantineDetail() const EXCLUDES(mu_);
 
   // For metrics and listings.
   struct DeviceState {
@@ -104,6 +137,9 @@ class DeviceManager {
     int64_t reserved_bytes = 0;
     int collections = 0;
     bool healthy = true;
+    bool quarantined = false;
+    int64_t faults = 0;    // losses since start
+    int64_t restarts = 0;  // restarts that brought it back
   };
   std::vector<DeviceState> Devices() const;
   // Collections placed on the CPU, all reasons together.
@@ -115,13 +151,27 @@ class DeviceManager {
   static std::string GpuUnsupported(const IndexSpec& spec);
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Device {
     GpuProperties props;
     int64_t budget = 0;
     int64_t reserved = 0;
     int collections = 0;
     std::atomic<bool> healthy{true};
+    // Faults (guarded by mu_).
+    bool down = false;                 // lost, not restarted yet
+    bool quarantined = false;          // not restarted until quarantine_end or Enable()
+    std::deque<Clock::time_point> recent;  // losses within the fault window
+    Clock::time_point retry_at;
+    Clock::time_point quarantine_end;
+    std::string last_fault;
+    int64_t faults = 0;
+    int64_t restarts = 0;
   };
+  // Records a loss of `d` (down already or not); logs; wakes the supervisor.
+  void RecordFault(Device* d, const std::string& why) REQUIRES(mu_);
+  // Restarts lost GPUs when their backoff or quarantine ends.
+  void Supervise() EXCLUDES(mu_);
   Device* Find(int id) const;
   // Each GPU's measured free memory less the reserve (the provider's FreeBytes, asked now,
   // outside mu_); a GPU whose provider cannot say is left out (no limit but the budget).
@@ -142,6 +192,10 @@ class DeviceManager {
   std::vector<std::unique_ptr<Device>> devices_;  // fixed after construction
   mutable Mutex mu_;
   int cpu_collections_ GUARDED_BY(mu_) = 0;
+  std::condition_variable cv_;  // the supervisor's wake-up
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool changed_ GUARDED_BY(mu_) = false;  // a loss or an Enable since the supervisor looked
+  std::thread supervisor_;
 };
 
 }  // namespace vecgpu

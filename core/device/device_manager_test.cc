@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <mutex>
+#include <thread>
+
 #include "core/device/fake_device_provider.h"
 #include "core/metrics/metrics.h"
 
@@ -14,17 +18,29 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 IndexSpec Spec(const std::string& type, int dim) { return *ParseIndexType(type, dim); }
 
 struct Harness {
-  explicit Harness(std::vector<int64_t> memory, std::string gpus = "all", double fraction = 1.0)
-      : provider(std::move(memory)) {
+  explicit Harness(std::vector<int64_t> memory, std::string gpus = "all", double fraction = 1.0,
+                   DeviceOptions options = Slow())
+      : provider(std::move(memory)), options(options) {
     Make(std::move(gpus), fraction);
   }
-  void Make(std::string gpus, double fraction) {
+  // Restarts that never come within a test, unless it asks for them.
+  static DeviceOptions Slow() {
     DeviceOptions o;
+    o.restart_backoff_s = 3600;
+    return o;
+  }
+  void Make(std::string gpus, double fraction) {
+    DeviceOptions o = options;
     o.gpus = std::move(gpus);
     o.memory_fraction = fraction;
     log.clear();
     dm = std::make_unique<DeviceManager>(
-        &provider, o, [this](const std::string& line) { log += line + "\n"; }, &metrics);
+        &provider, o,
+        [this](const std::string& line) {
+          std::lock_guard<std::mutex> lock(log_mu);
+          log += line + "\n";
+        },
+        &metrics);
   }
   double Fallbacks(const std::string& reason) {
     return metrics.gpu_fallbacks.With({reason}).value();
@@ -41,9 +57,24 @@ struct Harness {
     return -1;
   }
 
+  // The log so far (the supervisor thread writes it too).
+  std::string Log() {
+    std::lock_guard<std::mutex> lock(log_mu);
+    return log;
+  }
+  bool WaitFor(const std::function<bool()>& done) {
+    for (int i = 0; i < 1000; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   MetricsRegistry registry;
   ServerMetrics metrics{registry};
   FakeDeviceProvider provider;
+  DeviceOptions options;
+  std::mutex log_mu;
   std::string log;
   std::unique_ptr<DeviceManager> dm;
 };
@@ -259,16 +290,112 @@ TEST(DeviceManager, AFailingGpuIsMarkedUnhealthyAndAvoided) {
   Harness h({kGiB, kGiB});
   Placement p = h.Place("Flat", kMiB);
   ASSERT_EQ(p.gpus, std::vector<int>{0});
-  Placement cpu = h.dm->Failed(p, 0, Internal("CUDA error 700: an illegal memory access"), "t/c");
-  EXPECT_EQ(cpu.fallback, kFallbackDeviceFailed);
+  Placement kept = h.dm->Failed(p, 0, Internal("CUDA error 700: an illegal memory access"), "t/c");
+  // The collection keeps its place (and reservation) on the GPU, served from the CPU until
+  // the GPU is back.
+  EXPECT_EQ(kept.gpus, std::vector<int>{0});
+  EXPECT_EQ(h.Reserved(0), p.reserved[0]);
+  EXPECT_EQ(h.Fallbacks(kFallbackDeviceFailed), 1);
   EXPECT_FALSE(h.dm->healthy(0));
   EXPECT_TRUE(h.dm->healthy(1));
-  EXPECT_NE(h.log.find("GPU 0 marked unhealthy"), std::string::npos);
+  EXPECT_NE(h.Log().find("GPU 0 lost (CUDA error 700: an illegal memory access)"),
+            std::string::npos)
+      << h.Log();
+  EXPECT_EQ(h.dm->DownReason({0}),
+            "GPU 0 failed (CUDA error 700: an illegal memory access), restarting: served from "
+            "the CPU until it is back");
   for (int i = 0; i < 3; ++i) EXPECT_EQ(h.Place("Flat", kMiB).gpus, std::vector<int>{1});
   h.dm->Failed(h.Place("Flat", kMiB), 1, Internal("CUDA error 999"), "t/c");
   Placement none = h.Place("Flat", kMiB);
   EXPECT_FALSE(none.on_gpu());
   EXPECT_EQ(none.reason, "on the CPU: every GPU in use has failed");
+}
+
+TEST(DeviceManager, ALostGpuRestartsAfterItsBackoffAndComesBack) {
+  DeviceOptions o;
+  o.restart_backoff_s = 0.05;
+  Harness h({kGiB, kGiB}, "all", 1.0, o);
+  const int64_t before = h.dm->generation({0});
+  h.provider.Lose(0, "its GPU host process killed by signal 9 (Killed)");
+  EXPECT_FALSE(h.dm->healthy(0));
+  // Reported again (a copy's error after the process's end): the same loss.
+  h.dm->DeviceLost(0, "the GPU host process of GPU 0 (pid 7) killed by signal 9");
+  ASSERT_TRUE(h.WaitFor([&] { return h.dm->healthy(0); }));
+  EXPECT_EQ(h.provider.restarts.load(), 1);
+  EXPECT_NE(h.dm->generation({0}), before);
+  EXPECT_EQ(h.dm->generation({1}), 0);
+  const auto d = h.dm->Devices()[0];
+  EXPECT_EQ(d.faults, 1);
+  EXPECT_EQ(d.restarts, 1);
+  EXPECT_FALSE(d.quarantined);
+  EXPECT_NE(h.Log().find("GPU 0 is back (restart 1)"), std::string::npos) << h.Log();
+  EXPECT_EQ(h.dm->DownReason({0, 1}), "");
+}
+
+TEST(DeviceManager, RepeatedFaultsQuarantineAGpuUntilItIsEnabled) {
+  DeviceOptions o;
+  o.restart_backoff_s = 0.01;
+  o.max_faults = 2;
+  o.fault_window_s = 60;
+  o.quarantine_s = 0;  // until an operator
+  Harness h({kGiB, kGiB}, "all", 1.0, o);
+  h.provider.Lose(0, "crash 1");
+  ASSERT_TRUE(h.WaitFor([&] { return h.dm->healthy(0); }));
+  h.provider.Lose(0, "crash 2");
+  EXPECT_TRUE(h.dm->Devices()[0].quarantined);
+  EXPECT_NE(h.Log().find("GPU 0 quarantined after 2 faults in 60 s (last: crash 2)"),
+            std::string::npos)
+      << h.Log();
+  EXPECT_NE(h.dm->QuarantineDetail().find("GPU 0 quarantined after 2 faults"), std::string::npos);
+  EXPECT_NE(h.dm->DownReason({0}).find("quarantined"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(h.provider.restarts.load(), 1);  // no restart while quarantined
+  EXPECT_FALSE(h.dm->healthy(0));
+  // New collections avoid it meanwhile.
+  EXPECT_EQ(h.Place("Flat", kMiB).gpus, std::vector<int>{1});
+  EXPECT_EQ(h.dm->Enable(-1), 1);
+  ASSERT_TRUE(h.WaitFor([&] { return h.dm->healthy(0); }));
+  EXPECT_EQ(h.provider.restarts.load(), 2);
+  EXPECT_EQ(h.dm->QuarantineDetail(), "");
+  EXPECT_EQ(h.dm->Enable(-1), 0);
+}
+
+TEST(DeviceManager, AQuarantineEndsByItselfAfterItsTime) {
+  DeviceOptions o;
+  o.restart_backoff_s = 0.01;
+  o.max_faults = 1;
+  o.quarantine_s = 0.2;
+  Harness h({kGiB}, "all", 1.0, o);
+  h.provider.Lose(0, "crash");
+  EXPECT_TRUE(h.dm->Devices()[0].quarantined);
+  ASSERT_TRUE(h.WaitFor([&] { return h.dm->healthy(0); }));
+  EXPECT_NE(h.Log().find("GPU 0 quarantine over"), std::string::npos) << h.Log();
+}
+
+TEST(DeviceManager, ARestartThatFailsIsAnotherFault) {
+  DeviceOptions o;
+  o.restart_backoff_s = 0.01;
+  o.max_faults = 3;
+  o.quarantine_s = 0;
+  Harness h({kGiB}, "all", 1.0, o);
+  h.provider.restart_error = Unavailable("cannot start the GPU host process");
+  h.provider.Lose(0, "crash");
+  ASSERT_TRUE(h.WaitFor([&] { return h.dm->Devices()[0].quarantined; }));
+  EXPECT_EQ(h.provider.restarts.load(), 2);  // 1 loss + 2 failed restarts = 3 faults
+  EXPECT_EQ(h.dm->Devices()[0].faults, 3);
+  EXPECT_NE(h.Log().find("restart failed: cannot start the GPU host process"), std::string::npos);
+}
+
+TEST(DeviceManager, FaultOptionsAreValidated) {
+  DeviceOptions o;
+  o.max_faults = 0;
+  EXPECT_NE(o.Validate().message().find("gpu_max_faults"), std::string::npos);
+  o = DeviceOptions();
+  o.fault_window_s = 0;
+  EXPECT_NE(o.Validate().message().find("gpu_fault_window_s"), std::string::npos);
+  o = DeviceOptions();
+  o.quarantine_s = -1;
+  EXPECT_NE(o.Validate().message().find("gpu_quarantine_s"), std::string::npos);
 }
 
 TEST(DeviceManager, AFailedShardedCopyBlamesNoGpu) {

@@ -19,6 +19,14 @@ struct GpuProperties {
   int compute_minor = 0;
 };
 
+// Told by a provider when a device's host (the GPU host process of gpu_host/) is lost: a
+// crash, a CUDA fault, a hang. Called from the provider's own threads.
+class DeviceWatcher {
+ public:
+  virtual ~DeviceWatcher() = default;
+  virtual void DeviceLost(int device, const std::string& why) = 0;
+};
+
 // The devices a DeviceManager places collections on, and the copies it places there. The CUDA
 // provider (gpu/) is thin: finding devices, their memory, and building FAISS GPU indexes from
 // host indexes; every decision is the DeviceManager's. Tests use a fake. Thread-safe.
@@ -44,6 +52,16 @@ class DeviceProvider {
   // The copy is called from one thread at a time per device.
   virtual StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
                                                           const std::vector<int>& devices) = 0;
+
+  // Who to tell when a device is lost (null: nobody). The provider calls `watcher` until
+  // Watch(nullptr) returns.
+  virtual void Watch(DeviceWatcher* watcher) { (void)watcher; }
+  // After a loss: starts the device's host afresh (a new GPU host process). Copies built
+  // before answer Unavailable from then on. OK when there is nothing to restart.
+  virtual Status Restart(int device) {
+    (void)device;
+    return Status::Ok();
+  }
 };
 
 }  // namespace vecgpu

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/device/device_provider.h"
+#include "core/util/mutex.h"
 
 namespace vecgpu {
 
@@ -44,6 +45,21 @@ class FakeDeviceProvider final : public DeviceProvider {
     return make_replica(host, devices);
   }
 
+  void Watch(DeviceWatcher* watcher) override {
+    MutexLock lock(watch_mu_);
+    watcher_ = watcher;
+  }
+  Status Restart(int device) override {
+    restarted.push_back(device);
+    restarts++;
+    return restart_error;
+  }
+  // Plays a crash of `device`'s host: tells the watcher it is lost.
+  void Lose(int device, const std::string& why) {
+    MutexLock lock(watch_mu_);
+    if (watcher_) watcher_->DeviceLost(device, why);
+  }
+
   // Count() fails with this when set (no driver, ...).
   Status count_error;
   // BuildReplica fails with this when set.
@@ -56,9 +72,15 @@ class FakeDeviceProvider final : public DeviceProvider {
       make_replica;
   std::atomic<int> builds{0};
   std::vector<int> last_devices;
+  // Restart() answers this, and counts.
+  Status restart_error;
+  std::atomic<int> restarts{0};
+  std::vector<int> restarted;
 
  private:
   std::vector<int64_t> memory_;
+  Mutex watch_mu_;
+  DeviceWatcher* watcher_ GUARDED_BY(watch_mu_) = nullptr;
 };
 
 }  // namespace vecgpu

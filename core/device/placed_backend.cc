@@ -39,13 +39,17 @@ Placement PlacedBackend::placement() const {
 
 int PlacedBackend::serving_gpu() const {
   MutexLock lock(mu_);
-  return replica_ && devices_.all_healthy(placement_.gpus) ? placement_.gpus[0] : -1;
+  return replica_ && devices_.all_healthy(placement_.gpus) &&
+                 devices_.generation(placement_.gpus) == replica_generation_
+             ? placement_.gpus[0]
+             : -1;
 }
 
 bool PlacedBackend::TakeRefresh() const {
   MutexLock lock(mu_);
-  if (!placement_.on_gpu() || replica_ || refresh_taken_ || building_ || !host_->is_trained()) {
-    return false;
+  if (!placement_.on_gpu() || replica_ || refresh_taken_ || building_ || !host_->is_trained() ||
+      !devices_.all_healthy(placement_.gpus)) {
+    return false;  // a GPU that is down: rebuilt once it is back (the next search asks again)
   }
   refresh_taken_ = true;
   return true;
@@ -61,15 +65,19 @@ void PlacedBackend::Refresh() const {
     p = placement_;
     building_ = true;
   }
+  const int64_t generation = devices_.generation(p.gpus);
   StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
   MutexLock lock(mu_);
   building_ = false;
   if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
   if (!built.ok()) {
-    placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+    if (devices_.generation(p.gpus) == generation) {  // else: its process went meanwhile
+      placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+    }
     return;
   }
   replica_ = std::shared_ptr<Backend>(std::move(*built));
+  replica_generation_ = generation;
 }
 
 int PlacedBackend::Culprit(const Placement& p) {
@@ -89,6 +97,8 @@ void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
   MutexLock lock(mu_);
   if (replica_ != replica) return;  // another caller handled it
   dropped = std::move(replica_);
+  // A copy of a GPU that restarted since it was built: the loss is known already.
+  if (devices_.generation(placement_.gpus) != replica_generation_) return;
   placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
 }
 
@@ -126,7 +136,10 @@ BackendInfo PlacedBackend::Info() const {
   info.placement = placement_.reason;
   if (!placement_.on_gpu()) {
     info.replica = "none";
-  } else if (replica_ && devices_.all_healthy(placement_.gpus)) {
+  } else if (!devices_.all_healthy(placement_.gpus)) {
+    info.placement += "; " + devices_.DownReason(placement_.gpus);
+    info.replica = "waiting for the GPU";
+  } else if (replica_ && devices_.generation(placement_.gpus) == replica_generation_) {
     info.device = placement_.device();
     info.replica = "current";
     info.gpu_memory_bytes = replica_->Info().memory_bytes;
@@ -181,13 +194,16 @@ Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParam
   std::shared_ptr<Backend> replica, orphaned;
   {
     MutexLock lock(mu_);
-    if (replica_ && devices_.all_healthy(placement_.gpus)) {
+    if (replica_ && devices_.all_healthy(placement_.gpus) &&
+        devices_.generation(placement_.gpus) == replica_generation_) {
       replica = replica_;
     } else if (replica_) {
-      orphaned = replica_;  // another collection's error marked one of its GPUs unhealthy
+      // Its GPU failed (another collection's copy or the GPU host process said so), or has
+      // restarted since: the copy is gone with the process. Rebuilt when the GPU is back.
+      orphaned = std::move(replica_);
     }
   }
-  if (orphaned) DropReplica(orphaned, Unavailable("its GPU was marked unhealthy"));
+  orphaned.reset();
   SearchParams p = params;
   if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
   if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {

@@ -81,7 +81,8 @@ class PlacedBackend final : public Backend {
                 std::string who, Placement placement);
   // The GPU to blame for an error of a copy placed at `p`; -1: none of them.
   static int Culprit(const Placement& p);
-  // The copy failed with `error`: serve from the host from now on.
+  // The copy failed with `error`: serve from the host until it is rebuilt (after a GPU's
+  // restart) or from now on (out of memory, an index the GPU cannot run).
   void DropReplica(const std::shared_ptr<Backend>& replica, const Status& error) const
       EXCLUDES(mu_);
   // After a write the copy cannot apply: rebuild it.
@@ -101,6 +102,7 @@ class PlacedBackend final : public Backend {
   mutable Mutex mu_;
   mutable Placement placement_ GUARDED_BY(mu_);
   mutable std::shared_ptr<Backend> replica_ GUARDED_BY(mu_);  // null: none, or stale
+  mutable int64_t replica_generation_ GUARDED_BY(mu_) = 0;    // its GPUs' generation
   mutable bool refresh_taken_ GUARDED_BY(mu_) = false;        // a rebuild is queued
   mutable bool building_ GUARDED_BY(mu_) = false;             // a rebuild runs
 };

@@ -20,10 +20,11 @@ bool SameSecret(const std::string& a, const std::string& b) {
 }  // namespace
 
 MetricsServer::MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready,
-                             std::string token)
+                             std::string token, std::function<std::string()> detail)
     : registry_(registry),
       ready_(std::move(ready)),
       token_(std::move(token)),
+      detail_(std::move(detail)),
       impl_(std::make_unique<Impl>()) {}
 
 MetricsServer::~MetricsServer() { Stop(); }
@@ -51,7 +52,9 @@ Status MetricsServer::Start(const std::string& address, int port) {
   http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
     const bool ready = ready_();
     res.status = ready ? 200 : 503;
-    res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
+    std::string body = ready ? "ready\n" : "not ready\n";
+    if (detail_) body += detail_();
+    res.set_content(body, "text/plain");
   });
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404) res.set_content("not found: /metrics, /healthz, /readyz\n", "text/plain");

@@ -19,8 +19,10 @@ class MetricsServer {
   // `registry` must outlive the server; `ready` is polled by /readyz. A non-empty `token`
   // protects /metrics (tenant names are in its labels): requests must send
   // "Authorization: Bearer <token>", else 401. /healthz and /readyz stay open for probes.
+  // `detail`, when set, adds lines to /readyz's body (quarantined GPUs) without changing its
+  // status: the server still serves, from the CPU.
   MetricsServer(const MetricsRegistry& registry, std::function<bool()> ready,
-                std::string token = "");
+                std::string token = "", std::function<std::string()> detail = nullptr);
   ~MetricsServer();
 
   // Binds address:port (port 0 picks a free one) and serves; Unavailable names the endpoint.
@@ -34,6 +36,7 @@ class MetricsServer {
   const MetricsRegistry& registry_;
   const std::function<bool()> ready_;
   const std::string token_;
+  const std::function<std::string()> detail_;
   std::unique_ptr<Impl> impl_;
   std::thread thread_;
   int port_ = 0;
