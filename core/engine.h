@@ -374,6 +374,9 @@ class Engine {
   void AfterWrite(const std::weak_ptr<IndexStorage>& storage, Backend& b);
   // Points the storage's queue at the device serving its searches now.
   void FollowDevice(const IndexStorage& storage, const Backend& b) const;
+  // Whether a search of c for k results with `params` needs the host copy wherever c is
+  // placed (beyond FAISS's GPU limits): then a CPU worker runs it, not a GPU worker.
+  bool HostOnlySearch(const Collection& c, int k, const SearchParams& params) const;
   // Queues the rebuild of the placed index's device copy on a long worker, if it needs one.
   void QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
                     const PlacedBackend& placed) const;
