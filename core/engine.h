@@ -32,7 +32,7 @@ class Engine {
   // With a scheduler, operations can be queued per index storage (Submit*); the synchronous
   // methods below still work from any thread (they take the storage's lock). With `devices`,
   // every index is placed (core/device/placed_backend.h): its device copy is rebuilt by long
-  // workers after writes that make it stale, and its queue follows it to its GPU's worker.
+  // workers after writes that make it stale, and its queue follows it to its GPU's workers.
   Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr,
          Scheduler* scheduler = nullptr, DeviceManager* devices = nullptr);
 

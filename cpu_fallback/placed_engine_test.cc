@@ -397,7 +397,8 @@ TEST(PlacedEngineTest, AStuckRequestOnAGpuDoesNotDelayAnotherTenantsSearch) {
                   .ok());
   ASSERT_TRUE(stuck.AllHeld());
   const int before = e.copy_searches.load();
-  auto search = std::async(std::launch::async, [&] { return e.Search("c", Rows(x, 3, 1), 2, "b"); });
+  auto search =
+      std::async(std::launch::async, [&] { return e.Search("c", Rows(x, 3, 1), 2, "b"); });
   const bool answered = search.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
   stuck.Release();
   EXPECT_TRUE(answered) << "tenant b's search waited for tenant t's stuck request";

@@ -37,7 +37,7 @@ class PlacedBackend final : public Backend {
 
   Placement placement() const EXCLUDES(mu_);
   const std::string& hint() const { return hint_; }
-  // The GPU whose worker runs this index's queued work; -1: CPU workers.
+  // The GPU whose workers run this index's queued work; -1: CPU workers.
   int serving_gpu() const EXCLUDES(mu_);
   // True, once, when the device copy needs building: the caller then runs Refresh() (with
   // shared access to the index, so no write lands while it builds).

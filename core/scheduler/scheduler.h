@@ -58,8 +58,8 @@ using BatchRunner = std::function<void(std::vector<Work>&)>;
 // queue run as one batch (continuous batching: an idle worker starts at once, batches form
 // only from work that arrived while the queue was busy). Queues are served round-robin across
 // tenants; a tenant holds no more than its share of the long workers, or of one GPU's
-// workers, while another tenant's work for them waits. Bounded: past max_queued (all tenants) or max_queued_per_tenant, Submit answers
-// Unavailable ("busy", retryable). Thread-safe.
+// workers, while another tenant's work for them waits. Bounded: past max_queued (all tenants)
+// or max_queued_per_tenant, Submit answers Unavailable ("busy", retryable). Thread-safe.
 class Scheduler {
  public:
   // One per index storage (or one-off, for work bound to no index). Hold it as shared_ptr;

@@ -606,8 +606,8 @@ TEST(SchedulerTest, TenantsOnOneGpuAreServedInTurn) {
 }
 
 // An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue (but for
-// host-only work) and long work are refused (left to the workers), and work queued behind an inline run is
-// picked up by a worker afterwards, in order.
+// host-only work) and long work are refused (left to the workers), and work queued behind an
+// inline run is picked up by a worker afterwards, in order.
 TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   Scheduler s(Options(1, 1), nullptr, nullptr, {0});
   auto q = s.NewQueue("t", nullptr);
