@@ -32,7 +32,7 @@ class Engine {
   // With a scheduler, operations can be queued per index storage (Submit*); the synchronous
   // methods below still work from any thread (they take the storage's lock). With `devices`,
   // every index is placed (core/device/placed_backend.h): its device copy is rebuilt by long
-  // workers after writes that make it stale, and its queue follows it to its GPU's worker.
+  // workers after writes that make it stale, and its queue follows it to its GPU's workers.
   Engine(const Limits& limits, BackendFactory& factory, ServerMetrics* metrics = nullptr,
          Scheduler* scheduler = nullptr, DeviceManager* devices = nullptr);
 
@@ -374,6 +374,9 @@ class Engine {
   void AfterWrite(const std::weak_ptr<IndexStorage>& storage, Backend& b);
   // Points the storage's queue at the device serving its searches now.
   void FollowDevice(const IndexStorage& storage, const Backend& b) const;
+  // Whether a search of c for k results with `params` needs the host copy wherever c is
+  // placed (beyond FAISS's GPU limits): then a CPU worker runs it, not a GPU worker.
+  bool HostOnlySearch(const Collection& c, int k, const SearchParams& params) const;
   // Queues the rebuild of the placed index's device copy on a long worker, if it needs one.
   void QueueRefresh(const std::shared_ptr<IndexStorage>& storage,
                     const PlacedBackend& placed) const;

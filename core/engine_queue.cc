@@ -58,6 +58,15 @@ void Engine::FollowDevice(const IndexStorage& storage, const Backend& b) const {
   }
 }
 
+bool Engine::HostOnlySearch(const Collection& c, int k, const SearchParams& params) const {
+  if (!devices_ || !devices_->has_gpus()) return false;  // every search is the host's
+  if (!PlacedBackend::WithinGpuLimits(k, 0)) return true;
+  int nprobe = params.nprobe.value_or(0);
+  // The index's own nprobe, as of its last write (read without waiting on its lock).
+  if (!params.nprobe && c.spec().nlist > 0) nprobe = c.storage()->CachedInfo(c.view()).nprobe;
+  return !PlacedBackend::WithinGpuLimits(k, nprobe);
+}
+
 void Engine::AfterWrite(const std::weak_ptr<IndexStorage>& weak, Backend& b) {
   auto* placed = dynamic_cast<PlacedBackend*>(&b);
   auto storage = weak.lock();
@@ -172,6 +181,10 @@ Status Engine::SubmitSearch(const std::string& tenant, const std::string& name, 
   // A cheap search of an idle index runs on the thread that decoded it; a costly one goes to
   // a worker, so decoding threads never spend long on one request.
   w.may_inline = task->queries.rows * c->storage()->vectors() <= kInlineSearchWork;
+  // Beyond the GPU's limits: the host answers, on a CPU worker, so the request never holds
+  // one of its GPU's workers (a stale or failed copy sends the whole queue there instead:
+  // FollowDevice).
+  w.host_only = HostOnlySearch(*c, k, params);
   w.deadline = deadline;
   w.run = [this, task] { RunSearches({task.get()}); };
   w.expire = [task](const Status& st) { task->done(st); };

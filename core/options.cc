@@ -56,6 +56,7 @@ Status SchedulerOptions::Validate() {
   }
   RETURN_IF_ERROR(Positive("query_threads", query_threads));
   RETURN_IF_ERROR(Positive("write_threads", write_threads));
+  RETURN_IF_ERROR(Positive("gpu_workers", gpu_workers));
   RETURN_IF_ERROR(Positive("dispatch_threads", dispatch_threads));
   RETURN_IF_ERROR(Positive("max_queued", max_queued));
   RETURN_IF_ERROR(Positive("max_queued_per_tenant", max_queued_per_tenant));

@@ -69,6 +69,11 @@ struct SchedulerOptions {
   int max_queued_per_tenant = 1024;
   // Query rows one batched search may gather; 1 turns batching off. Default: 4096.
   int max_batch_rows = 4096;
+  // Workers per GPU in use: each takes the short work (searches, adds) of the queues placed on
+  // its GPU, so a request that waits (on its write's fsync, on the device) leaves the others
+  // running; one tenant holds no more than an even share of a GPU's workers while another
+  // tenant's work for that GPU waits. Default: 2.
+  int gpu_workers = 2;
   // Long workers one tenant may hold while another tenant's long work waits; an idle server
   // lets one tenant use them all. 0: an even share (write_threads / tenants with long work,
   // at least 1). Default: 0.

@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "core/device/fake_device_provider.h"
@@ -89,7 +93,7 @@ class FakeCopy final : public Backend {
   std::atomic<int>* fail_at_;
 };
 
-// An Engine with a scheduler (one worker per fake GPU) and a DeviceManager.
+// An Engine with a scheduler (two workers per fake GPU) and a DeviceManager.
 struct PlacedEngine {
   explicit PlacedEngine(std::vector<int64_t> memory, DeviceOptions o = Slow())
       : provider(std::move(memory)) {
@@ -129,30 +133,34 @@ struct PlacedEngine {
     r.device = hint;
     ASSERT_TRUE(engine->Create("t", r).ok());
   }
-  StatusOr<AddResult> Add(const std::string& name, const FloatMatrix& x) {
+  StatusOr<AddResult> Add(const std::string& name, const FloatMatrix& x,
+                          const std::string& tenant = "t") {
     std::promise<StatusOr<AddResult>> p;
-    Status st = engine->SubmitAdd("t", name, x, {}, WorkClass::kShort, Clock::time_point::max(),
+    Status st = engine->SubmitAdd(tenant, name, x, {}, WorkClass::kShort, Clock::time_point::max(),
                                   [&](StatusOr<AddResult> r) { p.set_value(std::move(r)); });
     if (!st.ok()) return st;
     return p.get_future().get();
   }
-  StatusOr<SearchResult> Search(const std::string& name, const FloatMatrix& q, int k) {
+  StatusOr<SearchResult> Search(const std::string& name, const FloatMatrix& q, int k,
+                                const std::string& tenant = "t") {
     std::promise<StatusOr<SearchResult>> p;
-    Status st = engine->SubmitSearch("t", name, q, k, {}, Clock::time_point::max(),
+    Status st = engine->SubmitSearch(tenant, name, q, k, {}, Clock::time_point::max(),
                                      [&](StatusOr<SearchResult> r) { p.set_value(std::move(r)); });
     if (!st.ok()) return st;
     return p.get_future().get();
   }
-  BackendInfo Info(const std::string& name) { return engine->Describe("t", name)->backend; }
+  BackendInfo Info(const std::string& name, const std::string& tenant = "t") {
+    return engine->Describe(tenant, name)->backend;
+  }
   // Waits (up to 10 s) until the collection's device copy is current, in its description and
   // in listings (which read a cache that follows the copy under the same lock hold).
-  bool WaitForCopy(const std::string& name) {
+  bool WaitForCopy(const std::string& name, const std::string& tenant = "t") {
     for (int i = 0; i < 1000; ++i) {
-      const auto listed = engine->List("t");
+      const auto listed = engine->List(tenant);
       const bool in_listing = std::any_of(listed.begin(), listed.end(), [&](const auto& c) {
         return c.name == name && c.backend.replica == "current";
       });
-      if (Info(name).replica == "current" && in_listing) return true;
+      if (Info(name, tenant).replica == "current" && in_listing) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;
@@ -349,6 +357,140 @@ TEST(PlacedEngineTest, KindsWithoutAGpuIndexStayOnTheCpu) {
   CreateCollectionRequest bad{"x", "L2", kDim, ""};
   bad.device = "tpu:0";
   EXPECT_EQ(e.engine->Create("t", bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Holds n jobs on n workers until released (at the latest when it goes): each job notes its
+// thread and waits for all n to arrive (so they run at once, on n workers), then for the
+// release.
+class Holds {
+ public:
+  explicit Holds(int n) : state_(std::make_shared<State>(n)) {}
+  ~Holds() { Release(); }
+
+  std::function<void()> Job() {
+    return [s = state_] {
+      std::unique_lock l(s->mu);
+      s->threads.insert(std::this_thread::get_id());
+      s->cv.notify_all();
+      s->cv.wait(l, [&] { return s->released; });
+    };
+  }
+  // Waits (up to 10 s) until all n jobs run.
+  bool AllHeld() {
+    std::unique_lock l(state_->mu);
+    return state_->cv.wait_for(l, std::chrono::seconds(10), [&] {
+      return static_cast<int>(state_->threads.size()) >= state_->n;
+    });
+  }
+  void Release() {
+    std::lock_guard l(state_->mu);
+    state_->released = true;
+    state_->cv.notify_all();
+  }
+  // Whether one of the held jobs ran on `thread`.
+  bool Held(std::thread::id thread) {
+    std::lock_guard l(state_->mu);
+    return state_->threads.count(thread) > 0;
+  }
+
+ private:
+  struct State {
+    explicit State(int n) : n(n) {}
+    const int n;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::set<std::thread::id> threads;
+    bool released = false;
+  };
+  std::shared_ptr<State> state_;
+};
+
+// A request stuck on one of a GPU's workers (an add waiting for its fsync, a describe behind a
+// lock) holds that worker only: another tenant's search of a collection on the same GPU is
+// served by its device copy meanwhile, on the GPU's other worker.
+TEST(PlacedEngineTest, AStuckRequestOnAGpuDoesNotDelayAnotherTenantsSearch) {
+  PlacedEngine e({kMiB * 64});
+  EXPECT_EQ(e.scheduler->gpu_workers(), 2);
+  e.Create("c");
+  ASSERT_TRUE(e.engine->Create("b", {"c", "L2", kDim, ""}).ok());
+  const FloatMatrix x = Clustered(500, kDim);
+  ASSERT_TRUE(e.Add("c", x).ok());
+  ASSERT_TRUE(e.Add("c", x, "b").ok());
+  ASSERT_TRUE(e.WaitForCopy("c"));
+  ASSERT_TRUE(e.WaitForCopy("c", "b"));
+  ASSERT_EQ(e.Info("c", "b").device, "gpu:0");
+  Holds stuck(1);
+  ASSERT_TRUE(e.engine
+                  ->Submit("t", "c", WorkClass::kShort, Clock::time_point::max(), stuck.Job(),
+                           [](const Status&) {})
+                  .ok());
+  ASSERT_TRUE(stuck.AllHeld());
+  const int before = e.copy_searches.load();
+  auto search =
+      std::async(std::launch::async, [&] { return e.Search("c", Rows(x, 3, 1), 2, "b"); });
+  const bool answered = search.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  stuck.Release();
+  EXPECT_TRUE(answered) << "tenant b's search waited for tenant t's stuck request";
+  auto r = search.get();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->labels[0], 3);
+  EXPECT_GT(e.copy_searches.load(), before);  // served by the device copy
+}
+
+// A search beyond FAISS's GPU limits (k > 2048) is the host's: it runs off the GPU's workers,
+// so it is answered while both of them are held, and holds neither; a search within the
+// limits waits for them.
+TEST(PlacedEngineTest, SearchesBeyondTheGpuLimitsRunOffTheGpuWorkers) {
+  PlacedEngine e({kMiB * 64});
+  const FloatMatrix x = Clustered(500, kDim);
+  for (const char* name : {"c", "d", "e"}) {
+    e.Create(name);
+    ASSERT_TRUE(e.Add(name, x).ok());
+    ASSERT_TRUE(e.WaitForCopy(name));
+  }
+  Holds gpu(2);  // GPU 0's two workers, held by work of c's and d's queues
+  for (const char* name : {"c", "d"}) {
+    ASSERT_TRUE(e.engine
+                    ->Submit("t", name, WorkClass::kShort, Clock::time_point::max(), gpu.Job(),
+                             [](const Status&) {})
+                    .ok());
+  }
+  ASSERT_TRUE(gpu.AllHeld());
+  struct Answer {
+    std::promise<StatusOr<SearchResult>> result;
+    std::thread::id thread;
+  };
+  auto search = [&](int k, Answer* a) {
+    return e.engine->SubmitSearch("t", "e", Rows(x, 5, 1), k, {}, Clock::time_point::max(),
+                                  [a](StatusOr<SearchResult> r) {
+                                    a->thread = std::this_thread::get_id();
+                                    a->result.set_value(std::move(r));
+                                  });
+  };
+  const int copy = e.copy_searches.load();
+  Answer wide;
+  ASSERT_TRUE(search(PlacedBackend::kMaxGpuK + 1, &wide).ok());
+  auto wide_result = wide.result.get_future();
+  const bool wide_answered =
+      wide_result.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  Answer narrow;
+  ASSERT_TRUE(search(7, &narrow).ok());
+  auto narrow_result = narrow.result.get_future();
+  const bool narrow_waited =
+      narrow_result.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout;
+  gpu.Release();
+  EXPECT_TRUE(wide_answered) << "the k > 2048 search waited for the GPU's workers";
+  EXPECT_TRUE(narrow_waited) << "a search within the GPU's limits ran off its workers";
+  auto w = wide_result.get();
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_EQ(w->labels[0], 5);
+  EXPECT_EQ(w->labels[500], -1);  // 500 vectors: the rest of the k results are empty
+  EXPECT_FALSE(gpu.Held(wide.thread));
+  auto n = narrow_result.get();
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(n->labels[0], 5);
+  EXPECT_TRUE(gpu.Held(narrow.thread));
+  EXPECT_EQ(e.copy_searches.load(), copy + 1);  // the narrow one only, on the device copy
 }
 
 // After a restart, an index loaded from its snapshot (and the log after it) is placed again and

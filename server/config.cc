@@ -332,6 +332,10 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
                    "Testing: GPUs that exist only in GPU host processes, MiB each (e.g. "
                    "1024,1024); their copies are CPU indexes")
       ->capture_default_str();
+  serve
+      ->add_option("--gpu-workers", o.scheduler.gpu_workers,
+                   "Workers per GPU running the searches and adds of the collections it serves")
+      ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve
       ->add_option("--poll-spin-us", o.poll_spin_us,

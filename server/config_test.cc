@@ -85,6 +85,20 @@ TEST_F(ConfigTest, TakesDataDirAndRejectsBadValues) {
   EXPECT_EQ(Parse({"serve", "--log-level", "WARNING"}).options.log_level, "warning");
 }
 
+TEST_F(ConfigTest, GpuWorkersPerGpu) {
+  EXPECT_EQ(Parse({"serve"}).options.scheduler.gpu_workers, 2);
+  auto four = Parse({"serve", "--gpu-workers", "4"});
+  ASSERT_TRUE(four.serve) << four.message;
+  EXPECT_EQ(four.options.scheduler.gpu_workers, 4);
+  setenv("VECGPU_GPU_WORKERS", "3", 1);
+  EXPECT_EQ(Parse({"serve"}).options.scheduler.gpu_workers, 3);
+  unsetenv("VECGPU_GPU_WORKERS");
+  auto none = Parse({"serve", "--gpu-workers", "0"});
+  EXPECT_FALSE(none.serve);
+  EXPECT_NE(none.message.find("gpu_workers: must be positive"), std::string::npos)
+      << none.message;
+}
+
 TEST_F(ConfigTest, GrpcAndValdSettings) {
   auto d = Parse({"serve"});
   ASSERT_TRUE(d.serve) << d.message;

@@ -604,7 +604,7 @@ int Serve(const ServeOptions& o) {
       "vecgpu serving FAISSx on {} (auth {}, {} API keys; {} dispatch, {} short, {} long and "
       "{} GPU workers; batches up to {} rows)",
       fo.endpoint, o.enable_auth ? "on" : "off", o.auth_keys.size(), o.scheduler.dispatch_threads,
-      o.scheduler.query_threads, o.scheduler.write_threads, devices.gpus().size(),
+      o.scheduler.query_threads, o.scheduler.write_threads, scheduler->gpu_workers(),
       o.scheduler.max_batch_rows);
 #if VECGPU_HAVE_GRPC
   std::unique_ptr<GrpcServer> grpc_server;

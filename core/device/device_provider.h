@@ -49,7 +49,8 @@ class DeviceProvider {
   // Builds a copy of `host` (trained, with all its vectors and their labels) on `devices`,
   // sharded over them when there are several. The copy answers Search, Add / AddLabeled (with
   // the labels the host gave the vectors) and Info; every other call is left to the host.
-  // The copy is called from one thread at a time per device.
+  // Each copy is called from one thread at a time, but the copies of one device may be called
+  // at once (a GPU has several workers): the provider serialises what its devices need.
   virtual StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
                                                           const std::vector<int>& devices) = 0;
 

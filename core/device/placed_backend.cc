@@ -206,7 +206,7 @@ Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParam
   orphaned.reset();
   SearchParams p = params;
   if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
-  if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {
+  if (replica && WithinGpuLimits(k, p.nprobe.value_or(0))) {
     Status st = replica->Search(n, x, k, p, distances, labels);
     if (st.ok()) return st;
     // The request's own fault is the host's to answer; anything else retires the copy.

@@ -23,6 +23,11 @@ class PlacedBackend final : public Backend {
  public:
   // The most results or lists FAISS's GPU k-selection handles per query.
   static constexpr int kMaxGpuK = 2048;
+  // Whether FAISS's GPU search takes a request for k results visiting `nprobe` lists (0: not
+  // IVF); otherwise the host answers it. The scheduler sends such requests to CPU workers.
+  static constexpr bool WithinGpuLimits(int k, int nprobe) {
+    return k <= kMaxGpuK && nprobe <= kMaxGpuK;
+  }
 
   // Places `host` (hint: "", "cpu", "gpu", "gpu:N"); `who` names it in logs.
   static StatusOr<std::unique_ptr<PlacedBackend>> Create(std::unique_ptr<Backend> host,
@@ -32,7 +37,7 @@ class PlacedBackend final : public Backend {
 
   Placement placement() const EXCLUDES(mu_);
   const std::string& hint() const { return hint_; }
-  // The GPU whose worker runs this index's queued work; -1: CPU workers.
+  // The GPU whose workers run this index's queued work; -1: CPU workers.
   int serving_gpu() const EXCLUDES(mu_);
   // True, once, when the device copy needs building: the caller then runs Refresh() (with
   // shared access to the index, so no write lands while it builds).

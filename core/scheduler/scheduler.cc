@@ -13,6 +13,7 @@ namespace vecgpu {
 struct Scheduler::Tenant {
   std::string name;
   int long_running = 0;                      // long workers running its long work
+  std::map<int, int> gpu_running;            // by GPU: its workers running this tenant's work
   std::deque<std::shared_ptr<Queue>> ready;  // runnable queues, oldest first
   int64_t queued = 0;                        // work items queued, all queues
   bool listed = false;                       // in ready_
@@ -23,7 +24,7 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_w
     : options_(options), metrics_(metrics), gpus_(std::move(gpus)) {
   thread_count_[0] = options.query_threads;
   thread_count_[1] = options.write_threads;
-  thread_count_[kGpuKind] = static_cast<int>(gpus_.size());
+  thread_count_[kGpuKind] = static_cast<int>(gpus_.size()) * options.gpu_workers;
   for (int kind : {0, 1}) {
     for (int i = 0; i < thread_count_[kind]; ++i) {
       threads_.emplace_back([this, kind, on_worker_start] {
@@ -38,10 +39,12 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::function<void()> on_w
     }
   }
   for (int gpu : gpus_) {
-    threads_.emplace_back([this, gpu, on_worker_start] {
-      if (on_worker_start) on_worker_start();
-      Run(kGpuKind, gpu);
-    });
+    for (int i = 0; i < options.gpu_workers; ++i) {
+      threads_.emplace_back([this, gpu, on_worker_start] {
+        if (on_worker_start) on_worker_start();
+        Run(kGpuKind, gpu);
+      });
+    }
   }
 }
 
@@ -108,70 +111,94 @@ int Scheduler::device(const std::shared_ptr<Queue>& q) const {
   return q->device_;
 }
 
+bool Scheduler::Takes(int kind, int gpu, WorkClass want, const Queue& q) const {
+  const Work& head = q.work_.front();
+  if (head.cls != want) return false;
+  if (want == WorkClass::kLong) return true;  // long work: any queue's, on the long workers
+  // Short work: a GPU's workers take that of the queues placed on it; the CPU's workers take
+  // that of the other queues, and host-only work of any queue.
+  if (kind == kGpuKind) return q.device_ == gpu && !head.host_only;
+  return q.device_ == -1 || head.host_only;
+}
+
+int Scheduler::Running(const Tenant& t, int kind, int gpu) const {
+  if (kind != kGpuKind) return t.long_running;
+  auto it = t.gpu_running.find(gpu);
+  return it == t.gpu_running.end() ? 0 : it->second;
+}
+
 bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector<Work>* batch) {
-  // Long workers look for long work (of any queue) first, then take short work of CPU queues
-  // rather than idle; short workers take short work of CPU queues; a GPU worker takes short
-  // work of its GPU's queues only. Tenants are visited round-robin.
-  const int passes = kind == static_cast<int>(WorkClass::kLong) ? 2 : 1;
-  auto has_long = [](const Tenant* t) {
-    return std::any_of(t->ready.begin(), t->ready.end(),
-                       [](const auto& q) { return q->work_.front().cls == WorkClass::kLong; });
-  };
-  // A tenant's share of the long workers while other tenants' long work waits: one tenant
-  // cannot pin them all (an idle server still lets it use every one).
-  int share = thread_count_[1];
-  if (kind == static_cast<int>(WorkClass::kLong)) {
-    int tenants_with_long = 0;
-    for (const auto& [name, t] : tenants_) {
-      if (t->long_running > 0 || (t->listed && has_long(t.get()))) ++tenants_with_long;
-    }
-    share = options_.long_workers_per_tenant > 0
-                ? options_.long_workers_per_tenant
-                : std::max(1, thread_count_[1] / std::max(1, tenants_with_long));
-  }
+  // Long workers look for long work (of any queue) first, then take the CPU's short work
+  // rather than idle; short workers take the CPU's short work; a GPU's workers take the short
+  // work of that GPU's queues (Takes). Tenants are visited round-robin.
+  constexpr int kLongKind = static_cast<int>(WorkClass::kLong);
+  const int passes = kind == kLongKind ? 2 : 1;
   for (int pass = 0; pass < passes; ++pass) {
-    const WorkClass want = pass == 0 && kind == 1 ? WorkClass::kLong : WorkClass::kShort;
-    // Long work: first the tenants under their share; then, when no tenant under its share
-    // has long work waiting, anyone's.
-    for (int over = 0; over < (want == WorkClass::kLong ? 2 : 1); ++over) {
-    for (size_t i = 0; i < ready_.size(); ++i) {
-      Tenant* t = ready_[i];
-      if (want == WorkClass::kLong) {
-        const bool under = t->long_running < share;
-        if (over == 0 && !under) continue;
-        if (over == 1 && under) continue;
+    const WorkClass want = pass == 0 && kind == kLongKind ? WorkClass::kLong : WorkClass::kShort;
+    auto takes = [&](const std::shared_ptr<Queue>& q) REQUIRES(mu_) {
+      return Takes(kind, gpu, want, *q);
+    };
+    // The long workers, and each GPU's workers, are shared out: while another tenant's work
+    // for them waits, a tenant holds no more than its share (an idle server still lets it use
+    // every one). Tenants under their share are served first; the others only when no tenant
+    // under its share has work waiting.
+    const bool shared = want == WorkClass::kLong || kind == kGpuKind;
+    int share = -1;  // counted once there is work to take
+    auto under_share = [&](const Tenant& t) REQUIRES(mu_) {
+      if (share < 0) {
+        int tenants = 0;  // tenants running or waiting for this kind of worker
+        for (const auto& [name, other] : tenants_) {
+          if (Running(*other, kind, gpu) > 0 ||
+              (other->listed && std::any_of(other->ready.begin(), other->ready.end(), takes))) {
+            ++tenants;
+          }
+        }
+        const int pool = kind == kGpuKind ? options_.gpu_workers : thread_count_[kLongKind];
+        share = kind != kGpuKind && options_.long_workers_per_tenant > 0
+                    ? options_.long_workers_per_tenant
+                    : std::max(1, pool / std::max(1, tenants));
       }
-      auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) {
-        if (q->work_.front().cls != want) return false;
-        return want == WorkClass::kLong || q->device_ == gpu;
-      });
-      if (it == t->ready.end()) continue;
-      std::shared_ptr<Queue> q = *it;
-      t->ready.erase(it);
-      q->ready_ = false;
-      q->serving_ = true;
-      ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(i));
-      if (t->ready.empty()) {
-        t->listed = false;
-      } else {
-        ready_.push_back(t);  // served: to the back of the round
+      return Running(t, kind, gpu) < share;
+    };
+    for (int over = 0; over < (shared ? 2 : 1); ++over) {
+      for (size_t i = 0; i < ready_.size(); ++i) {
+        Tenant* t = ready_[i];
+        auto it = std::find_if(t->ready.begin(), t->ready.end(), takes);
+        if (it == t->ready.end()) continue;
+        if (shared && under_share(*t) != (over == 0)) continue;
+        std::shared_ptr<Queue> q = *it;
+        t->ready.erase(it);
+        q->ready_ = false;
+        q->serving_ = true;
+        ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(i));
+        if (t->ready.empty()) {
+          t->listed = false;
+        } else {
+          ready_.push_back(t);  // served: to the back of the round
+        }
+        // The head, and with it the searches of the same kind queued right behind it (all
+        // host-only or none: a GPU batch never carries the host's work).
+        batch->clear();
+        int64_t rows = 0;
+        const uint64_t key = q->work_.front().batch_key;
+        const bool host_only = q->work_.front().host_only;
+        do {
+          rows += q->work_.front().rows;
+          batch->push_back(std::move(q->work_.front()));
+          q->work_.pop_front();
+        } while (key != 0 && q->batch_ && !q->work_.empty() &&
+                 q->work_.front().batch_key == key && q->work_.front().host_only == host_only &&
+                 rows + q->work_.front().rows <= options_.max_batch_rows);
+        queued_ -= static_cast<int64_t>(batch->size());
+        t->queued -= static_cast<int64_t>(batch->size());
+        if (want == WorkClass::kLong) {
+          ++t->long_running;
+        } else if (kind == kGpuKind) {
+          ++t->gpu_running[gpu];
+        }
+        *out = std::move(q);
+        return true;
       }
-      // The head, and with it the searches of the same kind queued right behind it.
-      batch->clear();
-      int64_t rows = 0;
-      const uint64_t key = q->work_.front().batch_key;
-      do {
-        rows += q->work_.front().rows;
-        batch->push_back(std::move(q->work_.front()));
-        q->work_.pop_front();
-      } while (key != 0 && q->batch_ && !q->work_.empty() && q->work_.front().batch_key == key &&
-               rows + q->work_.front().rows <= options_.max_batch_rows);
-      queued_ -= static_cast<int64_t>(batch->size());
-      t->queued -= static_cast<int64_t>(batch->size());
-      if (want == WorkClass::kLong) ++t->long_running;
-      *out = std::move(q);
-      return true;
-    }
     }
   }
   return false;
@@ -224,9 +251,16 @@ void Scheduler::Run(int kind, int gpu) {
     }
     {
       MutexLock lock(mu_);
-      if (long_work) {
-        auto it = tenants_.find(q->tenant());
-        if (it != tenants_.end()) --it->second->long_running;
+      // (The tenant is kept while it has running work: Release.)
+      if (auto it = tenants_.find(q->tenant()); it != tenants_.end()) {
+        Tenant& t = *it->second;
+        if (long_work) {
+          --t.long_running;
+        } else if (kind == kGpuKind) {
+          if (auto g = t.gpu_running.find(gpu); g != t.gpu_running.end() && --g->second == 0) {
+            t.gpu_running.erase(g);
+          }
+        }
       }
       Release(q, c);
     }
@@ -241,7 +275,7 @@ void Scheduler::Release(std::shared_ptr<Queue>& q, int kind) {
     MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
   } else if (auto it = tenants_.find(q->tenant());
              it != tenants_.end() && it->second->queued == 0 && !it->second->listed &&
-             it->second->long_running == 0) {
+             it->second->long_running == 0 && it->second->gpu_running.empty()) {
     tenants_.erase(it);  // (another worker may have erased it already)
   }
   q.reset();
@@ -251,8 +285,8 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   constexpr int kShortKind = static_cast<int>(WorkClass::kShort);
   {
     MutexLock lock(mu_);
-    if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort || queue->device_ != -1 ||
-        queue->serving_ || !queue->work_.empty() ||
+    if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort ||
+        (queue->device_ != -1 && !work.host_only) || queue->serving_ || !queue->work_.empty() ||
         busy_[kShortKind] >= thread_count_[kShortKind]) {
       return false;
     }

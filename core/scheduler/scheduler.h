@@ -34,6 +34,10 @@ struct Work {
   // May run on the submitting thread when its queue is idle (TryRunHere): only for cheap
   // reads, never for work that can wait on a lock.
   bool may_inline = false;
+  // Short work the host must serve though its queue is placed on a GPU (a search beyond the
+  // GPU's limits): the CPU's workers take it, never a GPU worker. Never batched with work
+  // that lacks the flag.
+  bool host_only = false;
   Clock::time_point deadline = Clock::time_point::max();
   // Runs the work alone.
   std::function<void()> run;
@@ -53,19 +57,22 @@ using BatchRunner = std::function<void(std::vector<Work>&)>;
 // their order while different queues only share workers. Searches queued back to back on one
 // queue run as one batch (continuous batching: an idle worker starts at once, batches form
 // only from work that arrived while the queue was busy). Queues are served round-robin across
-// tenants. Bounded: past max_queued (all tenants) or max_queued_per_tenant, Submit answers
-// Unavailable ("busy", retryable). Thread-safe.
+// tenants; a tenant holds no more than its share of the long workers, or of one GPU's
+// workers, while another tenant's work for them waits. Bounded: past max_queued (all tenants)
+// or max_queued_per_tenant, Submit answers Unavailable ("busy", retryable). Thread-safe.
 class Scheduler {
  public:
   // One per index storage (or one-off, for work bound to no index). Hold it as shared_ptr;
   // it lives while work is queued.
   class Queue;
 
-  // `on_worker_start` runs first on every worker thread. `gpus`: one more worker for each,
-  // which runs the short work (searches, adds) of the queues placed on that GPU (SetDevice),
-  // one batch at a time: each batch is one set of GPU kernels, and a GPU's FAISS resources are
-  // only ever used by its own worker (and by long workers rebuilding copies, under the GPU's
-  // lock). Long work of GPU queues runs on the long workers as usual.
+  // `on_worker_start` runs first on every worker thread. `gpus`: options.gpu_workers more
+  // workers for each, which run the short work (searches, adds) of the queues placed on that
+  // GPU (SetDevice), a batch each at a time: each batch is one set of GPU kernels, and several
+  // are in flight so that one waiting request (an fsync, the device busy with a rebuild) does
+  // not hold up the GPU's other queues. A GPU worker never runs long work (training, large
+  // adds, rebuilding a device copy: the long workers do, as for any queue) nor host-only work
+  // (Work::host_only: the CPU's workers do).
   Scheduler(const SchedulerOptions& options, std::function<void()> on_worker_start = nullptr,
             ServerMetrics* metrics = nullptr, std::vector<int> gpus = {});
   ~Scheduler();
@@ -77,13 +84,14 @@ class Scheduler {
   Status Submit(const std::shared_ptr<Queue>& queue, Work work);
 
   // Runs short `work` that may run inline on the calling thread at once, as a short worker
-  // would, when its queue is idle (nothing queued, no worker), served by the CPU, and a short
-  // worker's share of concurrency is free: a lone request skips the handoff to a worker (tens of
-  // microseconds of thread wake-up). Returns false, with `work` untouched, otherwise.
+  // would, when its queue is idle (nothing queued, no worker), served by the CPU (placed on no
+  // GPU, or the work is host-only), and a short worker's share of concurrency is free: a lone
+  // request skips the handoff to a worker (tens of microseconds of thread wake-up). Returns
+  // false, with `work` untouched, otherwise.
   bool TryRunHere(const std::shared_ptr<Queue>& queue, Work& work);
 
-  // Sends the queue's short work to the worker of GPU `device` from now on; -1 (or a GPU
-  // without a worker): to the CPU's short workers.
+  // Sends the queue's short work (but host-only work) to the workers of GPU `device` from now
+  // on; -1 (or a GPU without workers): to the CPU's short workers.
   void SetDevice(const std::shared_ptr<Queue>& queue, int device);
   int device(const std::shared_ptr<Queue>& queue) const;
 
@@ -94,7 +102,8 @@ class Scheduler {
   // cancellation point once InterruptAll is called). Shutdown then only joins.
   void Cancel();
 
-  // For metrics: queued work, and workers busy, by class ("short", "long"), and GPU workers.
+  // For metrics: queued work, and workers busy, by class ("short", "long"), and GPU workers
+  // (all GPUs together).
   int64_t queued() const;
   int busy(WorkClass cls) const;
   int workers(WorkClass cls) const;
@@ -111,6 +120,10 @@ class Scheduler {
   // Takes the next runnable queue for a worker and its work, or false.
   bool Take(int kind, int gpu, std::shared_ptr<Queue>* queue, std::vector<Work>* batch)
       REQUIRES(mu_);
+  // Whether a worker of `kind` (of GPU `gpu`) looking for `want` work may take runnable q.
+  bool Takes(int kind, int gpu, WorkClass want, const Queue& q) const REQUIRES(mu_);
+  // Workers of `kind` (of GPU `gpu`) running t's work, for the shares of long and GPU workers.
+  int Running(const Tenant& t, int kind, int gpu) const REQUIRES(mu_);
   void MakeReady(const std::shared_ptr<Queue>& q) REQUIRES(mu_);
   // After a worker (or TryRunHere) served q: frees it, and lists it again if work came in.
   void Release(std::shared_ptr<Queue>& q, int kind) REQUIRES(mu_);
@@ -145,7 +158,7 @@ class Scheduler::Queue {
   std::deque<Work> work_;
   bool serving_ = false;  // a worker runs this queue's work now
   bool ready_ = false;    // listed in its tenant's ready queues
-  int device_ = -1;       // the GPU whose worker takes its short work; -1: CPU workers
+  int device_ = -1;       // the GPU whose workers take its short work; -1: CPU workers
 };
 
 }  // namespace vecgpu

@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -14,10 +17,11 @@
 namespace vecgpu {
 namespace {
 
-SchedulerOptions Options(int short_workers, int long_workers) {
+SchedulerOptions Options(int short_workers, int long_workers, int gpu_workers = 2) {
   SchedulerOptions o;
   o.query_threads = short_workers;
   o.write_threads = long_workers;
+  o.gpu_workers = gpu_workers;
   EXPECT_TRUE(o.Validate().ok());
   return o;
 }
@@ -30,11 +34,64 @@ Work Job(std::function<void()> run, WorkClass cls = WorkClass::kShort) {
   return w;
 }
 
-// Blocks until released.
+// Blocks until released: by Open(), at the latest when it goes (declared after the
+// scheduler, so a failed assertion does not leave a worker blocked at its shutdown).
 struct Gate {
+  ~Gate() { Open(); }
+  void Open() {
+    if (!opened.exchange(true)) open.set_value();
+  }
   std::promise<void> open;
   std::shared_future<void> wait = open.get_future().share();
+  std::atomic<bool> opened{false};
 };
+
+// Lets n jobs wait for each other: Arrive() returns true once all n have arrived, false if
+// they have not after 10 s.
+struct Rendezvous {
+  explicit Rendezvous(int n) : n(n) {}
+  bool Arrive() {
+    std::unique_lock l(mu);
+    ++arrived;
+    cv.notify_all();
+    return cv.wait_for(l, std::chrono::seconds(10), [&] { return arrived >= n; });
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  const int n;
+  int arrived = 0;
+};
+
+// The threads of GPU `gpu`'s n workers: n jobs on n queues placed on it, each held until all
+// n run at once (so on n different workers).
+std::set<std::thread::id> GpuWorkerThreads(Scheduler& s, int gpu, int n) {
+  Rendezvous all(n);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  std::atomic<int> met{0};
+  std::vector<std::promise<void>> done(n);
+  for (int i = 0; i < n; ++i) {
+    auto q = s.NewQueue("probe", nullptr);
+    s.SetDevice(q, gpu);
+    EXPECT_TRUE(s.Submit(q, Job([&, i] {
+                           if (all.Arrive()) met++;
+                           {
+                             std::lock_guard l(mu);
+                             ids.insert(std::this_thread::get_id());
+                           }
+                           done[i].set_value();
+                         }))
+                    .ok());
+  }
+  for (auto& d : done) d.get_future().wait();
+  EXPECT_EQ(met.load(), n) << "GPU " << gpu << " did not run " << n << " jobs at once";
+  return ids;
+}
+
+// Waits (up to 10 s) for `f` to be ready.
+bool Ready(std::future<void>& f) {
+  return f.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+}
 
 TEST(SchedulerTest, OneQueueRunsInOrderOnOneWorkerAtATime) {
   Scheduler s(Options(4, 1));
@@ -76,7 +133,7 @@ TEST(SchedulerTest, AStuckQueueDoesNotBlockFiftyOthers) {
   for (int i = 0; i < 1000 && done < 200; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(done.load(), 200);
-  gate.open.set_value();
+  gate.Open();
   s.Shutdown();
 }
 
@@ -102,7 +159,7 @@ TEST(SchedulerTest, LongWorkNeverTakesTheShortWorkers) {
   EXPECT_EQ(short_done.load(), 1);
   EXPECT_EQ(long_started.load(), 1);
   EXPECT_EQ(s.busy(WorkClass::kLong), 1);
-  gate.open.set_value();
+  gate.Open();
   s.Shutdown();
   EXPECT_EQ(long_started.load(), 3);
 }
@@ -135,7 +192,7 @@ TEST(SchedulerTest, ATenantGetsNoMoreThanItsShareOfLongWorkersWhenOthersWait) {
   ASSERT_EQ(started.load(), 2);
   ASSERT_TRUE(s.Submit(s.NewQueue("a", nullptr), job("a3", rest.wait)).ok());
   ASSERT_TRUE(s.Submit(s.NewQueue("b", nullptr), job("b1", rest.wait)).ok());
-  first.open.set_value();  // a1 ends: a still holds a2, its share of two workers
+  first.Open();  // a1 ends: a still holds a2, its share of two workers
   for (int i = 0; i < 400 && started < 3; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   {
@@ -143,7 +200,7 @@ TEST(SchedulerTest, ATenantGetsNoMoreThanItsShareOfLongWorkersWhenOthersWait) {
     ASSERT_EQ(order.size(), 3u);
     EXPECT_EQ(order[2], "b1") << "tenant a took a second long worker while b's work waited";
   }
-  rest.open.set_value();
+  rest.Open();
   s.Shutdown();
   EXPECT_EQ(order.size(), 4u);
 }
@@ -170,27 +227,33 @@ TEST(SchedulerTest, RunningWorkSeesItsDeadline) {
 // A tenant with a deep queue cannot starve a tenant with one request: tenants take turns.
 TEST(SchedulerTest, TenantsAreServedRoundRobin) {
   Scheduler s(Options(1, 1));
-  Gate gate;
+  Gate gate, long_gate;
   auto blocker = s.NewQueue("x", nullptr);
-  // Occupy both workers so the order below is decided by the scheduler alone.
-  ASSERT_TRUE(s.Submit(blocker, Job([&] { gate.wait.wait(); }, WorkClass::kLong)).ok());
+  // Occupy both workers so the order below is decided by the scheduler alone; the long worker
+  // stays busy, so the short worker alone runs the rest, in the order it chooses.
+  ASSERT_TRUE(s.Submit(blocker, Job([&] { long_gate.wait.wait(); }, WorkClass::kLong)).ok());
   ASSERT_TRUE(s.Submit(s.NewQueue("y", nullptr), Job([&] { gate.wait.wait(); })).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::mutex mu;
   std::vector<std::string> order;
+  std::promise<void> all_ran;
   auto record = [&](std::string who) {
     return Job([&, who] {
       std::lock_guard l(mu);
       order.push_back(who);
+      if (order.size() == 21) all_ran.set_value();
     });
   };
   for (int i = 0; i < 20; ++i)
     ASSERT_TRUE(s.Submit(s.NewQueue("heavy", nullptr), record("heavy")).ok());
   ASSERT_TRUE(s.Submit(s.NewQueue("light", nullptr), record("light")).ok());
-  gate.open.set_value();
+  gate.Open();
+  auto ran = all_ran.get_future();
+  EXPECT_TRUE(Ready(ran));
+  long_gate.Open();
   s.Shutdown();
   auto light = std::find(order.begin(), order.end(), "light") - order.begin();
-  EXPECT_LE(light, 2) << "the light tenant waited behind the heavy tenant's queue";
+  EXPECT_LE(light, 1) << "the light tenant waited behind the heavy tenant's queue";
 }
 
 TEST(SchedulerTest, BoundsAnswerBusyAndNothingIsLost) {
@@ -212,7 +275,7 @@ TEST(SchedulerTest, BoundsAnswerBusyAndNothingIsLost) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.Submit(b, Job([&] { ran++; })).ok());
   EXPECT_EQ(s.Submit(s.NewQueue("c", nullptr), Job([&] { ran++; })).code(),
             StatusCode::kUnavailable);  // BUSY: all tenants
-  gate.open.set_value();
+  gate.Open();
   s.Shutdown();
   EXPECT_EQ(ran.load(), 6);
 }
@@ -229,7 +292,7 @@ TEST(SchedulerTest, WorkPastItsDeadlineIsAnsweredNotRun) {
   w.expire = [&](const Status& st) { answered.set_value(st); };
   ASSERT_TRUE(s.Submit(q, std::move(w)).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  gate.open.set_value();
+  gate.Open();
   EXPECT_EQ(answered.get_future().get().code(), StatusCode::kDeadlineExceeded);
   s.Shutdown();
   EXPECT_FALSE(ran.load());
@@ -272,7 +335,7 @@ TEST(SchedulerTest, BatchesFormOnlyFromWorkQueuedBehindABusyQueue) {
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
   for (int id = 1; id <= 7; ++id) ASSERT_TRUE(s.Submit(q, search(id, 7)).ok());
   ASSERT_TRUE(s.Submit(q, search(8, 9)).ok());  // other parameters
-  gate.open.set_value();
+  gate.Open();
   s.Shutdown();
   ASSERT_EQ(batches.size(), 4u);
   EXPECT_EQ(batches[0], std::vector<int>({0}));
@@ -281,11 +344,13 @@ TEST(SchedulerTest, BatchesFormOnlyFromWorkQueuedBehindABusyQueue) {
   EXPECT_EQ(batches[3], std::vector<int>({8}));
 }
 
-// A queue placed on a GPU has its short work run by that GPU's worker alone (one thread,
-// never a CPU worker), its long work by the long workers, and moves back to the CPU workers.
-TEST(SchedulerTest, GpuQueuesRunOnTheirGpuWorker) {
+// A queue placed on a GPU has its short work run by that GPU's workers (never a CPU worker),
+// its long work by the long workers, and moves back to the CPU workers.
+TEST(SchedulerTest, GpuQueuesRunOnTheirGpuWorkers) {
   Scheduler s(Options(2, 1), nullptr, nullptr, {0, 3});
-  EXPECT_EQ(s.gpu_workers(), 2);
+  EXPECT_EQ(s.gpu_workers(), 4);  // --gpu-workers 2 for each
+  const std::set<std::thread::id> gpu3 = GpuWorkerThreads(s, 3, 2);
+  EXPECT_EQ(gpu3.size(), 2u);
   auto gpu = s.NewQueue("t", nullptr);
   auto cpu = s.NewQueue("t", nullptr);
   s.SetDevice(gpu, 3);
@@ -314,16 +379,235 @@ TEST(SchedulerTest, GpuQueuesRunOnTheirGpuWorker) {
   std::set<std::thread::id> after;
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(s.Submit(gpu, Job(record(&after))).ok());
   s.Shutdown();
-  EXPECT_EQ(gpu_threads.size(), 1u);
+  ASSERT_FALSE(gpu_threads.empty());
+  for (auto id : gpu_threads) EXPECT_EQ(gpu3.count(id), 1u);
   EXPECT_EQ(long_threads.size(), 1u);
-  for (auto id : cpu_threads) EXPECT_EQ(gpu_threads.count(id), 0u);
-  for (auto id : long_threads) EXPECT_EQ(gpu_threads.count(id), 0u);
-  for (auto id : after) EXPECT_EQ(gpu_threads.count(id), 0u);
+  for (auto id : cpu_threads) EXPECT_EQ(gpu3.count(id), 0u);
+  for (auto id : long_threads) EXPECT_EQ(gpu3.count(id), 0u);
+  for (auto id : after) EXPECT_EQ(gpu3.count(id), 0u);
 }
 
-// An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue and
-// long work are refused (left to the workers), and work queued behind an inline run is
-// picked up by a worker afterwards, in order.
+// A request that waits on a GPU worker (an add waiting for its fsync, a search waiting for
+// the device) holds one of that GPU's workers only: another tenant's search on the same GPU
+// runs meanwhile.
+TEST(SchedulerTest, AWaitingRequestOnAGpuDoesNotHoldUpAnotherTenantOnIt) {
+  Scheduler s(Options(1, 1), nullptr, nullptr, {0});
+  EXPECT_EQ(s.gpu_workers(), 2);
+  Gate gate;
+  std::promise<void> waiting;
+  auto a = s.NewQueue("a", nullptr);
+  s.SetDevice(a, 0);
+  ASSERT_TRUE(s.Submit(a, Job([&] {
+                         waiting.set_value();
+                         gate.wait.wait();
+                       }))
+                  .ok());
+  auto started = waiting.get_future();
+  EXPECT_TRUE(Ready(started));
+  auto b = s.NewQueue("b", nullptr);
+  s.SetDevice(b, 0);
+  std::promise<void> searched;
+  ASSERT_TRUE(s.Submit(b, Job([&] { searched.set_value(); })).ok());
+  auto done = searched.get_future();
+  EXPECT_TRUE(Ready(done)) << "tenant b's search waited for tenant a's request";
+  EXPECT_EQ(s.busy(WorkClass::kShort), 0);  // it ran on the GPU's other worker
+  gate.Open();
+  s.Shutdown();
+}
+
+// Long work and host-only work of a GPU queue go to the CPU's workers: with those busy they
+// wait while the GPU's workers idle, and the GPU's own short work still runs there.
+TEST(SchedulerTest, LongAndHostOnlyWorkOfAGpuQueueStayOffItsWorkers) {
+  Scheduler s(Options(1, 1), nullptr, nullptr, {0});
+  const std::set<std::thread::id> gpu0 = GpuWorkerThreads(s, 0, 2);
+  EXPECT_EQ(gpu0.size(), 2u);
+  Gate gate;
+  std::atomic<int> cpu_busy{0};
+  // The short worker and the long worker are both busy.
+  auto hold = [&](WorkClass cls) {
+    return Job(
+        [&] {
+          cpu_busy++;
+          gate.wait.wait();
+        },
+        cls);
+  };
+  // (The long one first: a long worker with no long work to do takes short work.)
+  ASSERT_TRUE(s.Submit(s.NewQueue("x", nullptr), hold(WorkClass::kLong)).ok());
+  for (int i = 0; i < 2000 && cpu_busy < 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(s.Submit(s.NewQueue("x", nullptr), hold(WorkClass::kShort)).ok());
+  for (int i = 0; i < 2000 && cpu_busy < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(cpu_busy.load(), 2);
+  std::mutex mu;
+  std::map<std::string, std::thread::id> ran_on;
+  auto record = [&](std::string what) {
+    return [&, what] {
+      std::lock_guard l(mu);
+      ran_on[what] = std::this_thread::get_id();
+    };
+  };
+  auto on_gpu = [&] {
+    auto q = s.NewQueue("t", nullptr);
+    s.SetDevice(q, 0);
+    return q;
+  };
+  Work beyond_gpu = Job(record("host-only"));  // a search with k > 2048, say
+  beyond_gpu.host_only = true;
+  ASSERT_TRUE(s.Submit(on_gpu(), std::move(beyond_gpu)).ok());
+  ASSERT_TRUE(s.Submit(on_gpu(), Job(record("long"), WorkClass::kLong)).ok());
+  std::promise<void> searched;
+  ASSERT_TRUE(s.Submit(on_gpu(), Job([&] {
+                         record("gpu")();
+                         searched.set_value();
+                       }))
+                  .ok());
+  auto done = searched.get_future();
+  EXPECT_TRUE(Ready(done));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the GPU's workers are idle
+  {
+    std::lock_guard l(mu);
+    EXPECT_EQ(ran_on.count("host-only"), 0u) << "a GPU worker ran host-only work";
+    EXPECT_EQ(ran_on.count("long"), 0u) << "a GPU worker ran long work";
+  }
+  gate.Open();
+  s.Shutdown();
+  ASSERT_EQ(ran_on.size(), 3u);
+  EXPECT_EQ(gpu0.count(ran_on["gpu"]), 1u);
+  EXPECT_EQ(gpu0.count(ran_on["host-only"]), 0u);
+  EXPECT_EQ(gpu0.count(ran_on["long"]), 0u);
+}
+
+// Searches queued back to back on a GPU queue are batched, but host-only ones never with the
+// others: those go to a CPU worker, the rest stay on the GPU's.
+TEST(SchedulerTest, HostOnlySearchesNeverShareABatchWithTheGpus) {
+  Scheduler s(Options(1, 1), nullptr, nullptr, {0});
+  const std::set<std::thread::id> gpu0 = GpuWorkerThreads(s, 0, 2);
+  std::mutex mu;
+  std::vector<std::pair<std::vector<int>, bool>> batches;  // ids, and whether on GPU 0
+  auto record = [&](std::vector<int> ids) {
+    std::lock_guard l(mu);
+    batches.push_back({ids, gpu0.count(std::this_thread::get_id()) > 0});
+  };
+  auto q = s.NewQueue("t", [&](std::vector<Work>& batch) {
+    std::vector<int> ids;
+    for (Work& w : batch) ids.push_back(*static_cast<int*>(w.payload.get()));
+    record(ids);
+  });
+  s.SetDevice(q, 0);
+  Gate gate;
+  std::promise<void> busy;
+  ASSERT_TRUE(s.Submit(q, Job([&] {
+                         busy.set_value();
+                         gate.wait.wait();
+                       }))
+                  .ok());
+  auto started = busy.get_future();
+  EXPECT_TRUE(Ready(started));
+  for (int id = 1; id <= 5; ++id) {
+    Work w = Job([&, id] { record({id}); });
+    w.batch_key = 7;
+    w.payload = std::make_shared<int>(id);
+    w.host_only = id == 3 || id == 4;
+    ASSERT_TRUE(s.Submit(q, std::move(w)).ok());
+  }
+  gate.Open();
+  s.Shutdown();
+  using Batch = std::pair<std::vector<int>, bool>;
+  EXPECT_EQ(batches, (std::vector<Batch>{{{1, 2}, true}, {{3, 4}, false}, {{5}, true}}));
+}
+
+// A GPU's workers are shared between tenants as the long workers are: once one of tenant a's
+// jobs ends, a still holds one of the two workers, its share, so tenant b's job goes next
+// though a's next job was queued first.
+TEST(SchedulerTest, ATenantGetsNoMoreThanItsShareOfAGpuWhenOthersWait) {
+  Scheduler s(Options(1, 1), nullptr, nullptr, {0});
+  Gate first, rest;
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::atomic<int> started{0};
+  auto job = [&](std::string who, std::shared_future<void> wait) {
+    return Job([&, who, wait] {
+      {
+        std::lock_guard l(mu);
+        order.push_back(who);
+      }
+      started++;
+      wait.wait();
+    });
+  };
+  auto on_gpu = [&](std::string tenant) {
+    auto q = s.NewQueue(std::move(tenant), nullptr);
+    s.SetDevice(q, 0);
+    return q;
+  };
+  // Tenant a takes both of the GPU's workers (an idle GPU lets it), then queues a third job.
+  ASSERT_TRUE(s.Submit(on_gpu("a"), job("a1", first.wait)).ok());
+  ASSERT_TRUE(s.Submit(on_gpu("a"), job("a2", rest.wait)).ok());
+  for (int i = 0; i < 2000 && started < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(started.load(), 2);  // (goes on: the gates open below)
+  EXPECT_EQ(s.busy_gpu(), 2);
+  ASSERT_TRUE(s.Submit(on_gpu("a"), job("a3", rest.wait)).ok());
+  ASSERT_TRUE(s.Submit(on_gpu("b"), job("b1", rest.wait)).ok());
+  first.Open();  // a1 ends: a still holds a2, its share of two workers
+  for (int i = 0; i < 2000 && started < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  {
+    std::lock_guard l(mu);
+    EXPECT_EQ(order.size(), 3u);
+    if (order.size() == 3) {
+      EXPECT_EQ(order[2], "b1") << "tenant a took a second GPU worker while b's work waited";
+    }
+  }
+  rest.Open();
+  s.Shutdown();
+  EXPECT_EQ(order.size(), 4u);
+}
+
+// A tenant with a deep queue on a GPU cannot starve another tenant's queue on that GPU: the
+// GPU's worker visits tenants in turn. (One worker, so the order of the runs is the order of
+// its choices.)
+TEST(SchedulerTest, TenantsOnOneGpuAreServedInTurn) {
+  Scheduler s(Options(1, 1, 1), nullptr, nullptr, {0});
+  Gate gate;
+  std::promise<void> holding;
+  auto x = s.NewQueue("x", nullptr);
+  s.SetDevice(x, 0);
+  ASSERT_TRUE(s.Submit(x, Job([&] {  // the GPU's worker busy, so the scheduler alone decides
+                         holding.set_value();
+                         gate.wait.wait();
+                       }))
+                  .ok());
+  auto held = holding.get_future();
+  EXPECT_TRUE(Ready(held));
+  std::mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](std::string who) {
+    return Job([&, who] {
+      std::lock_guard l(mu);
+      order.push_back(who);
+    });
+  };
+  for (int i = 0; i < 20; ++i) {
+    auto q = s.NewQueue("heavy", nullptr);
+    s.SetDevice(q, 0);
+    ASSERT_TRUE(s.Submit(q, record("heavy")).ok());
+  }
+  auto light = s.NewQueue("light", nullptr);
+  s.SetDevice(light, 0);
+  ASSERT_TRUE(s.Submit(light, record("light")).ok());
+  gate.Open();
+  s.Shutdown();
+  ASSERT_EQ(order.size(), 21u);
+  auto at = std::find(order.begin(), order.end(), "light") - order.begin();
+  EXPECT_EQ(at, 1) << "the light tenant waited behind the heavy tenant's queues";
+}
+
+// An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue (but for
+// host-only work) and long work are refused (left to the workers), and work queued behind an
+// inline run is picked up by a worker afterwards, in order.
 TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   Scheduler s(Options(1, 1), nullptr, nullptr, {0});
   auto q = s.NewQueue("t", nullptr);
@@ -342,6 +626,8 @@ TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   Work on_gpu = Job([] {});
   on_gpu.may_inline = true;
   EXPECT_FALSE(s.TryRunHere(gpu, on_gpu));
+  on_gpu.host_only = true;  // the host's to serve: as on a CPU queue
+  EXPECT_TRUE(s.TryRunHere(gpu, on_gpu));
 
   // While it runs inline, the queue is busy: more work waits and runs after it, in order.
   std::vector<int> order;
