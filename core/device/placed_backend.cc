@@ -1,5 +1,6 @@
 #include "core/device/placed_backend.h"
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -28,8 +29,14 @@ PlacedBackend::PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devic
 }
 
 PlacedBackend::~PlacedBackend() {
-  MutexLock lock(mu_);
-  devices_.Release(placement_);
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    extras = std::move(extras_);
+    devices_.Release(placement_);
+  }
+  // Waits for a reclaim of them that runs now, so none calls OnReclaimed after this.
+  ReleaseExtras(extras, "its index is gone");
 }
 
 Placement PlacedBackend::placement() const {
@@ -44,7 +51,10 @@ int PlacedBackend::serving_gpu() const {
 
 bool PlacedBackend::TakeRefresh() const {
   MutexLock lock(mu_);
-  if (!placement_.on_gpu() || replica_ || refresh_taken_ || building_ || !host_->is_trained()) {
+  const bool extras_built = std::all_of(extras_.begin(), extras_.end(),
+                                        [](const auto& c) { return c->backend != nullptr; });
+  if (!placement_.on_gpu() || (replica_ && extras_built) || refresh_taken_ || building_ ||
+      !host_->is_trained()) {
     return false;
   }
   refresh_taken_ = true;
@@ -52,24 +62,53 @@ bool PlacedBackend::TakeRefresh() const {
 }
 
 void PlacedBackend::Refresh() const {
-  Placement p;
-  {
-    MutexLock lock(mu_);
-    if (building_) return;  // one build at a time (a job queued for a replaced index may land here)
-    refresh_taken_ = false;
-    if (!placement_.on_gpu() || replica_ || !host_->is_trained()) return;
-    p = placement_;
-    building_ = true;
-  }
-  StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
-  MutexLock lock(mu_);
-  building_ = false;
-  if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
-  if (!built.ok()) {
-    placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+  // The first copy, then each extra copy that needs building, one at a time.
+  for (;;) {
+    Placement p;
+    std::shared_ptr<DeviceCopy> extra;  // null: the first copy
+    {
+      MutexLock lock(mu_);
+      if (building_) return;  // one build at a time (a job queued for a replaced index lands here)
+      refresh_taken_ = false;
+      if (!placement_.on_gpu() || !host_->is_trained()) return;
+      if (replica_) {
+        auto it = std::find_if(extras_.begin(), extras_.end(),
+                               [](const auto& c) { return c->backend == nullptr; });
+        if (it == extras_.end()) return;
+        extra = *it;
+        p.gpus = {extra->reservation.gpu};
+      } else {
+        p = placement_;
+      }
+      building_ = true;
+    }
+    StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
+    Copies dropped;
+    {
+      MutexLock lock(mu_);
+      building_ = false;
+      if (extra) {
+        const bool kept = std::find(extras_.begin(), extras_.end(), extra) != extras_.end();
+        if (kept && built.ok()) extra->backend = std::shared_ptr<Backend>(std::move(*built));
+        if (!kept || built.ok()) continue;  // (not kept: reclaimed or dropped meanwhile)
+      } else {
+        if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
+        if (!built.ok()) {
+          placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+          dropped = std::move(extras_);
+        } else {
+          replica_ = std::shared_ptr<Backend>(std::move(*built));
+          continue;
+        }
+      }
+    }
+    if (extra) {
+      DropExtra(extra, built.status());
+      continue;
+    }
+    ReleaseExtras(dropped, "its first copy could not be built");
     return;
   }
-  replica_ = std::shared_ptr<Backend>(std::move(*built));
 }
 
 int PlacedBackend::Culprit(const Placement& p) {
@@ -86,38 +125,81 @@ void PlacedBackend::ReleaseRefresh() const {
 void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
                                 const Status& error) const {
   std::shared_ptr<Backend> dropped;  // freed after the lock: freeing waits for the device
-  MutexLock lock(mu_);
-  if (replica_ != replica) return;  // another caller handled it
-  dropped = std::move(replica_);
-  placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    if (replica_ != replica) return;  // another caller handled it
+    dropped = std::move(replica_);
+    extras = std::move(extras_);
+    placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
+  }
+  ReleaseExtras(extras, "its first copy failed");
 }
 
 void PlacedBackend::MarkStale() {
-  std::shared_ptr<Backend> dropped;
+  std::vector<std::shared_ptr<Backend>> dropped;
   MutexLock lock(mu_);
-  dropped = std::move(replica_);
+  dropped.push_back(std::move(replica_));
+  for (auto& c : extras_) dropped.push_back(std::move(c->backend));
 }
 
 void PlacedBackend::Grow() {
-  MutexLock lock(mu_);
-  if (!placement_.on_gpu()) return;
+  // REQUIRES: exclusive access to the index (a write), so nothing else places it meanwhile;
+  // mu_ is not held across the DeviceManager's calls (they may reclaim our own extras).
+  Placement now;
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    if (!placement_.on_gpu()) return;
+    now = placement_;
+    extras = extras_;
+  }
   const int64_t need = DeviceManager::GpuBytes(host_->spec(), host_->ntotal());
-  Placement next = devices_.Resize(placement_, host_->spec(), need, hint_, who_);
-  if (next.gpus != placement_.gpus) replica_.reset();  // rebuilt where it goes now
-  placement_ = std::move(next);
+  // An extra copy grows in place or goes: it only ever takes room nobody needs.
+  Copies shrunk;
+  for (const auto& c : extras) {
+    if (!devices_.ResizeCopy(c->reservation.id, need)) shrunk.push_back(c);
+  }
+  Placement next = devices_.Resize(now, host_->spec(), need, hint_, who_);
+  {
+    MutexLock lock(mu_);
+    std::erase_if(extras_, [&](const auto& c) {
+      return std::find(shrunk.begin(), shrunk.end(), c) != shrunk.end();
+    });
+    if (next.gpus != now.gpus) {  // rebuilt where it goes now, without company at first
+      replica_.reset();
+      for (auto& c : extras_) shrunk.push_back(c);
+      extras_.clear();
+    }
+    placement_ = std::move(next);
+  }
+  ReleaseExtras(shrunk, "no room to grow with its index");
 }
 
 void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* labels,
                                  int64_t next_label) {
   Grow();
   std::shared_ptr<Backend> replica;
+  std::vector<std::pair<std::shared_ptr<DeviceCopy>, std::shared_ptr<Backend>>> extras;
   {
     MutexLock lock(mu_);
     replica = replica_;
+    for (const auto& c : extras_) {
+      if (c->backend) extras.emplace_back(c, c->backend);
+    }
   }
   if (!replica) return;
+  // In order: the first copy, then each extra one; a copy that fails the add never serves.
   Status st = replica->AddLabeled(n, x, labels, next_label);
-  if (!st.ok()) DropReplica(replica, st);
+  if (!st.ok()) {
+    DropReplica(replica, st);
+    return;
+  }
+  for (const auto& [copy, backend] : extras) {
+    if (Status added = backend->AddLabeled(n, x, labels, next_label); !added.ok()) {
+      DropExtra(copy, added);
+    }
+  }
 }
 
 BackendInfo PlacedBackend::Info() const {
@@ -130,6 +212,17 @@ BackendInfo PlacedBackend::Info() const {
     info.device = placement_.device();
     info.replica = "current";
     info.gpu_memory_bytes = replica_->Info().memory_bytes;
+    // Extra copies: "gpu:0+gpu:1", and why each is there.
+    for (const auto& c : extras_) {
+      const std::string gpu = "gpu:" + std::to_string(c->reservation.gpu);
+      if (c->backend) {
+        info.device += "+" + gpu;
+        info.gpu_memory_bytes += c->backend->Info().memory_bytes;
+        info.placement += "; copy on " + gpu + ": " + c->why;
+      } else {
+        info.placement += "; copy on " + gpu + " (building): " + c->why;
+      }
+    }
   } else {
     info.replica = host_->is_trained() ? "building" : "after training";
   }
@@ -178,7 +271,12 @@ Status PlacedBackend::SetParameter(std::string_view name, double value) {
 
 Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
-  std::shared_ptr<Backend> replica, orphaned;
+  SearchParams p = params;
+  if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
+  const bool gpu_can = k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK;
+  std::shared_ptr<Backend> replica, orphaned, chosen;
+  std::shared_ptr<DeviceCopy> extra;  // the extra copy chosen; null: the first copy
+  Copies lost;
   {
     MutexLock lock(mu_);
     if (replica_ && devices_.all_healthy(placement_.gpus)) {
@@ -186,15 +284,45 @@ Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParam
     } else if (replica_) {
       orphaned = replica_;  // another collection's error marked one of its GPUs unhealthy
     }
+    lost = TakeUnhealthyExtras();
+    if (replica && gpu_can) {
+      // The copy with the fewest searches running; among equals, the one chosen least
+      // recently (so one search at a time takes turns).
+      CopyLoad* best = &replica_load_;
+      for (const auto& c : extras_) {
+        if (!c->backend) continue;
+        const CopyLoad& l = c->load;
+        if (l.in_flight < best->in_flight ||
+            (l.in_flight == best->in_flight && l.last_chosen < best->last_chosen)) {
+          best = &c->load;
+          extra = c;
+        }
+      }
+      chosen = extra ? extra->backend : replica;
+      best->in_flight++;
+      best->last_chosen = ++searches_;
+    }
   }
   if (orphaned) DropReplica(orphaned, Unavailable("its GPU was marked unhealthy"));
-  SearchParams p = params;
-  if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
-  if (replica && k <= kMaxGpuK && p.nprobe.value_or(0) <= kMaxGpuK) {
-    Status st = replica->Search(n, x, k, p, distances, labels);
+  ReleaseExtras(lost, "its GPU was marked unhealthy");
+  if (chosen) {
+    const auto start = std::chrono::steady_clock::now();
+    Status st = chosen->Search(n, x, k, p, distances, labels);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    {
+      MutexLock lock(mu_);
+      (extra ? extra->load : replica_load_).in_flight--;
+      busy_seconds_ += took.count();
+    }
     if (st.ok()) return st;
     // The request's own fault is the host's to answer; anything else retires the copy.
-    if (st.code() != StatusCode::kInvalidArgument) DropReplica(replica, st);
+    if (st.code() != StatusCode::kInvalidArgument) {
+      if (extra) {
+        DropExtra(extra, st);
+      } else {
+        DropReplica(replica, st);
+      }
+    }
   }
   return host_->Search(n, x, k, params, distances, labels);
 }

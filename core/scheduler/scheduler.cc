@@ -72,7 +72,7 @@ Status Scheduler::Submit(const std::shared_ptr<Queue>& q, Work work) {
     ++queued_;
     work.queued_at = Clock::now();
     q->work_.push_back(std::move(work));
-    if (!q->serving_ && !q->ready_) MakeReady(q);
+    if (!q->ready_ && (!q->serving_ || Joinable(*q))) MakeReady(q);
   }
   cv_.notify_all();
   return Status::Ok();
@@ -94,18 +94,40 @@ void Scheduler::MakeReady(const std::shared_ptr<Queue>& q) {
 }
 
 void Scheduler::SetDevice(const std::shared_ptr<Queue>& q, int device) {
-  if (std::find(gpus_.begin(), gpus_.end(), device) == gpus_.end()) device = -1;
+  SetDevices(q, device < 0 ? std::vector<int>{} : std::vector<int>{device});
+}
+
+void Scheduler::SetDevices(const std::shared_ptr<Queue>& q, std::vector<int> devices) {
+  std::erase_if(devices,
+                [this](int d) { return std::find(gpus_.begin(), gpus_.end(), d) == gpus_.end(); });
   {
     MutexLock lock(mu_);
-    if (q->device_ == device) return;
-    q->device_ = device;
+    if (q->devices_ == devices) return;
+    q->devices_ = std::move(devices);
+    // More GPUs: a queue being served may take another worker now.
+    if (!q->ready_ && !q->work_.empty() && q->serving_ && Joinable(*q)) MakeReady(q);
   }
   cv_.notify_all();
 }
 
 int Scheduler::device(const std::shared_ptr<Queue>& q) const {
   MutexLock lock(mu_);
-  return q->device_;
+  return q->devices_.empty() ? -1 : q->devices_[0];
+}
+
+std::vector<int> Scheduler::devices(const std::shared_ptr<Queue>& q) const {
+  MutexLock lock(mu_);
+  return q->devices_;
+}
+
+int64_t Scheduler::depth(const std::shared_ptr<Queue>& q) const {
+  MutexLock lock(mu_);
+  return static_cast<int64_t>(q->work_.size());
+}
+
+bool Scheduler::Joinable(const Queue& q) const {
+  return q.running_ > 0 && !q.exclusive_ && !q.work_.empty() && q.work_.front().shared &&
+         q.running_ < static_cast<int>(q.devices_.size());
 }
 
 bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector<Work>* batch) {
@@ -141,15 +163,20 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
         if (over == 0 && !under) continue;
         if (over == 1 && under) continue;
       }
-      auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) {
+      auto it = std::find_if(t->ready.begin(), t->ready.end(), [&](const auto& q) REQUIRES(mu_) {
         if (q->work_.front().cls != want) return false;
-        return want == WorkClass::kLong || q->device_ == gpu;
+        if (q->serving_ && !Joinable(*q)) return false;  // its head waits for the running work
+        if (want == WorkClass::kLong) return true;
+        return gpu < 0
+                   ? q->devices_.empty()
+                   : std::find(q->devices_.begin(), q->devices_.end(), gpu) != q->devices_.end();
       });
       if (it == t->ready.end()) continue;
       std::shared_ptr<Queue> q = *it;
       t->ready.erase(it);
       q->ready_ = false;
       q->serving_ = true;
+      ++q->running_;
       ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(i));
       if (t->ready.empty()) {
         t->listed = false;
@@ -169,6 +196,9 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
       queued_ -= static_cast<int64_t>(batch->size());
       t->queued -= static_cast<int64_t>(batch->size());
       if (want == WorkClass::kLong) ++t->long_running;
+      if (!batch->front().shared) q->exclusive_ = true;
+      // Shared work left behind it may go to another of the queue's GPU workers now.
+      if (Joinable(*q)) MakeReady(q);
       *out = std::move(q);
       return true;
     }
@@ -194,6 +224,7 @@ void Scheduler::Run(int kind, int gpu) {
       cancelled = cancelling_;
     }
     const bool long_work = batch.front().cls == WorkClass::kLong;
+    const bool shared = batch.front().shared;
     // Work whose client deadline passed while it waited is answered, not run.
     const auto now = Clock::now();
     std::vector<Work> live;
@@ -228,17 +259,20 @@ void Scheduler::Run(int kind, int gpu) {
         auto it = tenants_.find(q->tenant());
         if (it != tenants_.end()) --it->second->long_running;
       }
-      Release(q, c);
+      Release(q, c, shared);
     }
     cv_.notify_all();
   }
 }
 
-void Scheduler::Release(std::shared_ptr<Queue>& q, int kind) {
+void Scheduler::Release(std::shared_ptr<Queue>& q, int kind, bool shared) {
   --busy_[kind];
-  q->serving_ = false;
+  --q->running_;
+  if (!shared) q->exclusive_ = false;
+  q->serving_ = q->running_ > 0;
   if (!q->work_.empty()) {
-    MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
+    // Submit keeps the tenant's entry while it has queued work.
+    if (!q->ready_ && (!q->serving_ || Joinable(*q))) MakeReady(q);
   } else if (auto it = tenants_.find(q->tenant());
              it != tenants_.end() && it->second->queued == 0 && !it->second->listed &&
              it->second->long_running == 0) {
@@ -251,12 +285,14 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   constexpr int kShortKind = static_cast<int>(WorkClass::kShort);
   {
     MutexLock lock(mu_);
-    if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort || queue->device_ != -1 ||
-        queue->serving_ || !queue->work_.empty() ||
+    if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort ||
+        !queue->devices_.empty() || queue->serving_ || !queue->work_.empty() ||
         busy_[kShortKind] >= thread_count_[kShortKind]) {
       return false;
     }
     queue->serving_ = true;
+    ++queue->running_;
+    queue->exclusive_ = true;
     ++busy_[kShortKind];
   }
   if (metrics_) metrics_->queue_wait_seconds.With({"short"}).Observe(0);
@@ -264,7 +300,7 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   std::shared_ptr<Queue> q = queue;
   {
     MutexLock lock(mu_);
-    Release(q, kShortKind);
+    Release(q, kShortKind, /*shared=*/false);
   }
   cv_.notify_all();
   return true;
