@@ -54,7 +54,8 @@ StatusOr<std::unique_ptr<Backend>> Engine::Place(std::unique_ptr<Backend> host,
 void Engine::FollowDevice(const IndexStorage& storage, const Backend& b) const {
   const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
   if (placed && scheduler_ && storage.queue) {
-    scheduler_->SetDevice(storage.queue, placed->serving_gpu());
+    // Every GPU holding a current copy: their workers share its searches.
+    scheduler_->SetDevices(storage.queue, placed->serving_gpus());
   }
 }
 
@@ -172,6 +173,7 @@ Status Engine::SubmitSearch(const std::string& tenant, const std::string& name, 
   task->done = std::move(done);
   Work w;
   w.cls = WorkClass::kShort;
+  w.shared = true;  // a read: copies on several GPUs may run its neighbours' batches at once
   // Batches hold one collection's searches with equal parameters; different k is fine.
   const uint64_t key = std::hash<const void*>()(c.get()) ^
                        (uint64_t(params.nprobe.value_or(0)) * 0x9E3779B97F4A7C15ull) ^
@@ -356,11 +358,15 @@ void Engine::RunSearches(const std::vector<SearchTask*>& tasks) const {
                                  labels.data());
     // Nothing to follow without GPUs: keep the search path free of it.
     if (devices_ && devices_->has_gpus()) {
-      FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
-      // A rebuild that could not be queued (busy) is queued again from here.
-      if (const auto* placed = dynamic_cast<const PlacedBackend*>(&b)) {
-        QueueRefresh(c.storage(), *placed);
+      const auto* placed = dynamic_cast<const PlacedBackend*>(&b);
+      // Its load: a queue that stays deep gets a copy on another GPU, one that calms down
+      // gives it back (core/device/hot_load.h).
+      if (placed && scheduler_ && c.storage()->queue) {
+        placed->SampleLoad(Clock::now(), scheduler_->depth(c.storage()->queue));
       }
+      FollowDevice(*c.storage(), b);  // a failed device copy sends it to the CPU
+      // A rebuild (or a new copy) that could not be queued (busy) is queued again from here.
+      if (placed) QueueRefresh(c.storage(), *placed);
     }
     return searched;
   });

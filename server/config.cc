@@ -336,6 +336,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--gpu-workers", o.scheduler.gpu_workers,
                    "Workers per GPU running the searches and adds of the collections it serves")
       ->capture_default_str();
+  serve
+      ->add_option("--gpu-max-copies", o.devices.copies.max_copies,
+                   "Most GPU copies of one hot index, the first included: an index whose queue "
+                   "stays deep gets a copy on another GPU with room (0: one per GPU; 1: none)")
+      ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve
       ->add_option("--poll-spin-us", o.poll_spin_us,

@@ -175,6 +175,10 @@ void RegisterDeviceGauges(MetricsRegistry& registry, const DeviceManager& device
   registry.AddGauge("vecgpu_gpu_memory_reserved_bytes",
                     "GPU memory reserved by the collections placed there", {"gpu"},
                     per_gpu([](const D& d) { return d.reserved_bytes; }));
+  registry.AddGauge("vecgpu_gpu_extra_copies",
+                    "Extra copies of hot indexes on the GPU (given back when the load falls or "
+                    "the room is needed)",
+                    {"gpu"}, per_gpu([](const D& d) { return d.extra_copies; }));
   registry.AddGauge("vecgpu_gpu_healthy", "1 while the GPU serves, 0 while it is down", {"gpu"},
                     per_gpu([](const D& d) { return d.healthy ? 1 : 0; }));
   registry.AddGauge("vecgpu_gpu_quarantined",

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -41,6 +42,13 @@ Status DeviceOptions::Validate() const {
   if (!(memory_fraction > 0 && memory_fraction <= 1)) {
     return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
                            std::to_string(memory_fraction));
+  }
+  if (copies.max_copies < 0) return InvalidArgument("gpu_max_copies: must be >= 0");
+  if (copies.add_depth < 1 || !(copies.drop_busy > 0 && copies.drop_busy < 1) ||
+      copies.add_after.count() < 0 || copies.drop_after.count() <= 0) {
+    return InvalidArgument(
+        "gpu copies: add_depth >= 1, 0 < drop_busy < 1, add_after >= 0 and "
+        "drop_after > 0");
   }
   std::vector<int> missing;
   return DeviceManager::ParseGpus(gpus, 1 << 20, &missing).status();
@@ -445,6 +453,7 @@ StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
     }
   }
   Placement p;
+  Reclaims reclaims;
   if (hint == "cpu") {
     p.reason = "on the CPU, as its device hint asks";
     p.fallback = gpus_.empty() ? "" : kFallbackHint;
@@ -462,14 +471,21 @@ StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
         ids.push_back(d->props.id);
       }
     }
-    const std::map<int, int64_t> measured = Measured(ids);
+    std::map<int, int64_t> measured = Measured(ids);
     MutexLock lock(mu_);
     if (candidates.empty()) {
       p.reason = "on the CPU: " + (only >= 0 ? "GPU " + std::to_string(only) + " is not in use"
                                              : std::string("every GPU in use has failed"));
       p.fallback = only >= 0 ? kFallbackHint : kFallbackDeviceFailed;
     } else {
-      p = Choose(candidates, bytes, /*shardable=*/only < 0, measured);
+      // One GPU; else one GPU once extra copies of hot indexes give their room back; else
+      // sharded.
+      p = Choose(candidates, bytes, /*shardable=*/false, measured);
+      if (!p.on_gpu()) {
+        ReclaimForPlace(candidates, bytes, who, &measured, &reclaims);
+        if (!reclaims.empty()) p = Choose(candidates, bytes, /*shardable=*/false, measured);
+      }
+      if (!p.on_gpu() && only < 0) p = Choose(candidates, bytes, /*shardable=*/true, measured);
       if (!p.on_gpu()) {
         // The roomiest GPU, and whether its measured memory (not its budget) limits it.
         int64_t best = -1;
@@ -496,6 +512,7 @@ StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
     MutexLock lock(mu_);
     if (!p.on_gpu()) cpu_collections_++;
   }
+  RunReclaims(reclaims);
   if (!p.fallback.empty()) CountFallback(p.fallback);
   Log("placement: " + who + " " + p.reason);
   return p;
@@ -504,35 +521,54 @@ StatusOr<Placement> DeviceManager::Place(const IndexSpec& spec, int64_t bytes,
 Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64_t bytes,
                                 const std::string& hint, const std::string& who) {
   if (!p.on_gpu()) return p;  // the CPU has no budget to track
+  std::optional<Placement> grown;
+  Reclaims reclaims;
   {
     int64_t have = 0;
     for (int64_t r : p.reserved) have += r;
     if (bytes <= have) return p;
-    const std::map<int, int64_t> measured = Measured(p.gpus);
+    std::map<int, int64_t> measured = Measured(p.gpus);
     MutexLock lock(mu_);
-    // Grow in place when every GPU of the placement has room for its share: in its budget,
-    // and measured free for what the share adds. A GPU that is down counts too: the
-    // collection keeps its place there while it restarts (its memory cannot be measured).
+    // Grow in place when every GPU of the placement has room for what its share adds: in its
+    // budget, and measured free; room that extra copies of hot indexes hold is taken back
+    // when that makes it fit. A GPU that is down counts too: the collection keeps its place
+    // there while it restarts (its memory cannot be measured).
     const int64_t k = static_cast<int64_t>(p.gpus.size());
     const int64_t share = (bytes + bytes / 4 + k - 1) / k;
-    bool fits = true;
+    auto room = [&](size_t i) {
+      Device* d = Find(p.gpus[i]);
+      int64_t r = d->budget - d->reserved;
+      if (auto m = measured.find(p.gpus[i]); m != measured.end()) r = std::min(r, m->second);
+      return r;
+    };
+    bool fits = true, fits_reclaiming = true;
     for (size_t i = 0; i < p.gpus.size(); ++i) {
       Device* d = Find(p.gpus[i]);
-      fits = fits && d && d->budget - d->reserved + p.reserved[i] >= share;
-      if (auto m = measured.find(p.gpus[i]); fits && m != measured.end()) {
-        fits = m->second >= share - p.reserved[i];
+      if (!d) {
+        fits = fits_reclaiming = false;
+        break;
       }
+      fits = fits && room(i) >= share - p.reserved[i];
+      fits_reclaiming = fits_reclaiming && room(i) + d->reclaimable >= share - p.reserved[i];
+    }
+    if (!fits && fits_reclaiming) {
+      for (size_t i = 0; i < p.gpus.size(); ++i) {
+        ReclaimLocked(Find(p.gpus[i]), room(i), share - p.reserved[i], who, &measured, &reclaims);
+      }
+      fits = true;
     }
     if (fits) {
-      Placement grown = p;
+      grown = p;
       for (size_t i = 0; i < p.gpus.size(); ++i) {
         Find(p.gpus[i])->reserved += share - p.reserved[i];
-        grown.reserved[i] = share;
+        grown->reserved[i] = share;
       }
-      return grown;
+    } else {
+      ReleaseLocked(p);
     }
-    ReleaseLocked(p);
   }
+  RunReclaims(reclaims);  // the owners of reclaimed copies drop them (no lock held)
+  if (grown) return *grown;
   StatusOr<Placement> moved = Place(spec, bytes, hint, who + " (grown to " + MiB(bytes) + ")");
   if (moved.ok()) return *moved;
   Placement cpu;  // the hint was accepted when the collection was made
@@ -598,7 +634,8 @@ std::vector<DeviceManager::DeviceState> DeviceManager::Devices() const {
   std::vector<DeviceState> out;
   for (const auto& d : devices_) {
     out.push_back({d->props.id, d->props.name, d->props.total_bytes, d->budget, d->reserved,
-                   d->collections, d->healthy.load(), d->quarantined, d->faults, d->restarts});
+                   d->collections, d->extra_copies, d->healthy.load(), d->quarantined,
+                   d->faults, d->restarts});
   }
   return out;
 }

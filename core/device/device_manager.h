@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/device/device_provider.h"
+#include "core/device/hot_load.h"
 #include "core/index_spec.h"
 #include "core/metrics/server_metrics.h"
 #include "core/util/mutex.h"
@@ -41,6 +42,9 @@ struct DeviceOptions {
   double fault_window_s = 600;
   double quarantine_s = 3600;
   double restart_backoff_s = 0.5;
+  // When a hot index gets a copy on another GPU, and when it gives it back
+  // (core/device/hot_load.h). `vecgpu serve --gpu-max-copies` sets copies.max_copies.
+  HotCopyPolicy copies;
 
   Status Validate() const;
 };
@@ -64,10 +68,19 @@ inline constexpr const char* kFallbackNoBudget = "no_budget";
 inline constexpr const char* kFallbackOutOfMemory = "out_of_memory";
 inline constexpr const char* kFallbackDeviceFailed = "device_failed";
 
+// An extra copy's reservation on one GPU (DeviceManager::PlaceCopy).
+struct CopyReservation {
+  uint64_t id = 0;  // names it to ReleaseCopy, ResizeCopy, CopyFailed
+  int gpu = -1;
+  int64_t bytes = 0;
+};
+
 // Knows the GPUs (--gpus), their memory budgets and what is placed where (DESIGN.md).
 // Placement rule: on the healthy GPU with the most free budget when FAISS runs the kind there
 // and it fits; sharded over several GPUs when no single one has room but together they do;
-// else the CPU, with the reason.
+// else the CPU, with the reason. Extra copies of hot indexes (PlaceCopy) only take room
+// nobody else needs: a placement or a growth that finds no room reclaims them before it
+// shards or falls back to the CPU.
 //
 // Faults: a GPU that is lost (the provider's DeviceLost, or a device error a copy returned)
 // is unhealthy until its own thread has restarted it through the provider (restart backoff,
@@ -110,6 +123,32 @@ class DeviceManager final : public DeviceWatcher {
   // failing one is not known). Returns the CPU placement to use.
   Placement Failed(const Placement& p, int device, const Status& error, const std::string& who);
 
+  // An extra copy of an index of `spec` (`bytes` on one GPU) on the healthy GPU with the most
+  // room among those not in `exclude` (the GPUs its other copies use); it never takes room
+  // from another copy. The reservation is reclaimable: when a placement or a growth needs its
+  // room, it is given back and `on_reclaim` runs once (on that caller's thread, with no lock
+  // of the DeviceManager held) to tell the owner to drop the copy. ResourceExhausted when no
+  // GPU has room.
+  // REQUIRES of the owner: `on_reclaim` takes no lock held by a caller of Place or Resize;
+  // so an owner never calls Place, Resize, PlaceCopy or ReleaseCopy under the lock its
+  // on_reclaim takes.
+  StatusOr<CopyReservation> PlaceCopy(const IndexSpec& spec, int64_t bytes,
+                                      const std::vector<int>& exclude, const std::string& who,
+                                      const std::string& why, std::function<void()> on_reclaim);
+  // Grows an extra copy's reservation to `bytes` in place; false (reservation unchanged)
+  // when its GPU has no room: the owner then drops the copy. Smaller sizes keep it.
+  bool ResizeCopy(uint64_t id, int64_t bytes);
+  // Gives back an extra copy's reservation (nothing when it was reclaimed already). Waits
+  // while its on_reclaim runs, so after it returns on_reclaim will not run.
+  void ReleaseCopy(uint64_t id, const std::string& why);
+  // An extra copy failed with `error`: gives back its reservation and, for a device fault
+  // (not out of memory, not a kind the GPU cannot run), marks its GPU unhealthy as Failed does.
+  void CopyFailed(uint64_t id, const Status& error, const std::string& who);
+  const HotCopyPolicy& copy_policy() const { return options_.copies; }
+  // The most copies of one index, the first included (HotCopyPolicy::max_copies, where 0 is
+  // one per GPU in use).
+  int max_copies() const;
+
   bool healthy(int device) const;
   bool all_healthy(const std::vector<int>& devices) const;
   // Changes whenever one of `devices` restarts: a copy built at another generation lives in a
@@ -136,6 +175,7 @@ class DeviceManager final : public DeviceWatcher {
     int64_t budget_bytes = 0;
     int64_t reserved_bytes = 0;
     int collections = 0;
+    int extra_copies = 0;  // extra copies of hot indexes (PlaceCopy)
     bool healthy = true;
     bool quarantined = false;
     int64_t faults = 0;    // losses since start
@@ -157,6 +197,8 @@ class DeviceManager final : public DeviceWatcher {
     int64_t budget = 0;
     int64_t reserved = 0;
     int collections = 0;
+    int extra_copies = 0;
+    int64_t reclaimable = 0;  // bytes of extra copies' reservations
     std::atomic<bool> healthy{true};
     // Faults (guarded by mu_).
     bool down = false;                 // lost, not restarted yet
@@ -172,6 +214,14 @@ class DeviceManager final : public DeviceWatcher {
   void RecordFault(Device* d, const std::string& why) REQUIRES(mu_);
   // Restarts lost GPUs when their backoff or quarantine ends.
   void Supervise() EXCLUDES(mu_);
+  struct Copy {
+    int gpu = -1;
+    int64_t bytes = 0;
+    std::string who;
+    std::function<void()> on_reclaim;
+  };
+  // Owners to tell that their copies were reclaimed: (copy id, on_reclaim).
+  using Reclaims = std::vector<std::pair<uint64_t, std::function<void()>>>;
   Device* Find(int id) const;
   // Each GPU's measured free memory less the reserve (the provider's FreeBytes, asked now,
   // outside mu_); a GPU whose provider cannot say is left out (no limit but the budget).
@@ -183,6 +233,19 @@ class DeviceManager final : public DeviceWatcher {
   void Log(const std::string& line) const;
   void CountFallback(const std::string& reason) const;
   void ReleaseLocked(const Placement& p) REQUIRES(mu_);
+  // Gives back extra copies on `d`, largest first, until `room` (its room now) reaches
+  // `need`; nothing when even all of them would not make enough. Adds what it gave back to
+  // `measured` (the copies' memory is freed as their owners drop them) and their on_reclaim
+  // calls to `calls`, run them with RunReclaims once mu_ is released. Returns the bytes.
+  int64_t ReclaimLocked(Device* d, int64_t room, int64_t need, const std::string& for_who,
+                        std::map<int, int64_t>* measured, Reclaims* calls) REQUIRES(mu_);
+  // Frees room for `bytes` on the candidate that needs the least reclaimed (Place).
+  void ReclaimForPlace(const std::vector<Device*>& candidates, int64_t bytes,
+                       const std::string& for_who, std::map<int, int64_t>* measured,
+                       Reclaims* calls) REQUIRES(mu_);
+  void RunReclaims(Reclaims& calls) EXCLUDES(mu_);
+  // Removes copy `id` from copies_ and gives back its room; false when it is not there.
+  bool DropCopyLocked(uint64_t id) REQUIRES(mu_);
 
   DeviceProvider* const provider_;
   const DeviceOptions options_;
@@ -196,6 +259,10 @@ class DeviceManager final : public DeviceWatcher {
   bool stop_ GUARDED_BY(mu_) = false;
   bool changed_ GUARDED_BY(mu_) = false;  // a loss or an Enable since the supervisor looked
   std::thread supervisor_;
+  std::map<uint64_t, Copy> copies_ GUARDED_BY(mu_);  // extra copies' reservations
+  uint64_t next_copy_ GUARDED_BY(mu_) = 1;
+  std::vector<uint64_t> reclaiming_ GUARDED_BY(mu_);  // on_reclaim calls running now
+  std::condition_variable reclaimed_cv_;
 };
 
 }  // namespace vecgpu

@@ -426,6 +426,103 @@ TEST(DeviceManager, CountsBalanceThroughFailuresAndMoves) {
   EXPECT_EQ(h.Reserved(0), 0);
 }
 
+// Extra copies of hot indexes: on another GPU, counted, and taken back (the owner told once)
+// when a placement needs the room, before it would shard or go to the CPU.
+TEST(DeviceManager, ExtraCopiesBorrowRoomAPlacementTakesBack) {
+  Harness h({kGiB, kGiB});  // budgets 1024 MiB each
+  IndexSpec flat = Spec("Flat", 128);
+  Placement hot = h.Place("Flat", 100 * kMiB);  // GPU 0
+  ASSERT_EQ(hot.gpus, std::vector<int>{0});
+  int reclaimed = 0;
+  auto copy =
+      h.dm->PlaceCopy(flat, 600 * kMiB, hot.gpus, "t/hot", "queue deep", [&] { reclaimed++; });
+  ASSERT_TRUE(copy.ok()) << copy.status().message();
+  EXPECT_EQ(copy->gpu, 1);
+  EXPECT_EQ(copy->bytes, 750 * kMiB);  // with a quarter of headroom, as placements
+  EXPECT_EQ(h.Reserved(1), 750 * kMiB);
+  EXPECT_EQ(h.dm->Devices()[1].extra_copies, 1);
+  EXPECT_EQ(h.dm->Devices()[1].collections, 0);  // a copy is not a collection
+  EXPECT_NE(h.log.find("t/hot copy on gpu:1: queue deep"), std::string::npos) << h.log;
+  // Copies never take room from copies: no GPU left with 600 MiB for a second one.
+  auto second = h.dm->PlaceCopy(flat, 600 * kMiB, hot.gpus, "t/warm", "queue deep", [] {});
+  EXPECT_EQ(second.status().code(), StatusCode::kResourceExhausted);
+  // A collection needing 800 MiB: GPU 0 has 899 MiB free, so it goes there untouched.
+  // Then one of 500 MiB: neither GPU has room (99 and 274 MiB), sharding would fit, but the
+  // copy's room is taken back first so it lands whole on GPU 1.
+  Placement big = h.Place("Flat", 800 * kMiB);
+  ASSERT_EQ(big.gpus, std::vector<int>{0});
+  EXPECT_EQ(reclaimed, 0);
+  Placement other = h.Place("Flat", 500 * kMiB);
+  EXPECT_EQ(other.gpus, std::vector<int>{1}) << other.reason;
+  EXPECT_EQ(reclaimed, 1);
+  EXPECT_EQ(h.dm->Devices()[1].extra_copies, 0);
+  EXPECT_EQ(h.Reserved(1), 625 * kMiB);  // only the new collection's
+  EXPECT_NE(h.log.find("t/hot copy on gpu:1 reclaimed: t/c needs the room"), std::string::npos)
+      << h.log;
+  // Its owner's release afterwards is a no-op; the owner is not told twice.
+  h.dm->ReleaseCopy(copy->id, "the load fell");
+  EXPECT_EQ(h.Reserved(1), 625 * kMiB);
+  EXPECT_EQ(reclaimed, 1);
+}
+
+TEST(DeviceManager, GrowthReclaimsCopiesOnItsGpuBeforeMoving) {
+  Harness h({kGiB, kGiB});
+  IndexSpec flat = Spec("Flat", 128);
+  Placement a = h.Place("Flat", 400 * kMiB);  // GPU 0: 500 reserved
+  Placement b = h.Place("Flat", 400 * kMiB);  // GPU 1: 500 reserved
+  ASSERT_EQ(b.gpus, std::vector<int>{1});
+  bool told = false;
+  auto copy = h.dm->PlaceCopy(flat, 300 * kMiB, a.gpus, "t/a", "queue deep", [&] { told = true; });
+  ASSERT_TRUE(copy.ok());
+  ASSERT_EQ(copy->gpu, 1);  // 375 MiB on GPU 1: 149 MiB left there
+  // b grows to 600 MiB (750 with headroom): only with the copy's room does it fit in place.
+  b = h.dm->Resize(b, flat, 600 * kMiB, "", "t/b");
+  EXPECT_EQ(b.gpus, std::vector<int>{1}) << b.reason;
+  EXPECT_EQ(b.reserved[0], 750 * kMiB);
+  EXPECT_TRUE(told);
+  EXPECT_EQ(h.Reserved(1), 750 * kMiB);
+  // A copy that cannot grow in place says so (its owner drops it).
+  auto c = h.dm->PlaceCopy(flat, 100 * kMiB, b.gpus, "t/b", "queue deep", [] {});
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->gpu, 0);
+  EXPECT_TRUE(h.dm->ResizeCopy(c->id, 300 * kMiB));   // 375 MiB: fits beside a's 500
+  EXPECT_FALSE(h.dm->ResizeCopy(c->id, 500 * kMiB));  // 625 MiB: does not
+  h.dm->ReleaseCopy(c->id, "no room to grow");
+  EXPECT_EQ(h.Reserved(0), 500 * kMiB);
+  EXPECT_EQ(h.dm->Devices()[0].extra_copies, 0);
+}
+
+TEST(DeviceManager, AFailedCopyMarksItsGpuUnhealthyUnlessItRanOutOfMemory) {
+  Harness h({kGiB, kGiB, kGiB});
+  IndexSpec flat = Spec("Flat", 128);
+  auto oom = h.dm->PlaceCopy(flat, kMiB, {0}, "t/c", "queue deep", [] {});
+  ASSERT_TRUE(oom.ok());
+  h.dm->CopyFailed(oom->id, ResourceExhausted("cudaMalloc: out of memory"), "t/c");
+  EXPECT_TRUE(h.dm->healthy(oom->gpu));
+  EXPECT_EQ(h.Reserved(oom->gpu), 0);
+  auto fault = h.dm->PlaceCopy(flat, kMiB, {0}, "t/c", "queue deep", [] {});
+  ASSERT_TRUE(fault.ok());
+  h.dm->CopyFailed(fault->id, Internal("CUDA error 700"), "t/c");
+  EXPECT_FALSE(h.dm->healthy(fault->gpu));
+  EXPECT_EQ(h.Reserved(fault->gpu), 0);
+  // Kinds FAISS cannot run on a GPU get no copy.
+  EXPECT_FALSE(h.dm->PlaceCopy(Spec("HNSW32", 128), kMiB, {0}, "t/c", "", [] {}).ok());
+}
+
+TEST(DeviceManager, MaxCopiesDefaultsToOnePerGpu) {
+  Harness h({kGiB, kGiB, kGiB});
+  EXPECT_EQ(h.dm->max_copies(), 3);
+  DeviceOptions o;
+  o.copies.max_copies = 2;
+  DeviceManager two(&h.provider, o);
+  EXPECT_EQ(two.max_copies(), 2);
+  o.copies.max_copies = -1;
+  EXPECT_FALSE(o.Validate().ok());
+  o.copies.max_copies = 0;
+  o.copies.drop_busy = 1;
+  EXPECT_FALSE(o.Validate().ok());
+}
+
 TEST(DeviceManager, GpuBytesFollowFaissLayouts) {
   EXPECT_EQ(DeviceManager::GpuBytes(Spec("Flat", 128), 1000) -
                 DeviceManager::GpuBytes(Spec("Flat", 128), 0),

@@ -1,5 +1,6 @@
 #include "core/device/placed_backend.h"
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -28,8 +29,14 @@ PlacedBackend::PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devic
 }
 
 PlacedBackend::~PlacedBackend() {
-  MutexLock lock(mu_);
-  devices_.Release(placement_);
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    extras = std::move(extras_);
+    devices_.Release(placement_);
+  }
+  // Waits for a reclaim of them that runs now, so none calls OnReclaimed after this.
+  ReleaseExtras(extras, "its index is gone");
 }
 
 Placement PlacedBackend::placement() const {
@@ -39,16 +46,15 @@ Placement PlacedBackend::placement() const {
 
 int PlacedBackend::serving_gpu() const {
   MutexLock lock(mu_);
-  return replica_ && devices_.all_healthy(placement_.gpus) &&
-                 devices_.generation(placement_.gpus) == replica_generation_
-             ? placement_.gpus[0]
-             : -1;
+  return FirstCopyServes() ? placement_.gpus[0] : -1;
 }
 
 bool PlacedBackend::TakeRefresh() const {
   MutexLock lock(mu_);
-  if (!placement_.on_gpu() || replica_ || refresh_taken_ || building_ || !host_->is_trained() ||
-      !devices_.all_healthy(placement_.gpus)) {
+  const bool extras_built = std::all_of(extras_.begin(), extras_.end(),
+                                        [](const auto& c) { return c->backend != nullptr; });
+  if (!placement_.on_gpu() || (replica_ && extras_built) || refresh_taken_ || building_ ||
+      !host_->is_trained() || !devices_.all_healthy(placement_.gpus)) {
     return false;  // a GPU that is down: rebuilt once it is back (the next search asks again)
   }
   refresh_taken_ = true;
@@ -56,28 +62,64 @@ bool PlacedBackend::TakeRefresh() const {
 }
 
 void PlacedBackend::Refresh() const {
-  Placement p;
-  {
-    MutexLock lock(mu_);
-    if (building_) return;  // one build at a time (a job queued for a replaced index may land here)
-    refresh_taken_ = false;
-    if (!placement_.on_gpu() || replica_ || !host_->is_trained()) return;
-    p = placement_;
-    building_ = true;
-  }
-  const int64_t generation = devices_.generation(p.gpus);
-  StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
-  MutexLock lock(mu_);
-  building_ = false;
-  if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
-  if (!built.ok()) {
-    if (devices_.generation(p.gpus) == generation) {  // else: its process went meanwhile
-      placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+  // The first copy, then each extra copy that needs building, one at a time.
+  for (;;) {
+    Placement p;
+    std::shared_ptr<DeviceCopy> extra;  // null: the first copy
+    {
+      MutexLock lock(mu_);
+      if (building_) return;  // one build at a time (a job queued for a replaced index lands here)
+      refresh_taken_ = false;
+      if (!placement_.on_gpu() || !host_->is_trained()) return;
+      if (replica_) {
+        auto it = std::find_if(extras_.begin(), extras_.end(),
+                               [](const auto& c) { return c->backend == nullptr; });
+        if (it == extras_.end()) return;
+        extra = *it;
+        p.gpus = {extra->reservation.gpu};
+      } else {
+        p = placement_;
+      }
+      building_ = true;
     }
+    const int64_t generation = devices_.generation(p.gpus);
+    StatusOr<std::unique_ptr<Backend>> built = devices_.provider()->BuildReplica(*host_, p.gpus);
+    Copies dropped;
+    {
+      MutexLock lock(mu_);
+      building_ = false;
+      if (extra) {
+        const bool kept = std::find(extras_.begin(), extras_.end(), extra) != extras_.end();
+        if (kept && built.ok()) {
+          extra->backend = std::shared_ptr<Backend>(std::move(*built));
+          extra->generation = generation;
+        }
+        if (!kept || built.ok()) continue;  // (not kept: reclaimed or dropped meanwhile)
+      } else {
+        if (placement_.gpus != p.gpus || replica_) return;  // placed again meanwhile
+        if (!built.ok()) {
+          if (devices_.generation(p.gpus) != generation) return;  // its process went meanwhile
+          placement_ = devices_.Failed(placement_, Culprit(p), built.status(), who_);
+          dropped = std::move(extras_);
+        } else {
+          replica_ = std::shared_ptr<Backend>(std::move(*built));
+          replica_generation_ = generation;
+          continue;
+        }
+      }
+    }
+    if (extra) {
+      DropExtra(extra, built.status());
+      continue;
+    }
+    ReleaseExtras(dropped, "its first copy could not be built");
     return;
   }
-  replica_ = std::shared_ptr<Backend>(std::move(*built));
-  replica_generation_ = generation;
+}
+
+bool PlacedBackend::FirstCopyServes() const {
+  return replica_ && devices_.all_healthy(placement_.gpus) &&
+         devices_.generation(placement_.gpus) == replica_generation_;
 }
 
 int PlacedBackend::Culprit(const Placement& p) {
@@ -94,40 +136,84 @@ void PlacedBackend::ReleaseRefresh() const {
 void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
                                 const Status& error) const {
   std::shared_ptr<Backend> dropped;  // freed after the lock: freeing waits for the device
-  MutexLock lock(mu_);
-  if (replica_ != replica) return;  // another caller handled it
-  dropped = std::move(replica_);
-  // A copy of a GPU that restarted since it was built: the loss is known already.
-  if (devices_.generation(placement_.gpus) != replica_generation_) return;
-  placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    if (replica_ != replica) return;  // another caller handled it
+    dropped = std::move(replica_);
+    extras = std::move(extras_);
+    // A copy of a GPU that restarted since it was built: the loss is known already.
+    if (devices_.generation(placement_.gpus) == replica_generation_) {
+      placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
+    }
+  }
+  ReleaseExtras(extras, "its first copy failed");
 }
 
 void PlacedBackend::MarkStale() {
-  std::shared_ptr<Backend> dropped;
+  std::vector<std::shared_ptr<Backend>> dropped;
   MutexLock lock(mu_);
-  dropped = std::move(replica_);
+  dropped.push_back(std::move(replica_));
+  for (auto& c : extras_) dropped.push_back(std::move(c->backend));
 }
 
 void PlacedBackend::Grow() {
-  MutexLock lock(mu_);
-  if (!placement_.on_gpu()) return;
+  // REQUIRES: exclusive access to the index (a write), so nothing else places it meanwhile;
+  // mu_ is not held across the DeviceManager's calls (they may reclaim our own extras).
+  Placement now;
+  Copies extras;
+  {
+    MutexLock lock(mu_);
+    if (!placement_.on_gpu()) return;
+    now = placement_;
+    extras = extras_;
+  }
   const int64_t need = DeviceManager::GpuBytes(host_->spec(), host_->ntotal());
-  Placement next = devices_.Resize(placement_, host_->spec(), need, hint_, who_);
-  if (next.gpus != placement_.gpus) replica_.reset();  // rebuilt where it goes now
-  placement_ = std::move(next);
+  // An extra copy grows in place or goes: it only ever takes room nobody needs.
+  Copies shrunk;
+  for (const auto& c : extras) {
+    if (!devices_.ResizeCopy(c->reservation.id, need)) shrunk.push_back(c);
+  }
+  Placement next = devices_.Resize(now, host_->spec(), need, hint_, who_);
+  {
+    MutexLock lock(mu_);
+    std::erase_if(extras_, [&](const auto& c) {
+      return std::find(shrunk.begin(), shrunk.end(), c) != shrunk.end();
+    });
+    if (next.gpus != now.gpus) {  // rebuilt where it goes now, without company at first
+      replica_.reset();
+      for (auto& c : extras_) shrunk.push_back(c);
+      extras_.clear();
+    }
+    placement_ = std::move(next);
+  }
+  ReleaseExtras(shrunk, "no room to grow with its index");
 }
 
 void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* labels,
                                  int64_t next_label) {
   Grow();
   std::shared_ptr<Backend> replica;
+  std::vector<std::pair<std::shared_ptr<DeviceCopy>, std::shared_ptr<Backend>>> extras;
   {
     MutexLock lock(mu_);
     replica = replica_;
+    for (const auto& c : extras_) {
+      if (c->backend) extras.emplace_back(c, c->backend);
+    }
   }
   if (!replica) return;
+  // In order: the first copy, then each extra one; a copy that fails the add never serves.
   Status st = replica->AddLabeled(n, x, labels, next_label);
-  if (!st.ok()) DropReplica(replica, st);
+  if (!st.ok()) {
+    DropReplica(replica, st);
+    return;
+  }
+  for (const auto& [copy, backend] : extras) {
+    if (Status added = backend->AddLabeled(n, x, labels, next_label); !added.ok()) {
+      DropExtra(copy, added);
+    }
+  }
 }
 
 BackendInfo PlacedBackend::Info() const {
@@ -139,10 +225,21 @@ BackendInfo PlacedBackend::Info() const {
   } else if (!devices_.all_healthy(placement_.gpus)) {
     info.placement += "; " + devices_.DownReason(placement_.gpus);
     info.replica = "waiting for the GPU";
-  } else if (replica_ && devices_.generation(placement_.gpus) == replica_generation_) {
+  } else if (FirstCopyServes()) {
     info.device = placement_.device();
     info.replica = "current";
     info.gpu_memory_bytes = replica_->Info().memory_bytes;
+    // Extra copies: "gpu:0+gpu:1", and why each is there.
+    for (const auto& c : extras_) {
+      const std::string gpu = "gpu:" + std::to_string(c->reservation.gpu);
+      if (c->backend) {
+        info.device += "+" + gpu;
+        info.gpu_memory_bytes += c->backend->Info().memory_bytes;
+        info.placement += "; copy on " + gpu + ": " + c->why;
+      } else {
+        info.placement += "; copy on " + gpu + " (building): " + c->why;
+      }
+    }
   } else {
     info.replica = host_->is_trained() ? "building" : "after training";
   }
@@ -191,26 +288,62 @@ Status PlacedBackend::SetParameter(std::string_view name, double value) {
 
 Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
-  std::shared_ptr<Backend> replica, orphaned;
+  SearchParams p = params;
+  if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
+  const bool gpu_can = WithinGpuLimits(k, p.nprobe.value_or(0));
+  std::shared_ptr<Backend> replica, orphaned, chosen;
+  std::shared_ptr<DeviceCopy> extra;  // the extra copy chosen; null: the first copy
+  Copies lost;
   {
     MutexLock lock(mu_);
-    if (replica_ && devices_.all_healthy(placement_.gpus) &&
-        devices_.generation(placement_.gpus) == replica_generation_) {
+    if (FirstCopyServes()) {
       replica = replica_;
     } else if (replica_) {
       // Its GPU failed (another collection's copy or the GPU host process said so), or has
-      // restarted since: the copy is gone with the process. Rebuilt when the GPU is back.
+      // restarted since: the copy went with the process. Rebuilt when the GPU is back.
       orphaned = std::move(replica_);
+      lost = std::move(extras_);
+    }
+    Copies unhealthy = TakeUnhealthyExtras();
+    lost.insert(lost.end(), unhealthy.begin(), unhealthy.end());
+    if (replica && gpu_can) {
+      // The copy with the fewest searches running; among equals, the one chosen least
+      // recently (so one search at a time takes turns).
+      CopyLoad* best = &replica_load_;
+      for (const auto& c : extras_) {
+        if (!c->backend) continue;
+        const CopyLoad& l = c->load;
+        if (l.in_flight < best->in_flight ||
+            (l.in_flight == best->in_flight && l.last_chosen < best->last_chosen)) {
+          best = &c->load;
+          extra = c;
+        }
+      }
+      chosen = extra ? extra->backend : replica;
+      best->in_flight++;
+      best->last_chosen = ++searches_;
     }
   }
   orphaned.reset();
-  SearchParams p = params;
-  if (host_->spec().nlist > 0 && !p.nprobe) p.nprobe = nprobe_;
-  if (replica && WithinGpuLimits(k, p.nprobe.value_or(0))) {
-    Status st = replica->Search(n, x, k, p, distances, labels);
+  ReleaseExtras(lost, "its GPU is down");
+  if (chosen) {
+    const auto start = std::chrono::steady_clock::now();
+    Status st = chosen->Search(n, x, k, p, distances, labels);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    {
+      MutexLock lock(mu_);
+      (extra ? extra->load : replica_load_).in_flight--;
+      busy_seconds_ += took.count();
+    }
     if (st.ok()) return st;
     // The request's own fault is the host's to answer; anything else retires the copy.
-    if (st.code() != StatusCode::kInvalidArgument) DropReplica(replica, st);
+    if (st.code() != StatusCode::kInvalidArgument) {
+      if (extra) {
+        DropExtra(extra, st);
+      } else {
+        DropReplica(replica, st);
+      }
+    }
   }
   return host_->Search(n, x, k, params, distances, labels);
 }

@@ -1,10 +1,13 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/device/device_manager.h"
+#include "core/device/hot_load.h"
 #include "core/util/mutex.h"
 
 namespace vecgpu {
@@ -18,7 +21,17 @@ namespace vecgpu {
 // error of the copy, on the host: a failing GPU costs speed, never a request. The copy grows
 // with the index and moves (another GPU, several, the CPU) when its GPUs run out of budget.
 //
-// Thread safety as Backend; in addition Refresh() may run alongside searches.
+// A hot index gets extra copies on other GPUs (SampleLoad, HotCopyPolicy): each its own
+// reclaimable reservation (DeviceManager::PlaceCopy), built from the host like the first.
+// Searches go to the copy with the fewest searches running; adds reach the host, then each
+// copy in order, and a copy that fails one is dropped; a write the copies cannot apply
+// makes them all stale and rebuilt. An extra copy goes when the load falls, when a
+// placement or a growth needs its room (the DeviceManager reclaims it), or when the first
+// copy moves or fails. Only an index on one GPU gets extra copies (a sharded one is large).
+//
+// Thread safety as Backend; in addition Refresh() and SampleLoad() may run alongside
+// searches. Locking: mu_ is never held while calling the DeviceManager's Place, Resize,
+// PlaceCopy or ReleaseCopy, because a reclaim runs OnReclaimed (which takes mu_) from them.
 class PlacedBackend final : public Backend {
  public:
   // The most results or lists FAISS's GPU k-selection handles per query.
@@ -39,10 +52,19 @@ class PlacedBackend final : public Backend {
   const std::string& hint() const { return hint_; }
   // The GPU whose workers run this index's queued work; -1: CPU workers.
   int serving_gpu() const EXCLUDES(mu_);
-  // True, once, when the device copy needs building: the caller then runs Refresh() (with
+  // The GPUs whose workers run its queued work: the first GPU of each current copy, the
+  // first copy's first (Scheduler::SetDevices); empty: CPU workers.
+  std::vector<int> serving_gpus() const EXCLUDES(mu_);
+  // One sample of the index's load, taken after a search batch: `queued` requests wait in
+  // its queue at `now`. Adds an extra copy (on the GPU with the most room; built by the next
+  // Refresh) or drops one, as HotLoad decides. The caller then points the queue at
+  // serving_gpus() and queues a Refresh (TakeRefresh).
+  void SampleLoad(std::chrono::steady_clock::time_point now, int64_t queued) const EXCLUDES(mu_);
+  // True, once, when a device copy needs building: the caller then runs Refresh() (with
   // shared access to the index, so no write lands while it builds).
   bool TakeRefresh() const EXCLUDES(mu_);
-  // Builds the device copy from the host index. Searches go on meanwhile, on the host.
+  // Builds the device copies that need it from the host index, the first copy first.
+  // Searches go on meanwhile, on the copies that are current or the host.
   void Refresh() const EXCLUDES(mu_);
   // Gives back a TakeRefresh() whose Refresh() will not run (it could not be queued).
   void ReleaseRefresh() const EXCLUDES(mu_);
@@ -82,14 +104,43 @@ class PlacedBackend final : public Backend {
   StatusOr<std::vector<uint8_t>> Serialize() const override { return host_->Serialize(); }
 
  private:
+  // Load of one device copy: searches running on it now, and when it was last chosen.
+  struct CopyLoad {
+    int in_flight = 0;
+    uint64_t last_chosen = 0;  // searches_ when it was last chosen; 0: never
+  };
+  // An extra copy on another GPU (the first copy is placement_ and replica_). Fields are
+  // guarded by the owner's mu_.
+  struct DeviceCopy {
+    CopyReservation reservation;
+    std::string why;                   // why it was made, for get_index_info
+    std::shared_ptr<Backend> backend;  // null: not built yet (or stale)
+    CopyLoad load;
+    bool reclaimed = false;  // the DeviceManager took its room back
+    int64_t generation = 0;  // its GPU's generation when built (DeviceManager::generation)
+  };
+  using Copies = std::vector<std::shared_ptr<DeviceCopy>>;
+
   PlacedBackend(std::unique_ptr<Backend> host, DeviceManager& devices, std::string hint,
                 std::string who, Placement placement);
+  // Whether the first copy serves: built, its GPUs up, and not restarted since it was built.
+  bool FirstCopyServes() const REQUIRES(mu_);
   // The GPU to blame for an error of a copy placed at `p`; -1: none of them.
   static int Culprit(const Placement& p);
   // The copy failed with `error`: serve from the host until it is rebuilt (after a GPU's
-  // restart) or from now on (out of memory, an index the GPU cannot run).
+  // restart) or from now on (out of memory, an index the GPU cannot run); extra copies go too.
   void DropReplica(const std::shared_ptr<Backend>& replica, const Status& error) const
       EXCLUDES(mu_);
+  // Extra copy `copy` failed with `error`: drop it (its GPU may be marked unhealthy).
+  void DropExtra(const std::shared_ptr<DeviceCopy>& copy, const Status& error) const EXCLUDES(mu_);
+  // Gives back the reservations of extra copies already taken out of extras_.
+  void ReleaseExtras(const Copies& copies, const std::string& why) const EXCLUDES(mu_);
+  // The DeviceManager took `copy`'s room back: drop it.
+  void OnReclaimed(const std::shared_ptr<DeviceCopy>& copy) const EXCLUDES(mu_);
+  // Extra copies whose GPU was marked unhealthy (by any collection), taken out of extras_.
+  Copies TakeUnhealthyExtras() const REQUIRES(mu_);
+  // Adds an extra copy for a queue deep `deep_for` (PlaceCopy; nothing when no GPU has room).
+  void AddExtra(std::chrono::duration<double> deep_for, int64_t queued) const EXCLUDES(mu_);
   // After a write the copy cannot apply: rebuild it.
   void MarkStale() EXCLUDES(mu_);
   // After the host grew: resize the reservation, moving the copy if it no longer fits.
@@ -108,6 +159,11 @@ class PlacedBackend final : public Backend {
   mutable Placement placement_ GUARDED_BY(mu_);
   mutable std::shared_ptr<Backend> replica_ GUARDED_BY(mu_);  // null: none, or stale
   mutable int64_t replica_generation_ GUARDED_BY(mu_) = 0;    // its GPUs' generation
+  mutable CopyLoad replica_load_ GUARDED_BY(mu_);
+  mutable Copies extras_ GUARDED_BY(mu_);  // extra copies, oldest first
+  mutable HotLoad hot_ GUARDED_BY(mu_);
+  mutable double busy_seconds_ GUARDED_BY(mu_) = 0;           // all copies' search time
+  mutable uint64_t searches_ GUARDED_BY(mu_) = 0;             // searches sent to copies
   mutable bool refresh_taken_ GUARDED_BY(mu_) = false;        // a rebuild is queued
   mutable bool building_ GUARDED_BY(mu_) = false;             // a rebuild runs
 };

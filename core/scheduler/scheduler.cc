@@ -75,7 +75,7 @@ Status Scheduler::Submit(const std::shared_ptr<Queue>& q, Work work) {
     ++queued_;
     work.queued_at = Clock::now();
     q->work_.push_back(std::move(work));
-    if (!q->serving_ && !q->ready_) MakeReady(q);
+    if (!q->ready_ && (!q->serving_ || Joinable(*q))) MakeReady(q);
   }
   cv_.notify_all();
   return Status::Ok();
@@ -97,28 +97,56 @@ void Scheduler::MakeReady(const std::shared_ptr<Queue>& q) {
 }
 
 void Scheduler::SetDevice(const std::shared_ptr<Queue>& q, int device) {
-  if (std::find(gpus_.begin(), gpus_.end(), device) == gpus_.end()) device = -1;
+  SetDevices(q, device < 0 ? std::vector<int>{} : std::vector<int>{device});
+}
+
+void Scheduler::SetDevices(const std::shared_ptr<Queue>& q, std::vector<int> devices) {
+  std::erase_if(devices,
+                [this](int d) { return std::find(gpus_.begin(), gpus_.end(), d) == gpus_.end(); });
   {
     MutexLock lock(mu_);
-    if (q->device_ == device) return;
-    q->device_ = device;
+    if (q->devices_ == devices) return;
+    q->devices_ = std::move(devices);
+    // More GPUs: a queue being served may take another worker now.
+    if (!q->ready_ && !q->work_.empty() && q->serving_ && Joinable(*q)) MakeReady(q);
   }
   cv_.notify_all();
 }
 
 int Scheduler::device(const std::shared_ptr<Queue>& q) const {
   MutexLock lock(mu_);
-  return q->device_;
+  return q->devices_.empty() ? -1 : q->devices_[0];
+}
+
+std::vector<int> Scheduler::devices(const std::shared_ptr<Queue>& q) const {
+  MutexLock lock(mu_);
+  return q->devices_;
+}
+
+int64_t Scheduler::depth(const std::shared_ptr<Queue>& q) const {
+  MutexLock lock(mu_);
+  return static_cast<int64_t>(q->work_.size());
+}
+
+bool Scheduler::Joinable(const Queue& q) const {
+  return q.running_ > 0 && !q.exclusive_ && !q.work_.empty() && q.work_.front().shared &&
+         q.running_ < static_cast<int>(q.devices_.size());
 }
 
 bool Scheduler::Takes(int kind, int gpu, WorkClass want, const Queue& q) const {
   const Work& head = q.work_.front();
   if (head.cls != want) return false;
-  if (want == WorkClass::kLong) return true;  // long work: any queue's, on the long workers
-  // Short work: a GPU's workers take that of the queues placed on it; the CPU's workers take
-  // that of the other queues, and host-only work of any queue.
-  if (kind == kGpuKind) return q.device_ == gpu && !head.host_only;
-  return q.device_ == -1 || head.host_only;
+  if (q.serving_ && !Joinable(q)) return false;  // its head waits for the running work
+  if (want == WorkClass::kLong) return true;     // long work: any queue's, on the long workers
+  // Short work: a GPU's workers take that of the queues placed on it (a queue may be served
+  // by several GPUs: SetDevices); the CPU's workers take that of the other queues, and
+  // host-only work of any queue.
+  const bool on_gpus = !q.devices_.empty();
+  if (kind == kGpuKind) {
+    return !head.host_only &&
+           std::find(q.devices_.begin(), q.devices_.end(), gpu) != q.devices_.end();
+  }
+  return !on_gpus || head.host_only;
 }
 
 int Scheduler::Running(const Tenant& t, int kind, int gpu) const {
@@ -170,6 +198,7 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
         t->ready.erase(it);
         q->ready_ = false;
         q->serving_ = true;
+        ++q->running_;
         ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(i));
         if (t->ready.empty()) {
           t->listed = false;
@@ -196,6 +225,9 @@ bool Scheduler::Take(int kind, int gpu, std::shared_ptr<Queue>* out, std::vector
         } else if (kind == kGpuKind) {
           ++t->gpu_running[gpu];
         }
+        if (!batch->front().shared) q->exclusive_ = true;
+        // Shared work left behind it may go to another of the queue's GPU workers now.
+        if (Joinable(*q)) MakeReady(q);
         *out = std::move(q);
         return true;
       }
@@ -221,6 +253,7 @@ void Scheduler::Run(int kind, int gpu) {
       cancelled = cancelling_;
     }
     const bool long_work = batch.front().cls == WorkClass::kLong;
+    const bool shared = batch.front().shared;
     // Work whose client deadline passed while it waited is answered, not run.
     const auto now = Clock::now();
     std::vector<Work> live;
@@ -262,17 +295,20 @@ void Scheduler::Run(int kind, int gpu) {
           }
         }
       }
-      Release(q, c);
+      Release(q, c, shared);
     }
     cv_.notify_all();
   }
 }
 
-void Scheduler::Release(std::shared_ptr<Queue>& q, int kind) {
+void Scheduler::Release(std::shared_ptr<Queue>& q, int kind, bool shared) {
   --busy_[kind];
-  q->serving_ = false;
+  --q->running_;
+  if (!shared) q->exclusive_ = false;
+  q->serving_ = q->running_ > 0;
   if (!q->work_.empty()) {
-    MakeReady(q);  // Submit keeps the tenant's entry while it has queued work
+    // Submit keeps the tenant's entry while it has queued work.
+    if (!q->ready_ && (!q->serving_ || Joinable(*q))) MakeReady(q);
   } else if (auto it = tenants_.find(q->tenant());
              it != tenants_.end() && it->second->queued == 0 && !it->second->listed &&
              it->second->long_running == 0 && it->second->gpu_running.empty()) {
@@ -286,11 +322,14 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   {
     MutexLock lock(mu_);
     if (stopping_ || !work.may_inline || work.cls != WorkClass::kShort ||
-        (queue->device_ != -1 && !work.host_only) || queue->serving_ || !queue->work_.empty() ||
+        (!queue->devices_.empty() && !work.host_only) || queue->serving_ ||
+        !queue->work_.empty() ||
         busy_[kShortKind] >= thread_count_[kShortKind]) {
       return false;
     }
     queue->serving_ = true;
+    ++queue->running_;
+    queue->exclusive_ = true;
     ++busy_[kShortKind];
   }
   if (metrics_) metrics_->queue_wait_seconds.With({"short"}).Observe(0);
@@ -298,7 +337,7 @@ bool Scheduler::TryRunHere(const std::shared_ptr<Queue>& queue, Work& work) {
   std::shared_ptr<Queue> q = queue;
   {
     MutexLock lock(mu_);
-    Release(q, kShortKind);
+    Release(q, kShortKind, /*shared=*/false);
   }
   cv_.notify_all();
   return true;

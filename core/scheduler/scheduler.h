@@ -38,6 +38,11 @@ struct Work {
   // GPU's limits): the CPU's workers take it, never a GPU worker. Never batched with work
   // that lacks the flag.
   bool host_only = false;
+  // A read that may run beside other such reads of its queue (searches): on a queue served
+  // by several GPUs (SetDevices), each of their workers may take a batch of them at once.
+  // Work that is not shared runs alone, after the shared work before it and before the work
+  // after it, as on any queue.
+  bool shared = false;
   Clock::time_point deadline = Clock::time_point::max();
   // Runs the work alone.
   std::function<void()> run;
@@ -93,7 +98,15 @@ class Scheduler {
   // Sends the queue's short work (but host-only work) to the workers of GPU `device` from now
   // on; -1 (or a GPU without workers): to the CPU's short workers.
   void SetDevice(const std::shared_ptr<Queue>& queue, int device);
+  // As SetDevice, with the queue served by the workers of every GPU of `devices` (those
+  // without a worker left out; none: the CPU's): the GPUs holding copies of its index. Each
+  // takes its short work; shared work (searches) runs on up to one worker per GPU at once.
+  void SetDevices(const std::shared_ptr<Queue>& queue, std::vector<int> devices);
+  // The first of the queue's GPUs; -1: the CPU's workers.
   int device(const std::shared_ptr<Queue>& queue) const;
+  std::vector<int> devices(const std::shared_ptr<Queue>& queue) const;
+  // Work items waiting in `queue` (not those running): how deep its queue is.
+  int64_t depth(const std::shared_ptr<Queue>& queue) const;
 
   // Stops taking work, runs what is queued (expired work is expired), joins the workers.
   void Shutdown();
@@ -125,8 +138,12 @@ class Scheduler {
   // Workers of `kind` (of GPU `gpu`) running t's work, for the shares of long and GPU workers.
   int Running(const Tenant& t, int kind, int gpu) const REQUIRES(mu_);
   void MakeReady(const std::shared_ptr<Queue>& q) REQUIRES(mu_);
+  // Whether another worker may take q's head while q is being served: shared work beside
+  // shared work, fewer workers on it than it has GPUs.
+  bool Joinable(const Queue& q) const REQUIRES(mu_);
   // After a worker (or TryRunHere) served q: frees it, and lists it again if work came in.
-  void Release(std::shared_ptr<Queue>& q, int kind) REQUIRES(mu_);
+  // `shared`: the batch it ran was shared work.
+  void Release(std::shared_ptr<Queue>& q, int kind, bool shared) REQUIRES(mu_);
 
   const SchedulerOptions options_;
   ServerMetrics* const metrics_;
@@ -158,7 +175,9 @@ class Scheduler::Queue {
   std::deque<Work> work_;
   bool serving_ = false;  // a worker runs this queue's work now
   bool ready_ = false;    // listed in its tenant's ready queues
-  int device_ = -1;       // the GPU whose workers take its short work; -1: CPU workers
+  int running_ = 0;       // workers running its work now (several: shared work only)
+  bool exclusive_ = false;    // one of them runs work that is not shared
+  std::vector<int> devices_;  // the GPUs whose workers take its short work; none: CPU workers
 };
 
 }  // namespace vecgpu

@@ -1,18 +1,20 @@
 #include "core/scheduler/scheduler.h"
 
-#include "core/util/interrupt.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <chrono>
 #include <future>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "core/util/interrupt.h"
 
 namespace vecgpu {
 namespace {
@@ -608,6 +610,78 @@ TEST(SchedulerTest, TenantsOnOneGpuAreServedInTurn) {
 // An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue (but for
 // host-only work) and long work are refused (left to the workers), and work queued behind an
 // inline run is picked up by a worker afterwards, in order.
+// A queue served by two GPUs (an index with a copy on each): its shared work (searches) runs
+// on both GPU workers at once, never on more than one per GPU; work that is not shared (an
+// add) waits for the shared work before it and holds back the shared work after it.
+TEST(SchedulerTest, SharedWorkOfAQueueOnSeveralGpusRunsOnEachOfTheirWorkers) {
+  Scheduler s(Options(2, 1), nullptr, nullptr, {0, 1, 2});
+  auto q = s.NewQueue("t", nullptr);
+  s.SetDevices(q, {0, 1, 7});  // GPU 7 has no worker: left out
+  EXPECT_EQ(s.devices(q), (std::vector<int>{0, 1}));
+  EXPECT_EQ(s.device(q), 0);
+  std::mutex mu;
+  std::vector<std::string> events;
+  auto note = [&](std::string e) {
+    std::lock_guard l(mu);
+    events.push_back(std::move(e));
+  };
+  std::atomic<int> inside{0}, most{0};
+  std::set<std::thread::id> threads;
+  // Two searches that only finish once both run: they must run at once.
+  std::promise<void> both_in;
+  std::shared_future<void> both = both_in.get_future().share();
+  std::atomic<int> arrived{0};
+  auto search = [&](std::string name, bool wait_for_both) {
+    Work w = Job([&, name, wait_for_both] {
+      const int now = inside.fetch_add(1) + 1;
+      for (int m = most.load(); now > m && !most.compare_exchange_weak(m, now);) {
+      }
+      {
+        std::lock_guard l(mu);
+        threads.insert(std::this_thread::get_id());
+      }
+      note(name + "+");
+      if (wait_for_both) {
+        if (arrived.fetch_add(1) + 1 == 2) both_in.set_value();
+        EXPECT_EQ(both.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      note(name + "-");
+      inside--;
+    });
+    w.shared = true;
+    w.batch_key = 0;  // each its own batch
+    return w;
+  };
+  ASSERT_TRUE(s.Submit(q, search("s1", true)).ok());
+  ASSERT_TRUE(s.Submit(q, search("s2", true)).ok());
+  ASSERT_TRUE(s.Submit(q, Job([&] {
+                         EXPECT_EQ(inside.load(), 0);  // alone
+                         note("add");
+                       }))
+                  .ok());
+  for (int i = 3; i <= 8; ++i) {
+    ASSERT_TRUE(s.Submit(q, search("s" + std::to_string(i), false)).ok());
+  }
+  std::promise<void> done;
+  ASSERT_TRUE(s.Submit(q, Job([&] { done.set_value(); })).ok());
+  done.get_future().wait();
+  s.Shutdown();
+  EXPECT_EQ(most.load(), 2);  // one per GPU, never three
+  EXPECT_LE(threads.size(), 4u);  // the two GPUs' workers (--gpu-workers 2 each), no other
+  // The add ran after s1 and s2 finished and before any later search began.
+  auto at = [&](const std::string& e) {
+    return std::find(events.begin(), events.end(), e) - events.begin();
+  };
+  EXPECT_LT(at("s1-"), at("add"));
+  EXPECT_LT(at("s2-"), at("add"));
+  for (int i = 3; i <= 8; ++i) EXPECT_GT(at("s" + std::to_string(i) + "+"), at("add"));
+  EXPECT_EQ(s.depth(q), 0);
+}
+
+// An idle CPU queue runs short work on the caller's thread; a busy queue, a GPU queue and
+// long work are refused (left to the workers), and work queued behind an inline run is
+// picked up by a worker afterwards, in order.
 TEST(SchedulerTest, IdleQueuesRunShortWorkOnTheCallersThread) {
   Scheduler s(Options(1, 1), nullptr, nullptr, {0});
   auto q = s.NewQueue("t", nullptr);
