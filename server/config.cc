@@ -198,6 +198,11 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
   }
   if (o.gpu_reserve_mb < 0) return InvalidArgument("gpu-reserve-mb: must be >= 0");
   o.devices.reserve_bytes = static_cast<int64_t>(o.gpu_reserve_mb) << 20;
+  if (o.gpu_temp_memory_mb < 0 || o.gpu_temp_memory_mb > 1536) {
+    return InvalidArgument(
+        "gpu-temp-memory-mb: must be within 0..1536 (FAISS 1.7.3 takes at most 1.5 GiB)");
+  }
+  o.devices.temp_memory_bytes = static_cast<int64_t>(o.gpu_temp_memory_mb) << 20;
   if (o.max_copies < 1 || o.max_copies > 64) {
     return InvalidArgument("max-copies: must be within 1..64");
   }
@@ -300,6 +305,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--gpu-reserve-mb", o.gpu_reserve_mb,
                    "MiB of each GPU's memory, as the device measures it free, that placement "
                    "leaves free")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-temp-memory-mb", o.gpu_temp_memory_mb,
+                   "MiB of FAISS's temporary memory on each GPU, 0..1536 (searches needing more "
+                   "allocate the rest on each call)")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve

@@ -112,6 +112,8 @@ struct ServeOptions {
   int max_copies = 2;
   // MiB of each GPU's measured free memory placement leaves free (DeviceOptions::reserve_bytes).
   int gpu_reserve_mb = 256;
+  // MiB of FAISS's temporary memory on each GPU (DeviceOptions::temp_memory_bytes), 0..1536.
+  int gpu_temp_memory_mb = 1536;
   int copy_bandwidth_mb = 100;
   double rereplicate_after_s = 60;
   double rebalance_tolerance = 0.2;

@@ -34,6 +34,10 @@ bool IsIvf(const std::string& part) {
 
 Status DeviceOptions::Validate() const {
   if (reserve_bytes < 0) return InvalidArgument("gpu_reserve_mb: must be >= 0");
+  if (temp_memory_bytes < 0 || temp_memory_bytes > (int64_t{1536} << 20)) {
+    return InvalidArgument(
+        "gpu_temp_memory_mb: must be within 0..1536 (FAISS 1.7.3 takes at most 1.5 GiB)");
+  }
   if (!(memory_fraction > 0 && memory_fraction <= 1)) {
     return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
                            std::to_string(memory_fraction));
@@ -95,6 +99,7 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
     Log("gpus: no usable GPU (" + count.status().message() + "); serving from the CPU");
     return;
   }
+  provider_->SetTempMemory(options_.temp_memory_bytes);
   std::vector<int> missing;
   StatusOr<std::vector<int>> ids = ParseGpus(options_.gpus, *count, &missing);
   if (!ids.ok()) {  // validated at start-up; kept for callers that did not
@@ -118,7 +123,8 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
         static_cast<int64_t>(static_cast<double>(props->total_bytes) * options_.memory_fraction);
     Log("gpus: GPU " + std::to_string(id) + " " + props->name + " (compute " +
         std::to_string(props->compute_major) + "." + std::to_string(props->compute_minor) + ", " +
-        MiB(props->total_bytes) + "), budget " + MiB(d->budget));
+        MiB(props->total_bytes) + "), budget " + MiB(d->budget) + ", FAISS temporary memory " +
+        MiB(options_.temp_memory_bytes));
     gpus_.push_back(id);
     devices_.push_back(std::move(d));
   }
@@ -203,6 +209,12 @@ int64_t DeviceManager::GpuBytes(const IndexSpec& spec, int64_t n) {
     return kBase + centroids + n * (code + kId);
   }
   return kBase + centroids + n * (d * 4 + kId);
+}
+
+int64_t DeviceManager::GpuCapacity(const IndexSpec& spec, int64_t bytes) {
+  const int64_t fixed = GpuBytes(spec, 0);
+  const int64_t per_vector = GpuBytes(spec, 1) - fixed;
+  return bytes <= fixed || per_vector <= 0 ? 0 : (bytes - fixed) / per_vector;
 }
 
 std::map<int, int64_t> DeviceManager::Measured(const std::vector<int>& ids) const {
@@ -341,18 +353,27 @@ Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64
     const std::map<int, int64_t> measured = Measured(p.gpus);
     MutexLock lock(mu_);
     // Grow in place when every GPU of the placement has room for its share: in its budget,
-    // and measured free for what the share adds.
+    // and measured free for what the share adds. Geometrically when there is room for it
+    // (the copy's storage follows), else by a quarter more than needed.
     const int64_t k = static_cast<int64_t>(p.gpus.size());
-    const int64_t share = (bytes + bytes / 4 + k - 1) / k;
-    bool fits = true;
-    for (size_t i = 0; i < p.gpus.size(); ++i) {
-      Device* d = Find(p.gpus[i]);
-      fits = fits && d && d->healthy.load() && d->budget - d->reserved + p.reserved[i] >= share;
-      if (auto m = measured.find(p.gpus[i]); fits && m != measured.end()) {
-        fits = m->second >= share - p.reserved[i];
+    auto fits = [&](int64_t share) {
+      for (size_t i = 0; i < p.gpus.size(); ++i) {
+        Device* d = Find(p.gpus[i]);
+        if (!d || !d->healthy.load() || d->budget - d->reserved + p.reserved[i] < share) {
+          return false;
+        }
+        if (auto m = measured.find(p.gpus[i]);
+            m != measured.end() && m->second < share - p.reserved[i]) {
+          return false;
+        }
       }
-    }
-    if (fits) {
+      return true;
+    };
+    const int64_t quarter = bytes + bytes / 4;
+    const int64_t geometric = std::max(quarter, static_cast<int64_t>(have * kGrowth));
+    for (int64_t total : {geometric, quarter}) {
+      const int64_t share = (total + k - 1) / k;
+      if (!fits(share)) continue;
       Placement grown = p;
       for (size_t i = 0; i < p.gpus.size(); ++i) {
         Find(p.gpus[i])->reserved += share - p.reserved[i];

@@ -1,9 +1,16 @@
 #include "core/device/placed_backend.h"
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
 namespace vecgpu {
+
+int64_t PlacedBackend::NextCapacity(int64_t capacity, int64_t want, int64_t limit) {
+  if (want <= capacity) return capacity;
+  const auto grown = static_cast<int64_t>(static_cast<double>(capacity) * DeviceManager::kGrowth);
+  return std::max(want, std::min(grown, limit));
+}
 
 StatusOr<std::unique_ptr<PlacedBackend>> PlacedBackend::Create(std::unique_ptr<Backend> host,
                                                                DeviceManager& devices,
@@ -70,6 +77,7 @@ void PlacedBackend::Refresh() const {
     return;
   }
   replica_ = std::shared_ptr<Backend>(std::move(*built));
+  capacity_ = replica_->ntotal();  // FAISS copies exactly what the host holds
 }
 
 int PlacedBackend::Culprit(const Placement& p) {
@@ -89,6 +97,7 @@ void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
   MutexLock lock(mu_);
   if (replica_ != replica) return;  // another caller handled it
   dropped = std::move(replica_);
+  capacity_ = 0;
   placement_ = devices_.Failed(placement_, Culprit(placement_), error, who_);
 }
 
@@ -96,14 +105,19 @@ void PlacedBackend::MarkStale() {
   std::shared_ptr<Backend> dropped;
   MutexLock lock(mu_);
   dropped = std::move(replica_);
+  capacity_ = 0;
 }
 
 void PlacedBackend::Grow() {
   MutexLock lock(mu_);
   if (!placement_.on_gpu()) return;
-  const int64_t need = DeviceManager::GpuBytes(host_->spec(), host_->ntotal());
+  // The copy's storage, not only its vectors (an add may have grown it ahead).
+  const int64_t need = DeviceManager::GpuBytes(host_->spec(), std::max(host_->ntotal(), capacity_));
   Placement next = devices_.Resize(placement_, host_->spec(), need, hint_, who_);
-  if (next.gpus != placement_.gpus) replica_.reset();  // rebuilt where it goes now
+  if (next.gpus != placement_.gpus) {  // rebuilt where it goes now
+    replica_.reset();
+    capacity_ = 0;
+  }
   placement_ = std::move(next);
 }
 
@@ -115,9 +129,31 @@ void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* label
     MutexLock lock(mu_);
     replica = replica_;
   }
-  if (!replica) return;
+  if (!replica || !ReserveForAdd(replica, n)) return;
   Status st = replica->AddLabeled(n, x, labels, next_label);
   if (!st.ok()) DropReplica(replica, st);
+}
+
+bool PlacedBackend::ReserveForAdd(const std::shared_ptr<Backend>& replica, int64_t n) {
+  int64_t next = 0;
+  {
+    MutexLock lock(mu_);
+    if (replica_ != replica) return false;
+    int64_t reserved = 0;
+    for (int64_t r : placement_.reserved) reserved += r;
+    next = NextCapacity(capacity_, replica->ntotal() + n,
+                        DeviceManager::GpuCapacity(host_->spec(), reserved));
+    if (next == capacity_) return true;
+  }
+  // Outside mu_: the device may take a while, and readers of the placement need not wait.
+  Status st = replica->ReserveCapacity(next);
+  if (!st.ok()) {
+    DropReplica(replica, st);
+    return false;
+  }
+  MutexLock lock(mu_);
+  if (replica_ == replica) capacity_ = next;
+  return true;
 }
 
 BackendInfo PlacedBackend::Info() const {
@@ -129,7 +165,8 @@ BackendInfo PlacedBackend::Info() const {
   } else if (replica_ && devices_.all_healthy(placement_.gpus)) {
     info.device = placement_.device();
     info.replica = "current";
-    info.gpu_memory_bytes = replica_->Info().memory_bytes;
+    info.gpu_memory_bytes =
+        DeviceManager::GpuBytes(host_->spec(), std::max(capacity_, replica_->ntotal()));
   } else {
     info.replica = host_->is_trained() ? "building" : "after training";
   }
