@@ -75,6 +75,14 @@ class Backend {
   virtual StatusOr<int64_t> RemoveLabels(std::span<const int64_t> labels) = 0;
   // Empties the index, keeping its training.
   virtual Status Reset() = 0;
+  // Makes room for `n` vectors in all, so that adds up to that many reallocate nothing. For
+  // device copies, whose storage FAISS grows by exactly what each add brings (PlacedBackend
+  // decides how much, core/device/placed_backend.h); host indexes grow by themselves: the
+  // default does nothing. ResourceExhausted when the device has no memory for it.
+  virtual Status ReserveCapacity(int64_t n) {
+    (void)n;
+    return Status::Ok();
+  }
 
   // x: size n * d; distances and labels: size n * k each. Missing results: label -1.
   virtual Status Search(int64_t n, const float* x, int k, const SearchParams& params,

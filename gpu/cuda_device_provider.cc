@@ -2,10 +2,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
 
+#include "core/device/device_manager.h"
 #include "core/util/mutex.h"
 #include "gpu/gpu_replica.h"
 
@@ -54,7 +56,17 @@ class CudaDeviceProvider final : public DeviceProvider {
     size_t free_bytes = 0, total_bytes = 0;
     e = cudaMemGetInfo(&free_bytes, &total_bytes);
     if (e != cudaSuccess) return Internal(CudaError("cudaMemGetInfo", e));
-    return static_cast<int64_t>(free_bytes);
+    int64_t free = static_cast<int64_t>(free_bytes);
+    if (!DeviceInUse(*Device(device))) {
+      // FAISS takes its temporary memory at the device's first use: count it as taken.
+      free -= TempMemoryOf(static_cast<int64_t>(total_bytes));
+    }
+    return std::max<int64_t>(free, 0);
+  }
+
+  void SetTempMemory(int64_t bytes) override {
+    MutexLock lock(mu_);
+    temp_memory_ = bytes;
   }
 
   StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
@@ -86,12 +98,23 @@ class CudaDeviceProvider final : public DeviceProvider {
   std::shared_ptr<GpuDevice> Device(int id) EXCLUDES(mu_) {
     MutexLock lock(mu_);
     std::shared_ptr<GpuDevice>& d = devices_[id];
-    if (!d) d = NewGpuDevice(id);
+    if (!d) d = NewGpuDevice(id, temp_memory_);
     return d;
+  }
+
+  // The temporary memory FAISS 1.7.3 takes on a device of `total` bytes for what was asked
+  // (StandardGpuResourcesImpl::getDefaultTempMemForGPU: at most 512 MiB up to 4 GiB, 1 GiB
+  // up to 8 GiB, 1.5 GiB above).
+  int64_t TempMemoryOf(int64_t total) EXCLUDES(mu_) {
+    constexpr int64_t kGiB = int64_t{1} << 30;
+    const int64_t cap = total <= 4 * kGiB ? kGiB / 2 : total <= 8 * kGiB ? kGiB : kGiB * 3 / 2;
+    MutexLock lock(mu_);
+    return std::min(temp_memory_, cap);
   }
 
   Mutex mu_;
   std::map<int, std::shared_ptr<GpuDevice>> devices_ GUARDED_BY(mu_);
+  int64_t temp_memory_ GUARDED_BY(mu_) = DeviceOptions{}.temp_memory_bytes;
 };
 
 }  // namespace

@@ -190,6 +190,34 @@ class GpuParityTest : public ::testing::Test {
     return all;
   }
 
+  // Single adds into a copy on `on`, its storage reserved ahead as PlacedBackend does.
+  void SingleAdds(const std::string& type, int d, const std::vector<int>& on) {
+    SCOPED_TRACE(type + " on " + std::to_string(on.size()) + " GPU(s)");
+    const IndexSpec spec = Spec(type, d);
+    std::unique_ptr<Backend> host = Host(spec, 1000);
+    std::unique_ptr<Backend> gpu = Replica(*host, on);
+    ASSERT_NE(gpu, nullptr);
+    const std::vector<float> more = RandomVectors(700, d, 11, spec.binary);
+    int64_t capacity = gpu->ntotal();
+    for (int64_t i = 0; i < 700; ++i) {
+      const float* x = more.data() + i * d;
+      const int64_t label = host->next_label();
+      ASSERT_TRUE(host->Add(1, x).ok());
+      const int64_t next = PlacedBackend::NextCapacity(capacity, gpu->ntotal() + 1, 1 << 30);
+      if (next != capacity) {
+        Status st = gpu->ReserveCapacity(next);
+        ASSERT_TRUE(st.ok()) << st.ToString();
+        capacity = next;
+      }
+      Status st = gpu->AddLabeled(1, x, &label, host->next_label());
+      ASSERT_TRUE(st.ok()) << i << ": " << st.ToString();
+    }
+    EXPECT_EQ(gpu->ntotal(), host->ntotal());
+    EXPECT_EQ(gpu->Info().memory_bytes, DeviceManager::GpuBytes(spec, capacity));
+    const bool ip = spec.metric == Metric::kInnerProduct && !spec.binary;
+    ExpectSame(SearchAll(*host, more, d, 10), SearchAll(*gpu, more, d, 10), ip);
+  }
+
   cpu::CpuBackendFactory factory_;
   std::unique_ptr<DeviceProvider> provider_;
   int devices_ = 0;
@@ -232,6 +260,25 @@ TEST_F(GpuParityTest, Sharded) {
   Compare("IVF64,PQ16", "L2", 64, all, /*exact=*/false);
   Compare("IVF64,SQ8", "L2", 64, all, /*exact=*/false);
   Compare("BINARY_FLAT", "", 256, all, /*exact=*/true);
+}
+
+// Single adds with the storage reserved ahead as PlacedBackend does (NextCapacity): the copy
+// answers as the host, and a reservation takes device memory at once.
+TEST_F(GpuParityTest, SingleAddsIntoReservedStorage) {
+  SingleAdds("Flat", 64, {0});
+  SingleAdds("BINARY_FLAT", 256, {0});
+  if (devices_ >= 2) {
+    SingleAdds("Flat", 64, AllDevices());
+    SingleAdds("BINARY_FLAT", 256, AllDevices());
+  }
+  // 1M vectors of 64 floats: 256 MiB, taken by the reservation itself.
+  const IndexSpec spec = Spec("Flat", 64);
+  std::unique_ptr<Backend> host = Host(spec, 1000);
+  std::unique_ptr<Backend> gpu = Replica(*host);
+  const int64_t before = *provider_->FreeBytes(0);
+  ASSERT_TRUE(gpu->ReserveCapacity(1'000'000).ok());
+  EXPECT_LE(*provider_->FreeBytes(0), before - 200 * (int64_t{1} << 20));
+  EXPECT_EQ(gpu->Info().memory_bytes, DeviceManager::GpuBytes(spec, 1'000'000));
 }
 
 TEST_F(GpuParityTest, NprobeFollowsTheRequest) {

@@ -14,10 +14,14 @@
 #include <faiss/gpu/GpuIndexFlat.h>
 #include <faiss/gpu/GpuIndexIVF.h>
 #include <faiss/gpu/StandardGpuResources.h>
+#include <faiss/gpu/impl/BinaryFlatIndex.cuh>
+#include <faiss/gpu/impl/FlatIndex.cuh>
+#include <faiss/gpu/utils/DeviceUtils.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <numeric>
 #include <set>
@@ -33,7 +37,7 @@ namespace vecgpu::gpu {
 
 class GpuDevice {
  public:
-  explicit GpuDevice(int id) : id_(id) {}
+  GpuDevice(int id, int64_t temp_memory) : id_(id), temp_memory_(temp_memory) {}
   GpuDevice(const GpuDevice&) = delete;
   GpuDevice& operator=(const GpuDevice&) = delete;
 
@@ -42,17 +46,30 @@ class GpuDevice {
   void Unlock() RELEASE(mu_) { mu_.Unlock(); }
   // REQUIRES: the device lock (not annotated: DeviceLocks takes several at once).
   faiss::gpu::StandardGpuResources* resources() NO_THREAD_SAFETY_ANALYSIS {
-    if (!res_) res_ = std::make_unique<faiss::gpu::StandardGpuResources>();
+    if (!res_) {
+      res_ = std::make_unique<faiss::gpu::StandardGpuResources>();
+      // Before the first use, which allocates it on the device.
+      res_->setTempMemory(static_cast<size_t>(temp_memory_));
+      in_use_.store(true, std::memory_order_release);
+    }
     return res_.get();
   }
+  // Whether FAISS's resources, and with them its temporary memory, exist on the device.
+  bool in_use() const { return in_use_.load(std::memory_order_acquire); }
 
  private:
   const int id_;
+  const int64_t temp_memory_;
+  std::atomic<bool> in_use_{false};
   Mutex mu_;
   std::unique_ptr<faiss::gpu::StandardGpuResources> res_ GUARDED_BY(mu_);
 };
 
-std::shared_ptr<GpuDevice> NewGpuDevice(int id) { return std::make_shared<GpuDevice>(id); }
+std::shared_ptr<GpuDevice> NewGpuDevice(int id, int64_t temp_memory) {
+  return std::make_shared<GpuDevice>(id, temp_memory);
+}
+
+bool DeviceInUse(const GpuDevice& device) { return device.in_use(); }
 
 namespace {
 
@@ -107,6 +124,25 @@ std::string IvfPqUnsupported(const faiss::IndexIVFPQ& pq, bool* fp16) {
   return "";
 }
 
+// FAISS 1.7.3's GPU flat storage grows by exactly what each add brings (FlatIndex::add and
+// BinaryFlatIndex::add append with reserveExact), reallocating and copying all of it every
+// time; GpuIndexFlat::add's own reserve asks for only the vectors being added. The copy
+// reserves ahead instead (GpuReplica::ReserveCapacity). A GpuIndexFlat's storage is public
+// (getGpuData); a GpuIndexBinaryFlat's is protected, hence this subclass.
+class BinaryFlatStorage final : public faiss::gpu::GpuIndexBinaryFlat {
+ public:
+  using GpuIndexBinaryFlat::GpuIndexBinaryFlat;
+
+  // Room for n vectors. REQUIRES: the device lock, and an add to this index right after, in
+  // the same hold: BinaryFlatIndex::reserve moves the storage without updating the tensor
+  // searches read, which only its next add does.
+  void ReserveThenAdd(size_t n) {
+    faiss::gpu::DeviceScope scope(getDevice());
+    // BinaryFlatIndex::reserve counts 4 bytes (sizeof(unsigned int)) per byte of a code.
+    data_->reserve((n + 3) / 4, resources_->getDefaultStream(getDevice()));
+  }
+};
+
 // The device copy. See BuildGpuReplica.
 class GpuReplica final : public Backend {
  public:
@@ -143,7 +179,7 @@ class GpuReplica final : public Backend {
     info.is_trained = true;
     info.device = device_;
     info.replica = "current";
-    info.memory_bytes = DeviceManager::GpuBytes(spec_, info.ntotal);
+    info.memory_bytes = DeviceManager::GpuBytes(spec_, std::max(info.ntotal, capacity_));
     info.gpu_memory_bytes = info.memory_bytes;
     info.nprobe = nprobe_;
     return info;
@@ -164,6 +200,7 @@ class GpuReplica final : public Backend {
     return Unimplemented(kOnlySearchAndAdd);
   }
   Status Reset() override { return Unimplemented(kOnlySearchAndAdd); }
+  Status ReserveCapacity(int64_t n) override;
 
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
                 int64_t* labels) const override;
@@ -191,6 +228,13 @@ class GpuReplica final : public Backend {
 
  private:
   bool sharded() const { return devices_.size() > 1; }
+  // Sharded flat kinds: how many of n added vectors each shard takes, so the shards stay
+  // within one vector of each other (FAISS's IndexShards would give all of a single add to
+  // the last shard, outgrowing its reserved share).
+  std::vector<int64_t> ShardCounts(int64_t n) const;
+  // Flat kinds: adds the n vectors x (size n * d; binary: packed codes) labelled `labels`.
+  // REQUIRES: the device locks; inside CallGpu.
+  void AddFlat(int64_t n, const float* x, const uint8_t* codes, const int64_t* labels);
 
   const IndexSpec spec_;
   const Kind kind_;
@@ -207,6 +251,14 @@ class GpuReplica final : public Backend {
   std::unique_ptr<faiss::IndexBinary> binary_;
   // IVF kinds: the GPU IVF index of each device, to set nprobe on (under the device locks).
   std::vector<faiss::gpu::GpuIndexIVF*> ivfs_;
+  // Flat kinds: the GPU index of each device (owned by float_ / binary_), and when sharded
+  // the IndexIDMap over each (in the same order), which adds go through.
+  std::vector<faiss::gpu::GpuIndexFlat*> flats_;
+  std::vector<BinaryFlatStorage*> binary_flats_;
+  std::vector<faiss::IndexIDMap*> flat_maps_;
+  std::vector<faiss::IndexBinaryIDMap*> binary_maps_;
+  int64_t capacity_ = 0;        // vectors reserved for (ReserveCapacity)
+  int64_t binary_reserve_ = 0;  // binary: each shard's room, reserved at the next add
   int nlist_ = 0;
   int nprobe_ = 0;  // the host's, at build time
 };
@@ -239,7 +291,9 @@ Status GpuReplica::BuildFloat(faiss::Index* cpu) {
     if (kind_ == Kind::kFlat && !sharded()) {
       faiss::gpu::GpuIndexFlatConfig config;
       config.device = devices_[0]->id();
-      float_ = std::make_unique<faiss::gpu::GpuIndexFlat>(devices_[0]->resources(), flat, config);
+      auto gpu = std::make_unique<faiss::gpu::GpuIndexFlat>(devices_[0]->resources(), flat, config);
+      flats_.push_back(gpu.get());
+      float_ = std::move(gpu);
     } else if (kind_ == Kind::kFlat) {
       // One GPU flat index per device behind an IndexIDMap: each holds an even share of the
       // storage positions, and adds spread over the devices while the labels stay positions.
@@ -252,10 +306,10 @@ Status GpuReplica::BuildFloat(faiss::Index* cpu) {
         auto part = std::make_unique<faiss::gpu::GpuIndexFlat>(dev->resources(), cpu->d,
                                                                cpu->metric_type, config);
         auto mapped = std::make_unique<faiss::IndexIDMap>(part.get());
-        part.release();
+        flats_.push_back(part.release());
         mapped->own_fields = true;
         shards->add_shard(mapped.get());
-        mapped.release();
+        flat_maps_.push_back(mapped.release());
       }
       if (flat->ntotal > 0) {
         const std::vector<int64_t> ids = Iota(flat->ntotal, 0);
@@ -307,8 +361,9 @@ Status GpuReplica::BuildBinary(faiss::IndexBinary* cpu) {
     if (!sharded()) {
       faiss::gpu::GpuIndexBinaryFlatConfig config;
       config.device = devices_[0]->id();
-      binary_ =
-          std::make_unique<faiss::gpu::GpuIndexBinaryFlat>(devices_[0]->resources(), flat, config);
+      auto gpu = std::make_unique<BinaryFlatStorage>(devices_[0]->resources(), flat, config);
+      binary_flats_.push_back(gpu.get());
+      binary_ = std::move(gpu);
       return;
     }
     auto shards = std::make_unique<faiss::IndexBinaryShards>(cpu->d, /*threaded=*/true,
@@ -317,13 +372,12 @@ Status GpuReplica::BuildBinary(faiss::IndexBinary* cpu) {
     for (const auto& dev : devices_) {
       faiss::gpu::GpuIndexBinaryFlatConfig config;
       config.device = dev->id();
-      auto part =
-          std::make_unique<faiss::gpu::GpuIndexBinaryFlat>(dev->resources(), cpu->d, config);
+      auto part = std::make_unique<BinaryFlatStorage>(dev->resources(), cpu->d, config);
       auto mapped = std::make_unique<faiss::IndexBinaryIDMap>(part.get());
-      part.release();
+      binary_flats_.push_back(part.release());
       mapped->own_fields = true;
       shards->add_shard(mapped.get());
-      mapped.release();
+      binary_maps_.push_back(mapped.release());
     }
     if (flat->ntotal > 0) {
       const std::vector<int64_t> ids = Iota(flat->ntotal, 0);
@@ -355,18 +409,110 @@ Status GpuReplica::AddLabeled(int64_t n, const float* x, const int64_t* labels,
   }
   DeviceLocks lock(lock_order_);
   RETURN_IF_ERROR(CallGpu("add_vectors", [&] {
-    if (binary_ && sharded()) {
-      binary_->add_with_ids(n, codes.data(), labels);
-    } else if (binary_) {
-      binary_->add(n, codes.data());
-    } else if (kind_ == Kind::kFlat && !sharded()) {
-      float_->add(n, x);
+    if (kind_ == Kind::kIvf) {
+      float_->add_with_ids(n, x, labels);  // IVF lists grow by powers of two on their own
     } else {
-      float_->add_with_ids(n, x, labels);
+      AddFlat(n, x, codes.data(), labels);
     }
   }));
   next_label_ = std::max(next_label_, next_label);
   for (int64_t i = 0; i < n; ++i) next_label_ = std::max(next_label_, labels[i] + 1);
+  return Status::Ok();
+}
+
+std::vector<int64_t> GpuReplica::ShardCounts(int64_t n) const {
+  const size_t k = devices_.size();
+  std::vector<int64_t> have(k), counts(k, 0);
+  for (size_t i = 0; i < k; ++i) {
+    have[i] = binary_ ? binary_flats_[i]->ntotal : flats_[i]->ntotal;
+  }
+  // As if each vector went to the emptiest shard, in bulk: raise the lowest shards to the
+  // next height, until the add is spread.
+  for (int64_t left = n; left > 0;) {
+    const size_t low = std::min_element(have.begin(), have.end()) - have.begin();
+    int64_t next = std::numeric_limits<int64_t>::max();  // the next height above the lowest
+    size_t at_low = 0;
+    for (size_t i = 0; i < k; ++i) {
+      if (have[i] == have[low]) {
+        at_low++;
+      } else {
+        next = std::min(next, have[i]);
+      }
+    }
+    const int64_t step =
+        next == std::numeric_limits<int64_t>::max()
+            ? (left + static_cast<int64_t>(at_low) - 1) / static_cast<int64_t>(at_low)
+            : next - have[low];
+    const int64_t level = have[low];
+    for (size_t i = 0; i < k && left > 0; ++i) {
+      if (have[i] != level) continue;
+      const int64_t take = std::min(step, left);
+      have[i] += take;
+      counts[i] += take;
+      left -= take;
+    }
+  }
+  return counts;
+}
+
+void GpuReplica::AddFlat(int64_t n, const float* x, const uint8_t* codes, const int64_t* labels) {
+  if (!sharded()) {
+    if (binary_) {
+      if (binary_reserve_ >= binary_->ntotal + n) binary_flats_[0]->ReserveThenAdd(binary_reserve_);
+      binary_->add(n, codes);
+    } else {
+      float_->add(n, x);
+    }
+    return;
+  }
+  const std::vector<int64_t> counts = ShardCounts(n);
+  const size_t row = binary_ ? static_cast<size_t>(spec_.dim / 8) : static_cast<size_t>(spec_.dim);
+  int64_t at = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] == 0) continue;
+    if (binary_) {
+      if (binary_reserve_ >= binary_flats_[i]->ntotal + counts[i]) {
+        binary_flats_[i]->ReserveThenAdd(binary_reserve_);
+      }
+      binary_maps_[i]->add_with_ids(counts[i], codes + at * row, labels + at);
+    } else {
+      flat_maps_[i]->add_with_ids(counts[i], x + at * row, labels + at);
+    }
+    at += counts[i];
+  }
+  // The shards' own counts changed under IndexShards: it keeps the total.
+  if (binary_) {
+    binary_->ntotal += n;
+  } else {
+    float_->ntotal += n;
+  }
+}
+
+Status GpuReplica::ReserveCapacity(int64_t n) {
+  if (n <= capacity_) return Status::Ok();
+  if (n > std::numeric_limits<int>::max()) {
+    return Unimplemented("FAISS's GPU indexes hold at most 2^31 - 1 vectors");
+  }
+  // Flat kinds hold an even share per shard (ShardCounts keeps them even).
+  const int64_t k = static_cast<int64_t>(devices_.size());
+  const int64_t share = (n + k - 1) / k;
+  if (kind_ == Kind::kIvf) {
+    // FAISS 1.7.3's IVF lists grow by powers of two on every add (DeviceVector::resize); its
+    // reserveMemory would spread room evenly over lists that do not fill evenly.
+  } else if (binary_) {
+    binary_reserve_ = share;  // applied by the next add (BinaryFlatStorage::ReserveThenAdd)
+  } else {
+    DeviceLocks lock(lock_order_);
+    RETURN_IF_ERROR(CallGpu("reserve", [&] {
+      for (size_t i = 0; i < flats_.size(); ++i) {
+        const int id = devices_[i]->id();
+        faiss::gpu::DeviceScope scope(id);
+        flats_[i]->getGpuData()->reserve(static_cast<size_t>(share),
+                                         devices_[i]->resources()->getDefaultStream(id));
+      }
+    }));
+  }
+  capacity_ = n;
   return Status::Ok();
 }
 

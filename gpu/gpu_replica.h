@@ -16,15 +16,20 @@ namespace vecgpu::gpu {
 class GpuDevice;
 
 // REQUIRES: CUDA reports a device `id` (FAISS's GPU code aborts the process on a missing one).
-std::shared_ptr<GpuDevice> NewGpuDevice(int id);
+// `temp_memory`: FAISS's temporary memory there (DeviceOptions::temp_memory_bytes), set
+// before its first use.
+std::shared_ptr<GpuDevice> NewGpuDevice(int id, int64_t temp_memory);
+// Whether FAISS's resources exist on the device, its temporary memory taken.
+bool DeviceInUse(const GpuDevice& device);
 
 // Builds the device copy of `host` (trained) on `devices`: a FAISS GPU index made from the
 // host's own serialization (Backend::Serialize), sharded over the devices when there are
 // several. Kinds: Flat (L2, IP), IVF-Flat, IVF-PQ (8-bit codes), IVF-SQ and binary Flat;
 // anything else is Unimplemented. The copy answers Search and Add / AddLabeled with exactly
-// the host's labels, and Info; its other methods return Unimplemented. Each of its calls holds
-// the device locks of all its devices (taken in ascending device order), including its
-// destructor, which frees device memory.
+// the host's labels, ReserveCapacity (flat kinds reserve their storage ahead; FAISS's IVF
+// lists grow by powers of two on their own), and Info; its other methods return
+// Unimplemented. Each of its calls holds the device locks of all its devices (taken in
+// ascending device order), including its destructor, which frees device memory.
 //
 // Errors: ResourceExhausted when a device ran out of memory; InvalidArgument, Unimplemented
 // or FailedPrecondition when FAISS cannot run this index on a GPU; Internal when the device

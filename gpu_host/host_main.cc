@@ -101,7 +101,7 @@ class Host {
             case Op::kSearch: return Reply(*job, Search(job->body), true);
             case Op::kAdd: return Reply(*job, Add(job->body), true);
             case Op::kDrop: return Reply(*job, Drop(job->body), false);
-            default: return Reply(*job, Unimplemented("GPU host: reserve is not supported"), false);
+            default: return Reply(*job, Reserve(job->body), true);
           }
         });
         if (!queued.ok()) Reply(*job, queued, false);
@@ -208,6 +208,17 @@ class Host {
     std::memcpy(v.data(), x.data(), x.size());
     RETURN_IF_ERROR(copy->AddLabeled(n, v.data(), l.data(), next_label));
     return Writer().I64(copy->ntotal()).I64(copy->Info().memory_bytes).Take();
+  }
+
+  StatusOr<std::string> Reserve(const std::string& body) {
+    Reader r(body);
+    const auto id = static_cast<uint64_t>(r.I64());
+    const int64_t n = r.I64();
+    if (!r.done() || n < 0) return InvalidArgument("GPU host: malformed reserve request");
+    std::shared_ptr<Backend> copy = Find(id);
+    if (!copy) return NotFound("GPU host: no copy " + std::to_string(id));
+    RETURN_IF_ERROR(copy->ReserveCapacity(n));
+    return Writer().I64(copy->Info().memory_bytes).Take();
   }
 
   StatusOr<std::string> Drop(const std::string& body) {

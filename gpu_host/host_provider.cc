@@ -41,9 +41,12 @@ void GpuHostProvider::Log(const std::string& line) const {
 StatusOr<std::shared_ptr<HostProcess>> GpuHostProvider::Start(int device) {
   std::function<void(std::string)> on_exit;
   if (device != kProbe) on_exit = [this, device](std::string how) { Lost(device, how); };
+  std::vector<std::string> args = options_.provider_args;
+  if (const int64_t temp = temp_memory_.load(); temp >= 0) {
+    args.insert(args.end(), {"--temp-memory-bytes", std::to_string(temp)});
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<HostProcess> started,
-                   HostProcess::Start(options_.exe, device, options_.provider_args,
-                                      std::move(on_exit)));
+                   HostProcess::Start(options_.exe, device, args, std::move(on_exit)));
   std::shared_ptr<HostProcess> p(std::move(started));
   StatusOr<std::string> hello = p->Call(Op::kHello, std::string(), kHelloTimeout);
   if (!hello.ok()) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,6 +45,8 @@ class GpuHostProvider final : public DeviceProvider {
   StatusOr<int64_t> FreeBytes(int device) override;
   StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
                                                   const std::vector<int>& devices) override;
+  // Handed to each GPU host process at its start (its CUDA provider's SetTempMemory).
+  void SetTempMemory(int64_t bytes) override { temp_memory_.store(bytes); }
   void Watch(DeviceWatcher* watcher) override;
   Status Restart(int device) override;
 
@@ -61,6 +64,7 @@ class GpuHostProvider final : public DeviceProvider {
   void Log(const std::string& line) const;
 
   const GpuHostOptions options_;
+  std::atomic<int64_t> temp_memory_{-1};  // -1: the provider's own default
   Mutex mu_;
   std::map<int, std::shared_ptr<HostProcess>> hosts_ GUARDED_BY(mu_);
   bool counted_ GUARDED_BY(mu_) = false;

@@ -61,6 +61,17 @@ Status RemoteReplica::AddLabeled(int64_t n, const float* x, const int64_t* label
   return Status::Ok();
 }
 
+Status RemoteReplica::ReserveCapacity(int64_t n) {
+  ASSIGN_OR_RETURN(std::string reply,
+                   host_->Call(Op::kReserve, Writer().I64(static_cast<int64_t>(id_)).I64(n).Take(),
+                               timeout_));
+  Reader r(reply);
+  const int64_t memory = r.I64();
+  if (!r.done()) return Internal("GPU host: malformed reply to a reserve");
+  memory_.store(memory);
+  return Status::Ok();
+}
+
 Status RemoteReplica::Search(int64_t n, const float* x, int k, const SearchParams& params,
                              float* distances, int64_t* labels) const {
   Writer w;

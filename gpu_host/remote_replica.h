@@ -30,6 +30,7 @@ class RemoteReplica final : public Backend {
   Status Add(int64_t n, const float* x) override;
   Status AddLabeled(int64_t n, const float* x, const int64_t* labels, int64_t next_label) override;
   StatusOr<int64_t> RemoveLabels(std::span<const int64_t>) override;
+  Status ReserveCapacity(int64_t n) override;
   Status Reset() override;
   Status Search(int64_t n, const float* x, int k, const SearchParams& params, float* distances,
                 int64_t* labels) const override;

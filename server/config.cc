@@ -211,6 +211,11 @@ Status FinishOptions(ServeOptions& o, const std::string& auth_keys, const std::s
     }
   }
   o.devices.reserve_bytes = static_cast<int64_t>(o.gpu_reserve_mb) << 20;
+  if (o.gpu_temp_memory_mb < 0 || o.gpu_temp_memory_mb > 1536) {
+    return InvalidArgument(
+        "gpu-temp-memory-mb: must be within 0..1536 (FAISS 1.7.3 takes at most 1.5 GiB)");
+  }
+  o.devices.temp_memory_bytes = static_cast<int64_t>(o.gpu_temp_memory_mb) << 20;
   if (o.max_copies < 1 || o.max_copies > 64) {
     return InvalidArgument("max-copies: must be within 1..64");
   }
@@ -340,6 +345,11 @@ ParsedCommand ParseCommandLine(int argc, const char* const* argv, const std::str
       ->add_option("--gpu-max-copies", o.devices.copies.max_copies,
                    "Most GPU copies of one hot index, the first included: an index whose queue "
                    "stays deep gets a copy on another GPU with room (0: one per GPU; 1: none)")
+      ->capture_default_str();
+  serve
+      ->add_option("--gpu-temp-memory-mb", o.gpu_temp_memory_mb,
+                   "MiB of FAISS's temporary memory on each GPU, 0..1536 (searches needing more "
+                   "allocate the rest on each call)")
       ->capture_default_str();
   serve->add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->capture_default_str();
   serve

@@ -115,6 +115,8 @@ struct ServeOptions {
   // Testing and demonstrations: fake GPUs of these sizes (MiB, "1024,1024"), served by GPU
   // host processes whose copies are CPU indexes. Default: none (the real GPUs).
   std::string fake_gpus;
+  // MiB of FAISS's temporary memory on each GPU (DeviceOptions::temp_memory_bytes), 0..1536.
+  int gpu_temp_memory_mb = 1536;
   int copy_bandwidth_mb = 100;
   double rereplicate_after_s = 60;
   double rebalance_tolerance = 0.2;

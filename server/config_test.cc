@@ -99,6 +99,29 @@ TEST_F(ConfigTest, GpuWorkersPerGpu) {
       << none.message;
 }
 
+TEST_F(ConfigTest, GpuMemorySettings) {
+  auto d = Parse({"serve"});
+  ASSERT_TRUE(d.serve) << d.message;
+  EXPECT_EQ(d.options.devices.reserve_bytes, int64_t{256} << 20);
+  EXPECT_EQ(d.options.devices.temp_memory_bytes, int64_t{1536} << 20);
+  auto flags = Parse({"serve", "--gpu-temp-memory-mb", "512", "--gpu-reserve-mb", "0"});
+  ASSERT_TRUE(flags.serve) << flags.message;
+  EXPECT_EQ(flags.options.devices.temp_memory_bytes, int64_t{512} << 20);
+  EXPECT_EQ(flags.options.devices.reserve_bytes, 0);
+  setenv("VECGPU_GPU_TEMP_MEMORY_MB", "0", 1);
+  auto env = Parse({"serve"});
+  unsetenv("VECGPU_GPU_TEMP_MEMORY_MB");
+  ASSERT_TRUE(env.serve) << env.message;
+  EXPECT_EQ(env.options.devices.temp_memory_bytes, 0);
+  for (const char* bad : {"-1", "1537"}) {
+    auto refused = Parse({"serve", "--gpu-temp-memory-mb", bad});
+    EXPECT_FALSE(refused.serve) << bad;
+    EXPECT_NE(refused.message.find("gpu-temp-memory-mb: must be within 0..1536"), std::string::npos)
+        << refused.message;
+  }
+  EXPECT_FALSE(Parse({"serve", "--gpu-reserve-mb", "-1"}).serve);
+}
+
 TEST_F(ConfigTest, GrpcAndValdSettings) {
   auto d = Parse({"serve"});
   ASSERT_TRUE(d.serve) << d.message;

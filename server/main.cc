@@ -106,6 +106,7 @@ std::unique_ptr<DeviceProvider> MakeDeviceProvider(const ServeOptions& o) {
 int RunGpuHostCommand(int argc, char** argv) {
   gpu_host::GpuHostMainOptions ho;
   std::string provider_name, fake;
+  int64_t temp_memory = -1;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--device") {
@@ -114,6 +115,8 @@ int RunGpuHostCommand(int argc, char** argv) {
       provider_name = value;
     } else if (flag == "--fake-gpus") {
       fake = value;
+    } else if (flag == "--temp-memory-bytes") {
+      temp_memory = std::atoll(value.c_str());
     } else {
       std::fprintf(stderr, "gpu-host: unknown flag %s (started by vecgpu serve only)\n",
                    flag.c_str());
@@ -154,6 +157,7 @@ int RunGpuHostCommand(int argc, char** argv) {
     std::fprintf(stderr, "gpu-host: --provider must be cuda or fake\n");
     return 2;
   }
+  if (temp_memory >= 0) inner->SetTempMemory(temp_memory);
   return gpu_host::RunGpuHost(ho, *inner, cpu_factory);
 }
 

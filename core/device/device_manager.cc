@@ -39,6 +39,10 @@ Status DeviceOptions::Validate() const {
   if (!(fault_window_s > 0)) return InvalidArgument("gpu_fault_window_s: must be > 0");
   if (!(quarantine_s >= 0)) return InvalidArgument("gpu_quarantine_s: must be >= 0");
   if (!(restart_backoff_s >= 0)) return InvalidArgument("gpu restart backoff: must be >= 0");
+  if (temp_memory_bytes < 0 || temp_memory_bytes > (int64_t{1536} << 20)) {
+    return InvalidArgument(
+        "gpu_temp_memory_mb: must be within 0..1536 (FAISS 1.7.3 takes at most 1.5 GiB)");
+  }
   if (!(memory_fraction > 0 && memory_fraction <= 1)) {
     return InvalidArgument("gpu_memory_fraction: must be within (0, 1], got " +
                            std::to_string(memory_fraction));
@@ -107,6 +111,7 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
     Log("gpus: no usable GPU (" + count.status().message() + "); serving from the CPU");
     return;
   }
+  provider_->SetTempMemory(options_.temp_memory_bytes);
   std::vector<int> missing;
   StatusOr<std::vector<int>> ids = ParseGpus(options_.gpus, *count, &missing);
   if (!ids.ok()) {  // validated at start-up; kept for callers that did not
@@ -130,7 +135,8 @@ DeviceManager::DeviceManager(DeviceProvider* provider, const DeviceOptions& opti
         static_cast<int64_t>(static_cast<double>(props->total_bytes) * options_.memory_fraction);
     Log("gpus: GPU " + std::to_string(id) + " " + props->name + " (compute " +
         std::to_string(props->compute_major) + "." + std::to_string(props->compute_minor) + ", " +
-        MiB(props->total_bytes) + "), budget " + MiB(d->budget));
+        MiB(props->total_bytes) + "), budget " + MiB(d->budget) + ", FAISS temporary memory " +
+        MiB(options_.temp_memory_bytes));
     gpus_.push_back(id);
     devices_.push_back(std::move(d));
   }
@@ -383,6 +389,12 @@ int64_t DeviceManager::GpuBytes(const IndexSpec& spec, int64_t n) {
   return kBase + centroids + n * (d * 4 + kId);
 }
 
+int64_t DeviceManager::GpuCapacity(const IndexSpec& spec, int64_t bytes) {
+  const int64_t fixed = GpuBytes(spec, 0);
+  const int64_t per_vector = GpuBytes(spec, 1) - fixed;
+  return bytes <= fixed || per_vector <= 0 ? 0 : (bytes - fixed) / per_vector;
+}
+
 std::map<int, int64_t> DeviceManager::Measured(const std::vector<int>& ids) const {
   std::map<int, int64_t> out;
   for (int id : ids) {
@@ -531,41 +543,47 @@ Placement DeviceManager::Resize(const Placement& p, const IndexSpec& spec, int64
     MutexLock lock(mu_);
     // Grow in place when every GPU of the placement has room for what its share adds: in its
     // budget, and measured free; room that extra copies of hot indexes hold is taken back
-    // when that makes it fit. A GPU that is down counts too: the collection keeps its place
-    // there while it restarts (its memory cannot be measured).
+    // when that makes it fit. Geometrically when there is room for it (the copy's storage
+    // follows), else by a quarter more than needed. A GPU that is down counts too: the
+    // collection keeps its place there while it restarts (its memory cannot be measured).
     const int64_t k = static_cast<int64_t>(p.gpus.size());
-    const int64_t share = (bytes + bytes / 4 + k - 1) / k;
     auto room = [&](size_t i) {
       Device* d = Find(p.gpus[i]);
       int64_t r = d->budget - d->reserved;
       if (auto m = measured.find(p.gpus[i]); m != measured.end()) r = std::min(r, m->second);
       return r;
     };
-    bool fits = true, fits_reclaiming = true;
-    for (size_t i = 0; i < p.gpus.size(); ++i) {
-      Device* d = Find(p.gpus[i]);
-      if (!d) {
-        fits = fits_reclaiming = false;
-        break;
-      }
-      fits = fits && room(i) >= share - p.reserved[i];
-      fits_reclaiming = fits_reclaiming && room(i) + d->reclaimable >= share - p.reserved[i];
-    }
-    if (!fits && fits_reclaiming) {
+    const int64_t quarter = bytes + bytes / 4;
+    const int64_t geometric = std::max(quarter, static_cast<int64_t>(have * kGrowth));
+    for (int64_t total : {geometric, quarter}) {
+      const int64_t share = (total + k - 1) / k;
+      bool fits = true, fits_reclaiming = true;
       for (size_t i = 0; i < p.gpus.size(); ++i) {
-        ReclaimLocked(Find(p.gpus[i]), room(i), share - p.reserved[i], who, &measured, &reclaims);
+        Device* d = Find(p.gpus[i]);
+        if (!d) {
+          fits = fits_reclaiming = false;
+          break;
+        }
+        fits = fits && room(i) >= share - p.reserved[i];
+        fits_reclaiming = fits_reclaiming && room(i) + d->reclaimable >= share - p.reserved[i];
       }
-      fits = true;
-    }
-    if (fits) {
+      // Copies are reclaimed for what is needed (a quarter more), never for geometric room.
+      if (!fits && fits_reclaiming && total == quarter) {
+        for (size_t i = 0; i < p.gpus.size(); ++i) {
+          ReclaimLocked(Find(p.gpus[i]), room(i), share - p.reserved[i], who, &measured,
+                        &reclaims);
+        }
+        fits = true;
+      }
+      if (!fits) continue;
       grown = p;
       for (size_t i = 0; i < p.gpus.size(); ++i) {
         Find(p.gpus[i])->reserved += share - p.reserved[i];
         grown->reserved[i] = share;
       }
-    } else {
-      ReleaseLocked(p);
+      break;
     }
+    if (!grown) ReleaseLocked(p);
   }
   RunReclaims(reclaims);  // the owners of reclaimed copies drop them (no lock held)
   if (grown) return *grown;

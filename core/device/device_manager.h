@@ -45,6 +45,13 @@ struct DeviceOptions {
   // When a hot index gets a copy on another GPU, and when it gives it back
   // (core/device/hot_load.h). `vecgpu serve --gpu-max-copies` sets copies.max_copies.
   HotCopyPolicy copies;
+  // FAISS's temporary memory on each GPU (StandardGpuResources::setTempMemory): the scratch
+  // its searches tile into; a search needing more allocates the rest with cudaMalloc on each
+  // call. Taken when a GPU is first used, and counted as taken before that (the provider's
+  // FreeBytes). 0 <= bytes <= 1.5 GiB (FAISS 1.7.3 takes no more, less on GPUs of 8 GiB or
+  // under). Default: 1.5 GiB, FAISS's own on GPUs over 8 GiB, where its flat searches tile
+  // into 1 GiB; `vecgpu serve --gpu-temp-memory-mb` sets it.
+  int64_t temp_memory_bytes = int64_t{1536} << 20;
 
   Status Validate() const;
 };
@@ -110,9 +117,11 @@ class DeviceManager final : public DeviceWatcher {
   // "cpu", "gpu" (any GPU) or "gpu:N". InvalidArgument for a malformed hint.
   StatusOr<Placement> Place(const IndexSpec& spec, int64_t bytes, const std::string& hint,
                             const std::string& who);
-  // Resizes `p`'s reservation for `bytes`: in place when its GPUs have room (reserving a
-  // quarter more, so growth does not re-place on every add), else a new placement (another
-  // GPU, several, or the CPU). Smaller sizes keep the reservation.
+  // Resizes `p`'s reservation for `bytes`: in place when its GPUs have room, growing
+  // geometrically (kGrowth times the reservation, or a quarter more than `bytes` if that is
+  // more; only the quarter when the larger does not fit), so growth does not re-place on
+  // every add and a device copy can grow its storage ahead (PlacedBackend); else a new
+  // placement (another GPU, several, or the CPU). Smaller sizes keep the reservation.
   Placement Resize(const Placement& p, const IndexSpec& spec, int64_t bytes,
                    const std::string& hint, const std::string& who);
   // Gives back `p`'s reservations.
@@ -185,9 +194,16 @@ class DeviceManager final : public DeviceWatcher {
   // Collections placed on the CPU, all reasons together.
   int cpu_collections() const;
 
-  // Bytes a GPU copy of an index of `spec` holding `n` vectors takes, estimated from FAISS's
-  // GPU layouts. Why FAISS cannot run `spec` on a GPU, or "" when it can.
+  // How much a reservation grows in place at once (Resize), and with it a device copy's
+  // storage (PlacedBackend::NextCapacity).
+  static constexpr double kGrowth = 1.5;
+
+  // Bytes a GPU copy of an index of `spec` with room for `n` vectors takes, estimated from
+  // FAISS's GPU layouts. Why FAISS cannot run `spec` on a GPU, or "" when it can.
   static int64_t GpuBytes(const IndexSpec& spec, int64_t n);
+  // The most vectors a GPU copy of `spec` holds in `bytes` (GpuBytes' inverse); 0 when
+  // `bytes` does not hold its fixed part.
+  static int64_t GpuCapacity(const IndexSpec& spec, int64_t bytes);
   static std::string GpuUnsupported(const IndexSpec& spec);
 
  private:

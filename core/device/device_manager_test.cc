@@ -162,6 +162,22 @@ TEST(DeviceManager, KindsFaissCannotRunOnAGpuGoToTheCpu) {
   EXPECT_EQ(h.dm->cpu_collections(), 7);
 }
 
+TEST(DeviceManager, EveryGpuKindRunsWithEitherMetric) {
+  // FAISS 1.7.3's GPU flat and IVF indexes take L2 and inner product alike (GpuIndexIVF
+  // refuses other metrics; vecgpu has no others): the metric never sends an index to the CPU.
+  Harness h({kGiB});
+  for (const char* type : {"Flat", "IVF16,Flat", "IVF16,PQ16", "IVF16,SQ8", "IVF16,SQfp16"}) {
+    for (const char* metric : {"L2", "IP"}) {
+      auto spec = ParseIndexType(type, 128, metric);
+      ASSERT_TRUE(spec.ok()) << type;
+      auto p = h.dm->Place(*spec, kMiB, "", "t/c");
+      ASSERT_TRUE(p.ok());
+      EXPECT_TRUE(p->on_gpu()) << type << " " << metric << ": " << p->reason;
+    }
+  }
+  EXPECT_EQ(h.Fallbacks(kFallbackUnsupported), 0);
+}
+
 TEST(DeviceManager, IvfPqRunsOnAGpuWithAnyDimensionsPerSubQuantizer) {
   // FAISS 1.7.3 runs dimensions per sub-quantizer without a specialised kernel (48 here) on
   // its GEMM path, and PQ96 with float16 lookup tables: both belong on the GPU.
@@ -211,6 +227,48 @@ TEST(DeviceManager, PlacementReadsTheDevicesFreeMemoryAndKeepsTheReserve) {
   // A provider that cannot measure leaves the budget alone in charge.
   h.provider.free_error = Unavailable("no cudaMemGetInfo");
   EXPECT_TRUE(h.Place("L2", 300 * kMiB).on_gpu());
+}
+
+TEST(DeviceManager, GrowthInPlaceIsGeometricWhenTheGpuHasRoom) {
+  Harness h({kGiB, kGiB});
+  IndexSpec flat = Spec("Flat", 128);
+  Placement a = h.Place("Flat", 80 * kMiB);  // GPU 0: 100 reserved
+  ASSERT_EQ(a.reserved[0], 100 * kMiB);
+  // Just past its reservation: half as much again (150), more than a quarter over 101.
+  a = h.dm->Resize(a, flat, 101 * kMiB, "", "t/a");
+  EXPECT_EQ(a.gpus, std::vector<int>{0});
+  EXPECT_EQ(a.reserved[0], 150 * kMiB);
+  // A large step: a quarter over what it needs, when that is more.
+  a = h.dm->Resize(a, flat, 400 * kMiB, "", "t/a");
+  EXPECT_EQ(a.reserved[0], 500 * kMiB);
+  // Room for the quarter but not for half again: the quarter, in place.
+  Placement b = h.Place("Flat", 300 * kMiB, "gpu:0");  // 375: 149 MiB left on GPU 0
+  ASSERT_EQ(b.gpus, std::vector<int>{0});
+  a = h.dm->Resize(a, flat, 501 * kMiB, "", "t/a");  // 750 does not fit, 626 does
+  EXPECT_EQ(a.gpus, std::vector<int>{0}) << a.reason;
+  EXPECT_EQ(a.reserved[0], 501 * kMiB + 501 * kMiB / 4);
+  EXPECT_EQ(h.Reserved(0), a.reserved[0] + b.reserved[0]);
+}
+
+TEST(DeviceManager, SetsFaissTemporaryMemoryBeforePlacingAnything) {
+  FakeDeviceProvider provider({kGiB});
+  DeviceOptions o;
+  EXPECT_EQ(o.temp_memory_bytes, 1536 * kMiB);  // FAISS's own default on large GPUs
+  o.temp_memory_bytes = 512 * kMiB;
+  ASSERT_TRUE(o.Validate().ok());
+  std::string log;
+  DeviceManager dm(&provider, o, [&](const std::string& line) { log += line + "\n"; });
+  EXPECT_EQ(provider.temp_memory.load(), 512 * kMiB);
+  EXPECT_NE(log.find("FAISS temporary memory 512 MiB"), std::string::npos) << log;
+  // Off: no provider call at all.
+  FakeDeviceProvider unused({kGiB});
+  o.gpus = "none";
+  DeviceManager none(&unused, o);
+  EXPECT_EQ(unused.temp_memory.load(), -1);
+  for (int64_t bad : {int64_t{-1}, 1537 * kMiB}) {
+    o.temp_memory_bytes = bad;
+    EXPECT_NE(o.Validate().message().find("gpu_temp_memory_mb"), std::string::npos) << bad;
+  }
 }
 
 TEST(DeviceManager, ShardsWhatNoSingleGpuHolds) {
@@ -521,6 +579,18 @@ TEST(DeviceManager, MaxCopiesDefaultsToOnePerGpu) {
   o.copies.max_copies = 0;
   o.copies.drop_busy = 1;
   EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(DeviceManager, GpuCapacityInvertsGpuBytes) {
+  for (const char* type : {"Flat", "IVF16,PQ16", "IVF16_SQ8", "BINARY_FLAT", "IVF16"}) {
+    const IndexSpec spec = Spec(type, 128);
+    for (int64_t n : {0, 1, 1000, 123457}) {
+      const int64_t bytes = DeviceManager::GpuBytes(spec, n);
+      EXPECT_EQ(DeviceManager::GpuCapacity(spec, bytes), n) << type << " " << n;
+      EXPECT_EQ(DeviceManager::GpuCapacity(spec, bytes - 1), std::max<int64_t>(n - 1, 0)) << type;
+    }
+  }
+  EXPECT_EQ(DeviceManager::GpuCapacity(Spec("Flat", 128), 0), 0);
 }
 
 TEST(DeviceManager, GpuBytesFollowFaissLayouts) {

@@ -43,8 +43,12 @@ class DeviceProvider {
   // none. Never aborts the process.
   virtual StatusOr<int> Count() = 0;
   virtual StatusOr<GpuProperties> Properties(int device) = 0;
-  // Device memory free now, all users together.
+  // Device memory free now, all users together, less FAISS's temporary memory where the
+  // device has not taken it yet (it does at its first use).
   virtual StatusOr<int64_t> FreeBytes(int device) = 0;
+  // FAISS's temporary memory on each device (DeviceOptions::temp_memory_bytes). The
+  // DeviceManager sets it before it places anything; a device already in use keeps its own.
+  virtual void SetTempMemory(int64_t bytes) = 0;
 
   // Builds a copy of `host` (trained, with all its vectors and their labels) on `devices`,
   // sharded over them when there are several. The copy answers Search, Add / AddLabeled (with

@@ -36,6 +36,7 @@ class FakeDeviceProvider final : public DeviceProvider {
     }
     return memory_.at(device);
   }
+  void SetTempMemory(int64_t bytes) override { temp_memory = bytes; }
   StatusOr<std::unique_ptr<Backend>> BuildReplica(const Backend& host,
                                                   const std::vector<int>& devices) override {
     builds++;
@@ -70,6 +71,8 @@ class FakeDeviceProvider final : public DeviceProvider {
   Status free_error;
   std::function<StatusOr<std::unique_ptr<Backend>>(const Backend&, const std::vector<int>&)>
       make_replica;
+  // What SetTempMemory was given; -1: never called.
+  std::atomic<int64_t> temp_memory{-1};
   std::atomic<int> builds{0};
   std::vector<int> last_devices;
   // Restart() answers this, and counts.

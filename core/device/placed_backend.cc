@@ -6,6 +6,12 @@
 
 namespace vecgpu {
 
+int64_t PlacedBackend::NextCapacity(int64_t capacity, int64_t want, int64_t limit) {
+  if (want <= capacity) return capacity;
+  const auto grown = static_cast<int64_t>(static_cast<double>(capacity) * DeviceManager::kGrowth);
+  return std::max(want, std::min(grown, limit));
+}
+
 StatusOr<std::unique_ptr<PlacedBackend>> PlacedBackend::Create(std::unique_ptr<Backend> host,
                                                                DeviceManager& devices,
                                                                std::string hint, std::string who) {
@@ -104,6 +110,7 @@ void PlacedBackend::Refresh() const {
         } else {
           replica_ = std::shared_ptr<Backend>(std::move(*built));
           replica_generation_ = generation;
+          capacity_ = replica_->ntotal();  // FAISS copies exactly what the host holds
           continue;
         }
       }
@@ -141,6 +148,7 @@ void PlacedBackend::DropReplica(const std::shared_ptr<Backend>& replica,
     MutexLock lock(mu_);
     if (replica_ != replica) return;  // another caller handled it
     dropped = std::move(replica_);
+    capacity_ = 0;
     extras = std::move(extras_);
     // A copy of a GPU that restarted since it was built: the loss is known already.
     if (devices_.generation(placement_.gpus) == replica_generation_) {
@@ -154,6 +162,7 @@ void PlacedBackend::MarkStale() {
   std::vector<std::shared_ptr<Backend>> dropped;
   MutexLock lock(mu_);
   dropped.push_back(std::move(replica_));
+  capacity_ = 0;
   for (auto& c : extras_) dropped.push_back(std::move(c->backend));
 }
 
@@ -162,13 +171,16 @@ void PlacedBackend::Grow() {
   // mu_ is not held across the DeviceManager's calls (they may reclaim our own extras).
   Placement now;
   Copies extras;
+  int64_t capacity = 0;
   {
     MutexLock lock(mu_);
     if (!placement_.on_gpu()) return;
     now = placement_;
     extras = extras_;
+    capacity = capacity_;
   }
-  const int64_t need = DeviceManager::GpuBytes(host_->spec(), host_->ntotal());
+  // The first copy's storage, not only its vectors (an add may have grown it ahead).
+  const int64_t need = DeviceManager::GpuBytes(host_->spec(), std::max(host_->ntotal(), capacity));
   // An extra copy grows in place or goes: it only ever takes room nobody needs.
   Copies shrunk;
   for (const auto& c : extras) {
@@ -182,6 +194,7 @@ void PlacedBackend::Grow() {
     });
     if (next.gpus != now.gpus) {  // rebuilt where it goes now, without company at first
       replica_.reset();
+      capacity_ = 0;
       for (auto& c : extras_) shrunk.push_back(c);
       extras_.clear();
     }
@@ -202,7 +215,7 @@ void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* label
       if (c->backend) extras.emplace_back(c, c->backend);
     }
   }
-  if (!replica) return;
+  if (!replica || !ReserveForAdd(replica, n)) return;
   // In order: the first copy, then each extra one; a copy that fails the add never serves.
   Status st = replica->AddLabeled(n, x, labels, next_label);
   if (!st.ok()) {
@@ -214,6 +227,28 @@ void PlacedBackend::AddToReplica(int64_t n, const float* x, const int64_t* label
       DropExtra(copy, added);
     }
   }
+}
+
+bool PlacedBackend::ReserveForAdd(const std::shared_ptr<Backend>& replica, int64_t n) {
+  int64_t next = 0;
+  {
+    MutexLock lock(mu_);
+    if (replica_ != replica) return false;
+    int64_t reserved = 0;
+    for (int64_t r : placement_.reserved) reserved += r;
+    next = NextCapacity(capacity_, replica->ntotal() + n,
+                        DeviceManager::GpuCapacity(host_->spec(), reserved));
+    if (next == capacity_) return true;
+  }
+  // Outside mu_: the device may take a while, and readers of the placement need not wait.
+  Status st = replica->ReserveCapacity(next);
+  if (!st.ok()) {
+    DropReplica(replica, st);
+    return false;
+  }
+  MutexLock lock(mu_);
+  if (replica_ == replica) capacity_ = next;
+  return true;
 }
 
 BackendInfo PlacedBackend::Info() const {
@@ -228,7 +263,8 @@ BackendInfo PlacedBackend::Info() const {
   } else if (FirstCopyServes()) {
     info.device = placement_.device();
     info.replica = "current";
-    info.gpu_memory_bytes = replica_->Info().memory_bytes;
+    info.gpu_memory_bytes =  // its storage, reserved ahead of the vectors it holds
+        DeviceManager::GpuBytes(host_->spec(), std::max(capacity_, replica_->ntotal()));
     // Extra copies: "gpu:0+gpu:1", and why each is there.
     for (const auto& c : extras_) {
       const std::string gpu = "gpu:" + std::to_string(c->reservation.gpu);
@@ -302,6 +338,7 @@ Status PlacedBackend::Search(int64_t n, const float* x, int k, const SearchParam
       // Its GPU failed (another collection's copy or the GPU host process said so), or has
       // restarted since: the copy went with the process. Rebuilt when the GPU is back.
       orphaned = std::move(replica_);
+      capacity_ = 0;
       lost = std::move(extras_);
     }
     Copies unhealthy = TakeUnhealthyExtras();

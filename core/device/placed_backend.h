@@ -20,6 +20,8 @@ namespace vecgpu {
 // and FAISS's GPU limits allow the request (k and nprobe up to 2048); otherwise, and after any
 // error of the copy, on the host: a failing GPU costs speed, never a request. The copy grows
 // with the index and moves (another GPU, several, the CPU) when its GPUs run out of budget.
+// Its storage grows geometrically (NextCapacity): FAISS's GPU flat storage would otherwise
+// reallocate and copy itself on every add.
 //
 // A hot index gets extra copies on other GPUs (SampleLoad, HotCopyPolicy): each its own
 // reclaimable reservation (DeviceManager::PlaceCopy), built from the host like the first.
@@ -41,6 +43,13 @@ class PlacedBackend final : public Backend {
   static constexpr bool WithinGpuLimits(int k, int nprobe) {
     return k <= kMaxGpuK && nprobe <= kMaxGpuK;
   }
+
+  // The room, in vectors, a device copy with room for `capacity` should reserve before an
+  // add brings it to `want`: unchanged when it fits; else DeviceManager::kGrowth times its
+  // capacity (at least `want`), but no more than `limit`, what its placement's reservation
+  // holds (DeviceManager::GpuCapacity). So n single adds reallocate O(log n) times, each
+  // vector is copied O(1) times on average, and the copy never holds more than was reserved.
+  static int64_t NextCapacity(int64_t capacity, int64_t want, int64_t limit);
 
   // Places `host` (hint: "", "cpu", "gpu", "gpu:N"); `who` names it in logs.
   static StatusOr<std::unique_ptr<PlacedBackend>> Create(std::unique_ptr<Backend> host,
@@ -145,6 +154,9 @@ class PlacedBackend final : public Backend {
   void MarkStale() EXCLUDES(mu_);
   // After the host grew: resize the reservation, moving the copy if it no longer fits.
   void Grow() EXCLUDES(mu_);
+  // Before adding n vectors to `replica`: grows its storage (NextCapacity). False when the
+  // device could not (the copy is dropped).
+  bool ReserveForAdd(const std::shared_ptr<Backend>& replica, int64_t n) EXCLUDES(mu_);
   // Applies an add of n vectors labelled `labels` (the host has them already) to the copy.
   void AddToReplica(int64_t n, const float* x, const int64_t* labels, int64_t next_label)
       EXCLUDES(mu_);
@@ -164,6 +176,8 @@ class PlacedBackend final : public Backend {
   mutable HotLoad hot_ GUARDED_BY(mu_);
   mutable double busy_seconds_ GUARDED_BY(mu_) = 0;           // all copies' search time
   mutable uint64_t searches_ GUARDED_BY(mu_) = 0;             // searches sent to copies
+  // Vectors replica_ has room for (its storage, as last reserved); 0 without a copy.
+  mutable int64_t capacity_ GUARDED_BY(mu_) = 0;
   mutable bool refresh_taken_ GUARDED_BY(mu_) = false;        // a rebuild is queued
   mutable bool building_ GUARDED_BY(mu_) = false;             // a rebuild runs
 };

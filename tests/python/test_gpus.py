@@ -60,6 +60,8 @@ def test_start_up_log_names_the_faiss_build():
     (["--gpu-memory-fraction", "0"], "gpu_memory_fraction"),
     (["--gpu-memory-fraction", "1.5"], "gpu_memory_fraction"),
     (["--gpu-workers", "0"], "gpu_workers: must be positive"),
+    (["--gpu-temp-memory-mb", "2000"], "gpu-temp-memory-mb: must be within 0..1536"),
+    (["--gpu-reserve-mb", "-1"], "gpu-reserve-mb: must be >= 0"),
 ])
 def test_bad_gpu_flags_are_refused(args, needle):
     r = subprocess.run([str(BINARY), "serve", *args], capture_output=True, text=True, timeout=20)
