@@ -262,9 +262,12 @@ TEST(HotCopiesTest, AHotIndexIsServedByCopiesOnTwoGpusUntilAnotherIndexNeedsTheR
   EXPECT_EQ(e.extra_copies(1), 1);
   BackendInfo info = e.Info("c");
   EXPECT_EQ(info.device, "gpu:0+gpu:1");
-  EXPECT_NE(info.placement.find("; copy on gpu:1: queue deep on gpu:0 for"), std::string::npos)
+  // Why: a deep queue, or (whichever rule sees it first) copies busy nearly all the time.
+  EXPECT_TRUE(info.placement.find("; copy on gpu:1: queue deep on gpu:0 for") !=
+                  std::string::npos ||
+              info.placement.find("; copy on gpu:1: busy ") != std::string::npos)
       << info.placement;
-  EXPECT_NE(e.Log().find("t/c copy on gpu:1: queue deep on gpu:0"), std::string::npos) << e.Log();
+  EXPECT_NE(e.Log().find("t/c copy on gpu:1: "), std::string::npos) << e.Log();
 
   // Adds reach the host, then both copies, in order; answers stay exact and both copies
   // keep answering (one search at a time: the copies take turns).

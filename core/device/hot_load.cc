@@ -12,7 +12,21 @@ HotAction HotLoad::Observe(const LoadSample& s, int copies, int max_copies,
     deep_since_ = s.at;
   }
   deep_for_ = deep_since_ ? s.at - *deep_since_ : std::chrono::duration<double>(0);
+  saturated_ = 0;
   if (deep && copies < max_copies && deep_for_ >= p.add_after) return HotAction::kAddCopy;
+  if (!add_window_) add_window_ = s;
+  const std::chrono::duration<double> add_window = s.at - add_window_->at;
+  if (add_window >= p.add_after) {
+    const double share = copies > 0 && add_window.count() > 0
+                             ? (s.busy_seconds - add_window_->busy_seconds) /
+                                   (add_window.count() * copies)
+                             : 0;
+    add_window_ = s;
+    if (copies < max_copies && share >= p.add_busy) {
+      saturated_ = share;
+      return HotAction::kAddCopy;
+    }
+  }
 
   const std::chrono::duration<double> window = s.at - window_->at;
   if (window < p.drop_after) return HotAction::kNone;
@@ -30,6 +44,7 @@ void HotLoad::Restart(const LoadSample& s) {
   deep_since_.reset();
   deep_for_ = std::chrono::duration<double>(0);
   window_ = s;
+  add_window_ = s;
 }
 
 }  // namespace vecgpu

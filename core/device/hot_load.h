@@ -10,8 +10,11 @@ namespace vecgpu {
 //
 // The rule, with hysteresis so a copy is neither added nor dropped on a blip:
 // - Add: the index's queue has held at least `add_depth` requests per copy at every sample
-//   for `add_after`. A queue that deep means every copy is busy and work waits: the copies
-//   are saturated, so another one on an idle GPU adds throughput.
+//   for `add_after`, or its copies were searching at least `add_busy` of their time over the
+//   last `add_after`. Either means every copy is busy and work waits: the copies are
+//   saturated, so another one on an idle GPU adds throughput. (Busy time is needed beside
+//   depth: continuous batching takes everything waiting into each batch, so a saturated
+//   index's queue can look shallow at every sample.)
 // - Drop: over a whole window of `drop_after`, the copies' search time would have kept one
 //   copy fewer busy less than `drop_busy` of the time. Measured as busy time, not queue
 //   depth: once the copies keep up the queue is empty, whatever the load.
@@ -22,6 +25,8 @@ struct HotCopyPolicy {
   int add_depth = 8;
   // How long the queue must stay deep before a copy is added. Default: 2 s.
   std::chrono::milliseconds add_after{2000};
+  // Share of the copies' time spent searching that counts as saturated. Default: 0.9.
+  double add_busy = 0.9;
   // Share of one fewer copies' time the load must stay under for an extra copy to go.
   // 0 < drop_busy < 1. Default: 0.5.
   double drop_busy = 0.5;
@@ -53,11 +58,15 @@ class HotLoad {
   void Restart(const LoadSample& s);
   // How long the queue has been deep, as of the last sample (0: it is not).
   std::chrono::duration<double> deep_for() const { return deep_for_; }
+  // The copies' busy share over the last add window that asked for a copy (0: depth did).
+  double saturated() const { return saturated_; }
 
  private:
   std::optional<std::chrono::steady_clock::time_point> deep_since_;
   std::chrono::duration<double> deep_for_{0};
-  std::optional<LoadSample> window_;  // where the drop window started
+  std::optional<LoadSample> window_;      // where the drop window started
+  std::optional<LoadSample> add_window_;  // where the busy window of the add rule started
+  double saturated_ = 0;
 };
 
 }  // namespace vecgpu

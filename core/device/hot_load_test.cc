@@ -29,6 +29,28 @@ TEST(HotLoad, ACopyIsAddedOnlyAfterTheQueueStaysDeep) {
   EXPECT_DOUBLE_EQ(f.load.deep_for().count(), 2.0);
 }
 
+// Continuous batching drains the queue into each batch: a saturated index can show a shallow
+// queue at every sample. Copies busy 90% of their time over 2 s get company too.
+TEST(HotLoad, CopiesBusyNearlyAllTheTimeGetACopyEvenWithAShallowQueue) {
+  Feed f;
+  EXPECT_EQ(f.At(0, 1, 1), HotAction::kNone);
+  f.busy = 1.0;
+  EXPECT_EQ(f.At(1000, 0, 1), HotAction::kNone);  // the window is not over yet
+  f.busy = 1.7;                                     // 85% over 2 s: not saturated
+  EXPECT_EQ(f.At(2000, 2, 1), HotAction::kNone);
+  EXPECT_EQ(f.load.saturated(), 0);
+  f.busy = 3.6;  // 95% of the next 2 s
+  EXPECT_EQ(f.At(4000, 1, 1), HotAction::kAddCopy);
+  EXPECT_NEAR(f.load.saturated(), 0.95, 1e-9);
+  // Two copies busy 95% of one copy's time are half busy: no third.
+  f.load.Restart({f.t0 + milliseconds(4000), 0, f.busy});
+  f.busy += 3.8;
+  EXPECT_EQ(f.At(8000, 1, 2, 3), HotAction::kNone);
+  // And none beyond the cap, however busy.
+  f.busy += 100;
+  EXPECT_EQ(f.At(10000, 1, 2, 2), HotAction::kNone);
+}
+
 TEST(HotLoad, OneShallowSampleStartsTheWaitAgain) {
   Feed f;
   EXPECT_EQ(f.At(0, 10, 1), HotAction::kNone);

@@ -148,8 +148,10 @@ class PlacedBackend final : public Backend {
   void OnReclaimed(const std::shared_ptr<DeviceCopy>& copy) const EXCLUDES(mu_);
   // Extra copies whose GPU was marked unhealthy (by any collection), taken out of extras_.
   Copies TakeUnhealthyExtras() const REQUIRES(mu_);
-  // Adds an extra copy for a queue deep `deep_for` (PlaceCopy; nothing when no GPU has room).
-  void AddExtra(std::chrono::duration<double> deep_for, int64_t queued) const EXCLUDES(mu_);
+  // Adds an extra copy for a queue deep `deep_for`, or copies busy a `saturated` share of
+  // their time (PlaceCopy; nothing when no GPU has room).
+  void AddExtra(std::chrono::duration<double> deep_for, int64_t queued, double saturated) const
+      EXCLUDES(mu_);
   // After a write the copy cannot apply: rebuild it.
   void MarkStale() EXCLUDES(mu_);
   // After the host grew: resize the reservation, moving the copy if it no longer fits.

@@ -33,6 +33,7 @@ std::vector<int> PlacedBackend::serving_gpus() const {
 void PlacedBackend::SampleLoad(std::chrono::steady_clock::time_point now, int64_t queued) const {
   std::shared_ptr<DeviceCopy> drop;
   std::chrono::duration<double> deep_for{0};
+  double saturated = 0;
   {
     MutexLock lock(mu_);
     const LoadSample s{now, queued, busy_seconds_};
@@ -45,6 +46,7 @@ void PlacedBackend::SampleLoad(std::chrono::steady_clock::time_point now, int64_
     const HotAction action = hot_.Observe(s, copies, devices_.max_copies(), devices_.copy_policy());
     if (action == HotAction::kNone) return;
     deep_for = hot_.deep_for();
+    saturated = hot_.saturated();
     hot_.Restart(s);  // whatever comes of it, the next decision waits a whole window
     if (action == HotAction::kDropCopy) {
       drop = extras_.back();
@@ -58,10 +60,11 @@ void PlacedBackend::SampleLoad(std::chrono::steady_clock::time_point now, int64_
                       "% of one fewer copies' time)");
     return;
   }
-  AddExtra(deep_for, queued);
+  AddExtra(deep_for, queued, saturated);
 }
 
-void PlacedBackend::AddExtra(std::chrono::duration<double> deep_for, int64_t queued) const {
+void PlacedBackend::AddExtra(std::chrono::duration<double> deep_for, int64_t queued,
+                             double saturated) const {
   std::vector<int> exclude;
   std::string serving;
   {
@@ -75,8 +78,14 @@ void PlacedBackend::AddExtra(std::chrono::duration<double> deep_for, int64_t que
     }
   }
   auto copy = std::make_shared<DeviceCopy>();
-  copy->why = "queue deep on " + serving + " for " + Seconds(deep_for) + " (" +
-              std::to_string(queued) + " requests waiting)";
+  copy->why = saturated > 0
+                  ? "busy " + std::to_string(static_cast<int>(saturated * 100)) +
+                        "% of the time on " + serving + " for " +
+                        Seconds(std::chrono::duration<double>(
+                            devices_.copy_policy().add_after)) +
+                        " (" + std::to_string(queued) + " requests waiting)"
+                  : "queue deep on " + serving + " for " + Seconds(deep_for) + " (" +
+                        std::to_string(queued) + " requests waiting)";
   std::weak_ptr<DeviceCopy> weak = copy;
   // The DeviceManager calls on_reclaim until ReleaseCopy returns, which the destructor waits
   // for: `this` outlives it.

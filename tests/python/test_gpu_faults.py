@@ -234,3 +234,4 @@ def test_bad_fake_gpus_are_refused(value):
                        text=True, timeout=20)
     assert r.returncode != 0
     assert "fake-gpus" in (r.stdout + r.stderr)
+
