@@ -59,6 +59,9 @@ void Sleep(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 
 bool OnGpu(const std::string& device) { return device.rfind("gpu", 0) == 0; }
 
+// One call may take the command's whole deadline, and no more.
+int CallTimeoutMs(const Options& o) { return static_cast<int>(std::max(1.0, o.seconds) * 1000); }
+
 // Where the index should be served from, and is: the expected device, with a current copy
 // when that is a GPU.
 bool Served(const ServedFrom& s, const std::string& expect) {
@@ -138,7 +141,7 @@ std::vector<std::string> CheckSearches(FaissxClient& client, const Options& o,
 
 int Setup(zmq::context_t& ctx, const Options& o) {
   const auto t0 = Clock::now();
-  FaissxClient client(ctx, o.endpoint, 60'000);
+  FaissxClient client(ctx, o.endpoint, CallTimeoutMs(o));
   std::vector<std::string> problems;
   json r{{"index", o.index}, {"n", o.n}, {"d", o.dim}, {"hint", o.device}, {"expect", o.expect}};
   if (Status st = CreateIndexOn(client, o.index, o.dim, "Flat", o.device); !st.ok()) {
@@ -203,7 +206,7 @@ StatusOr<ServedFrom> PollUntil(FaissxClient& client, const Options& o, Clock::ti
 
 int Rebuild(zmq::context_t& ctx, const Options& o) {
   const auto t0 = Clock::now();
-  FaissxClient client(ctx, o.endpoint, 30'000);
+  FaissxClient client(ctx, o.endpoint, CallTimeoutMs(o));
   std::vector<std::string> problems;
   json r{{"index", o.index}, {"expect", o.expect}};
   StatusOr<ServedFrom> before = GetServedFrom(client, o.index);
@@ -274,7 +277,7 @@ int Crash(zmq::context_t& ctx, const Options& o) {
               << std::endl;
     return 0;
   }
-  FaissxClient client(ctx, o.endpoint, 30'000);
+  FaissxClient client(ctx, o.endpoint, CallTimeoutMs(o));
   std::vector<std::string> problems;
   const std::string healthy = "vecgpu_gpu_healthy{gpu=\"0\"}";
   const std::string restarts = "vecgpu_gpu_host_restarts_total{gpu=\"0\"}";
@@ -344,6 +347,15 @@ int Crash(zmq::context_t& ctx, const Options& o) {
   if (OnGpu(o.expect) && o.metrics_port > 0 &&
       (!r["metrics_after"].contains(healthy) || r["metrics_after"][healthy] != json(1.0))) {
     problems.push_back(healthy + " is not 1 after the restart: " + r["metrics_after"].dump());
+  }
+  // Where the server counts restarts, this one is counted.
+  const json& rb = r["metrics_before"];
+  const json& ra = r["metrics_after"];
+  if (rb.is_object() && ra.is_object() && rb.value(restarts, json()).is_number() &&
+      ra.value(restarts, json()).is_number() &&
+      ra[restarts].get<double>() <= rb[restarts].get<double>()) {
+    problems.push_back(restarts + " did not grow (" + rb[restarts].dump() + " before, " +
+                       ra[restarts].dump() + " after)");
   }
   if (end.failed > 0) problems.push_back(std::to_string(end.failed) + " searches failed");
   if (end.wrong > 0) problems.push_back(std::to_string(end.wrong) + " searches answered wrong");

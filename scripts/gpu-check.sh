@@ -68,8 +68,8 @@ say() {
 
 # --- budgets (seconds): the hard limit of each step
 steps=(preflight parity serve rebuild crash stop bench single_adds oom)
-declare -A budget=([preflight]=15 [parity]=65 [serve]=30 [rebuild]=20 [crash]=25 [stop]=8
-  [bench]=35 [single_adds]=45 [oom]=30)
+declare -A budget=([preflight]=15 [parity]=65 [serve]=35 [rebuild]=20 [crash]=25 [stop]=8
+  [bench]=35 [single_adds]=45 [oom]=25)
 grace=2  # seconds between timeout's SIGTERM and its SIGKILL
 total=0
 for s in "${steps[@]}"; do
@@ -318,7 +318,7 @@ pre+=", \"nvidia_smi\": $(jstr "$smi"), \"driver_version\": $(jstr "$driver"), \
 pre+=", \"libraries\": $(jstr "${unresolved:+not found: }${unresolved:-all found}")"
 pre+=", \"missing_binaries\": $(jarr "${absent[@]+"${absent[@]}"}")"
 if [ "$smi_count" -gt 0 ]; then
-  gpu_json="{\"count\": $smi_count, \"driver_version\": $(jstr "$driver"), \"driver_cuda\": $(jstr "$driver_cuda"), \"devices\": [$(IFS=,; echo "${devices[*]}")]}"
+  gpu_json="{\"count\": $smi_count, \"source\": \"nvidia-smi\", \"driver_version\": $(jstr "$driver"), \"driver_cuda\": $(jstr "$driver_cuda"), \"devices\": [$(IFS=,; echo "${devices[*]}")]}"
 fi
 
 # The CUDA provider's own view (needs the binaries).
@@ -332,6 +332,12 @@ if [ ${#absent[@]} -eq 0 ] && [ -z "$unresolved" ]; then
   [ "$probe" != null ] || probe_rc=${probe_rc:-1}
 fi
 pre+=", \"probe\": $probe"
+# Without nvidia-smi's view, the CUDA provider's.
+probe_count=$(jfield "$probe" count)
+if [ "$smi_count" -eq 0 ] && [ -n "$probe_count" ] && [ "$probe_count" -gt 0 ]; then
+  gpu_json="{\"count\": $probe_count, \"source\": \"CUDA provider\", \"devices\": $(sed -n 's/.*"devices": *\(\[[^]]*\]\).*/\1/p' <<< "$probe")}"
+  mapfile -t caps < <(grep -o '"compute_capability": *"[0-9.]*"' <<< "$probe" | grep -o '[0-9.]*"$' | tr -d '"')
+fi
 
 # No GPU at all: skip, exit 0.
 probe_skip=$(jfield "$probe" skipped)
@@ -433,7 +439,7 @@ serve_pid=$!
 say "vecgpu serve: pid $serve_pid, FAISSx $endpoint, metrics port $mport"
 server_fields="\"server\": {\"pid\": $serve_pid, \"port\": $port, \"metrics_port\": $mport}"
 serve_ok=false
-run serve_wait $((budget[serve] / 3)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 3 - 1)) wait
+run serve_wait $((budget[serve] / 2)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 2 - 1)) wait
 if [ "$rc" != 0 ] || ! kill -0 "$serve_pid" 2> /dev/null; then
   why="the server did not answer ping"
   kill -0 "$serve_pid" 2> /dev/null || why="vecgpu serve exited: $(tail -3 "$work/server.log" | tr '\n' ' ' | head -c 500)"
@@ -454,18 +460,38 @@ else
   [ "$(jfield "$result_fields" ok)" = true ] && serve_ok=true
 fi
 
+# After a server step: a server that died is a failure of its own (a CUDA fault that took the
+# process down looks like this), and the steps that need it do not run.
+server_alive() {  # server_alive STEP
+  kill -0 "$serve_pid" 2> /dev/null && return 0
+  wait "$serve_pid" 2> /dev/null
+  local rc=$? why
+  why="vecgpu serve died during the $1 step ($(exit_reason "$rc")): $(tail -3 "$work/server.log" | tr '\n' ' ' | head -c 500)"
+  failures+=("server: $why")
+  say "$why"
+  serve_ok=false
+  write_result
+  return 1
+}
+
 # ===== rebuild and crash: while clients search
-if [ "$serve_ok" = true ]; then
+if [ "$serve_ok" = true ] && server_alive serve; then
   run rebuild "${budget[rebuild]}" "$serve_check" --endpoint "$endpoint" --expect "$serve_device" \
     --seconds $((budget[rebuild] - 4)) rebuild
   record_program rebuild
+fi
+if [ "$serve_ok" = true ] && server_alive rebuild; then
   run crash "${budget[crash]}" "$serve_check" --endpoint "$endpoint" --expect "$serve_device" \
     --seconds $((budget[crash] - 4)) crash --server-pid "$serve_pid" --metrics-port "$mport"
   record_program crash
-else
-  not_run "the serve step failed" rebuild crash
-  write_result
+  server_alive crash
 fi
+for s in rebuild crash; do
+  if [[ "${step_json[$s]}" == *'"not run"'* ]]; then
+    not_run "the server is not serving (see the serve step and failures)" "$s"
+  fi
+done
+write_result
 
 # ===== stop: SIGTERM, then SIGKILL after the budget
 t0=$SECONDS

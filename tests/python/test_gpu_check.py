@@ -104,6 +104,9 @@ STANDINS = {
           serve)
             [ "$*" = "${*/--help/}" ] || { echo "  --grpc-port INT"; exit 0; }
             echo "[t] [info] [vecgpu] gpus: GPU 0 NVIDIA H100 80GB HBM3, budget 60 GiB"
+            if [ -n "${FAKE_SERVER_DIES:-}" ]; then
+              sleep 0.5; echo "CUDA error: an illegal memory access"; ulimit -c 0; kill -ABRT $$
+            fi
             trap 'exit 0' TERM
             sleep 60 & wait ;;
         esac
@@ -136,7 +139,7 @@ STANDINS = {
     "vecgpu-serve-check": """\
         case "$*" in
           *" wait"*) echo '{"ready": true, "ok": true, "problems": []}' ;;
-          *setup*) echo '{"served_from": {"device": "gpu:0", "gpu_copy": "current"}, "k2048_ok": true, "ok": true, "problems": []}' ;;
+          *setup*) [ -z "${FAKE_SERVER_DIES:-}" ] || sleep 1; echo '{"served_from": {"device": "gpu:0", "gpu_copy": "current"}, "k2048_ok": true, "ok": true, "problems": []}' ;;
           *rebuild*)
             [ -z "${FAKE_REBUILD_FAIL:-}" ] || { echo '{"ok": false, "problems": ["3 searches failed"]}'; exit 1; }
             echo '{"searches": {"answered": 900, "failed": 0}, "ok": true, "problems": []}' ;;
@@ -177,7 +180,7 @@ def test_gpu_path_writes_every_step_into_one_json(fake_gpu):
     result = r.result
     assert result["ok"] is True and result["complete"] is True and "skipped" not in result
     check_budgets(result)
-    assert result["gpu"]["count"] == 1
+    assert result["gpu"]["count"] == 1 and result["gpu"]["source"] == "nvidia-smi"
     assert result["gpu"]["driver_cuda"] == "13.0"
     assert result["gpu"]["devices"][0] == {"index": 0, "name": "NVIDIA H100 80GB HBM3",
                                            "memory_total_mib": 81559, "compute_cap": "9.0"}
@@ -253,6 +256,21 @@ def test_server_steps_with_the_real_server(fake_gpu):
     assert sorted(p.name for p in out.iterdir()) == ["gpu-check.json", "gpu-check.log"]
 
 
+def test_a_server_that_dies_is_a_failure_of_its_own(fake_gpu):
+    out, env = fake_gpu
+    r = run_check(out, env={**env, "FAKE_SERVER_DIES": "1"})
+    assert r.returncode == 1
+    result = r.result
+    died = [f for f in result["failures"] if f.startswith("server: ")]
+    assert died and "died during the serve step (aborted (SIGABRT" in died[0], result["failures"]
+    assert "illegal memory access" in died[0]
+    for s in ["rebuild", "crash"]:
+        assert result["steps"][s]["status"] == "not run"
+        assert "not serving" in result["steps"][s]["reason"]
+    assert result["steps"]["stop"]["status"] == "failed"
+    assert result["steps"]["bench"]["status"] == "passed"  # the GPU steps after it still run
+
+
 @pytest.mark.parametrize("env,needle", [
     ({"FAKE_NO_CUDA": "1"}, "nvidia-smi sees 1 GPU(s) but CUDA does not"),
     ({"FAKE_CC": "7.0"}, "compute capability 7.0 is older than this build's lowest "
@@ -272,6 +290,26 @@ def test_preflight_ends_the_run_in_seconds_with_the_reason(fake_gpu, env, needle
     assert result["failures"][0].startswith("preflight: ")
     assert all(result["steps"][s]["status"] == "not run" for s in STEPS[1:])
     assert "preflight failed" in r.stdout
+
+
+def test_without_nvidia_smi_the_cuda_provider_decides(fake_gpu):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has its own nvidia-smi")
+    out, env = fake_gpu
+    Path(env["PATH"].split(":")[0], "nvidia-smi").unlink()
+    r = run_check(out, env=env)
+    assert r.returncode == 0, r.stderr
+    result = r.result
+    assert result["steps"]["preflight"]["nvidia_smi"] == "missing"
+    assert result["gpu"]["source"] == "CUDA provider" and result["gpu"]["count"] == 1
+    assert result["gpu"]["devices"][0]["compute_capability"] == "9.0"
+    # The compute capability check reads the probe's.
+    stub = Path(env["VECGPU_BUILD_DIR"], "gpu/vecgpu-gpu-check")
+    stub.write_text(stub.read_text().replace('"compute_capability": "9.0"',
+                                             '"compute_capability": "8.0"'))
+    r = run_check(out, env=env)
+    assert r.returncode == 1
+    assert "compute capability 8.0 is older" in r.result["steps"]["preflight"]["reason"]
 
 
 def test_missing_binaries_with_a_gpu_fail_the_preflight(fake_gpu):
