@@ -101,7 +101,7 @@ int Finish(json result, const std::vector<std::string>& problems, Clock::time_po
   result["problems"] = problems;
   result["ok"] = problems.empty();
   result["seconds"] = std::round(Since(t0) * 1000) / 1000;
-  std::cout << result.dump() << std::endl;
+  std::cout << result.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
   return problems.empty() ? 0 : 1;
 }
 

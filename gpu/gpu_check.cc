@@ -30,7 +30,7 @@ std::string Version(int v) {
 int Finish(json r, const std::vector<std::string>& problems) {
   r["problems"] = problems;
   r["ok"] = problems.empty();
-  std::cout << r.dump() << std::endl;
+  std::cout << r.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
   return problems.empty() ? 0 : 1;
 }
 
@@ -45,7 +45,7 @@ int Probe(DeviceProvider& provider) {
   StatusOr<int> count = provider.Count();
   if (!count.ok()) {
     r["skipped"] = count.status().message();
-    std::cout << r.dump() << std::endl;
+    std::cout << r.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
     return 0;
   }
   std::vector<std::string> problems;

@@ -400,9 +400,13 @@ passed=$(grep -c '^\[       OK \]' <<< "$gt")
 failed_names=$(sed -n 's/^\[  FAILED  \] \([A-Za-z0-9_./]*\) (.*/\1/p' <<< "$gt" | sort -u)
 mapfile -t failed_list < <(grep . <<< "$failed_names")
 gskipped=$(grep -c '^\[  SKIPPED \] [A-Za-z0-9_./]* (' <<< "$gt")
+# The test that was running when the binary died or ran out of time.
+last_run=$(sed -n 's/^\[ RUN      \] \([A-Za-z0-9_./]*\).*/\1/p' <<< "$gt" | tail -1)
 fields="\"exit_code\": $rc, \"passed\": $passed, \"failed\": ${#failed_list[@]}, \"skipped\": $gskipped, \"failed_tests\": $(jarr "${failed_list[@]+"${failed_list[@]}"}")"
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-  record parity "timed out" "$secs" "timed out after ${budget[parity]} s ($passed passed so far)" "$fields"
+  record parity "timed out" "$secs" "timed out after ${budget[parity]} s ($passed passed so far; running $last_run)" "$fields"
+elif [ "$rc" -gt 128 ]; then
+  record parity failed "$secs" "$(exit_reason "$rc") while running $last_run; failed before: ${failed_list[*]:-none}" "$fields"
 elif [ "$rc" != 0 ] || [ ${#failed_list[@]} -gt 0 ]; then
   record parity failed "$secs" "$(exit_reason "$rc"); failed: ${failed_list[*]:-none named}" "$fields"
 elif [ "$passed" -eq 0 ]; then
@@ -442,7 +446,10 @@ serve_ok=false
 run serve_wait $((budget[serve] / 2)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 2 - 1)) wait
 if [ "$rc" != 0 ] || ! kill -0 "$serve_pid" 2> /dev/null; then
   why="the server did not answer ping"
-  kill -0 "$serve_pid" 2> /dev/null || why="vecgpu serve exited: $(tail -3 "$work/server.log" | tr '\n' ' ' | head -c 500)"
+  if ! kill -0 "$serve_pid" 2> /dev/null; then
+    wait "$serve_pid" 2> /dev/null
+    why="vecgpu serve exited ($(exit_reason $?)): $(tail -3 "$work/server.log" | tr '\n' ' ' | head -c 500)"
+  fi
   record serve failed $((SECONDS - t0)) "$why" "$server_fields"
 else
   left=$((budget[serve] - (SECONDS - t0)))
