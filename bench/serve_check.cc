@@ -12,8 +12,8 @@
 //            back current
 //   crash    SIGKILLs the server's `gpu-host` child process while clients search; no search
 //            may fail, and the GPU must come back (a new child, the copy current, /metrics'
-//            vecgpu_gpu_healthy 1). "skipped: no gpu-host child found" where the server runs
-//            GPU work in its own process.
+//            vecgpu_gpu_healthy 1, vecgpu_gpu_host_restarts_total grown). {"skipped": "no
+//            gpu-host child found"} where the server has no such child.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>

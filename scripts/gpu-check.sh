@@ -29,9 +29,8 @@
 #   VECGPU_CHECK_BUDGET_<STEP>   a step's budget in seconds (STEP upper case: PARITY, ...);
 #                                refused when the budgets then sum to 300 s or more
 #   VECGPU_CHECK_SERVE_N         rows the serve step loads (default 300000)
-#   VECGPU_CHECK_SERVE_DEVICE    where the serve steps place their index and expect it
-#                                (default gpu:0; "cpu" runs them on a machine without a GPU,
-#                                as the tests do with stand-ins for the GPU steps)
+#   VECGPU_CHECK_SERVE_ARGS      more `vecgpu serve` flags (the tests give "--fake-gpus 1024"
+#                                to run the server steps without a GPU)
 #   VECGPU_CHECK_ADDS_N          vectors of the single-adds index (default 1000000)
 #   VECGPU_CHECK_BENCH_N         bench vectors (default 1000000)
 #   VECGPU_CHECK_BENCH_SECONDS   bench GPU seconds (default 8)
@@ -431,11 +430,13 @@ port=$(free_port)
 mport=$(free_port)
 while [ "$mport" = "$port" ]; do mport=$(free_port); done
 endpoint=tcp://127.0.0.1:$port
-serve_device=${VECGPU_CHECK_SERVE_DEVICE:-gpu:0}
+serve_device=gpu:0
 mkdir -p "$work/data"
 serve_args=(serve --gpus 0 --data-dir "$work/data" --port "$port" --metrics-port "$mport"
   --log-level info)
 if "$vecgpu" serve --help 2> /dev/null | grep -q -- --grpc-port; then serve_args+=(--grpc-port 0); fi
+read -r -a extra_args <<< "${VECGPU_CHECK_SERVE_ARGS:-}"
+serve_args+=("${extra_args[@]+"${extra_args[@]}"}")
 t0=$SECONDS
 echo "===== serve: $vecgpu ${serve_args[*]}" >> "$log"
 "$vecgpu" "${serve_args[@]}" > "$work/server.log" 2>&1 &

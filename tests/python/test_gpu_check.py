@@ -1,8 +1,8 @@
 """scripts/gpu-check.sh without a GPU: the skip, the budgets, the two files it writes; its GPU
 path driven by stand-in binaries and a stand-in nvidia-smi (the JSON a GPU machine would get,
-failures, timeouts, a preflight that stops in seconds); vecgpu-serve-check's server checks
-against a real CPU server (searches during a rebuild and during a killed child); and
-scripts/gpu-bundle.sh's size limit."""
+failures, timeouts, a preflight that stops in seconds); its server steps with the real
+server on fake GPUs (a real gpu-host child killed and restarted); vecgpu-serve-check against
+a CPU server; and scripts/gpu-bundle.sh's size limit."""
 import json
 import os
 import re
@@ -226,30 +226,43 @@ def test_failures_timeouts_and_aborts_are_reported_and_the_run_goes_on(fake_gpu)
     assert sorted(p.name for p in out.iterdir()) == ["gpu-check.json", "gpu-check.log"]
 
 
-def test_server_steps_with_the_real_server(fake_gpu):
-    """The serve, rebuild, crash and stop steps as on a GPU machine, with the real vecgpu and
-    vecgpu-serve-check, the index placed on the CPU (VECGPU_CHECK_SERVE_DEVICE=cpu)."""
+def test_server_steps_with_the_real_server_on_fake_gpus(fake_gpu):
+    """The serve, rebuild, crash and stop steps as on a GPU machine, with the real vecgpu (its
+    GPU work in a real `vecgpu gpu-host` child, over fake GPUs: `--fake-gpus`) and the real
+    vecgpu-serve-check; stand-ins for the steps that need CUDA."""
     if not SERVE_CHECK.exists():
         pytest.skip(f"{SERVE_CHECK} is not built")
+    if "--fake-gpus" not in subprocess.run([str(BINARY), "serve", "--help"], capture_output=True,
+                                           text=True, timeout=20).stdout:
+        pytest.skip("this vecgpu has no --fake-gpus")
     out, env = fake_gpu
     build = Path(env["VECGPU_BUILD_DIR"])
     for name, real in [("vecgpu", BINARY), ("vecgpu-serve-check", SERVE_CHECK)]:
         (build / name).unlink()
         (build / name).symlink_to(real)
-    env.update({"VECGPU_CHECK_SERVE_DEVICE": "cpu", "VECGPU_CHECK_SERVE_N": "20000"})
+    env.update({"VECGPU_CHECK_SERVE_ARGS": "--fake-gpus 1024", "VECGPU_CHECK_SERVE_N": "20000"})
     r = run_check(out, env=env)
     assert r.returncode == 0, r.stderr
     steps = r.result["steps"]
     serve = steps["serve"]
     assert serve["status"] == "passed", serve
-    assert serve["result"]["served_from"]["device"] == "cpu"
+    assert serve["result"]["served_from"]["device"] == "gpu:0"
+    assert serve["result"]["served_from"]["gpu_copy"] == "current"
     assert serve["result"]["served_from"]["ntotal"] == 20000
     assert serve["result"]["k2048_ok"] is True
-    assert steps["rebuild"]["status"] == "passed", steps["rebuild"]
-    assert steps["rebuild"]["result"]["after"]["ntotal"] == 19900
-    assert steps["rebuild"]["result"]["searches"]["answered"] > 0
-    assert steps["crash"]["status"] == "skipped"
-    assert steps["crash"]["reason"] == "no gpu-host child found"
+    rebuild = steps["rebuild"]
+    assert rebuild["status"] == "passed", rebuild
+    assert rebuild["result"]["after"]["ntotal"] == 19900
+    assert rebuild["result"]["searches"]["answered"] > 0
+    crash = steps["crash"]
+    assert crash["status"] == "passed", crash
+    assert crash["result"]["new_pid"] != crash["result"]["killed_pid"]
+    assert crash["result"]["searches"]["failed"] == 0
+    assert crash["result"]["searches_while_recovering"] > 0
+    restarts = 'vecgpu_gpu_host_restarts_total{gpu="0"}'
+    assert crash["result"]["metrics_after"][restarts] == crash["result"]["metrics_before"][
+        restarts] + 1
+    assert crash["result"]["metrics_after"]['vecgpu_gpu_healthy{gpu="0"}'] == 1
     assert steps["stop"] == {**steps["stop"], "status": "passed", "exit_code": 0}
     log = (out / "gpu-check.log").read_text()
     assert "----- vecgpu serve log" in log and "serving FAISSx" in log
