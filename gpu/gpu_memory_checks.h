@@ -13,15 +13,17 @@ namespace vecgpu::gpu {
 // GPU machine. Each returns its figures as JSON and appends what went wrong to `problems`
 // (empty: passed). They use the device as they find it and free what they took.
 
-// Single adds to a large flat GPU copy: how FAISS's storage grows. A flat index of n x d
-// random vectors gets its GPU copy; then `adds` vectors are added one call each, to the host
-// and to the copy, as an index fed one vector at a time is. Reports cudaMemGetInfo's free
-// memory before the copy, with it and after the adds, the lowest free memory a sampling
-// thread saw during the adds (the peak of a reallocation, which holds the old and the new
-// storage at once), the add latencies, and the adds slower than half a device-to-device copy
-// of the whole storage (each such add most likely reallocated and copied it).
-// Problems: an add failing, the deadline passing first, the copy disagreeing with the host,
-// or more than `max_slow_adds` slow adds (storage that grows by what each add brings).
+// Single adds to a large flat GPU copy: how its storage grows. A flat index of n x d random
+// vectors is placed on the device by a DeviceManager, as the server places a collection (its
+// PlacedBackend reserves room ahead of adds); then `adds` vectors are added one call each, as
+// an index fed one vector at a time is. Reports cudaMemGetInfo's free memory before the copy,
+// with it and after the adds; the lowest free memory a sampling thread saw during the adds
+// (a reallocation holds the old and the new storage at once); the add latencies; and the
+// slow adds: over one device-to-device copy of the whole storage and over 4 times the
+// typical add (each most likely reallocated and copied the storage).
+// Problems: an add failing, the deadline passing first, the copy no longer current or not
+// finding the last vector, a typical add as slow as half a copy of the storage (every add
+// reallocates), or more than `max_slow_adds` slow adds.
 struct SingleAddsOptions {
   int device = 0;
   int64_t n = 1'000'000;
