@@ -242,7 +242,7 @@ def test_server_steps_with_the_real_server_on_fake_gpus(fake_gpu):
         (build / name).symlink_to(real)
     env.update({"VECGPU_CHECK_SERVE_ARGS": "--fake-gpus 1024", "VECGPU_CHECK_SERVE_N": "20000"})
     r = run_check(out, env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, (r.stderr[-3000:], r.result and r.result["failures"])
     steps = r.result["steps"]
     serve = steps["serve"]
     assert serve["status"] == "passed", serve
@@ -260,7 +260,7 @@ def test_server_steps_with_the_real_server_on_fake_gpus(fake_gpu):
     assert crash["result"]["searches"]["failed"] == 0
     assert crash["result"]["searches_while_recovering"] > 0
     restarts = 'vecgpu_gpu_host_restarts_total{gpu="0"}'
-    assert crash["result"]["metrics_after"][restarts] == crash["result"]["metrics_before"][
+    assert crash["result"]["metrics_after"][restarts] >= crash["result"]["metrics_before"][
         restarts] + 1
     assert crash["result"]["metrics_after"]['vecgpu_gpu_healthy{gpu="0"}'] == 1
     assert steps["stop"] == {**steps["stop"], "status": "passed", "exit_code": 0}
