@@ -1,9 +1,12 @@
-// vecgpu-gpu-bench: queries/s of batched searches on the FAISS GPU copy of a flat index
-// against the CPU host holding the same vectors. Prints one JSON object on stdout; without a
-// GPU, {"skipped": "<why>"} (exit 0).
+// vecgpu-gpu-bench: the FAISS GPU copy of a flat index against the CPU host holding the same
+// vectors: queries/s of batched searches, and the latency of one-query searches. Prints one
+// JSON object on stdout; without a GPU, {"skipped": "<why>"} (exit 0).
 //
 //   vecgpu-gpu-bench [--n 1000000] [--d 128] [--batch 1024] [--k 10] [--seconds 10]
-//                    [--cpu-batches 2] [--device 0]
+//                    [--cpu-batches 2] [--single-queries 200] [--cpu-single-queries 20]
+//                    [--device 0]
+// One-query searches run one after another, each its own call; none starts after 5 seconds
+// (GPU) or 10 seconds (CPU).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +33,8 @@ struct Options {
   int k = 10;
   double seconds = 10;
   int cpu_batches = 2;
+  int single_queries = 200;
+  int cpu_single_queries = 20;
   int device = 0;
 };
 
@@ -61,7 +66,7 @@ bool Parse(int argc, char** argv, Options* o, std::string* error) {
     if (a == "--help" || a == "-h") {
       *error =
           "usage: vecgpu-gpu-bench [--n N] [--d D] [--batch B] [--k K] [--seconds S] "
-          "[--cpu-batches C] [--device ID]";
+          "[--cpu-batches C] [--single-queries Q] [--cpu-single-queries Q] [--device ID]";
       return false;
     }
     if (i + 1 >= argc) {
@@ -87,6 +92,10 @@ bool Parse(int argc, char** argv, Options* o, std::string* error) {
       o->seconds = x;
     } else if (a == "--cpu-batches") {
       o->cpu_batches = static_cast<int>(x);
+    } else if (a == "--single-queries") {
+      o->single_queries = static_cast<int>(x);
+    } else if (a == "--cpu-single-queries") {
+      o->cpu_single_queries = static_cast<int>(x);
     } else if (a == "--device") {
       o->device = static_cast<int>(x);
     } else {
@@ -99,6 +108,37 @@ bool Parse(int argc, char** argv, Options* o, std::string* error) {
     return false;
   }
   return true;
+}
+
+// Milliseconds of one-query searches on `b`: at most `count` of them, and none started after
+// `max_seconds`; p50 and p99 of those run.
+struct OneQuery {
+  int64_t count = 0;
+  double p50_ms = 0, p99_ms = 0;
+};
+StatusOr<OneQuery> OneQueryLatency(const Backend& b, const std::vector<float>& queries, int d,
+                                   int k, int count, double max_seconds) {
+  const int64_t available = static_cast<int64_t>(queries.size()) / d;
+  std::vector<float> dist(k);
+  std::vector<int64_t> labels(k);
+  std::vector<double> ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < count; ++i) {
+    if (Seconds(std::chrono::steady_clock::now() - t0).count() > max_seconds) break;
+    const auto q0 = std::chrono::steady_clock::now();
+    Status st =
+        b.Search(1, queries.data() + (i % available) * d, k, {}, dist.data(), labels.data());
+    if (!st.ok()) return st;
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - q0).count());
+  }
+  OneQuery r;
+  r.count = static_cast<int64_t>(ms.size());
+  if (ms.empty()) return r;
+  std::sort(ms.begin(), ms.end());
+  r.p50_ms = ms[ms.size() / 2];
+  r.p99_ms = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
+  return r;
 }
 
 std::vector<float> Random(int64_t n, int d, uint32_t seed) {
@@ -194,16 +234,29 @@ int Main(int argc, char** argv) {
     for (int j = 0; j < o.k; ++j) same += g.count(cpu_labels[q * o.k + j]);
   }
 
+  // One query at a time: latency, GPU then CPU, on the same queries.
+  StatusOr<OneQuery> gpu_one = OneQueryLatency(gpu, queries[0], o.d, o.k, o.single_queries, 5);
+  if (!gpu_one.ok()) return Fail(gpu_one.status().ToString());
+  StatusOr<OneQuery> cpu_one =
+      OneQueryLatency(*host, queries[0], o.d, o.k, o.cpu_single_queries, 10);
+  if (!cpu_one.ok()) return Fail(cpu_one.status().ToString());
+
   std::printf(
       "{\"device\": \"%s\", \"gpu_id\": %d, \"index\": \"Flat\", \"n\": %lld, \"d\": %d, "
       "\"batch\": %lld, \"k\": %d, \"build_seconds\": %.3f, \"gpu_batches\": %zu, "
       "\"gpu_qps\": %.1f, \"gpu_batch_ms_p50\": %.3f, \"gpu_batch_ms_p99\": %.3f, "
       "\"gpu_memory_bytes\": %lld, \"cpu_batches\": %d, \"cpu_qps\": %.1f, "
-      "\"speedup\": %.2f, \"agreement_at_k\": %.4f}\n",
+      "\"speedup\": %.2f, \"agreement_at_k\": %.4f, "
+      "\"gpu_one_query_count\": %lld, \"gpu_one_query_ms_p50\": %.3f, "
+      "\"gpu_one_query_ms_p99\": %.3f, \"cpu_one_query_count\": %lld, "
+      "\"cpu_one_query_ms_p50\": %.3f, \"cpu_one_query_ms_p99\": %.3f, "
+      "\"one_query_speedup\": %.2f}\n",
       Escape(props->name).c_str(), o.device, static_cast<long long>(o.n), o.d,
       static_cast<long long>(o.batch), o.k, build_s, batch_ms.size(), gpu_qps, p50, p99,
       static_cast<long long>(gpu.Info().memory_bytes), cpu_batches, cpu_qps, gpu_qps / cpu_qps,
-      static_cast<double>(same) / static_cast<double>(out));
+      static_cast<double>(same) / static_cast<double>(out), static_cast<long long>(gpu_one->count),
+      gpu_one->p50_ms, gpu_one->p99_ms, static_cast<long long>(cpu_one->count), cpu_one->p50_ms,
+      cpu_one->p99_ms, gpu_one->p50_ms > 0 ? cpu_one->p50_ms / gpu_one->p50_ms : 0.0);
   return 0;
 }
 
