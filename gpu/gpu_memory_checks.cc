@@ -198,7 +198,7 @@ json SingleAdds(DeviceProvider& provider, const SingleAddsOptions& o,
   std::atomic<int64_t> min_free{free_with_copy};
   std::atomic<int64_t> samples{0};
   std::thread sampler([&] {
-    while (!stop) {
+    do {  // at least once, however quickly the adds end
       StatusOr<int64_t> f = provider.FreeBytes(o.device);
       if (f.ok()) {
         int64_t seen = min_free.load();
@@ -207,7 +207,7 @@ json SingleAdds(DeviceProvider& provider, const SingleAddsOptions& o,
         ++samples;
       }
       std::this_thread::sleep_for(std::chrono::microseconds(500));
-    }
+    } while (!stop);
   });
 
   const std::vector<float> x = RandomVectors(o.adds, o.dim, 77);
