@@ -9,16 +9,11 @@
 #include "server/faissx/map_writer.h"
 #include "server/faissx/msgpack_scan.h"
 #include "server/faissx/request.h"
+#include "server/faissx/search_reply.h"
 #include "server/wire_status.h"
 
 namespace vecgpu::server {
 namespace {
-
-constexpr std::string_view kVersion = "vecgpu-0.1.0";
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Echoes `request_id` (string or integer) when the request carries one.
 void EchoRequestId(const Request* req, MapWriter& out) {
@@ -41,8 +36,7 @@ std::string Error(const Status& st, const Request* req, const std::string& raw_r
   details.pack_map(1);
   details.pack("status");
   details.pack(std::string(StatusCodeName(st.code())));
-  out.Double("timestamp", Now());
-  out.Str("version", kVersion);
+  WriteReplyTrailer(out);
   if (req) {
     EchoRequestId(req, out);
   } else if (!raw_request_id.empty()) {
@@ -179,8 +173,7 @@ StatusOr<std::chrono::steady_clock::time_point> FaissxService::Deadline(const Re
 }
 
 std::string FaissxService::Success(MapWriter& out, const Request* req) {
-  out.Double("timestamp", Now());
-  out.Str("version", kVersion);
+  WriteReplyTrailer(out);
   EchoRequestId(req, out);
   return out.Finish();
 }
