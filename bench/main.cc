@@ -18,12 +18,16 @@ int main(int argc, char** argv) {
   RunOptions opts;
   std::string out_path;
   bool no_faiss = false;
+  bool no_echo = false;
   run->add_option("names", names, "Scenario or suite names")->required();
   run->add_option("--vecgpu", opts.vecgpu_endpoint, "vecgpu endpoint, e.g. tcp://127.0.0.1:45678");
   run->add_option("--faissx", opts.faissx_endpoint, "FAISSx server endpoint");
   run->add_option("--vecgpu-grpc", opts.grpc_endpoint,
                   "vecgpu's Vald v1 gRPC endpoint, e.g. 127.0.0.1:8081 (the target 'grpc')");
   run->add_flag("--no-faiss", no_faiss, "Leave out the in-process FAISS baseline");
+  run->add_flag("--no-echo", no_echo,
+                "Leave out the echo target (a bare ZeroMQ ROUTER in this process: the "
+                "transport's floor)");
   run->add_option("--data-dir", opts.data_dir, "Ground-truth cache folder")->capture_default_str();
   run->add_option("--time-scale", opts.time_scale, "Multiply every duration")
       ->capture_default_str();
@@ -52,6 +56,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   opts.in_process = !no_faiss;
+  opts.echo = !no_echo;
 #if VECGPU_BENCH_HAVE_GRPC
   opts.make_grpc_target = [](const std::string& endpoint, int timeout_ms) {
     return MakeGrpcTarget("grpc", endpoint, timeout_ms);

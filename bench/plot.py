@@ -39,12 +39,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-TARGET_ORDER = ["vecgpu", "grpc", "faiss", "faissx", "direct", "gateway"]
+TARGET_ORDER = ["vecgpu", "grpc", "faiss", "faissx", "echo", "direct", "gateway"]
 TARGET_LABEL = {"vecgpu": "vecgpu", "grpc": "vecgpu gRPC (Vald API)", "faiss": "FAISS (in-process)",
-                "faissx": "FAISSx server", "direct": "agent directly",
+                "faissx": "FAISSx server", "echo": "ZeroMQ echo (transport floor)",
+                "direct": "agent directly",
                 "gateway": "through vecgpu gateway"}
 TARGET_COLOR = {"vecgpu": "tab:green", "grpc": "tab:purple", "faiss": "tab:blue",
-                "faissx": "tab:red", "direct": "tab:green", "gateway": "tab:orange"}
+                "faissx": "tab:red", "echo": "tab:gray", "direct": "tab:green",
+                "gateway": "tab:orange"}
 EXTRA_COLORS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 ENCODING_STYLE = {"list": "-", "binary": "--", "protobuf": "-."}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -810,6 +812,23 @@ def summary(report, ratio_scenarios):
     else:
         lines.append("(no ratios: the report lacks vecgpu and FAISS/FAISSx points for these scenarios)")
     lines.append("")
+
+    overheads = [o for o in report.get("overheads") or [] if isinstance(o, dict)]
+    if overheads:
+        lines += ["## Server overhead (vecgpu - FAISS in process - echo)", ""]
+        lines.append("What vecgpu adds beyond the search itself (in-process FAISS) and the ZeroMQ "
+                     "round trip with a reply of the same size (the echo target); p99s do not "
+                     "add up exactly, so their difference is indicative.")
+        lines.append("")
+        ms = lambda o, part, pct: fmt_ms(num((o.get(part) or {}).get(pct)))
+        rows = [[o.get("scenario"), o.get("encoding"), o.get("clients", "-"), o.get("batch", "-"),
+                 *[ms(o, part, pct) for pct in ("p50", "p99")
+                   for part in ("vecgpu_ms", "faiss_ms", "echo_ms", "server_overhead_ms")]]
+                for o in overheads]
+        lines += md_table(["scenario", "encoding", "clients", "batch", "vecgpu p50 ms",
+                           "FAISS p50 ms", "echo p50 ms", "server p50 ms", "vecgpu p99 ms",
+                           "FAISS p99 ms", "echo p99 ms", "server p99 ms"], rows)
+        lines.append("")
 
     grpc = grpc_rows(entries)
     if grpc:

@@ -62,8 +62,7 @@ class RemoteTarget : public Target {
   }
 
   StatusOr<std::unique_ptr<Connection>> Connect() override {
-    return std::unique_ptr<Connection>(
-        new RemoteConnection(ctx_, endpoint_, timeout_ms_, index_id_, d_, enc_));
+    return MakeFaissxConnection(ctx_, endpoint_, timeout_ms_, index_id_, d_, enc_);
   }
 
   Status SetParameter(const std::string& name, int value) override {
@@ -87,6 +86,13 @@ class RemoteTarget : public Target {
 };
 
 }  // namespace
+
+std::unique_ptr<Connection> MakeFaissxConnection(zmq::context_t& ctx, const std::string& endpoint,
+                                                 int timeout_ms, std::string index_id, int d,
+                                                 Encoding enc) {
+  return std::make_unique<RemoteConnection>(ctx, endpoint, timeout_ms, std::move(index_id), d,
+                                            enc);
+}
 
 std::unique_ptr<Target> MakeRemoteTarget(std::string name, std::string endpoint, Encoding enc,
                                          int timeout_ms) {

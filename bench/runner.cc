@@ -113,7 +113,7 @@ StatusOr<Dataset*> Runner::GetDataset(const std::string& key) {
 
 std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encoding enc) const {
   std::vector<std::string> wanted =
-      sc.value("targets", std::vector<std::string>{"vecgpu", "faiss", "faissx"});
+      sc.value("targets", std::vector<std::string>{"vecgpu", "faiss", "faissx", "echo"});
   auto want = [&](const char* t) {
     return std::find(wanted.begin(), wanted.end(), t) != wanted.end();
   };
@@ -134,6 +134,11 @@ std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encodin
     if (want("faissx") && !options_.faissx_endpoint.empty()) {
       out.push_back(MakeRemoteTarget("faissx", options_.faissx_endpoint, enc, kRequestTimeoutMs));
     }
+  }
+  // The transport's floor, per encoding (the reply's size depends on it); searches only.
+  if (want("echo") && options_.echo && sc.value("op", "search") == "search") {
+    out.push_back(
+        MakeEchoTarget(enc, kRequestTimeoutMs, IntList(sc, "batch", {1}), options_.k));
   }
   return out;
 }
@@ -188,7 +193,7 @@ Status Runner::Run(const std::string& name) {
       for (int param : params) {
         if (param > 0) RETURN_IF_ERROR(target->SetParameter(param_name, param));
         double recall = -1;
-        if (op == Operation::kSearch) {
+        if (op == Operation::kSearch && target->name() != "echo") {  // echo's labels are made up
           auto r = MeasureRecall(*target, *data, options_.k);
           if (r.ok()) recall = *r;
         }
@@ -259,6 +264,23 @@ Status Runner::Run(const std::string& name) {
       }
     }
   }
+  // What vecgpu adds beyond FAISS and the transport, on each vecgpu entry that has both.
+  for (json& v : results_) {
+    if (v.value("scenario", "") != name) continue;
+    const std::optional<json> o = ServerOverhead(v, results_);
+    if (!o) continue;
+    v["server_overhead_ms"] = (*o)["server_overhead_ms"];
+    auto at = [&](const char* part, const char* pct) { return (*o)[part][pct].get<double>(); };
+    for (const char* pct : {"p50", "p99"}) {
+      std::printf(
+          "%-17s overhead %-6s c=%-3d b=%-4d %s: vecgpu %9.3f = faiss %9.3f + echo %9.3f"
+          " + server %9.3f ms\n",
+          name.c_str(), v["encoding"].get<std::string>().c_str(), v["clients"].get<int>(),
+          v["batch"].get<int>(), pct, at("vecgpu_ms", pct), at("faiss_ms", pct),
+          at("echo_ms", pct), at("server_overhead_ms", pct));
+    }
+  }
+  std::fflush(stdout);
   return Status::Ok();
 }
 
@@ -275,10 +297,56 @@ json Runner::Report() const {
             {"faissx", options_.faissx_endpoint},
             {"grpc", options_.grpc_endpoint},
             {"in_process", options_.in_process},
+            {"echo", options_.echo},
             {"time_scale", options_.time_scale},
             {"k", options_.k}}},
           {"results", results_},
-          {"ratios", Ratios(results_)}};
+          {"ratios", Ratios(results_)},
+          {"overheads", ServerOverheads(results_)}};
+}
+
+std::optional<json> ServerOverhead(const json& v, const json& results) {
+  if (v.value("target", "") != "vecgpu" || !v.contains("latency_ms")) return std::nullopt;
+  auto same_point = [&](const json& o) {
+    for (const char* key : {"scenario", "clients", "batch", "offered_rps", "nprobe", "efSearch"}) {
+      if (v.value(key, json()) != o.value(key, json())) return false;
+    }
+    return o.contains("latency_ms") && o.value("requests", 0) > o.value("errors", 0);
+  };
+  const json* faiss = nullptr;
+  const json* echo = nullptr;
+  for (const auto& o : results) {
+    const std::string t = o.value("target", "");
+    if (t == "faiss" && same_point(o)) faiss = &o;
+    // Same encoding: the echo's requests and replies are the same bytes as vecgpu's.
+    if (t == "echo" && same_point(o) && o.value("encoding", "") == v.value("encoding", "")) {
+      echo = &o;
+    }
+  }
+  if (!faiss || !echo) return std::nullopt;
+  json row = {{"scenario", v["scenario"]}, {"encoding", v["encoding"]},
+              {"clients", v["clients"]},   {"batch", v["batch"]}};
+  for (const char* key : {"offered_rps", "nprobe", "efSearch"}) {
+    if (v.contains(key) && !v[key].is_null()) row[key] = v[key];
+  }
+  for (const char* pct : {"p50", "p99"}) {
+    const double total = v["latency_ms"][pct].get<double>();
+    const double f = (*faiss)["latency_ms"][pct].get<double>();
+    const double e = (*echo)["latency_ms"][pct].get<double>();
+    row["vecgpu_ms"][pct] = total;
+    row["faiss_ms"][pct] = f;
+    row["echo_ms"][pct] = e;
+    row["server_overhead_ms"][pct] = total - f - e;
+  }
+  return row;
+}
+
+json ServerOverheads(const json& results) {
+  json out = json::array();
+  for (const auto& v : results) {
+    if (auto row = ServerOverhead(v, results)) out.push_back(std::move(*row));
+  }
+  return out;
 }
 
 json Ratios(const json& results) {

@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct RunOptions {
   std::function<std::unique_ptr<Target>(const std::string& endpoint, int timeout_ms)>
       make_grpc_target;
   bool in_process = true;
+  // The echo target (MakeEchoTarget): the transport's floor, in every search scenario whose
+  // `targets` name it (or that names none).
+  bool echo = true;
   std::string data_dir = "bench/data";  // ground-truth cache
   double time_scale = 1.0;              // multiplies every duration (e.g. 0.2 for a smoke run)
   int k = 10;
@@ -54,5 +58,17 @@ class Runner {
 // vecgpu/FAISS and vecgpu/FAISSx throughput and p50 ratios for matching entries, and gRPC's
 // over vecgpu's (ZeroMQ) at the same point, per ZeroMQ encoding.
 nlohmann::json Ratios(const nlohmann::json& results);
+
+// For a vecgpu entry of `results` with an in-process FAISS entry and an echo entry (same
+// encoding) at the same point: what its latency is made of, in ms, for p50 and p99:
+//   {"scenario", "encoding", "clients", "batch", ["offered_rps", "nprobe", "efSearch"],
+//    "vecgpu_ms": {"p50", "p99"}, "faiss_ms": {...}, "echo_ms": {...},
+//    "server_overhead_ms": {...}}   (server overhead = vecgpu - faiss - echo)
+// Percentiles do not add up exactly, so a p99 overhead is indicative (and may be negative).
+// nullopt for any other entry.
+std::optional<nlohmann::json> ServerOverhead(const nlohmann::json& vecgpu_entry,
+                                             const nlohmann::json& results);
+// ServerOverhead of every vecgpu entry that has one.
+nlohmann::json ServerOverheads(const nlohmann::json& results);
 
 }  // namespace vecgpu::bench

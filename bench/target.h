@@ -46,12 +46,26 @@ class Target {
   virtual Status Cleanup() = 0;
 };
 
+// One FAISSx client (its own REQ socket on `ctx`, which must outlive it) searching and adding
+// to the index `index_id` (dimension d) at `endpoint`: what the remote and echo targets hand
+// each load thread.
+std::unique_ptr<Connection> MakeFaissxConnection(zmq::context_t& ctx, const std::string& endpoint,
+                                                 int timeout_ms, std::string index_id, int d,
+                                                 Encoding enc);
 // A FAISSx-protocol server at `endpoint` (vecgpu or FAISSx).
 std::unique_ptr<Target> MakeRemoteTarget(std::string name, std::string endpoint, Encoding enc,
                                          int timeout_ms);
 // FAISS in this process, the same library vecgpu links: the ceiling vecgpu's overhead is
 // measured against. Each connection searches with one OpenMP thread, as vecgpu's workers do.
 std::unique_ptr<Target> MakeInProcessTarget();
+// The transport's floor ("echo"): a bare ZeroMQ ROUTER started in this process (its own
+// thread, a free loopback port) that answers every request, without decoding it, with the
+// bytes of a real search reply (the server's codec, bench's encoding) for nq = the request's
+// batch and k = `k`; the request's batch is told by its size, a search request of each of
+// `batches` being encoded once in Prepare. Connections are the same FAISSx clients the remote
+// targets use, so vecgpu's latency less this one's is what vecgpu adds to the transport.
+std::unique_ptr<Target> MakeEchoTarget(Encoding enc, int timeout_ms, std::vector<int> batches,
+                                       int k);
 // vecgpu's Vald v1 gRPC API at `endpoint` ("host:port" or "grpc://host:port"), through the
 // generated stubs (bench/grpc_target.cc). Defined only in builds with VECGPU_WITH_GRPC, where
 // vecgpu-bench links it (VECGPU_BENCH_HAVE_GRPC).

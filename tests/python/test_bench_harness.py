@@ -85,3 +85,60 @@ def test_bench_refuses_unknown_names(tmp_path):
     listed = subprocess.run([str(BENCH), "--scenarios", str(ROOT / "bench" / "scenarios.json"),
                              "list"], capture_output=True, text=True, timeout=60)
     assert "concurrency-flat" in listed.stdout and "suite standard" in listed.stdout
+
+
+def test_bench_reports_the_transport_floor_and_the_server_overhead(tmp_path):
+    """The echo target (a bare ROUTER in vecgpu-bench) runs beside vecgpu and in-process FAISS,
+    and each vecgpu point gets server overhead = vecgpu - faiss - echo. No timing asserted."""
+    scen = tmp_path / "scenarios.json"
+    scen.write_text(json.dumps({
+        "datasets": SCENARIOS["datasets"],
+        "indexes": SCENARIOS["indexes"],
+        "scenarios": {"latency": {"dataset": "tiny", "index": "flat", "clients": [1],
+                                  "batch": [1, 8], "duration_s": 0.2, "warmup_s": 0.05,
+                                  "encodings": ["list", "binary"]}},
+        "suites": {}}))
+    out = tmp_path / "report.json"
+    srv = Server("--log-level", "warning")
+    try:
+        run = subprocess.run(
+            [str(BENCH), "--scenarios", str(scen), "run", "latency", "--vecgpu", srv.endpoint,
+             "--data-dir", str(tmp_path / "data"), "--out", str(out)],
+            capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        assert srv.stop() == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    by = lambda **kw: [r for r in results if all(r.get(k) == v for k, v in kw.items())]
+
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    # An echo row per encoding and batch, answered (the client decoded the canned replies).
+    for enc in ("list", "binary"):
+        echo = by(scenario="latency", target="echo", encoding=enc)
+        assert {p["batch"] for p in echo} == {1, 8}, echo
+        for p in echo:
+            assert p["errors"] == 0 and p["requests"] > 0, p
+            assert all(number(p["latency_ms"][pct]) for pct in ("p50", "p99")), p
+            assert p["recall_at_k"] is None  # its labels are made up
+
+    # Every vecgpu point carries its overhead, and the report lists the parts.
+    overheads = report["overheads"]
+    assert {(o["encoding"], o["batch"]) for o in overheads} == {
+        (e, b) for e in ("list", "binary") for b in (1, 8)}
+    for o in overheads:
+        (v,) = by(scenario="latency", target="vecgpu", encoding=o["encoding"], batch=o["batch"])
+        (f,) = by(scenario="latency", target="faiss", batch=o["batch"])
+        (e,) = by(scenario="latency", target="echo", encoding=o["encoding"], batch=o["batch"])
+        for pct in ("p50", "p99"):
+            parts = [o[key][pct] for key in ("vecgpu_ms", "faiss_ms", "echo_ms",
+                                             "server_overhead_ms")]
+            assert all(number(x) for x in parts), o
+            assert o["vecgpu_ms"][pct] == v["latency_ms"][pct]
+            assert o["faiss_ms"][pct] == f["latency_ms"][pct]
+            assert o["echo_ms"][pct] == e["latency_ms"][pct]
+            assert abs(parts[3] - (parts[0] - parts[1] - parts[2])) < 1e-9
+            assert v["server_overhead_ms"][pct] == o["server_overhead_ms"][pct]
+    # ... and the text output prints it beside the rows.
+    assert run.stdout.count(" overhead ") == 8, run.stdout
+    assert report["options"]["echo"] is True
