@@ -104,8 +104,8 @@ class EchoTarget : public Target {
       replies[request.size()] = SearchReplyBytes(batch, k_, rows, binary);
     }
     try {
-      server_ = std::make_unique<EchoServer>(std::move(replies),
-                                             SearchReplyBytes(1, k_, rows, binary));
+      server_ =
+          std::make_unique<EchoServer>(std::move(replies), SearchReplyBytes(1, k_, rows, binary));
     } catch (const std::exception& e) {
       return Internal(std::string("echo: cannot start the ROUTER: ") + e.what());
     }

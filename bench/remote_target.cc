@@ -90,8 +90,7 @@ class RemoteTarget : public Target {
 std::unique_ptr<Connection> MakeFaissxConnection(zmq::context_t& ctx, const std::string& endpoint,
                                                  int timeout_ms, std::string index_id, int d,
                                                  Encoding enc) {
-  return std::make_unique<RemoteConnection>(ctx, endpoint, timeout_ms, std::move(index_id), d,
-                                            enc);
+  return std::make_unique<RemoteConnection>(ctx, endpoint, timeout_ms, std::move(index_id), d, enc);
 }
 
 std::unique_ptr<Target> MakeRemoteTarget(std::string name, std::string endpoint, Encoding enc,

@@ -137,8 +137,7 @@ std::vector<std::unique_ptr<Target>> Runner::MakeTargets(const json& sc, Encodin
   }
   // The transport's floor, per encoding (the reply's size depends on it); searches only.
   if (want("echo") && options_.echo && sc.value("op", "search") == "search") {
-    out.push_back(
-        MakeEchoTarget(enc, kRequestTimeoutMs, IntList(sc, "batch", {1}), options_.k));
+    out.push_back(MakeEchoTarget(enc, kRequestTimeoutMs, IntList(sc, "batch", {1}), options_.k));
   }
   return out;
 }
@@ -276,8 +275,8 @@ Status Runner::Run(const std::string& name) {
           "%-17s overhead %-6s c=%-3d b=%-4d %s: vecgpu %9.3f = faiss %9.3f + echo %9.3f"
           " + server %9.3f ms\n",
           name.c_str(), v["encoding"].get<std::string>().c_str(), v["clients"].get<int>(),
-          v["batch"].get<int>(), pct, at("vecgpu_ms", pct), at("faiss_ms", pct),
-          at("echo_ms", pct), at("server_overhead_ms", pct));
+          v["batch"].get<int>(), pct, at("vecgpu_ms", pct), at("faiss_ms", pct), at("echo_ms", pct),
+          at("server_overhead_ms", pct));
     }
   }
   std::fflush(stdout);
@@ -324,8 +323,10 @@ std::optional<json> ServerOverhead(const json& v, const json& results) {
     }
   }
   if (!faiss || !echo) return std::nullopt;
-  json row = {{"scenario", v["scenario"]}, {"encoding", v["encoding"]},
-              {"clients", v["clients"]},   {"batch", v["batch"]}};
+  json row = {{"scenario", v["scenario"]},
+              {"encoding", v["encoding"]},
+              {"clients", v["clients"]},
+              {"batch", v["batch"]}};
   for (const char* key : {"offered_rps", "nprobe", "efSearch"}) {
     if (v.contains(key) && !v[key].is_null()) row[key] = v[key];
   }

@@ -34,7 +34,6 @@ Status WithVectors(const Call& c, const std::string& name, std::string_view key,
 
 namespace {
 
-
 void WriteTypeDetails(MapWriter& out, const IndexSpec& spec) {
   out.Str("metric_type", MetricName(spec.metric));
   if (spec.nlist) out.Int("nlist", spec.nlist);
