@@ -208,9 +208,16 @@ def run_index(dep, kind, index_type, x, q, ids, truth, args):
     if not ok:
         raise RuntimeError(f"the gateway did not create {name}")
     single.ok(action="create_index", index_id=name, dimension=x.shape[1], index_type=index_type)
+    # The placer may be moving a replica for balance (a shard shows three replicas, one
+    # leaving, until the move ends): wait for the map to settle.
+    def settled():
+        m = dep.map(name)
+        return len(m["shards"]) == SHARDS and all(
+            len(s["replicas"]) == REPLICAS and not s.get("leaving") and not s.get("handover")
+            for s in m["shards"])
+    if not wait_until(settled, 60):
+        raise RuntimeError(f"{name}: shard map is not {SHARDS} x {REPLICAS}: {dep.map(name)}")
     m = dep.map(name)
-    if len(m["shards"]) != SHARDS or any(len(s["replicas"]) != REPLICAS for s in m["shards"]):
-        raise RuntimeError(f"{name}: shard map is not {SHARDS} x {REPLICAS}: {m}")
     timings = {}
     if kind == "ivf":
         for node, who in ((gw, "cluster"), (single, "single")):
@@ -226,7 +233,11 @@ def run_index(dep, kind, index_type, x, q, ids, truth, args):
                     ids=[int(i) for i in ids[lo:lo + ADD_BATCH]])
         timings[f"{who}_add_s"] = time.perf_counter() - t
 
-    # The spread: every replica of every shard, read from its agent directly.
+    # The spread: every replica of every shard, read from its agent directly (once no replica
+    # is moving: the adds may have made the placer balance the agents again).
+    if not wait_until(settled, 60):
+        raise RuntimeError(f"{name}: shard map did not settle: {dep.map(name)}")
+    m = dep.map(name)
     shards = []
     for i, s in enumerate(m["shards"]):
         part = f"{name}#{i}"

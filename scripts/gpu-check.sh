@@ -415,10 +415,14 @@ else
 fi
 
 # ===== serve: the real server, through FAISSx
+# Below the kernel's ephemeral range (clients' local ports, which a listener cannot take
+# even when nothing listens there).
+read -r eph_lo _ < /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || eph_lo=32768
+[ "${eph_lo:-0}" -gt 12000 ] || eph_lo=32768
 free_port() {
   local p
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (eph_lo - 10000)))
     if ! (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
       echo "$p"
       return
@@ -441,6 +445,25 @@ t0=$SECONDS
 echo "===== serve: $vecgpu ${serve_args[*]}" >> "$log"
 "$vecgpu" "${serve_args[@]}" > "$work/server.log" 2>&1 &
 serve_pid=$!
+# A port taken meanwhile (the check of free_port races with the rest of the machine): the
+# server says so at once; start it again on other ports, twice at most.
+for _ in 1 2; do
+  sleep 1
+  if kill -0 "$serve_pid" 2> /dev/null || ! grep -q "cannot bind" "$work/server.log"; then break; fi
+  port=$(free_port)
+  mport=$(free_port)
+  while [ "$mport" = "$port" ]; do mport=$(free_port); done
+  endpoint=tcp://127.0.0.1:$port
+  for i in "${!serve_args[@]}"; do
+    case "${serve_args[$i]}" in
+      --port) serve_args[$((i + 1))]=$port ;;
+      --metrics-port) serve_args[$((i + 1))]=$mport ;;
+    esac
+  done
+  echo "===== serve (a port was taken; again): $vecgpu ${serve_args[*]}" >> "$log"
+  "$vecgpu" "${serve_args[@]}" > "$work/server.log" 2>&1 &
+  serve_pid=$!
+done
 say "vecgpu serve: pid $serve_pid, FAISSx $endpoint, metrics port $mport"
 server_fields="\"server\": {\"pid\": $serve_pid, \"port\": $port, \"metrics_port\": $mport}"
 serve_ok=false
