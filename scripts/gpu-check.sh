@@ -445,11 +445,13 @@ t0=$SECONDS
 echo "===== serve: $vecgpu ${serve_args[*]}" >> "$log"
 "$vecgpu" "${serve_args[@]}" > "$work/server.log" 2>&1 &
 serve_pid=$!
-# A port taken meanwhile (the check of free_port races with the rest of the machine): the
-# server says so at once; start it again on other ports, twice at most.
-for _ in 1 2; do
-  sleep 1
-  if kill -0 "$serve_pid" 2> /dev/null || ! grep -q "cannot bind" "$work/server.log"; then break; fi
+say "vecgpu serve: pid $serve_pid, FAISSx $endpoint, metrics port $mport"
+serve_ok=false
+run serve_wait $((budget[serve] / 2)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 2 - 1)) wait
+# A port taken meanwhile (free_port's check races with the rest of the machine): the server
+# exited saying so; it is started once more on other ports.
+if ! kill -0 "$serve_pid" 2> /dev/null && grep -q "cannot bind" "$work/server.log"; then
+  wait "$serve_pid" 2> /dev/null
   port=$(free_port)
   mport=$(free_port)
   while [ "$mport" = "$port" ]; do mport=$(free_port); done
@@ -463,11 +465,10 @@ for _ in 1 2; do
   echo "===== serve (a port was taken; again): $vecgpu ${serve_args[*]}" >> "$log"
   "$vecgpu" "${serve_args[@]}" > "$work/server.log" 2>&1 &
   serve_pid=$!
-done
-say "vecgpu serve: pid $serve_pid, FAISSx $endpoint, metrics port $mport"
+  say "vecgpu serve (again, a port was taken): pid $serve_pid, FAISSx $endpoint, metrics port $mport"
+  run serve_wait $((budget[serve] / 4)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 4 - 1)) wait
+fi
 server_fields="\"server\": {\"pid\": $serve_pid, \"port\": $port, \"metrics_port\": $mport}"
-serve_ok=false
-run serve_wait $((budget[serve] / 2)) "$serve_check" --endpoint "$endpoint" --seconds $((budget[serve] / 2 - 1)) wait
 if [ "$rc" != 0 ] || ! kill -0 "$serve_pid" 2> /dev/null; then
   why="the server did not answer ping"
   if ! kill -0 "$serve_pid" 2> /dev/null; then
