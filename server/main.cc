@@ -26,9 +26,6 @@
 #include "core/store/wal_record.h"
 #endif
 #include "core/device/device_manager.h"
-#include "core/device/fake_device_provider.h"
-#include "gpu_host/host_main.h"
-#include "gpu_host/host_provider.h"
 #include "core/engine.h"
 #include "core/scheduler/scheduler.h"
 #include "core/service/local_service.h"
@@ -40,6 +37,7 @@
 #include "server/auth.h"
 #include "server/build_info.h"
 #include "server/config.h"
+#include "server/gpu_host_command.h"
 #include "server/faissx/service.h"
 #include "server/http/metrics_server.h"
 #include "server/import_faissx.h"
@@ -48,9 +46,6 @@
 #include <unistd.h>
 
 #include "server/grpc/grpc_server.h"
-#endif
-#if VECGPU_HAVE_GPU
-#include "gpu/cuda_device_provider.h"
 #endif
 
 namespace vecgpu::server {
@@ -82,83 +77,6 @@ void SetUpLogging(const ServeOptions& o) {
   logger->set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
-}
-
-// GPU host processes (gpu_host/) serving the CUDA devices when this build has the GPU
-// backend, or the fake GPUs of --fake-gpus; else none.
-std::unique_ptr<DeviceProvider> MakeDeviceProvider(const ServeOptions& o) {
-  gpu_host::GpuHostOptions h;
-  h.log = [](const std::string& line) { spdlog::info("{}", line); };
-  if (!o.fake_gpus.empty()) {
-    h.provider_args = {"--provider", "fake", "--fake-gpus", o.fake_gpus};
-    return std::make_unique<gpu_host::GpuHostProvider>(std::move(h));
-  }
-#if VECGPU_HAVE_GPU
-  h.provider_args = {"--provider", "cuda"};
-  return std::make_unique<gpu_host::GpuHostProvider>(std::move(h));
-#else
-  return nullptr;
-#endif
-}
-
-// `vecgpu gpu-host --device N --provider cuda|fake [--fake-gpus MiB,...]`: a GPU host
-// process, started by the server (GpuHostProvider) with its socket as descriptor 3.
-int RunGpuHostCommand(int argc, char** argv) {
-  gpu_host::GpuHostMainOptions ho;
-  std::string provider_name, fake;
-  int64_t temp_memory = -1;
-  for (int i = 2; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--device") {
-      ho.device = std::atoi(value.c_str());
-    } else if (flag == "--provider") {
-      provider_name = value;
-    } else if (flag == "--fake-gpus") {
-      fake = value;
-    } else if (flag == "--temp-memory-bytes") {
-      temp_memory = std::atoll(value.c_str());
-    } else {
-      std::fprintf(stderr, "gpu-host: unknown flag %s (started by vecgpu serve only)\n",
-                   flag.c_str());
-      return 2;
-    }
-  }
-  cpu::ConfigureCpuThreads();
-  ho.on_worker_start = cpu::UseOneThreadHere;
-  cpu::CpuBackendFactory cpu_factory;
-  std::unique_ptr<DeviceProvider> inner;
-  if (provider_name == "fake") {
-    std::vector<int64_t> memory;
-    for (size_t at = 0; at < fake.size();) {
-      size_t comma = fake.find(',', at);
-      if (comma == std::string::npos) comma = fake.size();
-      memory.push_back(std::atoll(fake.substr(at, comma - at).c_str()) << 20);
-      at = comma + 1;
-    }
-    auto f = std::make_unique<FakeDeviceProvider>(memory);
-    // A fake GPU's copy: a CPU index loaded from the host's bytes.
-    f->make_replica = [&cpu_factory](const Backend& host, const std::vector<int>&)
-        -> StatusOr<std::unique_ptr<Backend>> {
-      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, host.Serialize());
-      return cpu_factory.Load(
-          host.spec(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-          host.next_label());
-    };
-    inner = std::move(f);
-    ho.fake = true;
-  } else if (provider_name == "cuda") {
-#if VECGPU_HAVE_GPU
-    inner = gpu::MakeCudaDeviceProvider();
-#else
-    std::fprintf(stderr, "gpu-host: this build has no GPU support\n");
-    return 2;
-#endif
-  } else {
-    std::fprintf(stderr, "gpu-host: --provider must be cuda or fake\n");
-    return 2;
-  }
-  if (temp_memory >= 0) inner->SetTempMemory(temp_memory);
-  return gpu_host::RunGpuHost(ho, *inner, cpu_factory);
 }
 
 // Per-GPU gauges: memory budget and reserved, collections, health; CPU-placed collections.

@@ -504,7 +504,7 @@ std::vector<DeviceManager::DeviceState> DeviceManager::Devices() const {
   for (const auto& d : devices_) {
     out.push_back({d->props.id, d->props.name, d->props.total_bytes, d->budget, d->reserved,
                    d->collections, d->extra_copies, d->healthy.load(), d->quarantined,
-                   d->faults, d->restarts});
+                   d->faults, d->restarts.load()});
   }
   return out;
 }

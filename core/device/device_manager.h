@@ -162,7 +162,8 @@ class DeviceManager final : public DeviceWatcher {
   bool all_healthy(const std::vector<int>& devices) const;
   // Changes whenever one of `devices` restarts: a copy built at another generation lives in a
   // process that is gone, and its errors are not new faults.
-  int64_t generation(const std::vector<int>& devices) const EXCLUDES(mu_);
+  // Lock-free: asked on every search.
+  int64_t generation(const std::vector<int>& devices) const;
   // Why `devices` do not serve now ("GPU 0 failed (...); restarting"), "" when they all do.
   std::string DownReason(const std::vector<int>& devices) const EXCLUDES(mu_);
 
@@ -224,7 +225,9 @@ class DeviceManager final : public DeviceWatcher {
     Clock::time_point quarantine_end;
     std::string last_fault;
     int64_t faults = 0;
-    int64_t restarts = 0;
+    // Restarts that brought it back: its generation. Atomic, so the search path reads it
+    // without mu_ (DeviceManager::generation).
+    std::atomic<int64_t> restarts{0};
   };
   // Records a loss of `d` (down already or not); logs; wakes the supervisor.
   void RecordFault(Device* d, const std::string& why) REQUIRES(mu_);

@@ -110,10 +110,10 @@ void DeviceManager::Supervise() {
       if (stop_) break;
       if (st.ok()) {
         d->down = false;
-        d->restarts++;
+        d->restarts.fetch_add(1, std::memory_order_release);
         d->healthy.store(true, std::memory_order_release);
         Log("gpus: GPU " + std::to_string(id) + " is back (restart " +
-            std::to_string(d->restarts) + "); its collections return to it");
+            std::to_string(d->restarts.load()) + "); its collections return to it");
       } else {
         RecordFault(d, "restart failed: " + st.message());
       }
@@ -122,10 +122,9 @@ void DeviceManager::Supervise() {
 }
 
 int64_t DeviceManager::generation(const std::vector<int>& devices) const {
-  MutexLock lock(mu_);
   int64_t g = 0;
   for (int id : devices) {
-    if (Device* d = Find(id)) g += d->restarts;
+    if (Device* d = Find(id)) g += d->restarts.load(std::memory_order_acquire);
   }
   return g;
 }
